@@ -1,0 +1,6 @@
+"""vqvae: VQ-VAE ("Neural Discrete Representation Learning", arXiv:1711.00937) in PyTorch."""
+
+from vqvae.quantize import QuantizerOutput, VectorQuantizer, VectorQuantizerEMA
+
+__all__ = ["QuantizerOutput", "VectorQuantizer", "VectorQuantizerEMA"]
+__version__ = "0.1.0"
