@@ -1,0 +1,134 @@
+"""Checkpoint directories: ``config.json`` + ``model.safetensors`` (+ ``trainer_state.json`` and
+``trainer_state.safetensors`` for resuming). Nothing is ever loaded with pickle.
+
+Every file is written to a temporary name in the same directory and renamed over the target,
+so an interrupted save leaves the previous file intact, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from vqvae.errors import VQVAEError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+STATE_JSON = "trainer_state.json"
+STATE_TENSORS = "trainer_state.safetensors"
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> bytes:
+    # safetensors refuses shared or strided storage: give it plain contiguous copies.
+    return st_save({k: v.detach().cpu().contiguous().clone() for k, v in state.items()})
+
+
+def save_model(directory: str | Path, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> None:
+    """Write the weights, then the config (the config names what the weights are)."""
+    directory = Path(directory)
+    atomic_write_bytes(directory / WEIGHTS, _tensors(state_dict))
+    atomic_write_json(directory / CONFIG, {"format_version": FORMAT_VERSION, **config})
+
+
+def read_config(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """The checkpoint's config; a clear error when ``directory`` is not a checkpoint (of ``kind``)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise VQVAEError(f"checkpoint directory not found: {directory}")
+    path = directory / CONFIG
+    if not path.is_file() or not (directory / WEIGHTS).is_file():
+        raise VQVAEError(f"{directory} is not a checkpoint directory (needs {CONFIG} and {WEIGHTS})")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VQVAEError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise VQVAEError(f"{path} must hold a JSON object")
+    if kind is not None and config.get("kind") != kind:
+        raise VQVAEError(f"{directory} holds a {config.get('kind', 'unknown')!r} checkpoint, expected {kind!r}")
+    return config
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    try:
+        return st_load(path.read_bytes())
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise VQVAEError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def load_model_state(directory: str | Path) -> dict[str, torch.Tensor]:
+    return load_tensors(Path(directory) / WEIGHTS)
+
+
+def save_trainer_state(
+    directory: str | Path, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    """Optimiser state, RNG states (as ``tensors``) and JSON-able progress (``meta``) for ``--resume``."""
+    opt = optimizer.state_dict()
+    flat: dict[str, torch.Tensor] = {f"rng.{k}": v for k, v in tensors.items()}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in opt["state"].items():
+        for name, value in st.items():
+            if torch.is_tensor(value):
+                flat[f"optim.{pid}.{name}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    directory = Path(directory)
+    atomic_write_bytes(directory / STATE_TENSORS, _tensors(flat))
+    atomic_write_json(
+        directory / STATE_JSON,
+        {"meta": meta, "param_groups": opt["param_groups"], "optim_scalars": scalars},
+    )
+
+
+def load_trainer_state(
+    directory: str | Path, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Restore the optimiser in place; return (rng tensors, meta)."""
+    directory = Path(directory)
+    if not (directory / STATE_JSON).is_file() or not (directory / STATE_TENSORS).is_file():
+        raise VQVAEError(f"{directory} has no trainer state to resume from ({STATE_JSON}, {STATE_TENSORS})")
+    info = json.loads((directory / STATE_JSON).read_text())
+    flat = load_tensors(directory / STATE_TENSORS)
+    state: dict[int, dict[str, Any]] = {}
+    rng: dict[str, torch.Tensor] = {}
+    for key, value in flat.items():
+        if key.startswith("rng."):
+            rng[key[4:]] = value
+        else:
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    for pid, values in info["optim_scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    return rng, info["meta"]

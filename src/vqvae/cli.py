@@ -1,0 +1,207 @@
+"""``vqvae`` command line: a thin shell over importable functions.
+
+    vqvae train [--config RECIPE] [--data D] [--out DIR] [--steps N] [--max-seconds S] [key=value ...]
+    vqvae train --resume DIR [--steps N] [--max-seconds S]
+    vqvae evaluate DIR [--data D] [--split test] [--json]
+    vqvae reconstruct DIR --out grid.png
+    vqvae encode DIR --out codes.npz
+    vqvae decode DIR codes.npz --out grid.png
+
+Problems the user can fix print one line (``vqvae: error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vqvae.errors import VQVAEError
+
+
+def _out_path(path: str, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise VQVAEError(f"--out {p} must end in {' or '.join(suffixes)}")
+    if p.exists() and not overwrite:
+        raise VQVAEError(f"{p} already exists: pass --overwrite to replace it")
+    if p.is_dir():
+        raise VQVAEError(f"{p} is a directory")
+    return p
+
+
+def _load(run_dir: str):
+    from vqvae.checkpoint import read_config
+    from vqvae.model import VQVAE
+
+    config = read_config(run_dir, kind="vqvae")
+    return VQVAE.from_pretrained(run_dir).eval(), config
+
+
+def _data(config: dict[str, Any], data: str | None, split: str):
+    from vqvae.data import load_images
+
+    spec = data or config.get("train", {}).get("data", "fashion-mnist")
+    m = config["model"]
+    ds = load_images(spec, split, image_size=m["image_size"], channels=m["in_channels"])
+    _, c, h, w = ds.images.shape
+    if (c, h, w) != (m["in_channels"], m["image_size"], m["image_size"]):
+        raise VQVAEError(f"{ds.name} images are {c}x{h}x{w}, the model expects "
+                         f"{m['in_channels']}x{m['image_size']}x{m['image_size']}")
+    return ds
+
+
+# -- commands --------------------------------------------------------------------------------------
+def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
+    from vqvae.config import load_recipe
+    from vqvae.train import train_and_evaluate
+
+    overrides = list(a.overrides)
+    if a.data:
+        overrides.append(f"train.data={a.data}")
+    if a.steps is not None:
+        overrides.append(f"train.steps={a.steps}")
+    if a.max_seconds is not None:
+        overrides.append(f"train.max_seconds={a.max_seconds}")
+    if a.resume:
+        if a.config or a.overrides or a.data:
+            raise VQVAEError("--resume continues a run with its saved recipe: only --steps/--max-seconds may change")
+        out = a.resume
+    else:
+        out = a.out
+    recipe = load_recipe(a.config, overrides)
+    metrics = train_and_evaluate(recipe, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet)
+    print(json.dumps(metrics) if a.json else _summary(metrics))
+    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, "
+          f"reconstructions.png, tb/)")
+    return metrics
+
+
+def _summary(m: dict[str, Any]) -> str:
+    return (f"{m['split']}: psnr {m['psnr']:.2f} dB, ssim {m['ssim']:.4f}, mse {m['mse']:.5f}, "
+            f"codes used {m['codes_used']}/{m['num_embeddings']}, perplexity {m['perplexity']:.1f}")
+
+
+def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
+    from vqvae.evaluate import evaluate_model
+
+    model, config = _load(a.run_dir)
+    metrics = evaluate_model(model, _data(config, a.data, a.split), limit=a.limit)
+    print(json.dumps(metrics) if a.json else _summary(metrics))
+    return metrics
+
+
+def cmd_reconstruct(a: argparse.Namespace) -> None:
+    from vqvae.evaluate import write_reconstruction_grid
+
+    out = _out_path(a.out, a.overwrite, (".png",))
+    model, config = _load(a.run_dir)
+    write_reconstruction_grid(model, _data(config, a.data, a.split), out, n=a.n)
+    print(f"wrote {out} (top: originals, bottom: reconstructions)")
+
+
+def cmd_encode(a: argparse.Namespace) -> None:
+    from vqvae.evaluate import encode_dataset, save_codes
+
+    out = _out_path(a.out, a.overwrite, (".npz",))
+    model, config = _load(a.run_dir)
+    splits = {}
+    for split in a.splits.split(","):
+        ds = _data(config, a.data, split)
+        splits[split] = (encode_dataset(model, ds), ds.labels.numpy())
+    meta = {"num_embeddings": model.config.num_embeddings, "latent_size": model.config.latent_size}
+    save_codes(out, splits, meta)
+    shapes = ", ".join(f"{s}: {v[0].shape}" for s, v in splits.items())
+    print(f"wrote {out} ({shapes})")
+
+
+@torch.no_grad()
+def cmd_decode(a: argparse.Namespace) -> None:
+    from vqvae.data import save_image_grid
+    from vqvae.evaluate import load_codes
+
+    out = _out_path(a.out, a.overwrite, (".png",))
+    model, _ = _load(a.run_dir)
+    codes = load_codes(a.codes, model.config.num_embeddings, model.config.latent_size)
+    key = f"{a.split}_indices"
+    if key not in codes:
+        have = sorted(k[: -len("_indices")] for k in codes if k.endswith("_indices"))
+        raise VQVAEError(f"{a.codes} has no split {a.split!r} (it has: {', '.join(have)})")
+    idx = torch.from_numpy(codes[key][: a.n].astype(np.int64))
+    images = model.decode_indices(idx).clamp(0, 1)
+    save_image_grid(images, out, nrow=int(np.ceil(np.sqrt(len(images)))) if len(images) else 1)
+    print(f"wrote {out} ({len(images)} decoded images)")
+
+
+# -- the parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vqvae", description="VQ-VAE: train, evaluate, encode, decode.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an image VQ-VAE")
+    t.add_argument("--config", help="recipe: a YAML file or a built-in name (default: fashion_mnist)")
+    t.add_argument("--data", help="fashion-mnist, mnist, cifar10, or a path (IDX dir, CIFAR dir, image folder)")
+    t.add_argument("--out", default="runs/vqvae", help="run directory (default: runs/vqvae)")
+    t.add_argument("--steps", type=int, help="stop after this many optimisation steps")
+    t.add_argument("--max-seconds", type=float, help="wall-clock budget for training, in seconds")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR where it stopped")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run directory's contents")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. model.hidden=64")
+    t.set_defaults(fn=cmd_train)
+
+    def run_cmd(name: str, fn, help: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help)
+        s.add_argument("run_dir", help="a run directory written by `vqvae train`")
+        s.add_argument("--data", help="data to use (default: the data the model was trained on)")
+        s.set_defaults(fn=fn)
+        return s
+
+    e = run_cmd("evaluate", cmd_evaluate, "reconstruction quality and codebook usage over a whole split")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--limit", type=int, help="evaluate only the first N images")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+
+    r = run_cmd("reconstruct", cmd_reconstruct, "PNG grid: originals above reconstructions")
+    r.add_argument("--split", default="test", choices=["train", "test"])
+    r.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    r.add_argument("--out", required=True, help="output .png")
+    r.add_argument("--overwrite", action="store_true")
+
+    c = run_cmd("encode", cmd_encode, "code indices + labels of whole splits, to .npz")
+    c.add_argument("--splits", default="train,test", help="comma-separated splits (default train,test)")
+    c.add_argument("--out", required=True, help="output .npz")
+    c.add_argument("--overwrite", action="store_true")
+
+    d = sub.add_parser("decode", help="decode indices from an .npz written by `vqvae encode` into a PNG grid")
+    d.add_argument("run_dir")
+    d.add_argument("codes", help=".npz written by `vqvae encode`")
+    d.add_argument("--split", default="test")
+    d.add_argument("--n", type=int, default=64, help="decode the first N entries (default 64)")
+    d.add_argument("--out", required=True, help="output .png")
+    d.add_argument("--overwrite", action="store_true")
+    d.set_defaults(fn=cmd_decode)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except VQVAEError as exc:
+        print(f"vqvae: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vqvae: interrupted (the last checkpoint written is intact)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Configuration: the architecture (:class:`ModelConfig`) is kept apart from the run
+(:class:`TrainConfig`); both are saved in every checkpoint, so evaluating or sampling needs no flags.
+
+Recipes are YAML files with two sections, ``model:`` and ``train:``. Command-line overrides use
+dotted keys (``model.hidden=64 train.lr=3e-4``). Unknown keys and wrong types are rejected with a
+message naming them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vqvae.errors import VQVAEError
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the image VQ-VAE (what ``from_pretrained`` needs to rebuild it)."""
+
+    in_channels: int = 1  # 1 for grayscale, 3 for RGB
+    image_size: int = 28  # side of the (square) training images, in pixels
+    hidden: int = 128  # channels of the conv nets at the latent resolution
+    res_hidden: int = 32  # channels inside each residual block
+    num_res_layers: int = 2  # residual blocks in the encoder and in the decoder
+    downsample: int = 4  # latent grid = image / downsample (a power of two)
+    embedding_dim: int = 64  # D, size of a code vector
+    num_embeddings: int = 512  # K, number of codes
+    quantizer: str = "ema"  # "ema" (VectorQuantizerEMA) or "vq" (VectorQuantizer, gradient-learned codebook)
+    commitment_cost: float = 0.25  # beta
+    decay: float = 0.99  # EMA decay (quantizer: ema)
+    epsilon: float = 1e-5  # EMA Laplace smoothing (quantizer: ema)
+    kmeans_init: bool = False  # k-means codebook init on encoder outputs at the start of training
+    restart_threshold: float = 0.0  # re-seed codes used fewer times per step than this (0: never)
+
+    def validate(self) -> None:
+        _check(self.in_channels in (1, 3), "model.in_channels", self.in_channels, "1 or 3")
+        _check(self.image_size >= 4, "model.image_size", self.image_size, ">= 4")
+        for name in ("hidden", "res_hidden", "embedding_dim", "num_embeddings"):
+            _check(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), ">= 1")
+        _check(self.num_res_layers >= 0, "model.num_res_layers", self.num_res_layers, ">= 0")
+        d = self.downsample
+        _check(d >= 2 and d & (d - 1) == 0, "model.downsample", d, "a power of two >= 2")
+        _check(self.quantizer in ("ema", "vq"), "model.quantizer", self.quantizer, '"ema" or "vq"')
+        _check(self.commitment_cost >= 0, "model.commitment_cost", self.commitment_cost, ">= 0")
+        _check(0 <= self.decay <= 1, "model.decay", self.decay, "in [0, 1]")
+        _check(self.epsilon > 0, "model.epsilon", self.epsilon, "> 0")
+        _check(self.restart_threshold >= 0, "model.restart_threshold", self.restart_threshold, ">= 0")
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the latent grid: ceil(image_size / downsample) (images are padded to a multiple)."""
+        return -(-self.image_size // self.downsample)
+
+
+@dataclass
+class TrainConfig:
+    """How one training run goes (data, optimiser, budget, logging)."""
+
+    data: str = "fashion-mnist"  # "fashion-mnist", "mnist", "cifar10" or a path (IDX dir, CIFAR dir, image folder)
+    batch_size: int = 64
+    lr: float = 1e-3  # peak learning rate (Adam)
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # "cosine" (decays to min_lr_ratio * lr over the budget) or "constant"
+    warmup_steps: int = 100  # linear warm-up of the learning rate
+    min_lr_ratio: float = 0.05  # final learning rate of the cosine schedule, as a fraction of lr
+    steps: int = 0  # stop after this many steps (0: no step limit; then max_seconds must be set)
+    max_seconds: float = 0.0  # wall-clock budget for the optimisation steps (0: none)
+    kmeans_batches: int = 20  # batches of encoder outputs the k-means init sees (model.kmeans_init)
+    bf16: bool = False  # bfloat16 autocast for the conv nets (the quantizer always runs in fp32)
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads (0: leave PyTorch's default)
+    log_every: int = 50  # steps between CSV/TensorBoard rows
+    checkpoint_every: float = 60.0  # seconds between checkpoints (one is always written at the end)
+    eval_batches: int = 0  # test-split batches evaluated at the end of training (0: the whole split)
+
+    def validate(self) -> None:
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
+        _check(self.lr > 0, "train.lr", self.lr, "> 0")
+        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
+        _check(self.schedule in ("cosine", "constant"), "train.schedule", self.schedule, '"cosine" or "constant"')
+        _check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, ">= 0")
+        _check(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
+        _check(self.steps >= 0, "train.steps", self.steps, ">= 0")
+        _check(self.max_seconds >= 0, "train.max_seconds", self.max_seconds, ">= 0")
+        if self.steps == 0 and self.max_seconds == 0:
+            raise VQVAEError("set train.steps or train.max_seconds (--steps / --max-seconds): the run has no end")
+        _check(self.kmeans_batches >= 1, "train.kmeans_batches", self.kmeans_batches, ">= 1")
+        _check(self.threads >= 0, "train.threads", self.threads, ">= 0")
+        _check(self.log_every >= 1, "train.log_every", self.log_every, ">= 1")
+        _check(self.checkpoint_every > 0, "train.checkpoint_every", self.checkpoint_every, "> 0")
+        _check(self.eval_batches >= 0, "train.eval_batches", self.eval_batches, ">= 0")
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> None:
+        self.model.validate()
+        self.train.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": dataclasses.asdict(self.model), "train": dataclasses.asdict(self.train)}
+
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise VQVAEError(f"{key} must be {expected}, got {value!r}")
+
+
+def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
+    hint = typing.get_type_hints(_CLASSES[cls_name])[f.name]
+    key = f"{cls_name}.{f.name}"
+    if isinstance(hint, types.UnionType):
+        hint = next(t for t in typing.get_args(hint) if t is not type(None))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise VQVAEError(f"{key} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise VQVAEError(f"{key} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise VQVAEError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise VQVAEError(f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint} for {key}")
+
+
+_CLASSES = {"model": ModelConfig, "train": TrainConfig}
+
+
+def section_from_dict(name: str, values: dict[str, Any]) -> Any:
+    """Build one section (``"model"`` or ``"train"``) from a dict, rejecting unknown keys and bad types."""
+    cls = _CLASSES[name]
+    if not isinstance(values, dict):
+        raise VQVAEError(f"config section {name!r} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise VQVAEError(f"unknown config key(s) in {name}: {', '.join(unknown)} (known: {', '.join(fields)})")
+    return cls(**{k: _coerce(name, fields[k], v) for k, v in values.items()})
+
+
+def recipe_from_dict(d: dict[str, Any]) -> Recipe:
+    if not isinstance(d, dict):
+        raise VQVAEError(f"a recipe must be a mapping with sections model/train, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(_CLASSES))
+    if unknown:
+        raise VQVAEError(f"unknown config section(s): {', '.join(unknown)} (known: model, train)")
+    return Recipe(
+        model=section_from_dict("model", d.get("model") or {}),
+        train=section_from_dict("train", d.get("train") or {}),
+    )
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in resources.files("vqvae.configs").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_recipe(spec: str | Path | None, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe -- a YAML path, or the name of a built-in one (``fashion_mnist``) -- and apply
+    ``key=value`` overrides (dotted keys, YAML values). ``None`` means the default recipe."""
+    d = _read_yaml(spec if spec is not None else "fashion_mnist")
+    for item in overrides:
+        if "=" not in item:
+            raise VQVAEError(f"override {item!r} is not of the form section.key=value (e.g. train.lr=3e-4)")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2 or parts[0] not in _CLASSES:
+            raise VQVAEError(f"override key {key!r} must be model.<key> or train.<key>")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        d.setdefault(parts[0], {})[parts[1]] = value
+    recipe = recipe_from_dict(d)
+    recipe.validate()
+    return recipe
+
+
+def _read_yaml(spec: str | Path) -> dict[str, Any]:
+    path = Path(spec)
+    if not path.suffix and not path.exists():
+        if str(spec) not in builtin_recipes():
+            raise VQVAEError(f"no recipe named {spec!r} (built-in: {', '.join(builtin_recipes())}) and no such file")
+        text = resources.files("vqvae.configs").joinpath(f"{spec}.yaml").read_text()
+    else:
+        if not path.is_file():
+            raise VQVAEError(f"recipe file not found: {path}")
+        text = path.read_text()
+    try:
+        d = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise VQVAEError(f"recipe {spec} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(d, dict):
+        raise VQVAEError(f"recipe {spec} must be a mapping with sections model/train")
+    return d

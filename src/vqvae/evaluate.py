@@ -1,0 +1,124 @@
+"""Evaluation and the encode/decode stages of the image pipeline.
+
+Every metric accumulates sums over the whole split and divides once at the end (never a mean of
+batch means): ``mse`` is the mean squared error per pixel of the reconstructions (clamped to the
+valid range [0, 1]), ``psnr`` = 10 log10(1 / mse) of that split-wide mse, ``psnr_per_image`` the
+mean of per-image PSNRs (always >= ``psnr``), ``ssim`` the mean per-image SSIM (7x7 uniform window),
+codebook usage over the whole split.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vqvae.checkpoint import atomic_write_bytes
+from vqvae.data import ImageDataset, save_image_grid, to_float
+from vqvae.errors import VQVAEError
+from vqvae.metrics import CodebookUsage, psnr_from_mse, ssim
+from vqvae.model import VQVAE
+
+
+@torch.no_grad()
+def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None, batch_size: int = 500) -> dict[str, Any]:
+    """Reconstruction quality and codebook usage of ``model`` on ``data`` (the first ``limit`` images)."""
+    model.eval()
+    n = len(data) if limit is None else min(limit, len(data))
+    if n == 0:
+        raise VQVAEError(f"{data.name} has no images to evaluate")
+    usage = CodebookUsage(model.config.num_embeddings)
+    sq_err, pixels, ssim_sum, psnr_sum = 0.0, 0, 0.0, 0.0
+    for start in range(0, n, batch_size):
+        x = to_float(data.images[start : min(start + batch_size, n)])
+        idx = model.encode(x)  # (B, h, w)
+        recon = model.decode_indices(idx).clamp(0, 1).float()
+        usage.update(idx)
+        err = (recon - x).pow(2)
+        sq_err += float(err.double().sum())
+        pixels += err.numel()
+        per_image = err.flatten(1).mean(1).double()
+        psnr_sum += float((10 * torch.log10(1.0 / per_image.clamp(min=1e-12))).sum())
+        ssim_sum += float(ssim(recon, x).double().sum())
+    mse = sq_err / pixels
+    h = model.config.latent_size
+    u = usage.as_dict()
+    return {
+        "split": data.name,
+        "num_images": n,
+        "mse": mse,
+        "psnr": psnr_from_mse(mse),
+        "psnr_per_image": psnr_sum / n,
+        "ssim": ssim_sum / n,
+        "perplexity": u["perplexity"],
+        "codes_used": u["codes_used"],
+        "num_embeddings": u["num_embeddings"],
+        "dead_codes": u["dead_codes"],
+        "usage_fraction": u["usage_fraction"],
+        "latent_grid": [h, h],
+        "bits_per_image": h * h * math.log2(model.config.num_embeddings),
+    }
+
+
+@torch.no_grad()
+def write_reconstruction_grid(model: VQVAE, data: ImageDataset, path: str | Path, n: int = 16) -> None:
+    """PNG of ``n`` test images (top row) above their reconstructions (bottom row)."""
+    model.eval()
+    x = to_float(data.images[:n])
+    recon = model.decode_indices(model.encode(x)).clamp(0, 1)
+    save_image_grid(torch.cat([x, recon]), path, nrow=x.shape[0])
+
+
+@torch.no_grad()
+def encode_dataset(model: VQVAE, data: ImageDataset, batch_size: int = 500) -> np.ndarray:
+    """Code indices of every image of ``data``: (N, h, w) int16 (K <= 32768) or int32."""
+    model.eval()
+    dtype = np.int16 if model.config.num_embeddings <= 32768 else np.int32
+    out = [model.encode(to_float(data.images[i : i + batch_size])).numpy().astype(dtype)
+           for i in range(0, len(data), batch_size)]
+    h = model.config.latent_size
+    return np.concatenate(out) if out else np.zeros((0, h, h), dtype)
+
+
+def save_codes(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict[str, Any]) -> None:
+    """Write ``{split}_indices`` / ``{split}_labels`` arrays (plus ``num_embeddings`` and ``latent_size``)
+    to an .npz, atomically."""
+    import io
+
+    arrays: dict[str, np.ndarray] = {}
+    for split, (indices, labels) in splits.items():
+        arrays[f"{split}_indices"] = indices
+        arrays[f"{split}_labels"] = labels.astype(np.int64)
+    for k, v in meta.items():
+        arrays[k] = np.asarray(v)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_codes(path: str | Path, num_embeddings: int, latent_size: int) -> dict[str, np.ndarray]:
+    """Read an .npz written by :func:`save_codes` (never with pickle) and check it fits a model with
+    ``num_embeddings`` codes on a ``latent_size`` x ``latent_size`` grid."""
+    path = Path(path)
+    if not path.is_file():
+        raise VQVAEError(f"codes file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise VQVAEError(f"cannot read codes file {path}: {exc}") from None
+    splits = [k[: -len("_indices")] for k in arrays if k.endswith("_indices")]
+    if not splits:
+        raise VQVAEError(f"{path} holds no *_indices array (written by `vqvae encode`?)")
+    for split in splits:
+        idx = arrays[f"{split}_indices"]
+        if idx.ndim != 3 or idx.shape[1:] != (latent_size, latent_size):
+            raise VQVAEError(f"{path}: {split}_indices has shape {idx.shape}, expected (N, {latent_size}, {latent_size})")
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise VQVAEError(f"{path}: {split}_indices must be integers, got {idx.dtype}")
+        if idx.size and (idx.min() < 0 or idx.max() >= num_embeddings):
+            raise VQVAEError(f"{path}: {split}_indices has codes in [{idx.min()}, {idx.max()}], model has K={num_embeddings}")
+    return arrays

@@ -1,0 +1,143 @@
+"""The image VQ-VAE: encoder -> quantizer -> decoder (arXiv:1711.00937, section 3)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqvae import checkpoint
+from vqvae.config import ModelConfig, section_from_dict
+from vqvae.errors import VQVAEError
+from vqvae.nets import ImageDecoder, ImageEncoder
+from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA
+
+
+@dataclass
+class VQVAEOutput:
+    """Forward pass of :class:`VQVAE` on images (B, C, H, W) with a (B, h, w) latent grid.
+
+    ``reconstruction`` (B, C, H, W), pixel scale [0, 1] (not clamped); ``loss`` = ``recon_loss`` +
+    ``vq_loss``; ``recon_loss`` = mean squared error over pixels; ``vq_loss`` is the quantizer's
+    objective (codebook + beta * commitment for "vq", beta * commitment for "ema");
+    ``indices`` (B, h, w) int64; ``perplexity`` of this batch's codes.
+    """
+
+    reconstruction: Tensor
+    loss: Tensor
+    recon_loss: Tensor
+    vq_loss: Tensor
+    codebook_loss: Tensor
+    commitment_loss: Tensor
+    perplexity: Tensor
+    indices: Tensor
+
+
+class VQVAE(nn.Module):
+    """Image VQ-VAE. Images are float in [0, 1], (B, in_channels, image_size, image_size).
+
+    Inputs whose side is not a multiple of ``downsample`` are zero-padded on the bottom/right
+    (after centring), and reconstructions are cropped back: 28x28 with downsample 8 encodes
+    to a 4x4 grid.
+    """
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
+        super().__init__()
+        config = dataclasses.replace(config or ModelConfig(), **overrides)
+        config.validate()
+        self.config = config
+        c = config
+        self.encoder = ImageEncoder(c.in_channels, c.hidden, c.res_hidden, c.num_res_layers, c.downsample)
+        self.pre_quantize = nn.Conv2d(c.hidden, c.embedding_dim, 1)
+        common = dict(dim=1, kmeans_init=False, restart_threshold=c.restart_threshold)
+        if c.quantizer == "ema":
+            self.quantizer: VectorQuantizer | VectorQuantizerEMA = VectorQuantizerEMA(
+                c.embedding_dim, c.num_embeddings, c.commitment_cost, c.decay, c.epsilon, **common
+            )
+        else:
+            self.quantizer = VectorQuantizer(c.embedding_dim, c.num_embeddings, c.commitment_cost, **common)
+        self.decoder = ImageDecoder(c.embedding_dim, c.in_channels, c.hidden, c.res_hidden, c.num_res_layers,
+                                    c.downsample)
+
+    # -- shapes ----------------------------------------------------------------------------------
+    def _check_images(self, x: Tensor) -> None:
+        c = self.config
+        if x.dim() != 4 or x.shape[1] != c.in_channels or x.shape[2] != c.image_size or x.shape[3] != c.image_size:
+            raise VQVAEError(
+                f"expected images of shape (B, {c.in_channels}, {c.image_size}, {c.image_size}), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def _pad(self, x: Tensor) -> Tensor:
+        extra = self.config.latent_size * self.config.downsample - self.config.image_size
+        return F.pad(x, (0, extra, 0, extra)) if extra else x
+
+    def _crop(self, x: Tensor) -> Tensor:
+        s = self.config.image_size
+        return x[..., :s, :s]
+
+    # -- the pipeline ------------------------------------------------------------------------------
+    def encode_continuous(self, x: Tensor) -> Tensor:
+        """z_e: (B, C, H, W) images in [0, 1] -> (B, D, h, w)."""
+        self._check_images(x)
+        return self.pre_quantize(self.encoder(self._pad(x - 0.5)))
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [0, 1] -> code indices (B, h, w), int64. Never updates the codebook."""
+        was = self.quantizer.training
+        self.quantizer.eval()
+        try:
+            return self.quantizer(self.encode_continuous(x)).indices
+        finally:
+            self.quantizer.train(was)
+
+    def decode(self, z_q: Tensor) -> Tensor:
+        """Quantised latents (B, D, h, w) -> images (B, C, H, W), pixel scale [0, 1], not clamped."""
+        return self._crop(self.decoder(z_q)) + 0.5
+
+    def decode_indices(self, indices: Tensor) -> Tensor:
+        """Code indices (B, h, w) -> images (B, C, H, W) in [0, 1] scale (not clamped)."""
+        h = self.config.latent_size
+        if indices.dim() != 3 or indices.shape[1:] != (h, h):
+            raise VQVAEError(f"expected indices of shape (B, {h}, {h}), got {tuple(indices.shape)}")
+        z_q = self.quantizer.lookup(indices).permute(0, 3, 1, 2)  # (B, D, h, w)
+        return self.decode(z_q.contiguous(memory_format=torch.channels_last))
+
+    def forward(self, x: Tensor) -> VQVAEOutput:
+        z_e = self.encode_continuous(x)  # (B, D, h, w)
+        q = self.quantizer(z_e)
+        recon = self.decode(q.quantized)  # (B, C, H, W)
+        recon_loss = F.mse_loss(recon.float(), x.float())
+        return VQVAEOutput(
+            reconstruction=recon,
+            loss=recon_loss + q.loss,
+            recon_loss=recon_loss,
+            vq_loss=q.loss,
+            codebook_loss=q.codebook_loss,
+            commitment_loss=q.commitment_loss,
+            perplexity=q.perplexity,
+            indices=q.indices,
+        )
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write ``config.json`` (architecture + ``extra``, e.g. the run config) and ``model.safetensors``."""
+        config = {"kind": "vqvae", "model": dataclasses.asdict(self.config), **(extra or {})}
+        checkpoint.save_model(directory, config, self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> VQVAE:
+        config = checkpoint.read_config(directory, kind="vqvae")
+        model = cls(section_from_dict("model", config.get("model", {})))
+        state = checkpoint.load_model_state(directory)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise VQVAEError(f"weights in {directory} do not match its config.json: {str(exc).splitlines()[0]}") from None
+        return model.to(map_location)

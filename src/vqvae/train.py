@@ -1,0 +1,217 @@
+"""The training loop of the image VQ-VAE: step, log, checkpoint, resume, evaluate.
+
+``train_and_evaluate(recipe, out_dir)`` is what ``vqvae train`` calls. A run directory holds
+``config.json`` + ``model.safetensors`` (the model), ``trainer_state.*`` (for ``--resume``),
+``metrics.csv`` and TensorBoard events under ``tb/``, and at the end ``eval.json`` and
+``reconstructions.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from vqvae import checkpoint
+from vqvae.config import Recipe
+from vqvae.data import ImageDataset, load_images, to_float
+from vqvae.errors import VQVAEError
+from vqvae.evaluate import evaluate_model, write_reconstruction_grid
+from vqvae.model import VQVAE
+
+CSV_FIELDS = ["step", "seconds", "lr", "loss", "recon_loss", "vq_loss", "commitment_loss", "perplexity",
+              "codes_used"]
+
+
+def load_training_images(recipe: Recipe, split: str) -> ImageDataset:
+    """Load ``split`` of the recipe's data at the model's image size and channel count."""
+    m = recipe.model
+    data = load_images(recipe.train.data, split, image_size=m.image_size, channels=m.in_channels)
+    _, c, h, w = data.images.shape
+    if (c, h, w) != (m.in_channels, m.image_size, m.image_size):
+        raise VQVAEError(
+            f"{data.name} images are {c}x{h}x{w} but the model expects {m.in_channels}x{m.image_size}x{m.image_size}:"
+            f" set model.in_channels={c} model.image_size={h}, or use a recipe made for this data"
+        )
+    return data
+
+
+def _lr_at(recipe: Recipe, step: int, elapsed: float) -> float:
+    t = recipe.train
+    if t.warmup_steps and step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    if t.schedule == "constant":
+        return t.lr
+    # progress through the budget, whichever of steps / seconds runs out first
+    progress = max(step / t.steps if t.steps else 0.0, elapsed / t.max_seconds if t.max_seconds else 0.0)
+    progress = min(progress, 1.0)
+    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class _Batches:
+    """Epochs of random permutations from a seeded generator; its state is saved for exact resume."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size = n, batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm = torch.randperm(n, generator=self.gen)
+        self.pos = 0
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > self.n:
+            self.perm = torch.randperm(self.n, generator=self.gen)
+            self.pos = 0
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"data_gen": self.gen.get_state(), "data_perm": self.perm, "data_pos": torch.tensor(self.pos)}
+
+    def restore(self, s: dict[str, torch.Tensor]) -> None:
+        self.gen.set_state(s["data_gen"])
+        self.perm = s["data_perm"]
+        self.pos = int(s["data_pos"])
+
+
+def _prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume:
+        checkpoint.read_config(out, kind="vqvae")
+        return
+    if out.exists() and not out.is_dir():
+        raise VQVAEError(f"output path {out} exists and is not a directory")
+    taken = [p.name for p in out.iterdir()] if out.is_dir() else []
+    if taken and not overwrite:
+        raise VQVAEError(f"output directory {out} is not empty: pass --resume to continue it or --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.csv", checkpoint.STATE_JSON, checkpoint.STATE_TENSORS, "eval.json"):
+        if overwrite:
+            (out / stale).unlink(missing_ok=True)
+
+
+@torch.no_grad()
+def kmeans_init(model: VQVAE, images: torch.Tensor, batches: _Batches, num_batches: int) -> None:
+    """Initialise the codebook with k-means on the encoder outputs of ``num_batches`` training batches."""
+    z = [model.encode_continuous(to_float(images[batches.next()])) for _ in range(num_batches)]
+    flat = torch.cat([t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]) for t in z])  # (N, D)
+    model.quantizer.initialize_from(flat)
+
+
+def train_and_evaluate(
+    recipe: Recipe, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train the image VQ-VAE of ``recipe`` into ``out_dir`` and return the test-split metrics."""
+    out = Path(out_dir)
+    if resume:
+        saved = checkpoint.read_config(out, kind="vqvae")
+        from vqvae.config import recipe_from_dict
+
+        budget = recipe.train  # the budget given now (steps / max_seconds) extends the saved run
+        recipe = recipe_from_dict({"model": saved["model"], "train": saved["train"]})
+        recipe.train.steps, recipe.train.max_seconds = budget.steps, budget.max_seconds
+        recipe.validate()
+    _prepare_out_dir(out, resume, overwrite)
+    t = recipe.train
+    torch.manual_seed(t.seed)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+
+    train_set = load_training_images(recipe, "train")
+    test_set = load_training_images(recipe, "test")
+    model = VQVAE(recipe.model).to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    batches = _Batches(len(train_set), min(t.batch_size, len(train_set)), t.seed)
+    step, elapsed = 0, 0.0
+    extra = {"train": recipe.to_dict()["train"], "classes": train_set.classes, "data_name": train_set.name}
+    if resume:
+        model.load_state_dict(checkpoint.load_model_state(out))
+        rng, meta = checkpoint.load_trainer_state(out, opt)
+        torch.set_rng_state(rng["torch"])
+        batches.restore(rng)
+        step, elapsed = int(meta["step"]), float(meta["seconds"])
+
+    def save() -> None:
+        model.save_pretrained(out, extra)
+        state = {"torch": torch.get_rng_state(), **batches.state()}
+        checkpoint.save_trainer_state(out, opt, state, {"step": step, "seconds": elapsed})
+
+    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+
+    writer = SummaryWriter(str(out / "tb"), purge_step=step if resume else None)
+    csv_path = out / "metrics.csv"
+    new_csv = not csv_path.exists()
+    csv_file = csv_path.open("a", newline="")
+    log = csv.DictWriter(csv_file, fieldnames=CSV_FIELDS)
+    if new_csv:
+        log.writeheader()
+
+    images = train_set.images.contiguous(memory_format=torch.channels_last)
+    model.train()
+    start = time.perf_counter() - elapsed
+    if recipe.model.kmeans_init and step == 0:
+        kmeans_init(model, images, batches, t.kmeans_batches)
+    counts = torch.zeros(recipe.model.num_embeddings, dtype=torch.long)
+    sums = {k: 0.0 for k in ("loss", "recon_loss", "vq_loss", "commitment_loss", "perplexity")}
+    since_log = 0
+    last_save = time.perf_counter()
+    bar = tqdm(total=t.steps or None, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
+               desc="train vqvae")
+
+    def done() -> bool:
+        return (t.steps and step >= t.steps) or (t.max_seconds and elapsed >= t.max_seconds)
+
+    try:
+        while not done():
+            lr = _lr_at(recipe, step, elapsed)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = to_float(images[batches.next()])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
+                res = model(x)
+            opt.zero_grad(set_to_none=True)
+            res.loss.backward()
+            opt.step()
+            step += 1
+            elapsed = time.perf_counter() - start
+            counts += torch.bincount(res.indices.reshape(-1), minlength=counts.numel())
+            for k in sums:
+                sums[k] += float(getattr(res, k).detach())
+            since_log += 1
+            if step % t.log_every == 0 or done():
+                row = {k: v / since_log for k, v in sums.items()}
+                row.update(step=step, seconds=round(elapsed, 3), lr=lr, codes_used=int((counts > 0).sum()))
+                log.writerow(row)
+                csv_file.flush()
+                for k, v in row.items():
+                    if k != "step":
+                        writer.add_scalar(f"train/{k}", v, step)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", ppl=f"{row['perplexity']:.0f}",
+                                codes=row["codes_used"], refresh=False)
+                counts.zero_()
+                sums = dict.fromkeys(sums, 0.0)
+                since_log = 0
+            bar.update(1)
+            if time.perf_counter() - last_save >= t.checkpoint_every:
+                save()
+                last_save = time.perf_counter()
+    finally:
+        bar.close()
+        csv_file.close()
+    save()
+
+    model.eval()
+    limit = t.eval_batches * 256 if t.eval_batches else None
+    metrics = evaluate_model(model, test_set, limit=limit)
+    metrics.update(step=step, train_seconds=round(elapsed, 1))
+    for k, v in metrics.items():
+        if isinstance(v, (int, float)):
+            writer.add_scalar(f"test/{k}", v, step)
+    writer.close()
+    checkpoint.atomic_write_json(out / "eval.json", metrics)
+    write_reconstruction_grid(model, test_set, out / "reconstructions.png")
+    return metrics
