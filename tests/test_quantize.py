@@ -272,3 +272,4 @@ def test_dead_code_restart_reseeds_unused_codes(cls):
             vq.ema_dw.average / vq.ema_cluster_size.average.clamp(min=1e-12)[:, None], vq.codebook,
             rtol=1e-3, atol=1e-3,
         )
+

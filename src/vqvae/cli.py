@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vqvae: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vqvae: interrupted (the last checkpoint written is intact)", file=sys.stderr)
+        print("vqvae: interrupted (checkpoints written so far are intact)", file=sys.stderr)
         return 130
     return 0
 

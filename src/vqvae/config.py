@@ -30,6 +30,7 @@ class ModelConfig:
     hidden: int = 128  # channels of the conv nets at the latent resolution
     res_hidden: int = 32  # channels inside each residual block
     num_res_layers: int = 2  # residual blocks in the encoder and in the decoder
+    recon_loss: str = "mse"  # "mse", or "mse_in_range": no penalty for overshooting 0 / 1 at pixels that are 0 / 1
     downsample: int = 4  # latent grid = image / downsample (a power of two)
     embedding_dim: int = 64  # D, size of a code vector
     num_embeddings: int = 512  # K, number of codes
@@ -48,6 +49,8 @@ class ModelConfig:
         _check(self.num_res_layers >= 0, "model.num_res_layers", self.num_res_layers, ">= 0")
         d = self.downsample
         _check(d >= 2 and d & (d - 1) == 0, "model.downsample", d, "a power of two >= 2")
+        _check(self.recon_loss in ("mse", "mse_in_range"), "model.recon_loss", self.recon_loss,
+               '"mse" or "mse_in_range"')
         _check(self.quantizer in ("ema", "vq"), "model.quantizer", self.quantizer, '"ema" or "vq"')
         _check(self.commitment_cost >= 0, "model.commitment_cost", self.commitment_cost, ">= 0")
         _check(0 <= self.decay <= 1, "model.decay", self.decay, "in [0, 1]")
@@ -131,6 +134,11 @@ def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
             raise VQVAEError(f"{key} must be an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise VQVAEError(f"{key} must be a number, got {value!r}")
         return float(value)

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqvae.checkpoint import atomic_write_bytes
 from vqvae.data import ImageDataset, save_image_grid, to_float
 from vqvae.errors import VQVAEError
+from vqvae.fileio import atomic_write_bytes
 from vqvae.metrics import CodebookUsage, psnr_from_mse, ssim
 from vqvae.model import VQVAE
 

@@ -21,6 +21,7 @@ from vqvae import checkpoint
 from vqvae.config import Recipe
 from vqvae.data import ImageDataset, load_images, to_float
 from vqvae.errors import VQVAEError
+from vqvae.fileio import atomic_write_json
 from vqvae.evaluate import evaluate_model, write_reconstruction_grid
 from vqvae.model import VQVAE
 
@@ -41,15 +42,19 @@ def load_training_images(recipe: Recipe, split: str) -> ImageDataset:
     return data
 
 
+def _progress(recipe: Recipe, step: int, elapsed: float) -> float:
+    """Fraction of the budget used: whichever of steps / seconds runs out first."""
+    t = recipe.train
+    return min(1.0, max(step / t.steps if t.steps else 0.0, elapsed / t.max_seconds if t.max_seconds else 0.0))
+
+
 def _lr_at(recipe: Recipe, step: int, elapsed: float) -> float:
     t = recipe.train
     if t.warmup_steps and step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
     if t.schedule == "constant":
         return t.lr
-    # progress through the budget, whichever of steps / seconds runs out first
-    progress = max(step / t.steps if t.steps else 0.0, elapsed / t.max_seconds if t.max_seconds else 0.0)
-    progress = min(progress, 1.0)
+    progress = _progress(recipe, step, elapsed)
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -199,6 +204,9 @@ def train_and_evaluate(
             if time.perf_counter() - last_save >= t.checkpoint_every:
                 save()
                 last_save = time.perf_counter()
+    except KeyboardInterrupt:
+        save()  # Ctrl-C keeps the work done so far; `--resume` continues from here
+        raise
     finally:
         bar.close()
         csv_file.close()
@@ -212,6 +220,6 @@ def train_and_evaluate(
         if isinstance(v, (int, float)):
             writer.add_scalar(f"test/{k}", v, step)
     writer.close()
-    checkpoint.atomic_write_json(out / "eval.json", metrics)
+    atomic_write_json(out / "eval.json", metrics)
     write_reconstruction_grid(model, test_set, out / "reconstructions.png")
     return metrics

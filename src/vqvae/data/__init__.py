@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vqvae.data.idx import IDX_DATASETS, is_idx_dir, load_idx_dir, load_idx_named, short_path, write_atomic
+from vqvae.data.idx import IDX_DATASETS, is_idx_dir, load_idx_dir, load_idx_named, short_path
 from vqvae.data.cifar import cifar_search_dirs, is_cifar_dir, load_cifar_dir
 from vqvae.data.folder import load_image_folder
 from vqvae.errors import VQVAEError
+from vqvae.fileio import atomic_write_bytes
 
 __all__ = ["ImageDataset", "load_images", "save_image_grid", "to_float", "to_uint8"]
 
@@ -170,4 +171,4 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: in
 
     encoded = io.BytesIO()
     image.save(encoded, format="PNG")
-    write_atomic(Path(path), encoded.getvalue())
+    atomic_write_bytes(path, encoded.getvalue())

@@ -16,7 +16,6 @@ import hashlib
 import http.client
 import math
 import os
-import secrets
 import urllib.error
 import urllib.request
 import zlib
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from vqvae.errors import VQVAEError
+from vqvae.fileio import atomic_write_bytes
 
 __all__ = [
     "IDX_FILES",
@@ -39,7 +39,6 @@ __all__ = [
     "load_idx_named",
     "read_idx",
     "short_path",
-    "write_atomic",
 ]
 
 IMAGES_MAGIC = 0x00000803
@@ -195,23 +194,6 @@ def load_idx_dir(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[:, None].copy(), labels.astype(np.int64)
 
 
-def write_atomic(dest: Path, data: bytes) -> None:
-    """Write ``data`` to ``dest`` so that readers see the old file or the whole new one, never a part.
-
-    The temporary file sits in ``dest``'s directory because ``os.replace`` is atomic only within one file
-    system; it is opened with ``open`` (not ``mkstemp``) so the result gets the usual umask permissions.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _download(url: str, timeout: float) -> bytes:
     """The body of ``url``; raises OSError or http.client.HTTPException on any failure."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -224,7 +206,7 @@ def _download(url: str, timeout: float) -> bytes:
 def fetch_idx_file(url: str, dest: Path, payload_sha256: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
     """Download the gzip archive at ``url`` to ``dest`` if its decompressed content has ``payload_sha256``.
 
-    Nothing is written unless the check passes, and then atomically (:func:`write_atomic`), so an
+    Nothing is written unless the check passes, and then atomically (:func:`vqvae.fileio.atomic_write_bytes`), so an
     interrupted or bad download never leaves a file at ``dest``.
     Raises OSError / http.client.HTTPException when the server cannot be reached, VQVAEError when what
     arrived is not the expected file.
@@ -238,7 +220,7 @@ def fetch_idx_file(url: str, dest: Path, payload_sha256: str, timeout: float = D
         raise VQVAEError(
             f"download of {url} failed its checksum: content SHA-256 {digest}, expected {payload_sha256}"
         )
-    write_atomic(dest, body)
+    atomic_write_bytes(dest, body)
 
 
 def _describe(err: Exception) -> str:

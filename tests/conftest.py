@@ -1,0 +1,32 @@
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def write_idx(directory: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    n, h, w = images.shape
+    (directory / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">IIII", 0x803, n, h, w) + images.astype(np.uint8).tobytes())
+    )
+    (directory / f"{prefix}-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 0x801, n) + labels.astype(np.uint8).tobytes()
+    )
+
+
+@pytest.fixture(scope="session")
+def small_fmnist(tmp_path_factory) -> Path:
+    """A small slice of the real Fashion-MNIST (512 train / 256 test images) as an IDX directory."""
+    if not (FMNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not installed (make test installs Debian's dataset-fashion-mnist)")
+    from vqvae.data import load_images
+
+    out = tmp_path_factory.mktemp("fmnist-small")
+    for split, prefix, n in (("train", "train", 512), ("test", "t10k", 256)):
+        ds = load_images("fashion-mnist", split)
+        write_idx(out, prefix, ds.images[:n, 0].numpy(), ds.labels[:n].numpy())
+    return out

@@ -1,0 +1,128 @@
+"""End to end on real data (a slice of Fashion-MNIST): train -> checkpoint -> resume -> evaluate ->
+reconstruct -> encode -> decode, and the one-line errors of bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vqvae.cli import main
+
+from .conftest import write_idx
+
+TINY = ["model.hidden=16", "model.res_hidden=8", "model.embedding_dim=8", "model.num_embeddings=32",
+        "model.kmeans_init=true", "train.kmeans_batches=2", "train.batch_size=16", "train.log_every=2",
+        "train.warmup_steps=2"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(small_fmnist, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "--data", str(small_fmnist), "--out", str(out), "--steps", "12", "--quiet", *TINY]) == 0
+    return out
+
+
+def test_train_writes_a_complete_run_directory(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "model.safetensors", "trainer_state.json", "trainer_state.safetensors",
+            "metrics.csv", "eval.json", "reconstructions.png", "tb"} <= names
+    config = json.loads((trained / "config.json").read_text())
+    assert config["model"]["hidden"] == 16 and config["train"]["steps"] == 12
+    rows = (trained / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,") and len(rows) == 1 + 6
+    metrics = json.loads((trained / "eval.json").read_text())
+    assert metrics["num_images"] == 256 and metrics["step"] == 12
+
+
+def test_resume_continues_exactly_where_it_stopped(small_fmnist, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    # a constant schedule: the cosine one depends on the budget, which a resumed run extends
+    base = ["train", "--data", small_fmnist, "--quiet", *TINY, "train.schedule=constant", "model.restart_threshold=1.0"]
+    assert run(capsys, *base, "--out", a, "--steps", 10)[0] == 0
+    assert run(capsys, *base, "--out", b, "--steps", 6)[0] == 0
+    assert run(capsys, "train", "--resume", b, "--steps", 10, "--quiet")[0] == 0
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert json.loads((b / "eval.json").read_text())["step"] == 10
+    assert len((b / "metrics.csv").read_text().splitlines()) == 1 + 5
+
+
+def test_evaluate_json_reconstruct_encode_decode(trained, small_fmnist, tmp_path, capsys):
+    code, out, _ = run(capsys, "evaluate", trained, "--data", small_fmnist, "--split", "test", "--json")
+    assert code == 0
+    m = json.loads(out)
+    for key in ("mse", "psnr", "ssim", "perplexity", "codes_used", "num_embeddings"):
+        assert key in m
+    assert m["num_images"] == 256 and m["num_embeddings"] == 32 and 0 < m["codes_used"] <= 32
+    assert m["psnr"] == pytest.approx(10 * np.log10(1 / m["mse"]))
+
+    grid = tmp_path / "grid.png"
+    assert run(capsys, "reconstruct", trained, "--data", small_fmnist, "--out", grid)[0] == 0
+    from PIL import Image
+
+    assert Image.open(grid).size == (16 * 30 + 2, 2 * 30 + 2)
+
+    codes = tmp_path / "codes.npz"
+    assert run(capsys, "encode", trained, "--data", small_fmnist, "--out", codes)[0] == 0
+    with np.load(codes, allow_pickle=False) as f:
+        assert f["train_indices"].shape == (512, 7, 7) and f["test_indices"].shape == (256, 7, 7)
+        assert f["train_labels"].shape == (512,) and int(f["num_embeddings"]) == 32
+        test_idx = f["test_indices"].astype(np.int64)
+    # the codes decode to what the model reconstructs
+    from vqvae.data import load_images, to_float
+    from vqvae.model import VQVAE
+
+    model = VQVAE.from_pretrained(trained).eval()
+    x = to_float(load_images(str(small_fmnist), "test").images[:8])
+    assert np.array_equal(model.encode(x).numpy(), test_idx[:8])
+    assert run(capsys, "decode", trained, codes, "--n", 9, "--out", tmp_path / "dec.png")[0] == 0
+
+
+def test_outputs_are_never_clobbered(trained, small_fmnist, tmp_path, capsys):
+    grid = tmp_path / "grid.png"
+    grid.write_bytes(b"precious")
+    code, _, err = run(capsys, "reconstruct", trained, "--data", small_fmnist, "--out", grid)
+    assert code == 2 and "already exists" in err and grid.read_bytes() == b"precious"
+    code, _, err = run(capsys, "train", "--data", small_fmnist, "--out", trained, "--steps", 1, "--quiet")
+    assert code == 2 and "not empty" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "{tmp}"], "is not a checkpoint directory"),
+        (["evaluate", "{tmp}/nope"], "checkpoint directory not found"),
+        (["train", "--out", "{tmp}/r", "--steps", "1", "model.hiden=4"], "unknown config key"),
+        (["train", "--out", "{tmp}/r", "--steps", "1", "--data", "{tmp}/no-such-dir"], "no-such-dir"),
+        (["train", "--out", "{tmp}/r", "--steps", "1", "--data", "{bad}"], "truncated"),
+        (["train", "--out", "{tmp}/r", "--steps", "1", "--data", "{big}"], "32x32"),
+        (["train", "--resume", "{tmp}", "--steps", "1"], "not a checkpoint directory"),
+    ],
+)
+def test_bad_input_gives_one_line_and_exit_2(argv, message, tmp_path, capsys, small_fmnist):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in small_fmnist.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    raw = bad / "train-labels-idx1-ubyte"
+    raw.write_bytes(raw.read_bytes()[:-10])  # truncated labels file
+    big = tmp_path / "big"  # 32x32 IDX images for a 28x28 model
+    big.mkdir()
+    for prefix in ("train", "t10k"):
+        write_idx(big, prefix, np.zeros((4, 32, 32), np.uint8), np.zeros(4, np.uint8))
+    subst = {"{tmp}": str(tmp_path), "{bad}": str(bad), "{big}": str(big)}
+    argv = [subst.get(a, a) if a in subst else a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, out, err = run(capsys, *argv, "--quiet") if argv[0] == "train" else run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("vqvae: error: ") and err.count("\n") == 1 and message in err
+    assert "Traceback" not in err

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from vqvae.errors import VQVAEError
+from vqvae.model import VQVAE
+
+
+@pytest.mark.parametrize(
+    "kw, latent",
+    [
+        (dict(), 7),
+        (dict(downsample=8), 4),  # 28 is padded to 32
+        (dict(in_channels=3, image_size=32, downsample=8), 4),
+        (dict(quantizer="vq", image_size=16, downsample=2), 8),
+    ],
+)
+def test_shapes_and_decode_of_encode_equals_forward(kw, latent):
+    torch.manual_seed(0)
+    m = VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32, **kw).eval()
+    c, s = m.config.in_channels, m.config.image_size
+    x = torch.rand(3, c, s, s)
+    out = m(x)
+    assert out.reconstruction.shape == x.shape
+    assert out.indices.shape == (3, latent, latent) and out.indices.dtype == torch.int64
+    idx = m.encode(x)
+    assert torch.equal(idx, out.indices)
+    torch.testing.assert_close(m.decode_indices(idx), out.reconstruction)
+
+
+def test_loss_is_reconstruction_plus_vq_and_training_updates_only_in_train_mode():
+    torch.manual_seed(0)
+    m = VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32)
+    x = torch.rand(2, 1, 28, 28)
+    out = m(x)
+    torch.testing.assert_close(out.loss, out.recon_loss + out.vq_loss)
+    torch.testing.assert_close(out.vq_loss, 0.25 * out.commitment_loss)
+    before = m.quantizer.codebook.clone()
+    m.eval()
+    m(x)
+    m.encode(x)
+    assert torch.equal(before, m.quantizer.codebook)
+    m.train()
+    m.encode(x)  # encode never updates the codebook, even in train mode
+    assert torch.equal(before, m.quantizer.codebook)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    m = VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32, quantizer="vq").eval()
+    m.save_pretrained(tmp_path)
+    m2 = VQVAE.from_pretrained(tmp_path).eval()
+    assert m2.config == m.config
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(m(x).reconstruction, m2(x).reconstruction)
+
+
+def test_bad_inputs():
+    m = VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32)
+    with pytest.raises(VQVAEError, match=r"expected images of shape \(B, 1, 28, 28\), got \(2, 3, 28, 28\)"):
+        m(torch.rand(2, 3, 28, 28))
+    with pytest.raises(VQVAEError, match=r"expected indices of shape \(B, 7, 7\)"):
+        m.decode_indices(torch.zeros(1, 6, 6, dtype=torch.long))
+    with pytest.raises(ValueError, match="indices must lie in"):
+        m.decode_indices(torch.full((1, 7, 7), 32))
+    with pytest.raises(VQVAEError, match="model.downsample"):
+        VQVAE(downsample=3)
