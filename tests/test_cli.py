@@ -126,3 +126,40 @@ def test_bad_input_gives_one_line_and_exit_2(argv, message, tmp_path, capsys, sm
     assert code == 2
     assert err.startswith("vqvae: error: ") and err.count("\n") == 1 and message in err
     assert "Traceback" not in err
+
+
+def test_resume_keeps_the_saved_budget_and_refuses_mixed_checkpoints(trained, tmp_path, capsys):
+    from vqvae.train import resume_recipe
+
+    assert resume_recipe(trained).train.steps == 12  # no flags: the saved budget, not the default recipe's
+    assert resume_recipe(trained, ["train.steps=20"]).train.steps == 20
+    plain = tmp_path / "plain"
+    from vqvae.model import VQVAE
+
+    VQVAE.from_pretrained(trained).save_pretrained(plain)  # weights only, no recipe
+    code, _, err = run(capsys, "train", "--resume", plain, "--quiet")
+    assert code == 2 and "cannot be resumed" in err
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in trained.iterdir():
+        if f.is_file():
+            (mixed / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((mixed / "config.json").read_text())
+    cfg["step"] = 999  # as if the weights had been saved by a later step than the trainer state
+    (mixed / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run(capsys, "train", "--resume", mixed, "--steps", 14, "--quiet")
+    assert code == 2 and "a save was interrupted" in err
+
+
+def test_bad_counts_and_corrupt_codes_files(trained, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:  # argparse rejects it before anything runs
+        run(capsys, "reconstruct", trained, "--n", 0, "--out", tmp_path / "g.png")
+    assert exc.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+    bad = tmp_path / "codes.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    code, _, err = run(capsys, "decode", trained, bad, "--out", tmp_path / "d.png")
+    assert code == 2 and err.startswith("vqvae: error: cannot read codes file") and "Traceback" not in err
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, test_indices=np.full((2, 7, 7), 40))  # the model has K=32
+    code, _, err = run(capsys, "decode", trained, wrong, "--out", tmp_path / "d.png")
+    assert code == 2 and "model has K=32" in err

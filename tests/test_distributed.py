@@ -27,9 +27,13 @@ def _worker(rank: int, world: int, port: int, batches, init, results) -> None:
         torch.manual_seed(0)  # same initial codebook on every rank, as DDP's start-up broadcast ensures
         vq = VectorQuantizer(4, 8, restart_threshold=2.0)
         torch.manual_seed(rank)  # different RNG per rank: restarted codes must still agree via broadcast
+        local = VectorQuantizerEMA(4, 8, decay=0.9).eval()
         for x in batches:
             half = x.chunk(world)[rank]
-            ema(half)
+            local.load_state_dict(ema.state_dict())
+            out = ema(half)
+            # perplexity describes this replica's batch, not the all-reduced counts
+            torch.testing.assert_close(out.perplexity, local(half).perplexity)
             vq(half)
         results[rank] = (ema.codebook.clone(), vq.codebook.detach().clone())
     finally:

@@ -168,6 +168,8 @@ def test_bad_constructor_arguments(kwargs):
         VectorQuantizer(**args)
     with pytest.raises(ValueError, match="decay"):
         VectorQuantizerEMA(D, K, decay=1.5)
+    with pytest.raises(ValueError, match="decay"):
+        VectorQuantizerEMA(D, K, decay=1.0)  # the debiasing would divide by zero
 
 
 def test_empty_batch_works():

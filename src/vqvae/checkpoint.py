@@ -97,7 +97,10 @@ def load_trainer_state(
     directory = Path(directory)
     if not (directory / STATE_JSON).is_file() or not (directory / STATE_TENSORS).is_file():
         raise VQVAEError(f"{directory} has no trainer state to resume from ({STATE_JSON}, {STATE_TENSORS})")
-    info = json.loads((directory / STATE_JSON).read_text())
+    try:
+        info = json.loads((directory / STATE_JSON).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VQVAEError(f"{directory / STATE_JSON} is not valid JSON ({exc})") from None
     flat = load_tensors(directory / STATE_TENSORS)
     state: dict[int, dict[str, Any]] = {}
     rng: dict[str, torch.Tensor] = {}

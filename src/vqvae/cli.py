@@ -43,23 +43,30 @@ def _load(run_dir: str):
     return VQVAE.from_pretrained(run_dir).eval(), config
 
 
-def _data(config: dict[str, Any], data: str | None, split: str):
+def _data(model, config: dict[str, Any], data: str | None, split: str):
     from vqvae.data import load_images
 
     spec = data or config.get("train", {}).get("data", "fashion-mnist")
-    m = config["model"]
-    ds = load_images(spec, split, image_size=m["image_size"], channels=m["in_channels"])
+    m = model.config
+    ds = load_images(spec, split, image_size=m.image_size, channels=m.in_channels)
     _, c, h, w = ds.images.shape
-    if (c, h, w) != (m["in_channels"], m["image_size"], m["image_size"]):
+    if (c, h, w) != (m.in_channels, m.image_size, m.image_size):
         raise VQVAEError(f"{ds.name} images are {c}x{h}x{w}, the model expects "
-                         f"{m['in_channels']}x{m['image_size']}x{m['image_size']}")
+                         f"{m.in_channels}x{m.image_size}x{m.image_size}")
     return ds
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 # -- commands --------------------------------------------------------------------------------------
 def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
     from vqvae.config import load_recipe
-    from vqvae.train import train_and_evaluate
+    from vqvae.train import resume_recipe, train_and_evaluate
 
     overrides = list(a.overrides)
     if a.data:
@@ -72,9 +79,10 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
         if a.config or a.overrides or a.data:
             raise VQVAEError("--resume continues a run with its saved recipe: only --steps/--max-seconds may change")
         out = a.resume
+        recipe = resume_recipe(out, overrides)  # --steps / --max-seconds: new totals for the whole run
     else:
         out = a.out
-    recipe = load_recipe(a.config, overrides)
+        recipe = load_recipe(a.config, overrides)
     metrics = train_and_evaluate(recipe, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet)
     print(json.dumps(metrics) if a.json else _summary(metrics))
     print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, "
@@ -91,7 +99,7 @@ def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
     from vqvae.evaluate import evaluate_model
 
     model, config = _load(a.run_dir)
-    metrics = evaluate_model(model, _data(config, a.data, a.split), limit=a.limit)
+    metrics = evaluate_model(model, _data(model, config, a.data, a.split), limit=a.limit)
     print(json.dumps(metrics) if a.json else _summary(metrics))
     return metrics
 
@@ -101,7 +109,7 @@ def cmd_reconstruct(a: argparse.Namespace) -> None:
 
     out = _out_path(a.out, a.overwrite, (".png",))
     model, config = _load(a.run_dir)
-    write_reconstruction_grid(model, _data(config, a.data, a.split), out, n=a.n)
+    write_reconstruction_grid(model, _data(model, config, a.data, a.split), out, n=a.n)
     print(f"wrote {out} (top: originals, bottom: reconstructions)")
 
 
@@ -112,7 +120,7 @@ def cmd_encode(a: argparse.Namespace) -> None:
     model, config = _load(a.run_dir)
     splits = {}
     for split in a.splits.split(","):
-        ds = _data(config, a.data, split)
+        ds = _data(model, config, a.data, split)
         splits[split] = (encode_dataset(model, ds), ds.labels.numpy())
     meta = {"num_embeddings": model.config.num_embeddings, "latent_size": model.config.latent_size}
     save_codes(out, splits, meta)
@@ -132,7 +140,7 @@ def cmd_decode(a: argparse.Namespace) -> None:
     if key not in codes:
         have = sorted(k[: -len("_indices")] for k in codes if k.endswith("_indices"))
         raise VQVAEError(f"{a.codes} has no split {a.split!r} (it has: {', '.join(have)})")
-    idx = torch.from_numpy(codes[key][: a.n].astype(np.int64))
+    idx = torch.from_numpy(codes[key][: min(a.n, 1024)].astype(np.int64))  # a grid of at most 1024
     images = model.decode_indices(idx).clamp(0, 1)
     save_image_grid(images, out, nrow=int(np.ceil(np.sqrt(len(images)))) if len(images) else 1)
     print(f"wrote {out} ({len(images)} decoded images)")
@@ -165,12 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = run_cmd("evaluate", cmd_evaluate, "reconstruction quality and codebook usage over a whole split")
     e.add_argument("--split", default="test", choices=["train", "test"])
-    e.add_argument("--limit", type=int, help="evaluate only the first N images")
+    e.add_argument("--limit", type=_positive, help="evaluate only the first N images")
     e.add_argument("--json", action="store_true", help="print one JSON object")
 
     r = run_cmd("reconstruct", cmd_reconstruct, "PNG grid: originals above reconstructions")
     r.add_argument("--split", default="test", choices=["train", "test"])
-    r.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    r.add_argument("--n", type=_positive, default=16, help="number of images (default 16)")
     r.add_argument("--out", required=True, help="output .png")
     r.add_argument("--overwrite", action="store_true")
 
@@ -183,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("run_dir")
     d.add_argument("codes", help=".npz written by `vqvae encode`")
     d.add_argument("--split", default="test")
-    d.add_argument("--n", type=int, default=64, help="decode the first N entries (default 64)")
+    d.add_argument("--n", type=_positive, default=64, help="decode the first N entries (default 64)")
     d.add_argument("--out", required=True, help="output .png")
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(fn=cmd_decode)
@@ -195,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.fn(args)
     except VQVAEError as exc:
+        print(f"vqvae: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unwritable output, full disk, ...: the system's own one-line reason
         print(f"vqvae: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -53,7 +53,7 @@ class ModelConfig:
                '"mse" or "mse_in_range"')
         _check(self.quantizer in ("ema", "vq"), "model.quantizer", self.quantizer, '"ema" or "vq"')
         _check(self.commitment_cost >= 0, "model.commitment_cost", self.commitment_cost, ">= 0")
-        _check(0 <= self.decay <= 1, "model.decay", self.decay, "in [0, 1]")
+        _check(0 <= self.decay < 1, "model.decay", self.decay, "in [0, 1)")
         _check(self.epsilon > 0, "model.epsilon", self.epsilon, "> 0")
         _check(self.restart_threshold >= 0, "model.restart_threshold", self.restart_threshold, ">= 0")
 
@@ -184,7 +184,12 @@ def builtin_recipes() -> list[str]:
 def load_recipe(spec: str | Path | None, overrides: list[str] = ()) -> Recipe:
     """Read a recipe -- a YAML path, or the name of a built-in one (``fashion_mnist``) -- and apply
     ``key=value`` overrides (dotted keys, YAML values). ``None`` means the default recipe."""
-    d = _read_yaml(spec if spec is not None else "fashion_mnist")
+    return recipe_with_overrides(_read_yaml(spec if spec is not None else "fashion_mnist"), overrides)
+
+
+def recipe_with_overrides(d: dict[str, Any], overrides: list[str] = ()) -> Recipe:
+    """A validated recipe from a ``{"model": ..., "train": ...}`` dict with ``key=value`` overrides applied."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     for item in overrides:
         if "=" not in item:
             raise VQVAEError(f"override {item!r} is not of the form section.key=value (e.g. train.lr=3e-4)")

@@ -10,6 +10,8 @@ codebook usage over the whole split.
 from __future__ import annotations
 
 import math
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +69,7 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
 def write_reconstruction_grid(model: VQVAE, data: ImageDataset, path: str | Path, n: int = 16) -> None:
     """PNG of ``n`` test images (top row) above their reconstructions (bottom row)."""
     model.eval()
-    x = to_float(data.images[:n])
+    x = to_float(data.images[: min(n, 256)])  # one row of at most 256 images
     recon = model.decode_indices(model.encode(x)).clamp(0, 1)
     save_image_grid(torch.cat([x, recon]), path, nrow=x.shape[0])
 
@@ -108,7 +110,7 @@ def load_codes(path: str | Path, num_embeddings: int, latent_size: int) -> dict[
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise VQVAEError(f"cannot read codes file {path}: {exc}") from None
     splits = [k[: -len("_indices")] for k in arrays if k.endswith("_indices")]
     if not splits:

@@ -94,7 +94,7 @@ def kmeans(
     ends up empty is re-seeded with a random vector, so every centroid is a data point or a
     mean of data points.
     """
-    vectors = vectors.float()
+    vectors = vectors.detach().float()
     n = vectors.shape[0]
     if n == 0:
         raise ValueError("kmeans needs at least one vector, got an empty tensor")
@@ -282,12 +282,11 @@ class _Quantizer(nn.Module):
                 counts = torch.bincount(idx, minlength=self.num_embeddings).float()  # (K,)
             codes, codebook_loss, commitment_loss = self._codes_and_losses(x, idx.view(lead))
             loss = self._objective(codebook_loss, commitment_loss)
+            probs = counts / max(flat.shape[0], 1)  # this replica's batch (before any all-reduce)
+            perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
             if self.training and flat.shape[0] > 0:
                 with torch.no_grad():
-                    self._train_step(flat.detach(), idx, counts)
-            n = max(flat.shape[0], 1)
-            probs = counts / n
-            perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+                    self._train_step(flat.detach(), idx, counts.clone())
             quantized = _StraightThrough.apply(x, codes)
         quantized = self._from_channels_last(quantized.to(out_dtype), inputs.dim())
         return QuantizerOutput(
@@ -321,7 +320,8 @@ class _Quantizer(nn.Module):
         if self.sync_distributed and _distributed():
             dist.broadcast(centroids, 0)
             dist.broadcast(counts, 0)
-        self._set_codes(torch.arange(self.num_embeddings, device=centroids.device), centroids, counts)
+        # A floor of one vector: a zero count would make the EMA variant zero that code on its next step.
+        self._set_codes(torch.arange(self.num_embeddings, device=centroids.device), centroids, counts.clamp(min=1.0))
         self.initialized.fill_(1)
 
     def _set_codes(self, rows: Tensor, vectors: Tensor, usage: Tensor) -> None:
@@ -469,8 +469,8 @@ class VectorQuantizerEMA(_Quantizer):
             restart_threshold=restart_threshold,
             sync_distributed=sync_distributed,
         )
-        if not 0.0 <= decay <= 1.0:
-            raise ValueError(f"decay must be in [0, 1], got {decay!r}")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay!r}")
         if not epsilon > 0:
             raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
         self.decay = float(decay)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ import torch
 from tqdm import tqdm
 
 from vqvae import checkpoint
-from vqvae.config import Recipe
+from vqvae.config import Recipe, recipe_with_overrides
 from vqvae.data import ImageDataset, load_images, to_float
 from vqvae.errors import VQVAEError
-from vqvae.fileio import atomic_write_json
+from vqvae.fileio import atomic_write_bytes, atomic_write_json
 from vqvae.evaluate import evaluate_model, write_reconstruction_grid
+from vqvae.metrics import CodebookUsage
 from vqvae.model import VQVAE
 
 CSV_FIELDS = ["step", "seconds", "lr", "loss", "recon_loss", "vq_loss", "commitment_loss", "perplexity",
@@ -66,9 +68,11 @@ class _Batches:
         self.gen = torch.Generator().manual_seed(seed)
         self.perm = torch.randperm(n, generator=self.gen)
         self.pos = 0
+        self.new_epoch = False  # True right after next() began a new permutation
 
     def next(self) -> torch.Tensor:
-        if self.pos + self.batch_size > self.n:
+        self.new_epoch = self.pos + self.batch_size > self.n
+        if self.new_epoch:
             self.perm = torch.randperm(self.n, generator=self.gen)
             self.pos = 0
         idx = self.perm[self.pos : self.pos + self.batch_size]
@@ -84,19 +88,34 @@ class _Batches:
         self.pos = int(s["data_pos"])
 
 
-def _prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    if resume:
-        checkpoint.read_config(out, kind="vqvae")
-        return
+def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """A new run's directory: refuse a non-empty one unless ``overwrite``; then clear the old run's files."""
     if out.exists() and not out.is_dir():
         raise VQVAEError(f"output path {out} exists and is not a directory")
     taken = [p.name for p in out.iterdir()] if out.is_dir() else []
     if taken and not overwrite:
         raise VQVAEError(f"output directory {out} is not empty: pass --resume to continue it or --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.csv", checkpoint.STATE_JSON, checkpoint.STATE_TENSORS, "eval.json"):
-        if overwrite:
-            (out / stale).unlink(missing_ok=True)
+    for stale in ("metrics.csv", checkpoint.STATE_JSON, checkpoint.STATE_TENSORS, "eval.json", "reconstructions.png"):
+        (out / stale).unlink(missing_ok=True)
+    shutil.rmtree(out / "tb", ignore_errors=True)
+
+
+def resume_recipe(out_dir: str | Path, overrides: list[str] = ()) -> Recipe:
+    """The recipe saved in a run directory, with ``overrides`` (e.g. a new ``train.steps`` total) applied."""
+    saved = checkpoint.read_config(out_dir, kind="vqvae")
+    if not isinstance(saved.get("train"), dict) or not isinstance(saved.get("model"), dict):
+        raise VQVAEError(f"{out_dir} was not written by `vqvae train` (no saved recipe): it cannot be resumed")
+    return recipe_with_overrides({"model": saved["model"], "train": saved["train"]}, overrides)
+
+
+def _truncate_csv(path: Path, last_step: int) -> None:
+    """Drop the rows logged after the checkpoint a run resumes from (they will be logged again)."""
+    if not path.exists():
+        return
+    rows = path.read_text().splitlines(keepends=True)
+    kept = rows[:1] + [r for r in rows[1:] if r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) <= last_step]
+    atomic_write_bytes(path, "".join(kept).encode())
 
 
 @torch.no_grad()
@@ -113,14 +132,7 @@ def train_and_evaluate(
     """Train the image VQ-VAE of ``recipe`` into ``out_dir`` and return the test-split metrics."""
     out = Path(out_dir)
     if resume:
-        saved = checkpoint.read_config(out, kind="vqvae")
-        from vqvae.config import recipe_from_dict
-
-        budget = recipe.train  # the budget given now (steps / max_seconds) extends the saved run
-        recipe = recipe_from_dict({"model": saved["model"], "train": saved["train"]})
-        recipe.train.steps, recipe.train.max_seconds = budget.steps, budget.max_seconds
-        recipe.validate()
-    _prepare_out_dir(out, resume, overwrite)
+        saved_step = checkpoint.read_config(out, kind="vqvae").get("step")
     t = recipe.train
     torch.manual_seed(t.seed)
     if t.threads:
@@ -128,20 +140,33 @@ def train_and_evaluate(
 
     train_set = load_training_images(recipe, "train")
     test_set = load_training_images(recipe, "test")
+    if len(train_set) == 0:
+        raise VQVAEError(f"{train_set.name} has no images to train on")
+    if not resume:
+        _prepare_out_dir(out, overwrite)  # only once the data is known to be good
     model = VQVAE(recipe.model).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     batches = _Batches(len(train_set), min(t.batch_size, len(train_set)), t.seed)
     step, elapsed = 0, 0.0
     extra = {"train": recipe.to_dict()["train"], "classes": train_set.classes, "data_name": train_set.name}
     if resume:
-        model.load_state_dict(checkpoint.load_model_state(out))
-        rng, meta = checkpoint.load_trainer_state(out, opt)
-        torch.set_rng_state(rng["torch"])
-        batches.restore(rng)
-        step, elapsed = int(meta["step"]), float(meta["seconds"])
+        try:
+            model.load_state_dict(checkpoint.load_model_state(out))
+            rng, meta = checkpoint.load_trainer_state(out, opt)
+            torch.set_rng_state(rng["torch"])
+            batches.restore(rng)
+            step, elapsed = int(meta["step"]), float(meta["seconds"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            if isinstance(exc, VQVAEError):
+                raise
+            raise VQVAEError(f"cannot resume from {out}: its checkpoint does not match its recipe ({exc})") from None
+        if saved_step is not None and saved_step != step:
+            raise VQVAEError(f"cannot resume from {out}: model.safetensors is from step {saved_step} but the "
+                             f"trainer state from step {step} (a save was interrupted)")
+        _truncate_csv(out / "metrics.csv", step)
 
     def save() -> None:
-        model.save_pretrained(out, extra)
+        model.save_pretrained(out, {**extra, "step": step})
         state = {"torch": torch.get_rng_state(), **batches.state()}
         checkpoint.save_trainer_state(out, opt, state, {"step": step, "seconds": elapsed})
 
@@ -160,7 +185,8 @@ def train_and_evaluate(
     start = time.perf_counter() - elapsed
     if recipe.model.kmeans_init and step == 0:
         kmeans_init(model, images, batches, t.kmeans_batches)
-    counts = torch.zeros(recipe.model.num_embeddings, dtype=torch.long)
+    counts = torch.zeros(recipe.model.num_embeddings, dtype=torch.long)  # codes of the current log window
+    epoch_usage = CodebookUsage(recipe.model.num_embeddings)
     sums = {k: 0.0 for k in ("loss", "recon_loss", "vq_loss", "commitment_loss", "perplexity")}
     since_log = 0
     last_save = time.perf_counter()
@@ -184,6 +210,13 @@ def train_and_evaluate(
             step += 1
             elapsed = time.perf_counter() - start
             counts += torch.bincount(res.indices.reshape(-1), minlength=counts.numel())
+            if batches.new_epoch and epoch_usage.total:  # usage over the whole epoch that just ended
+                u = epoch_usage.as_dict()
+                for k in ("codes_used", "dead_codes", "perplexity"):
+                    writer.add_scalar(f"train_epoch/{k}", u[k], step)
+                writer.add_histogram("train_epoch/code_frequency", epoch_usage.histogram(), step)
+                epoch_usage.reset()
+            epoch_usage.update(res.indices)
             for k in sums:
                 sums[k] += float(getattr(res, k).detach())
             since_log += 1
