@@ -551,3 +551,17 @@ def test_save_image_grid_rgb_uint8_fewer_than_nrow(tmp_path):
         assert np.asarray(png)[1, 7].tolist() == [0, 0, 200]
     with pytest.raises(VQVAEError):
         save_image_grid(torch.zeros(2, 2, 5, 5), path, nrow=2)
+
+
+def test_split_folders_share_one_class_list(tmp_path):
+    from PIL import Image
+
+    from vqvae.data import load_images
+
+    for split, names in (("train", ["cat", "dog"]), ("test", ["dog"])):
+        for name in names:
+            (tmp_path / split / name).mkdir(parents=True)
+            Image.new("L", (8, 8), 100).save(tmp_path / split / name / "a.png")
+    train, test = load_images(str(tmp_path), "train"), load_images(str(tmp_path), "test")
+    assert train.classes == test.classes == ["cat", "dog"]
+    assert test.labels.tolist() == [1]  # "dog" keeps label 1 although test/ has no "cat"

@@ -52,7 +52,7 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
         "split": data.name,
         "num_images": n,
         "mse": mse,
-        "psnr": psnr_from_mse(mse),
+        "psnr": psnr_from_mse(max(mse, 1e-12)),  # capped at 120 dB so the JSON stays finite
         "psnr_per_image": psnr_sum / n,
         "ssim": ssim_sum / n,
         "perplexity": u["perplexity"],

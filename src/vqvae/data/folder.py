@@ -75,6 +75,12 @@ def load_image_folder(
     has_splits = {"train", "test"} <= {d.name for d in _visible_dirs(root)}
     class_root = root / split if has_splits else root
     classes, files = _class_files(class_root)
+    if has_splits:
+        # One class list for both splits (their union), so a label means the same class in each.
+        names = sorted({d.name for s in ("train", "test") for d in _visible_dirs(root / s)})
+        if names:
+            by_name = dict(zip(classes, files))
+            classes, files = names, [by_name.get(n, []) for n in names]
     if not any(files):
         raise VQVAEError(
             f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {class_root} or its class sub-folders"
