@@ -1,0 +1,160 @@
+"""Gated PixelCNN (van den Oord et al. 2016, "Conditional Image Generation with PixelCNN Decoders",
+arXiv:1606.05328) over a grid of code indices, as the VQ-VAE paper's image prior.
+
+Two stacks remove the blind spot of the original PixelCNN: the vertical stack sees every row above
+the current one (all columns within its receptive field), the horizontal stack sees the current row
+to the left. Causality comes from padding and shifting instead of masks:
+
+* vertical convolution, kernel (n+1, k): output row i sees input rows i-n .. i. Its output reaches the
+  horizontal stack only after a shift down by one row, so position (i, j) gets rows < i from it;
+* horizontal convolution, kernel (1, n+1): output column j sees columns j-n .. j of the same row; in the
+  first layer its input is shifted right by one, so the current position itself is excluded.
+
+Each layer applies the gated unit ``tanh(a + c) * sigmoid(b + c)`` (``c``: a learned embedding of the class
+label) on both stacks; the horizontal stack has residual connections (from the second layer on) and every
+layer contributes a skip connection to the output head, which gives K logits per position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqvae.errors import VQVAEError
+
+
+@dataclass
+class PixelCNNConfig:
+    """Architecture of the prior (saved with its checkpoint)."""
+
+    num_embeddings: int = 512  # K: codes per position (the VQ-VAE's codebook size)
+    num_classes: int = 10  # labels for conditioning (0: unconditional)
+    channels: int = 64  # width of both stacks
+    num_layers: int = 12  # gated layers
+    kernel_size: int = 5  # odd; the first layer uses the same size
+    head_channels: int = 256  # width of the output head
+
+    def validate(self) -> None:
+        for name in ("num_embeddings", "channels", "num_layers", "head_channels"):
+            if getattr(self, name) < 1:
+                raise VQVAEError(f"prior.{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.num_classes < 0:
+            raise VQVAEError(f"prior.num_classes must be >= 0, got {self.num_classes!r}")
+        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
+            raise VQVAEError(f"prior.kernel_size must be odd and >= 3, got {self.kernel_size!r}")
+
+
+class GatedLayer(nn.Module):
+    """One gated layer of both stacks. (B, C, H, W) x2 -> (B, C, H, W) x2 plus a skip (B, C, H, W)."""
+
+    def __init__(self, channels: int, kernel_size: int, num_classes: int, first: bool):
+        super().__init__()
+        n = kernel_size // 2
+        self.n, self.first = n, first
+        c = channels
+        self.vertical = nn.Conv2d(c, 2 * c, (n + 1, kernel_size))
+        self.horizontal = nn.Conv2d(c, 2 * c, (1, n + 1))
+        self.v_to_h = nn.Conv2d(2 * c, 2 * c, 1)
+        self.h_out = nn.Conv2d(c, c, 1)
+        self.skip = nn.Conv2d(c, c, 1)
+        self.label = nn.Embedding(num_classes, 2 * c) if num_classes else None
+
+    @staticmethod
+    def _gate(x: Tensor) -> Tensor:
+        a, b = x.chunk(2, dim=1)
+        return torch.tanh(a) * torch.sigmoid(b)
+
+    def forward(self, v: Tensor, h: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        n = self.n
+        v_pre = self.vertical(F.pad(v, (n, n, n, 0)))  # (B, 2C, H, W): rows i-n .. i
+        if self.first:  # exclude the current position: shift right by one
+            h_pre = self.horizontal(F.pad(h, (n + 1, 0, 0, 0))[..., :-1])
+        else:
+            h_pre = self.horizontal(F.pad(h, (n, 0, 0, 0)))  # columns j-n .. j
+        # the vertical stack reaches the horizontal one from the row above only
+        h_pre = h_pre + self.v_to_h(F.pad(v_pre, (0, 0, 1, 0))[:, :, :-1])
+        if self.label is not None and labels is not None:
+            c = self.label(labels)[:, :, None, None]  # (B, 2C, 1, 1)
+            v_pre, h_pre = v_pre + c, h_pre + c
+        v_new = self._gate(v_pre)
+        gated = self._gate(h_pre)
+        h_new = self.h_out(gated) if self.first else h + self.h_out(gated)
+        return v_new, h_new, self.skip(gated)
+
+
+class GatedPixelCNN(nn.Module):
+    """Prior over code grids: indices (B, H, W) int64 [+ labels (B,)] -> logits (B, K, H, W).
+
+    Logits at position (i, j) depend only on the codes before (i, j) in raster order (and the label).
+    """
+
+    def __init__(self, config: PixelCNNConfig | None = None, **overrides):
+        super().__init__()
+        config = config or PixelCNNConfig()
+        for k, v in overrides.items():
+            setattr(config, k, v)
+        config.validate()
+        self.config = c = config
+        self.embed = nn.Embedding(c.num_embeddings, c.channels)
+        self.layers = nn.ModuleList(
+            GatedLayer(c.channels, c.kernel_size, c.num_classes, first=i == 0) for i in range(c.num_layers)
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(c.channels, c.head_channels, 1), nn.ReLU(),
+            nn.Conv2d(c.head_channels, c.num_embeddings, 1),
+        )
+
+    def _check(self, indices: Tensor, labels: Tensor | None) -> None:
+        c = self.config
+        if indices.dim() != 3 or indices.dtype != torch.int64:
+            raise VQVAEError(f"expected int64 indices of shape (B, H, W), got {indices.dtype} {tuple(indices.shape)}")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= c.num_embeddings):
+            raise VQVAEError(f"code indices must lie in [0, {c.num_embeddings}), got "
+                             f"[{int(indices.min())}, {int(indices.max())}]")
+        if labels is not None:
+            if not c.num_classes:
+                raise VQVAEError("this prior is unconditional: it takes no labels")
+            if labels.shape != indices.shape[:1]:
+                raise VQVAEError(f"expected labels of shape ({indices.shape[0]},), got {tuple(labels.shape)}")
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= c.num_classes):
+                raise VQVAEError(f"class labels must lie in [0, {c.num_classes}), got "
+                                 f"[{int(labels.min())}, {int(labels.max())}]")
+
+    def forward_embedded(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits (B, K, H, W) from embedded codes x (B, C, H, W) -- the causal network itself."""
+        v, h, skips = x, x, 0
+        for layer in self.layers:
+            v, h, s = layer(v, h, labels)
+            skips = skips + s
+        return self.head(skips)
+
+    def forward(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+        self._check(indices, labels)
+        x = self.embed(indices).permute(0, 3, 1, 2)  # (B, C, H, W)
+        return self.forward_embedded(x, labels)
+
+    def nll(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Negative log-likelihood in nats of each grid: (B,) -- summed over its positions."""
+        logits = self(indices, labels)
+        return F.cross_entropy(logits, indices, reduction="none").flatten(1).sum(1)
+
+    @torch.no_grad()
+    def sample_naive(self, shape: tuple[int, int], labels: Tensor, temperature: float = 1.0,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """Sample (B, H, W) codes in raster order, rerunning the whole network for every position.
+
+        ``labels`` (B,) sets B; ``temperature`` divides the logits. Slow but obviously right: the reference
+        for faster samplers."""
+        if not temperature > 0:
+            raise VQVAEError(f"temperature must be > 0, got {temperature!r}")
+        h, w = shape
+        out = torch.zeros(labels.shape[0], h, w, dtype=torch.long, device=labels.device)
+        conditioned = labels if self.config.num_classes else None
+        for i in range(h):
+            for j in range(w):
+                logits = self(out, conditioned)[:, :, i, j] / temperature  # (B, K)
+                out[:, i, j] = torch.multinomial(F.softmax(logits, dim=1), 1, generator=generator).squeeze(1)
+        return out
