@@ -64,3 +64,26 @@ def test_bad_inputs():
         m.decode_indices(torch.full((1, 7, 7), 32))
     with pytest.raises(VQVAEError, match="model.downsample"):
         VQVAE(downsample=3)
+
+
+def test_logistic_likelihood_model_and_its_bits_per_dim():
+    from vqvae.data import ImageDataset
+    from vqvae.evaluate import evaluate_model
+
+    torch.manual_seed(0)
+    m = VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32, recon_loss="logistic").eval()
+    images = torch.randint(256, (6, 1, 28, 28), dtype=torch.uint8)
+    x = images.float() / 255
+    out = m(x)
+    assert out.reconstruction.shape == x.shape
+    z_q = m.quantizer.lookup(out.indices).permute(0, 3, 1, 2)
+    lp = m.pixel_log_prob(x, z_q)
+    torch.testing.assert_close(out.recon_loss, -lp.mean())  # the training loss is the NLL in nats/dim
+    metrics = evaluate_model(m.eval(), ImageDataset(images, torch.zeros(6, dtype=torch.long), ["a"], "toy"))
+    with torch.no_grad():
+        expected_nll = -float(m.pixel_log_prob(x, m.quantizer.lookup(m.encode(x)).permute(0, 3, 1, 2)).double().sum())
+    assert metrics["nll_bits_per_dim"] == pytest.approx(expected_nll / (6 * 784 * 0.6931471805599453))
+    # the uniform prior adds log2(K) bits per latent: 49 * 5 bits over 784 pixels
+    assert metrics["elbo_bits_per_dim_uniform_prior"] - metrics["nll_bits_per_dim"] == pytest.approx(49 * 5 / 784)
+    with pytest.raises(VQVAEError, match="no pixel likelihood"):
+        VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32).pixel_log_prob(x, z_q)

@@ -30,7 +30,9 @@ class ModelConfig:
     hidden: int = 128  # channels of the conv nets at the latent resolution
     res_hidden: int = 32  # channels inside each residual block
     num_res_layers: int = 2  # residual blocks in the encoder and in the decoder
-    recon_loss: str = "mse"  # "mse", or "mse_in_range": no penalty for overshooting 0 / 1 at pixels that are 0 / 1
+    # "mse"; "mse_in_range" (no penalty for overshooting 0 / 1 where the pixel is 0 / 1); or "logistic":
+    # a discretized logistic likelihood of the 8-bit pixels, so log p(x|z) and bits/dim are real
+    recon_loss: str = "mse"
     downsample: int = 4  # latent grid = image / downsample (a power of two)
     embedding_dim: int = 64  # D, size of a code vector
     num_embeddings: int = 512  # K, number of codes
@@ -49,8 +51,8 @@ class ModelConfig:
         _check(self.num_res_layers >= 0, "model.num_res_layers", self.num_res_layers, ">= 0")
         d = self.downsample
         _check(d >= 2 and d & (d - 1) == 0, "model.downsample", d, "a power of two >= 2")
-        _check(self.recon_loss in ("mse", "mse_in_range"), "model.recon_loss", self.recon_loss,
-               '"mse" or "mse_in_range"')
+        _check(self.recon_loss in ("mse", "mse_in_range", "logistic"), "model.recon_loss", self.recon_loss,
+               '"mse", "mse_in_range" or "logistic"')
         _check(self.quantizer in ("ema", "vq"), "model.quantizer", self.quantizer, '"ema" or "vq"')
         _check(self.commitment_cost >= 0, "model.commitment_cost", self.commitment_cost, ">= 0")
         _check(0 <= self.decay < 1, "model.decay", self.decay, "in [0, 1)")

@@ -21,7 +21,8 @@ import torch
 from vqvae.data import ImageDataset, save_image_grid, to_float
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
-from vqvae.metrics import CodebookUsage, psnr_from_mse, ssim
+from vqvae.metrics import (CodebookUsage, bits_per_dim, elbo_bits_per_dim, psnr_from_mse, ssim,
+                           uniform_prior_nll_nats)
 from vqvae.model import VQVAE
 
 
@@ -33,11 +34,15 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
     if n == 0:
         raise VQVAEError(f"{data.name} has no images to evaluate")
     usage = CodebookUsage(model.config.num_embeddings)
-    sq_err, pixels, ssim_sum, psnr_sum = 0.0, 0, 0.0, 0.0
+    sq_err, pixels, ssim_sum, psnr_sum, nll_nats = 0.0, 0, 0.0, 0.0, 0.0
+    logistic = model.config.recon_loss == "logistic"
     for start in range(0, n, batch_size):
         x = to_float(data.images[start : min(start + batch_size, n)])
         idx = model.encode(x)  # (B, h, w)
-        recon = model.decode_indices(idx).clamp(0, 1).float()
+        z_q = model.quantizer.lookup(idx).permute(0, 3, 1, 2)  # (B, D, h, w)
+        recon = model.decode(z_q).clamp(0, 1).float()
+        if logistic:
+            nll_nats -= float(model.pixel_log_prob(x, z_q).double().sum())
         usage.update(idx)
         err = (recon - x).pow(2)
         sq_err += float(err.double().sum())
@@ -48,7 +53,7 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
     mse = sq_err / pixels
     h = model.config.latent_size
     u = usage.as_dict()
-    return {
+    out = {
         "split": data.name,
         "num_images": n,
         "mse": mse,
@@ -63,6 +68,11 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
         "latent_grid": [h, h],
         "bits_per_image": h * h * math.log2(model.config.num_embeddings),
     }
+    if logistic:  # the decoder's NLL, and the ELBO with the uniform prior (log K nats per latent)
+        out["nll_bits_per_dim"] = bits_per_dim(nll_nats, pixels)
+        out["elbo_bits_per_dim_uniform_prior"] = elbo_bits_per_dim(
+            nll_nats, n * uniform_prior_nll_nats(h * h, model.config.num_embeddings), pixels)
+    return out
 
 
 @torch.no_grad()

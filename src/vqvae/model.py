@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from vqvae import checkpoint
 from vqvae.config import ModelConfig, section_from_dict
 from vqvae.errors import VQVAEError
+from vqvae.likelihoods import discretized_logistic_log_prob
 from vqvae.nets import ImageDecoder, ImageEncoder
 from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA
 
@@ -23,7 +24,8 @@ class VQVAEOutput:
     """Forward pass of :class:`VQVAE` on images (B, C, H, W) with a (B, h, w) latent grid.
 
     ``reconstruction`` (B, C, H, W), pixel scale [0, 1] (not clamped); ``loss`` = ``recon_loss`` +
-    ``vq_loss``; ``recon_loss`` = mean squared error over pixels; ``vq_loss`` is the quantizer's
+    ``vq_loss``; ``recon_loss`` = mean squared error over pixels, or for ``recon_loss: logistic`` the
+    negative log-likelihood of the 8-bit pixels in nats per dimension; ``vq_loss`` is the quantizer's
     objective (codebook + beta * commitment for "vq", beta * commitment for "ema");
     ``indices`` (B, h, w) int64; ``perplexity`` of this batch's codes.
     """
@@ -38,7 +40,7 @@ class VQVAEOutput:
     indices: Tensor
 
 
-def reconstruction_loss(recon: Tensor, x: Tensor, kind: str) -> Tensor:
+def reconstruction_loss(recon: Tensor, x: Tensor, kind: str) -> Tensor:  # kind: "mse" or "mse_in_range"
     """Mean squared error per pixel. ``"mse_in_range"`` does not penalise a reconstruction for going
     below 0 where the image is 0, or above 1 where it is 1: pixels are clamped to [0, 1] when shown
     or evaluated, so that error is never seen, and the decoder need not spend capacity to hit the
@@ -72,7 +74,9 @@ class VQVAE(nn.Module):
             )
         else:
             self.quantizer = VectorQuantizer(c.embedding_dim, c.num_embeddings, c.commitment_cost, **common)
-        self.decoder = ImageDecoder(c.embedding_dim, c.in_channels, c.hidden, c.res_hidden, c.num_res_layers,
+        # a logistic likelihood needs a location and a log-scale per pixel and channel
+        out_channels = c.in_channels * (2 if c.recon_loss == "logistic" else 1)
+        self.decoder = ImageDecoder(c.embedding_dim, out_channels, c.hidden, c.res_hidden, c.num_res_layers,
                                     c.downsample)
 
     # -- shapes ----------------------------------------------------------------------------------
@@ -108,9 +112,26 @@ class VQVAE(nn.Module):
         finally:
             self.quantizer.train(was)
 
+    def decoder_output(self, z_q: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Quantised latents (B, D, h, w) -> (mean image (B, C, H, W) in [0, 1] scale, not clamped;
+        log-scale (B, C, H, W) of the discretized logistic in [-1, 1] pixel units, or None for MSE models)."""
+        out = self._crop(self.decoder(z_q))
+        c = self.config.in_channels
+        if self.config.recon_loss == "logistic":
+            return out[:, :c] + 0.5, out[:, c:]
+        return out + 0.5, None
+
     def decode(self, z_q: Tensor) -> Tensor:
         """Quantised latents (B, D, h, w) -> images (B, C, H, W), pixel scale [0, 1], not clamped."""
-        return self._crop(self.decoder(z_q)) + 0.5
+        return self.decoder_output(z_q)[0]
+
+    def pixel_log_prob(self, x: Tensor, z_q: Tensor) -> Tensor:
+        """log p(x | z) in nats of every 8-bit pixel value: x (B, C, H, W) in [0, 1] (multiples of 1/255),
+        z_q (B, D, h, w) -> (B, C, H, W). Only for ``recon_loss: logistic`` models."""
+        if self.config.recon_loss != "logistic":
+            raise VQVAEError("this model has no pixel likelihood: train it with model.recon_loss=logistic")
+        mean, log_scale = self.decoder_output(z_q)
+        return discretized_logistic_log_prob(2 * x.float() - 1, 2 * mean.float() - 1, log_scale.float())
 
     def decode_indices(self, indices: Tensor) -> Tensor:
         """Code indices (B, h, w) -> images (B, C, H, W) in [0, 1] scale (not clamped)."""
@@ -123,8 +144,12 @@ class VQVAE(nn.Module):
     def forward(self, x: Tensor) -> VQVAEOutput:
         z_e = self.encode_continuous(x)  # (B, D, h, w)
         q = self.quantizer(z_e)
-        recon = self.decode(q.quantized)  # (B, C, H, W)
-        recon_loss = reconstruction_loss(recon.float(), x.float(), self.config.recon_loss)
+        recon, log_scale = self.decoder_output(q.quantized)  # (B, C, H, W) each
+        if log_scale is None:
+            recon_loss = reconstruction_loss(recon.float(), x.float(), self.config.recon_loss)
+        else:  # nats per dimension
+            recon_loss = -discretized_logistic_log_prob(2 * x.float() - 1, 2 * recon.float() - 1,
+                                                        log_scale.float()).mean()
         return VQVAEOutput(
             reconstruction=recon,
             loss=recon_loss + q.loss,

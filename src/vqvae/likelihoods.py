@@ -1,0 +1,36 @@
+"""Likelihoods of 8-bit pixels given the decoder's output, so that log p(x|z) is a real probability.
+
+``discretized_logistic_log_prob`` is the single-component discretized logistic of PixelCNN++
+(Salimans et al. 2017, arXiv:1701.05517): pixel values 0..255 are mapped to the 256 bin centres
+-1, -1 + 2/255, ..., 1; the probability of a bin is the logistic CDF mass over it, with the two end bins
+taking the tails down to -inf and up to +inf, so the 256 probabilities sum to exactly one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOG_SCALE_MIN = -7.0  # scales below e^-7 (narrower than a bin / 500) only cause numerical trouble
+
+
+def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
+    """Log-probability (nats) of pixels ``x`` under a discretized logistic; all tensors the same shape.
+
+    ``x`` holds bin centres in [-1, 1] (8-bit value v -> 2 v / 255 - 1); ``mean`` and ``log_scale`` are the
+    logistic's location and log-scale in the same units (``log_scale`` is clamped below at -7).
+    """
+    log_scale = log_scale.clamp(min=LOG_SCALE_MIN)
+    inv_s = torch.exp(-log_scale)
+    centred = x - mean
+    plus_in = inv_s * (centred + 1.0 / 255.0)  # upper bin edge, standardised
+    min_in = inv_s * (centred - 1.0 / 255.0)  # lower bin edge
+    log_cdf_plus = -F.softplus(-plus_in)  # log sigmoid(plus_in): all mass below the upper edge
+    log_one_minus_cdf_min = -F.softplus(min_in)  # log (1 - sigmoid(min_in)): all mass above the lower edge
+    # sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - e^-(a-b)), exact and stable in both tails
+    width = plus_in - min_in  # 2 / (255 s) > 0
+    interior = log_cdf_plus + log_one_minus_cdf_min + torch.log(-torch.expm1(-width))
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, interior))
