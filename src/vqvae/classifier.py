@@ -1,0 +1,105 @@
+"""An independent judge of generated images: a small CNN classifier trained on real data, whose
+penultimate-layer features give a Fréchet distance between sets of images (as FID does with Inception).
+
+Used to score samples of the prior: the fraction of class-conditional samples recognised as the
+requested class, and the Fréchet distance of sample features to test-image features (with the
+distance of reconstructions as the reference point).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqvae import checkpoint
+from vqvae.data import ImageDataset, to_float
+from vqvae.errors import VQVAEError
+
+
+class Classifier(nn.Module):
+    """(B, C, 28, 28)-ish images in [0, 1] -> logits (B, num_classes); ``features`` -> (B, 128)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28):
+        super().__init__()
+        self.config = {"in_channels": in_channels, "num_classes": num_classes, "image_size": image_size}
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * (image_size // 4) ** 2, 128), nn.ReLU(),
+        )
+        self.out = nn.Linear(128, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x - 0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.features(x))
+
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> None:
+        checkpoint.save_model(directory, {"kind": "classifier", "model": self.config, **(extra or {})},
+                              self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> Classifier:
+        config = checkpoint.read_config(directory, kind="classifier")
+        model = cls(**config["model"])
+        model.load_state_dict(checkpoint.load_model_state(directory))
+        return model.eval()
+
+
+def train_classifier(train: ImageDataset, *, max_seconds: float = 60.0, epochs: int = 3, batch_size: int = 128,
+                     lr: float = 2e-3, seed: int = 0) -> Classifier:
+    """Adam on cross-entropy for ``epochs`` epochs or ``max_seconds``, whichever ends first."""
+    if len(train) == 0:
+        raise VQVAEError(f"{train.name} has no images to train a classifier on")
+    torch.manual_seed(seed)
+    _, c, h, _ = train.images.shape
+    model = Classifier(c, len(train.classes), h)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for idx in torch.randperm(len(train), generator=gen).split(batch_size):
+            loss = F.cross_entropy(model(to_float(train.images[idx])), train.labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if time.perf_counter() - start > max_seconds:
+                return model.eval()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: Classifier, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+    """Images (N, C, H, W) float in [0, 1] -> (predicted classes (N,), features (N, 128))."""
+    model.eval()
+    preds, feats = [], []
+    for chunk in images.split(batch_size):
+        f = model.features(chunk)
+        preds.append(model.out(f).argmax(1))
+        feats.append(f)
+    return torch.cat(preds), torch.cat(feats)
+
+
+def frechet_distance(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets a (N, F) and b (M, F):
+    ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2), computed in float64 with symmetric
+    eigendecompositions (so no general matrix square root is needed)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or len(a) < 2 or len(b) < 2:
+        raise VQVAEError(f"frechet_distance needs two (N >= 2, F) feature sets, got {a.shape} and {b.shape}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+
+    def sqrt_psd(m: np.ndarray) -> np.ndarray:
+        w, v = np.linalg.eigh((m + m.T) / 2)
+        return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+    root_a = sqrt_psd(cov_a)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
