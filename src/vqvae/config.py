@@ -66,6 +66,26 @@ class ModelConfig:
 
 
 @dataclass
+class PixelCNNConfig:
+    """Architecture of the Gated PixelCNN prior. ``num_embeddings`` and ``num_classes`` are filled in
+    from the VQ-VAE and its data by ``vqvae train-prior``."""
+
+    num_embeddings: int = 512  # K: codes per position (the VQ-VAE's codebook size)
+    num_classes: int = 10  # labels for conditioning (0: unconditional)
+    channels: int = 64  # width of both stacks
+    num_layers: int = 12  # gated layers
+    kernel_size: int = 5  # odd; the first layer uses the same size
+    head_channels: int = 256  # width of the output head
+
+    def validate(self) -> None:
+        for name in ("num_embeddings", "channels", "num_layers", "head_channels"):
+            _check(getattr(self, name) >= 1, f"prior.{name}", getattr(self, name), ">= 1")
+        _check(self.num_classes >= 0, "prior.num_classes", self.num_classes, ">= 0")
+        _check(self.kernel_size >= 3 and self.kernel_size % 2 == 1, "prior.kernel_size", self.kernel_size,
+               "odd and >= 3")
+
+
+@dataclass
 class TrainConfig:
     """How one training run goes (data, optimiser, budget, logging)."""
 
@@ -104,17 +124,32 @@ class TrainConfig:
         _check(self.eval_batches >= 0, "train.eval_batches", self.eval_batches, ">= 0")
 
 
+class _Sections:
+    """A recipe: dataclass fields that are config sections, each with its own ``validate``."""
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
 @dataclass
-class Recipe:
+class Recipe(_Sections):
+    """An image VQ-VAE recipe: sections ``model`` and ``train``."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def validate(self) -> None:
-        self.model.validate()
-        self.train.validate()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": dataclasses.asdict(self.model), "train": dataclasses.asdict(self.train)}
+@dataclass
+class PriorRecipe(_Sections):
+    """A prior recipe: sections ``prior`` and ``train`` (``train.data`` is not used: the prior is trained
+    on the codes of the data its VQ-VAE was trained on)."""
+
+    prior: PixelCNNConfig = field(default_factory=PixelCNNConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:
@@ -151,7 +186,10 @@ def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
     raise TypeError(f"unsupported config type {hint} for {key}")
 
 
-_CLASSES = {"model": ModelConfig, "train": TrainConfig}
+_CLASSES = {"model": ModelConfig, "prior": PixelCNNConfig, "train": TrainConfig}
+# recipe kind -> (class, its sections, the built-in recipe used when none is named)
+_KINDS = {"vqvae": (Recipe, ("model", "train"), "fashion_mnist"),
+          "prior": (PriorRecipe, ("prior", "train"), "fashion_mnist_prior")}
 
 
 def section_from_dict(name: str, values: dict[str, Any]) -> Any:
@@ -166,16 +204,14 @@ def section_from_dict(name: str, values: dict[str, Any]) -> Any:
     return cls(**{k: _coerce(name, fields[k], v) for k, v in values.items()})
 
 
-def recipe_from_dict(d: dict[str, Any]) -> Recipe:
+def recipe_from_dict(d: dict[str, Any], kind: str = "vqvae") -> Recipe | PriorRecipe:
+    cls, sections, _ = _KINDS[kind]
     if not isinstance(d, dict):
-        raise VQVAEError(f"a recipe must be a mapping with sections model/train, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(_CLASSES))
+        raise VQVAEError(f"a recipe must be a mapping with sections {'/'.join(sections)}, got {type(d).__name__}")
+    unknown = sorted(set(d) - set(sections))
     if unknown:
-        raise VQVAEError(f"unknown config section(s): {', '.join(unknown)} (known: model, train)")
-    return Recipe(
-        model=section_from_dict("model", d.get("model") or {}),
-        train=section_from_dict("train", d.get("train") or {}),
-    )
+        raise VQVAEError(f"unknown config section(s): {', '.join(unknown)} (known: {', '.join(sections)})")
+    return cls(**{name: section_from_dict(name, d.get(name) or {}) for name in sections})
 
 
 def builtin_recipes() -> list[str]:
@@ -183,13 +219,16 @@ def builtin_recipes() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
-def load_recipe(spec: str | Path | None, overrides: list[str] = ()) -> Recipe:
-    """Read a recipe -- a YAML path, or the name of a built-in one (``fashion_mnist``) -- and apply
-    ``key=value`` overrides (dotted keys, YAML values). ``None`` means the default recipe."""
-    return recipe_with_overrides(_read_yaml(spec if spec is not None else "fashion_mnist"), overrides)
+def load_recipe(spec: str | Path | None, overrides: list[str] = (), kind: str = "vqvae") -> Recipe | PriorRecipe:
+    """Read a recipe of ``kind`` ("vqvae" or "prior") -- a YAML path, or the name of a built-in one
+    (``fashion_mnist``) -- and apply ``key=value`` overrides (dotted keys, YAML values). ``None`` means the
+    default recipe of that kind."""
+    return recipe_with_overrides(_read_yaml(spec if spec is not None else _KINDS[kind][2]), overrides, kind)
 
 
-def recipe_with_overrides(d: dict[str, Any], overrides: list[str] = ()) -> Recipe:
+def recipe_with_overrides(
+    d: dict[str, Any], overrides: list[str] = (), kind: str = "vqvae"
+) -> Recipe | PriorRecipe:
     """A validated recipe from a ``{"model": ..., "train": ...}`` dict with ``key=value`` overrides applied."""
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     for item in overrides:
@@ -197,14 +236,15 @@ def recipe_with_overrides(d: dict[str, Any], overrides: list[str] = ()) -> Recip
             raise VQVAEError(f"override {item!r} is not of the form section.key=value (e.g. train.lr=3e-4)")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        if len(parts) != 2 or parts[0] not in _CLASSES:
-            raise VQVAEError(f"override key {key!r} must be model.<key> or train.<key>")
+        sections = _KINDS[kind][1]
+        if len(parts) != 2 or parts[0] not in sections:
+            raise VQVAEError(f"override key {key!r} must be {' or '.join(f'{n}.<key>' for n in sections)}")
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
         d.setdefault(parts[0], {})[parts[1]] = value
-    recipe = recipe_from_dict(d)
+    recipe = recipe_from_dict(d, kind)
     recipe.validate()
     return recipe
 

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from vqvae import checkpoint
-from vqvae.config import Recipe, recipe_with_overrides
+from vqvae.config import Recipe, TrainConfig, recipe_with_overrides
 from vqvae.data import ImageDataset, load_images, to_float
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
@@ -27,8 +27,6 @@ from vqvae.evaluate import evaluate_model, write_reconstruction_grid
 from vqvae.metrics import CodebookUsage
 from vqvae.model import VQVAE
 
-CSV_FIELDS = ["step", "seconds", "lr", "loss", "recon_loss", "vq_loss", "commitment_loss", "perplexity",
-              "codes_used"]
 
 
 def load_training_images(recipe: Recipe, split: str) -> ImageDataset:
@@ -44,19 +42,17 @@ def load_training_images(recipe: Recipe, split: str) -> ImageDataset:
     return data
 
 
-def _progress(recipe: Recipe, step: int, elapsed: float) -> float:
+def _progress(t: TrainConfig, step: int, elapsed: float) -> float:
     """Fraction of the budget used: whichever of steps / seconds runs out first."""
-    t = recipe.train
     return min(1.0, max(step / t.steps if t.steps else 0.0, elapsed / t.max_seconds if t.max_seconds else 0.0))
 
 
-def _lr_at(recipe: Recipe, step: int, elapsed: float) -> float:
-    t = recipe.train
+def _lr_at(t: TrainConfig, step: int, elapsed: float) -> float:
     if t.warmup_steps and step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
     if t.schedule == "constant":
         return t.lr
-    progress = _progress(recipe, step, elapsed)
+    progress = _progress(t, step, elapsed)
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
@@ -126,18 +122,128 @@ def kmeans_init(model: VQVAE, images: torch.Tensor, batches: _Batches, num_batch
     model.quantizer.initialize_from(flat)
 
 
+class _Run:
+    """What the loop of one run shares between model kinds: a run directory, a model with its optimiser,
+    the data order, a budget, logs (CSV, TensorBoard, progress bar), checkpoints and resume."""
+
+    def __init__(self, out: Path, kind: str, model: torch.nn.Module, train: TrainConfig, n: int,
+                 extra: dict[str, Any], fields: list[str], resume: bool, progress: bool):
+        self.out, self.kind, self.model, self.t, self.extra = out, kind, model, train, extra
+        self.opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.batches = _Batches(n, min(train.batch_size, n), train.seed)
+        self.step, self.elapsed = 0, 0.0
+        if resume:
+            self._restore()
+        from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
+
+        self.writer = SummaryWriter(str(out / "tb"), purge_step=self.step if resume else None)
+        self.fields = ["step", "seconds", "lr", *fields]
+        csv_path = out / "metrics.csv"
+        new_csv = not csv_path.exists()
+        self.csv_file = csv_path.open("a", newline="")
+        self.csv = csv.DictWriter(self.csv_file, fieldnames=self.fields)
+        if new_csv:
+            self.csv.writeheader()
+        self.progress = progress
+
+    def _restore(self) -> None:
+        out = self.out
+        saved_step = checkpoint.read_config(out, kind=self.kind).get("step")
+        try:
+            self.model.load_state_dict(checkpoint.load_model_state(out))
+            rng, meta = checkpoint.load_trainer_state(out, self.opt)
+            torch.set_rng_state(rng["torch"])
+            self.batches.restore(rng)
+            self.step, self.elapsed = int(meta["step"]), float(meta["seconds"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            if isinstance(exc, VQVAEError):
+                raise
+            raise VQVAEError(f"cannot resume from {out}: its checkpoint does not match its recipe ({exc})") from None
+        if saved_step is not None and saved_step != self.step:
+            raise VQVAEError(f"cannot resume from {out}: model.safetensors is from step {saved_step} but the "
+                             f"trainer state from step {self.step} (a save was interrupted)")
+        _truncate_csv(out / "metrics.csv", self.step)
+
+    def save(self) -> None:
+        self.model.save_pretrained(self.out, {**self.extra, "step": self.step})
+        state = {"torch": torch.get_rng_state(), **self.batches.state()}
+        checkpoint.save_trainer_state(self.out, self.opt, state, {"step": self.step, "seconds": self.elapsed})
+
+    def done(self) -> bool:
+        t = self.t
+        return bool((t.steps and self.step >= t.steps) or (t.max_seconds and self.elapsed >= t.max_seconds))
+
+    def fit(self, step_fn, window_extra=lambda: {}) -> None:
+        """Optimise until the budget ends. ``step_fn(batch_indices)`` returns (loss, {field: float}); the CSV
+        gets the means of those fields over each log window plus ``window_extra()`` (called once a row)."""
+        t, model, opt = self.t, self.model, self.opt
+        model.train()
+        start = time.perf_counter() - self.elapsed
+        sums: dict[str, float] = {}
+        since_log, last_save = 0, time.perf_counter()
+        bar = tqdm(total=t.steps or None, initial=self.step, disable=not self.progress, unit="step",
+                   dynamic_ncols=True, desc=f"train {self.kind}")
+        try:
+            while not self.done():
+                lr = _lr_at(t, self.step, self.elapsed)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                loss, metrics = step_fn(self.batches.next())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                self.step += 1
+                self.elapsed = time.perf_counter() - start
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                since_log += 1
+                if self.step % t.log_every == 0 or self.done():
+                    row = {k: v / since_log for k, v in sums.items()}
+                    row.update(step=self.step, seconds=round(self.elapsed, 3), lr=lr, **window_extra())
+                    self.csv.writerow(row)
+                    self.csv_file.flush()
+                    for k, v in row.items():
+                        if k != "step":
+                            self.writer.add_scalar(f"train/{k}", v, self.step)
+                    bar.set_postfix({k: f"{row[k]:.4g}" for k in self.fields[3:]}, refresh=False)
+                    sums, since_log = {}, 0
+                bar.update(1)
+                if time.perf_counter() - last_save >= t.checkpoint_every:
+                    self.save()
+                    last_save = time.perf_counter()
+        except KeyboardInterrupt:
+            self.save()  # Ctrl-C keeps the work done so far; `--resume` continues from here
+            raise
+        finally:
+            bar.close()
+            self.csv_file.close()
+        self.save()
+
+    def finish(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Record the final evaluation: eval.json and TensorBoard."""
+        metrics.update(step=self.step, train_seconds=round(self.elapsed, 1))
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)):
+                self.writer.add_scalar(f"test/{k}", v, self.step)
+        self.writer.close()
+        atomic_write_json(self.out / "eval.json", metrics)
+        return metrics
+
+
+def _start(out: Path, train: TrainConfig, resume: bool, kind: str) -> None:
+    if resume:
+        checkpoint.read_config(out, kind=kind)
+    torch.manual_seed(train.seed)
+    if train.threads:
+        torch.set_num_threads(train.threads)
+
+
 def train_and_evaluate(
     recipe: Recipe, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False, progress: bool = True
 ) -> dict[str, Any]:
     """Train the image VQ-VAE of ``recipe`` into ``out_dir`` and return the test-split metrics."""
-    out = Path(out_dir)
-    if resume:
-        saved_step = checkpoint.read_config(out, kind="vqvae").get("step")
-    t = recipe.train
-    torch.manual_seed(t.seed)
-    if t.threads:
-        torch.set_num_threads(t.threads)
-
+    out, t = Path(out_dir), recipe.train
+    _start(out, t, resume, "vqvae")
     train_set = load_training_images(recipe, "train")
     test_set = load_training_images(recipe, "test")
     if len(train_set) == 0:
@@ -145,114 +251,37 @@ def train_and_evaluate(
     if not resume:
         _prepare_out_dir(out, overwrite)  # only once the data is known to be good
     model = VQVAE(recipe.model).to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    batches = _Batches(len(train_set), min(t.batch_size, len(train_set)), t.seed)
-    step, elapsed = 0, 0.0
     extra = {"train": recipe.to_dict()["train"], "classes": train_set.classes, "data_name": train_set.name}
-    if resume:
-        try:
-            model.load_state_dict(checkpoint.load_model_state(out))
-            rng, meta = checkpoint.load_trainer_state(out, opt)
-            torch.set_rng_state(rng["torch"])
-            batches.restore(rng)
-            step, elapsed = int(meta["step"]), float(meta["seconds"])
-        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-            if isinstance(exc, VQVAEError):
-                raise
-            raise VQVAEError(f"cannot resume from {out}: its checkpoint does not match its recipe ({exc})") from None
-        if saved_step is not None and saved_step != step:
-            raise VQVAEError(f"cannot resume from {out}: model.safetensors is from step {saved_step} but the "
-                             f"trainer state from step {step} (a save was interrupted)")
-        _truncate_csv(out / "metrics.csv", step)
-
-    def save() -> None:
-        model.save_pretrained(out, {**extra, "step": step})
-        state = {"torch": torch.get_rng_state(), **batches.state()}
-        checkpoint.save_trainer_state(out, opt, state, {"step": step, "seconds": elapsed})
-
-    from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
-
-    writer = SummaryWriter(str(out / "tb"), purge_step=step if resume else None)
-    csv_path = out / "metrics.csv"
-    new_csv = not csv_path.exists()
-    csv_file = csv_path.open("a", newline="")
-    log = csv.DictWriter(csv_file, fieldnames=CSV_FIELDS)
-    if new_csv:
-        log.writeheader()
+    fields = ["loss", "recon_loss", "vq_loss", "commitment_loss", "perplexity"]
+    run = _Run(out, "vqvae", model, t, len(train_set), extra, [*fields, "codes_used"], resume, progress)
 
     images = train_set.images.contiguous(memory_format=torch.channels_last)
-    model.train()
-    start = time.perf_counter() - elapsed
-    if recipe.model.kmeans_init and step == 0:
-        kmeans_init(model, images, batches, t.kmeans_batches)
-    counts = torch.zeros(recipe.model.num_embeddings, dtype=torch.long)  # codes of the current log window
-    epoch_usage = CodebookUsage(recipe.model.num_embeddings)
-    sums = {k: 0.0 for k in ("loss", "recon_loss", "vq_loss", "commitment_loss", "perplexity")}
-    since_log = 0
-    last_save = time.perf_counter()
-    bar = tqdm(total=t.steps or None, initial=step, disable=not progress, unit="step", dynamic_ncols=True,
-               desc="train vqvae")
+    if recipe.model.kmeans_init and run.step == 0:
+        kmeans_init(model, images, run.batches, t.kmeans_batches)
+    k = recipe.model.num_embeddings
+    window = torch.zeros(k, dtype=torch.long)  # codes used in the current log window
+    epoch_usage = CodebookUsage(k)
 
-    def done() -> bool:
-        return (t.steps and step >= t.steps) or (t.max_seconds and elapsed >= t.max_seconds)
+    def step_fn(batch: torch.Tensor):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
+            res = model(to_float(images[batch]))
+        window.add_(torch.bincount(res.indices.reshape(-1), minlength=k))
+        if run.batches.new_epoch and epoch_usage.total:  # usage over the whole epoch that just ended
+            u = epoch_usage.as_dict()
+            for name in ("codes_used", "dead_codes", "perplexity"):
+                run.writer.add_scalar(f"train_epoch/{name}", u[name], run.step)
+            run.writer.add_histogram("train_epoch/code_frequency", epoch_usage.histogram(), run.step)
+            epoch_usage.reset()
+        epoch_usage.update(res.indices)
+        return res.loss, {f: float(getattr(res, f).detach()) for f in fields}
 
-    try:
-        while not done():
-            lr = _lr_at(recipe, step, elapsed)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            x = to_float(images[batches.next()])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=t.bf16):
-                res = model(x)
-            opt.zero_grad(set_to_none=True)
-            res.loss.backward()
-            opt.step()
-            step += 1
-            elapsed = time.perf_counter() - start
-            counts += torch.bincount(res.indices.reshape(-1), minlength=counts.numel())
-            if batches.new_epoch and epoch_usage.total:  # usage over the whole epoch that just ended
-                u = epoch_usage.as_dict()
-                for k in ("codes_used", "dead_codes", "perplexity"):
-                    writer.add_scalar(f"train_epoch/{k}", u[k], step)
-                writer.add_histogram("train_epoch/code_frequency", epoch_usage.histogram(), step)
-                epoch_usage.reset()
-            epoch_usage.update(res.indices)
-            for k in sums:
-                sums[k] += float(getattr(res, k).detach())
-            since_log += 1
-            if step % t.log_every == 0 or done():
-                row = {k: v / since_log for k, v in sums.items()}
-                row.update(step=step, seconds=round(elapsed, 3), lr=lr, codes_used=int((counts > 0).sum()))
-                log.writerow(row)
-                csv_file.flush()
-                for k, v in row.items():
-                    if k != "step":
-                        writer.add_scalar(f"train/{k}", v, step)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", ppl=f"{row['perplexity']:.0f}",
-                                codes=row["codes_used"], refresh=False)
-                counts.zero_()
-                sums = dict.fromkeys(sums, 0.0)
-                since_log = 0
-            bar.update(1)
-            if time.perf_counter() - last_save >= t.checkpoint_every:
-                save()
-                last_save = time.perf_counter()
-    except KeyboardInterrupt:
-        save()  # Ctrl-C keeps the work done so far; `--resume` continues from here
-        raise
-    finally:
-        bar.close()
-        csv_file.close()
-    save()
+    def codes_used() -> dict[str, int]:
+        used = int((window > 0).sum())
+        window.zero_()
+        return {"codes_used": used}
 
+    run.fit(step_fn, codes_used)
     model.eval()
-    limit = t.eval_batches * 256 if t.eval_batches else None
-    metrics = evaluate_model(model, test_set, limit=limit)
-    metrics.update(step=step, train_seconds=round(elapsed, 1))
-    for k, v in metrics.items():
-        if isinstance(v, (int, float)):
-            writer.add_scalar(f"test/{k}", v, step)
-    writer.close()
-    atomic_write_json(out / "eval.json", metrics)
+    metrics = evaluate_model(model, test_set, limit=t.eval_batches * 256 if t.eval_batches else None)
     write_reconstruction_grid(model, test_set, out / "reconstructions.png")
-    return metrics
+    return run.finish(metrics)

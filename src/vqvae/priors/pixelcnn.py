@@ -17,34 +17,12 @@ layer contributes a skip connection to the output head, which gives K logits per
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vqvae.config import PixelCNNConfig
 from vqvae.errors import VQVAEError
-
-
-@dataclass
-class PixelCNNConfig:
-    """Architecture of the prior (saved with its checkpoint)."""
-
-    num_embeddings: int = 512  # K: codes per position (the VQ-VAE's codebook size)
-    num_classes: int = 10  # labels for conditioning (0: unconditional)
-    channels: int = 64  # width of both stacks
-    num_layers: int = 12  # gated layers
-    kernel_size: int = 5  # odd; the first layer uses the same size
-    head_channels: int = 256  # width of the output head
-
-    def validate(self) -> None:
-        for name in ("num_embeddings", "channels", "num_layers", "head_channels"):
-            if getattr(self, name) < 1:
-                raise VQVAEError(f"prior.{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.num_classes < 0:
-            raise VQVAEError(f"prior.num_classes must be >= 0, got {self.num_classes!r}")
-        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
-            raise VQVAEError(f"prior.kernel_size must be odd and >= 3, got {self.kernel_size!r}")
 
 
 class GatedLayer(nn.Module):
