@@ -163,3 +163,51 @@ def test_bad_counts_and_corrupt_codes_files(trained, tmp_path, capsys):
     np.savez(wrong, test_indices=np.full((2, 7, 7), 40))  # the model has K=32
     code, _, err = run(capsys, "decode", trained, wrong, "--out", tmp_path / "d.png")
     assert code == 2 and "model has K=32" in err
+
+
+PRIOR_TINY = ["prior.channels=8", "prior.num_layers=3", "prior.head_channels=16", "train.batch_size=32",
+              "train.log_every=2", "train.warmup_steps=2"]
+
+
+def test_train_prior_sample_and_resume(trained, tmp_path, capsys):
+    out = tmp_path / "prior"
+    code, text, err = run(capsys, "train-prior", trained, "--out", out, "--steps", 6, "--quiet", "--json", *PRIOR_TINY)
+    assert code == 0, err
+    m = json.loads(text.splitlines()[0])
+    assert m["num_grids"] == 256 and m["uniform_bits_per_latent"] == 5.0  # K=32
+    assert 0 < m["nll_bits_per_latent"] < 6
+    assert (trained / "codes.npz").exists()  # the VQ-VAE's codes, cached for the next prior
+    assert {"config.json", "model.safetensors", "samples.png", "eval.json", "metrics.csv"} <= {p.name for p in out.iterdir()}
+    assert run(capsys, "train-prior", "--resume", out, "--steps", 8, "--quiet")[0] == 0
+    assert json.loads((out / "eval.json").read_text())["step"] == 8
+
+    npz = tmp_path / "s.npz"
+    assert run(capsys, "sample", out, "--class", 3, "--n", 5, "--seed", 1, "--out", npz)[0] == 0
+    with np.load(npz, allow_pickle=False) as f:
+        assert f["images"].shape == (5, 28, 28) and f["images"].dtype == np.uint8
+        assert f["labels"].tolist() == [3] * 5 and f["indices"].shape == (5, 7, 7)
+        first = f["indices"].copy()
+    again = tmp_path / "s2.npz"
+    assert run(capsys, "sample", out, "--class", 3, "--n", 5, "--seed", 1, "--out", again)[0] == 0
+    with np.load(again, allow_pickle=False) as f:
+        assert np.array_equal(f["indices"], first)  # seeded
+    png = tmp_path / "grid.png"
+    assert run(capsys, "sample", out, "--per-class", 2, "--out", png)[0] == 0
+
+    code, _, err = run(capsys, "sample", out, "--class", 10, "--out", tmp_path / "x.png")
+    assert code == 2 and "is not a class of this prior" in err
+    code, _, err = run(capsys, "sample", out, "--temperature", 0, "--out", tmp_path / "x.png")
+    assert code == 2 and "--temperature must be > 0" in err
+    code, _, err = run(capsys, "sample", out, "--out", png)
+    assert code == 2 and "already exists" in err
+
+
+def test_a_prior_refuses_a_changed_vqvae(small_fmnist, tmp_path, capsys):
+    vq = tmp_path / "vq"
+    base = ["train", "--data", small_fmnist, "--quiet", *TINY]
+    assert run(capsys, *base, "--out", vq, "--steps", 2)[0] == 0
+    prior = tmp_path / "prior"
+    assert run(capsys, "train-prior", vq, "--out", prior, "--steps", 2, "--quiet", *PRIOR_TINY)[0] == 0
+    assert run(capsys, *base, "--out", vq, "--steps", 3, "--overwrite")[0] == 0  # the VQ-VAE is retrained
+    code, _, err = run(capsys, "sample", prior, "--out", tmp_path / "x.png")
+    assert code == 2 and "different weights" in err

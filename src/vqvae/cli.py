@@ -146,6 +146,86 @@ def cmd_decode(a: argparse.Namespace) -> None:
     print(f"wrote {out} ({len(images)} decoded images)")
 
 
+def cmd_train_prior(a: argparse.Namespace) -> dict[str, Any]:
+    from vqvae.config import load_recipe
+    from vqvae.train import resume_recipe, train_prior_and_evaluate
+
+    overrides = list(a.overrides)
+    if a.steps is not None:
+        overrides.append(f"train.steps={a.steps}")
+    if a.max_seconds is not None:
+        overrides.append(f"train.max_seconds={a.max_seconds}")
+    if a.resume:
+        if a.config or a.overrides or a.vqvae_dir:
+            raise VQVAEError("--resume continues a run with its saved recipe: only --steps/--max-seconds may change")
+        out, vqvae_dir = a.resume, None
+        recipe = resume_recipe(out, overrides, kind="prior")
+    else:
+        if not a.vqvae_dir:
+            raise VQVAEError("train-prior needs the VQ-VAE run directory (or --resume DIR)")
+        out, vqvae_dir = a.out, a.vqvae_dir
+        recipe = load_recipe(a.config, overrides, kind="prior")
+    metrics = train_prior_and_evaluate(recipe, vqvae_dir, out, resume=bool(a.resume), overwrite=a.overwrite,
+                                       progress=not a.quiet)
+    print(json.dumps(metrics) if a.json else
+          f"test: prior NLL {metrics['nll_bits_per_latent']:.3f} bits/latent "
+          f"({metrics['bits_below_uniform']:.3f} below the uniform prior's {metrics['uniform_bits_per_latent']:.0f})")
+    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, "
+          f"samples.png, tb/)")
+    return metrics
+
+
+def _load_prior(prior_dir: str):
+    from vqvae.checkpoint import read_config
+    from vqvae.evaluate import weights_sha256
+    from vqvae.model import VQVAE
+    from vqvae.priors import GatedPixelCNN
+
+    config = read_config(prior_dir, kind="prior")
+    prior = GatedPixelCNN.from_pretrained(prior_dir)
+    vq_dir = config.get("vqvae_dir")
+    if not vq_dir or not Path(vq_dir).is_dir():
+        raise VQVAEError(f"the VQ-VAE this prior was trained on ({vq_dir}) is not there any more")
+    if weights_sha256(vq_dir) != config.get("vqvae_weights_sha256"):
+        raise VQVAEError(f"{vq_dir} holds different weights from the VQ-VAE this prior was trained on")
+    return prior, VQVAE.from_pretrained(vq_dir).eval(), config
+
+
+@torch.no_grad()
+def cmd_sample(a: argparse.Namespace) -> None:
+    from vqvae.data import save_image_grid, to_uint8
+
+    out = _out_path(a.out, a.overwrite, (".png", ".npz"))
+    if not a.temperature > 0:
+        raise VQVAEError(f"--temperature must be > 0, got {a.temperature}")
+    prior, vq, config = _load_prior(a.prior_dir)
+    classes = config.get("classes", [])
+    if a.class_ is not None and not 0 <= a.class_ < len(classes):
+        raise VQVAEError(f"--class {a.class_} is not a class of this prior (0..{len(classes) - 1}: {', '.join(classes)})")
+    if a.class_ is not None:
+        labels = torch.full((a.n,), a.class_, dtype=torch.long)
+        nrow = int(np.ceil(np.sqrt(a.n)))
+    else:
+        labels = torch.arange(len(classes)).repeat_interleave(a.per_class)
+        nrow = a.per_class
+    h = vq.config.latent_size
+    idx = prior.sample((h, h), labels, a.temperature, torch.Generator().manual_seed(a.seed))
+    images = vq.decode_indices(idx).clamp(0, 1)
+    if out.suffix.lower() == ".png":
+        save_image_grid(images, out, nrow=nrow)
+    else:
+        import io
+
+        from vqvae.fileio import atomic_write_bytes
+
+        u8 = to_uint8(images).numpy()
+        buf = io.BytesIO()
+        np.savez_compressed(buf, images=u8[:, 0] if u8.shape[1] == 1 else u8, labels=labels.numpy(),
+                            indices=idx.numpy().astype(np.int16))
+        atomic_write_bytes(out, buf.getvalue())
+    print(f"wrote {out} ({len(labels)} samples)")
+
+
 # -- the parser --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vqvae", description="VQ-VAE: train, evaluate, encode, decode.")
@@ -195,11 +275,41 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="output .png")
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(fn=cmd_decode)
+    tp = sub.add_parser("train-prior", help="train a class-conditional Gated PixelCNN on a VQ-VAE's codes")
+    tp.add_argument("vqvae_dir", nargs="?", help="run directory of the VQ-VAE (written by `vqvae train`)")
+    tp.add_argument("--config", help="prior recipe: a YAML file or a built-in name (default: fashion_mnist_prior)")
+    tp.add_argument("--out", default="runs/prior", help="run directory (default: runs/prior)")
+    tp.add_argument("--steps", type=int, help="stop after this many optimisation steps")
+    tp.add_argument("--max-seconds", type=float, help="wall-clock budget for training, in seconds")
+    tp.add_argument("--resume", metavar="DIR", help="continue the prior run in DIR where it stopped")
+    tp.add_argument("--overwrite", action="store_true", help="replace an existing run directory's contents")
+    tp.add_argument("--quiet", action="store_true", help="no progress bar")
+    tp.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    tp.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. prior.num_layers=8")
+    tp.set_defaults(fn=cmd_train_prior)
+
+    sp = sub.add_parser("sample", help="sample codes from a prior and decode them with its VQ-VAE")
+    sp.add_argument("prior_dir", help="run directory written by `vqvae train-prior`")
+    group = sp.add_mutually_exclusive_group()
+    group.add_argument("--class", dest="class_", type=int, help="sample only this class (with --n)")
+    group.add_argument("--per-class", type=_positive, default=8, help="samples per class, one row each (default 8)")
+    sp.add_argument("--n", type=_positive, default=64, help="number of samples with --class (default 64)")
+    sp.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", required=True, help=".png (a grid, one row per class) or .npz (images, labels, indices)")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.set_defaults(fn=cmd_sample)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may stand anywhere, also after options that follow a positional argument
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.fn(args)
     except VQVAEError as exc:

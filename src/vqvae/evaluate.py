@@ -134,3 +134,35 @@ def load_codes(path: str | Path, num_embeddings: int, latent_size: int) -> dict[
         if idx.size and (idx.min() < 0 or idx.max() >= num_embeddings):
             raise VQVAEError(f"{path}: {split}_indices has codes in [{idx.min()}, {idx.max()}], model has K={num_embeddings}")
     return arrays
+
+
+def weights_sha256(run_dir: str | Path) -> str:
+    """Fingerprint of a checkpoint's weights: ties cached codes and priors to the exact VQ-VAE."""
+    import hashlib
+
+    return hashlib.sha256((Path(run_dir) / "model.safetensors").read_bytes()).hexdigest()
+
+
+def cached_codes(run_dir: str | Path, model: VQVAE, data: str, splits=("train", "test")) -> dict[str, np.ndarray]:
+    """Codes + labels of ``splits`` of ``data`` under the VQ-VAE in ``run_dir``, encoded once and cached in
+    ``run_dir/codes.npz`` (re-encoded when the weights or the data change)."""
+    from vqvae.data import load_images
+
+    path = Path(run_dir) / "codes.npz"
+    sha = weights_sha256(run_dir)
+    c = model.config
+    if path.exists():
+        try:
+            arrays = load_codes(path, c.num_embeddings, c.latent_size)
+            if str(arrays.get("weights_sha256")) == sha and str(arrays.get("data")) == data and all(
+                    f"{s}_indices" in arrays for s in splits):
+                return arrays
+        except VQVAEError:
+            pass  # an unreadable cache is simply rebuilt
+    encoded = {}
+    for split in splits:
+        ds = load_images(data, split, image_size=c.image_size, channels=c.in_channels)
+        encoded[split] = (encode_dataset(model, ds), ds.labels.numpy())
+    meta = {"num_embeddings": c.num_embeddings, "latent_size": c.latent_size, "weights_sha256": sha, "data": data}
+    save_codes(path, encoded, meta)
+    return load_codes(path, c.num_embeddings, c.latent_size)

@@ -1,4 +1,4 @@
-"""The training loop of the image VQ-VAE: step, log, checkpoint, resume, evaluate.
+"""The training loop -- step, log, checkpoint, resume, evaluate -- of the image VQ-VAE and of its prior.
 
 ``train_and_evaluate(recipe, out_dir)`` is what ``vqvae train`` calls. A run directory holds
 ``config.json`` + ``model.safetensors`` (the model), ``trainer_state.*`` (for ``--resume``),
@@ -15,17 +15,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from vqvae import checkpoint
-from vqvae.config import Recipe, TrainConfig, recipe_with_overrides
-from vqvae.data import ImageDataset, load_images, to_float
+from vqvae.config import PriorRecipe, Recipe, TrainConfig, recipe_with_overrides
+from vqvae.data import ImageDataset, load_images, save_image_grid, to_float
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
-from vqvae.evaluate import evaluate_model, write_reconstruction_grid
+from vqvae.evaluate import cached_codes, evaluate_model, weights_sha256, write_reconstruction_grid
 from vqvae.metrics import CodebookUsage
 from vqvae.model import VQVAE
+from vqvae.priors import GatedPixelCNN
 
 
 
@@ -97,12 +100,13 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     shutil.rmtree(out / "tb", ignore_errors=True)
 
 
-def resume_recipe(out_dir: str | Path, overrides: list[str] = ()) -> Recipe:
+def resume_recipe(out_dir: str | Path, overrides: list[str] = (), kind: str = "vqvae") -> Recipe | PriorRecipe:
     """The recipe saved in a run directory, with ``overrides`` (e.g. a new ``train.steps`` total) applied."""
-    saved = checkpoint.read_config(out_dir, kind="vqvae")
-    if not isinstance(saved.get("train"), dict) or not isinstance(saved.get("model"), dict):
-        raise VQVAEError(f"{out_dir} was not written by `vqvae train` (no saved recipe): it cannot be resumed")
-    return recipe_with_overrides({"model": saved["model"], "train": saved["train"]}, overrides)
+    saved = checkpoint.read_config(out_dir, kind=kind)
+    section = "model" if kind == "vqvae" else "prior"
+    if not isinstance(saved.get("train"), dict) or not isinstance(saved.get(section), dict):
+        raise VQVAEError(f"{out_dir} was not written by a training command (no saved recipe): it cannot be resumed")
+    return recipe_with_overrides({section: saved[section], "train": saved["train"]}, overrides, kind)
 
 
 def _truncate_csv(path: Path, last_step: int) -> None:
@@ -285,3 +289,73 @@ def train_and_evaluate(
     metrics = evaluate_model(model, test_set, limit=t.eval_batches * 256 if t.eval_batches else None)
     write_reconstruction_grid(model, test_set, out / "reconstructions.png")
     return run.finish(metrics)
+
+
+def train_prior_and_evaluate(
+    recipe: PriorRecipe, vqvae_dir: str | Path | None, out_dir: str | Path, *, resume: bool = False,
+    overwrite: bool = False, progress: bool = True,
+) -> dict[str, Any]:
+    """Train a Gated PixelCNN prior on the codes of the VQ-VAE in ``vqvae_dir`` (encoded once, cached in
+    ``vqvae_dir/codes.npz``) into ``out_dir``; return its test-split NLL. On resume, ``vqvae_dir`` is None:
+    the one recorded in the prior's config is used."""
+    out, t = Path(out_dir), recipe.train
+    _start(out, t, resume, "prior")
+    if resume:
+        saved = checkpoint.read_config(out, kind="prior")
+        vqvae_dir = saved.get("vqvae_dir")
+    vq_config = checkpoint.read_config(vqvae_dir, kind="vqvae")
+    vq = VQVAE.from_pretrained(vqvae_dir).eval()
+    data = vq_config.get("train", {}).get("data", "fashion-mnist")
+    codes = cached_codes(vqvae_dir, vq, data)
+    train_codes = torch.from_numpy(codes["train_indices"].astype(np.int64))  # (N, h, w)
+    train_labels = torch.from_numpy(codes["train_labels"])
+    test_codes = torch.from_numpy(codes["test_indices"].astype(np.int64))
+    test_labels = torch.from_numpy(codes["test_labels"])
+    if len(train_codes) == 0:
+        raise VQVAEError(f"{vqvae_dir}: no training codes to fit a prior to")
+    classes = vq_config.get("classes") or [str(i) for i in range(int(train_labels.max()) + 1)]
+    recipe.prior.num_embeddings = vq.config.num_embeddings
+    recipe.prior.num_classes = len(classes)
+    if not resume:
+        _prepare_out_dir(out, overwrite)
+    prior = GatedPixelCNN(recipe.prior)
+    extra = {"train": recipe.to_dict()["train"], "classes": classes, "vqvae_dir": str(Path(vqvae_dir).resolve()),
+             "vqvae_weights_sha256": weights_sha256(vqvae_dir), "latent_size": vq.config.latent_size}
+    run = _Run(out, "prior", prior, t, len(train_codes), extra, ["loss", "bits_per_latent"], resume, progress)
+
+    def step_fn(batch: torch.Tensor):
+        idx = train_codes[batch]
+        loss = F.cross_entropy(prior(idx, train_labels[batch]), idx)  # nats per latent
+        return loss, {"loss": float(loss.detach()), "bits_per_latent": float(loss.detach()) / math.log(2)}
+
+    run.fit(step_fn)
+    prior.eval()
+    limit = t.eval_batches * 256 if t.eval_batches else len(test_codes)
+    metrics = evaluate_prior_nll(prior, test_codes[:limit], test_labels[:limit])
+    metrics["split"] = "test"
+    write_prior_samples(prior, vq, classes, out / "samples.png", per_class=10, seed=t.seed)
+    return run.finish(metrics)
+
+
+@torch.no_grad()
+def evaluate_prior_nll(prior: GatedPixelCNN, codes: torch.Tensor, labels: torch.Tensor,
+                       batch_size: int = 500) -> dict[str, Any]:
+    """The prior's NLL over whole code grids (N, h, w): nats and bits per latent, vs the uniform prior."""
+    prior.eval()
+    total = sum(float(prior.nll(codes[i : i + batch_size], labels[i : i + batch_size]).double().sum())
+                for i in range(0, len(codes), batch_size))
+    latents = codes.numel()
+    k = prior.config.num_embeddings
+    bits = total / latents / math.log(2)
+    return {"num_grids": len(codes), "nll_nats_per_latent": total / latents, "nll_bits_per_latent": bits,
+            "uniform_bits_per_latent": math.log2(k), "bits_below_uniform": math.log2(k) - bits}
+
+
+@torch.no_grad()
+def write_prior_samples(prior: GatedPixelCNN, vq: VQVAE, classes: list[str], path: Path, per_class: int,
+                        seed: int, temperature: float = 1.0) -> None:
+    """PNG grid of class-conditional samples decoded by the VQ-VAE: one row per class."""
+    labels = torch.arange(len(classes)).repeat_interleave(per_class)
+    h = vq.config.latent_size
+    idx = prior.sample((h, h), labels, temperature, torch.Generator().manual_seed(seed))
+    save_image_grid(vq.decode_indices(idx).clamp(0, 1), path, nrow=per_class)

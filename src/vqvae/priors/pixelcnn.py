@@ -17,11 +17,14 @@ layer contributes a skip connection to the output head, which gives K logits per
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.config import PixelCNNConfig
+from vqvae import checkpoint
+from vqvae.config import PixelCNNConfig, section_from_dict
 from vqvae.errors import VQVAEError
 
 
@@ -71,9 +74,7 @@ class GatedPixelCNN(nn.Module):
 
     def __init__(self, config: PixelCNNConfig | None = None, **overrides):
         super().__init__()
-        config = config or PixelCNNConfig()
-        for k, v in overrides.items():
-            setattr(config, k, v)
+        config = dataclasses.replace(config or PixelCNNConfig(), **overrides)
         config.validate()
         self.config = c = config
         self.embed = nn.Embedding(c.num_embeddings, c.channels)
@@ -84,6 +85,21 @@ class GatedPixelCNN(nn.Module):
             nn.ReLU(), nn.Conv2d(c.channels, c.head_channels, 1), nn.ReLU(),
             nn.Conv2d(c.head_channels, c.num_embeddings, 1),
         )
+
+    def save_pretrained(self, directory, extra: dict | None = None) -> None:
+        """Write ``config.json`` (architecture + ``extra``) and ``model.safetensors``."""
+        config = {"kind": "prior", "prior": dataclasses.asdict(self.config), **(extra or {})}
+        checkpoint.save_model(directory, config, self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory) -> GatedPixelCNN:
+        config = checkpoint.read_config(directory, kind="prior")
+        model = cls(section_from_dict("prior", config.get("prior", {})))
+        try:
+            model.load_state_dict(checkpoint.load_model_state(directory))
+        except RuntimeError as exc:
+            raise VQVAEError(f"weights in {directory} do not match its config.json: {str(exc).splitlines()[0]}") from None
+        return model.eval()
 
     def _check(self, indices: Tensor, labels: Tensor | None) -> None:
         c = self.config
