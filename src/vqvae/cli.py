@@ -63,18 +63,22 @@ def _positive(text: str) -> int:
     return value
 
 
+def _budget_overrides(a: argparse.Namespace) -> list[str]:
+    """The recipe overrides of a training command, with --steps / --max-seconds as train.* overrides."""
+    overrides = list(a.overrides)
+    if a.steps is not None:
+        overrides.append(f"train.steps={a.steps}")
+    if a.max_seconds is not None:
+        overrides.append(f"train.max_seconds={a.max_seconds}")
+    return overrides
+
+
 # -- commands --------------------------------------------------------------------------------------
 def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
     from vqvae.config import load_recipe
     from vqvae.train import resume_recipe, train_and_evaluate
 
-    overrides = list(a.overrides)
-    if a.data:
-        overrides.append(f"train.data={a.data}")
-    if a.steps is not None:
-        overrides.append(f"train.steps={a.steps}")
-    if a.max_seconds is not None:
-        overrides.append(f"train.max_seconds={a.max_seconds}")
+    overrides = _budget_overrides(a) + ([f"train.data={a.data}"] if a.data else [])
     if a.resume:
         if a.config or a.overrides or a.data:
             raise VQVAEError("--resume continues a run with its saved recipe: only --steps/--max-seconds may change")
@@ -150,11 +154,7 @@ def cmd_train_prior(a: argparse.Namespace) -> dict[str, Any]:
     from vqvae.config import load_recipe
     from vqvae.train import resume_recipe, train_prior_and_evaluate
 
-    overrides = list(a.overrides)
-    if a.steps is not None:
-        overrides.append(f"train.steps={a.steps}")
-    if a.max_seconds is not None:
-        overrides.append(f"train.max_seconds={a.max_seconds}")
+    overrides = _budget_overrides(a)
     if a.resume:
         if a.config or a.overrides or a.vqvae_dir:
             raise VQVAEError("--resume continues a run with its saved recipe: only --steps/--max-seconds may change")
@@ -231,18 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vqvae", description="VQ-VAE: train, evaluate, encode, decode.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train an image VQ-VAE")
-    t.add_argument("--config", help="recipe: a YAML file or a built-in name (default: fashion_mnist)")
+    def training_cmd(name: str, fn, help: str, recipe: str, out: str, example: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help)
+        s.add_argument("--config", help=f"recipe: a YAML file or a built-in name (default: {recipe})")
+        s.add_argument("--out", default=out, help=f"run directory (default: {out})")
+        s.add_argument("--steps", type=int, help="stop after this many optimisation steps (a total)")
+        s.add_argument("--max-seconds", type=float, help="wall-clock budget for training, in seconds (a total)")
+        s.add_argument("--resume", metavar="DIR", help="continue the run in DIR where it stopped")
+        s.add_argument("--overwrite", action="store_true", help="replace an existing run directory's contents")
+        s.add_argument("--quiet", action="store_true", help="no progress bar")
+        s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+        s.add_argument("overrides", nargs="*", metavar="key=value", help=f"recipe overrides, e.g. {example}")
+        s.set_defaults(fn=fn)
+        return s
+
+    t = training_cmd("train", cmd_train, "train an image VQ-VAE", "fashion_mnist", "runs/vqvae",
+                     "model.hidden=64")
     t.add_argument("--data", help="fashion-mnist, mnist, cifar10, or a path (IDX dir, CIFAR dir, image folder)")
-    t.add_argument("--out", default="runs/vqvae", help="run directory (default: runs/vqvae)")
-    t.add_argument("--steps", type=int, help="stop after this many optimisation steps")
-    t.add_argument("--max-seconds", type=float, help="wall-clock budget for training, in seconds")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR where it stopped")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing run directory's contents")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--json", action="store_true", help="print the final metrics as JSON")
-    t.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. model.hidden=64")
-    t.set_defaults(fn=cmd_train)
 
     def run_cmd(name: str, fn, help: str) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help)
@@ -275,18 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="output .png")
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(fn=cmd_decode)
-    tp = sub.add_parser("train-prior", help="train a class-conditional Gated PixelCNN on a VQ-VAE's codes")
+    tp = training_cmd("train-prior", cmd_train_prior, "train a class-conditional Gated PixelCNN on a VQ-VAE's codes",
+                      "fashion_mnist_prior", "runs/prior", "prior.num_layers=8")
     tp.add_argument("vqvae_dir", nargs="?", help="run directory of the VQ-VAE (written by `vqvae train`)")
-    tp.add_argument("--config", help="prior recipe: a YAML file or a built-in name (default: fashion_mnist_prior)")
-    tp.add_argument("--out", default="runs/prior", help="run directory (default: runs/prior)")
-    tp.add_argument("--steps", type=int, help="stop after this many optimisation steps")
-    tp.add_argument("--max-seconds", type=float, help="wall-clock budget for training, in seconds")
-    tp.add_argument("--resume", metavar="DIR", help="continue the prior run in DIR where it stopped")
-    tp.add_argument("--overwrite", action="store_true", help="replace an existing run directory's contents")
-    tp.add_argument("--quiet", action="store_true", help="no progress bar")
-    tp.add_argument("--json", action="store_true", help="print the final metrics as JSON")
-    tp.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. prior.num_layers=8")
-    tp.set_defaults(fn=cmd_train_prior)
 
     sp = sub.add_parser("sample", help="sample codes from a prior and decode them with its VQ-VAE")
     sp.add_argument("prior_dir", help="run directory written by `vqvae train-prior`")
