@@ -231,8 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vqvae", description="VQ-VAE: train, evaluate, encode, decode.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def training_cmd(name: str, fn, help: str, recipe: str, out: str, example: str) -> argparse.ArgumentParser:
+    def training_cmd(name: str, fn, help: str, recipe: str, out: str, example: str,
+                     source: str | None = None) -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help)
+        if source:  # the run this one builds on, before the overrides so that it is not taken for one
+            s.add_argument("vqvae_dir", nargs="?", help=source)
         s.add_argument("--config", help=f"recipe: a YAML file or a built-in name (default: {recipe})")
         s.add_argument("--out", default=out, help=f"run directory (default: {out})")
         s.add_argument("--steps", type=int, help="stop after this many optimisation steps (a total)")
@@ -280,9 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="output .png")
     d.add_argument("--overwrite", action="store_true")
     d.set_defaults(fn=cmd_decode)
-    tp = training_cmd("train-prior", cmd_train_prior, "train a class-conditional Gated PixelCNN on a VQ-VAE's codes",
-                      "fashion_mnist_prior", "runs/prior", "prior.num_layers=8")
-    tp.add_argument("vqvae_dir", nargs="?", help="run directory of the VQ-VAE (written by `vqvae train`)")
+    training_cmd("train-prior", cmd_train_prior, "train a class-conditional Gated PixelCNN on a VQ-VAE's codes",
+                      "fashion_mnist_prior", "runs/prior", "prior.num_layers=8",
+                      source="run directory of the VQ-VAE (written by `vqvae train`)")
 
     sp = sub.add_parser("sample", help="sample codes from a prior and decode them with its VQ-VAE")
     sp.add_argument("prior_dir", help="run directory written by `vqvae train-prior`")
