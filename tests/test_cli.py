@@ -211,3 +211,7 @@ def test_a_prior_refuses_a_changed_vqvae(small_fmnist, tmp_path, capsys):
     assert run(capsys, *base, "--out", vq, "--steps", 3, "--overwrite")[0] == 0  # the VQ-VAE is retrained
     code, _, err = run(capsys, "sample", prior, "--out", tmp_path / "x.png")
     assert code == 2 and "different weights" in err
+    code, _, err = run(capsys, "train-prior", "--resume", prior, "--steps", 4, "--quiet")
+    assert code == 2 and "different weights" in err
+    code, _, err = run(capsys, "sample", vq, "--out", tmp_path / "y.png")  # a VQ-VAE is not a prior
+    assert code == 2 and "expected 'prior'" in err

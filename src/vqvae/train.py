@@ -304,6 +304,8 @@ def train_prior_and_evaluate(
         saved = checkpoint.read_config(out, kind="prior")
         vqvae_dir = saved.get("vqvae_dir")
     vq_config = checkpoint.read_config(vqvae_dir, kind="vqvae")
+    if resume and weights_sha256(vqvae_dir) != saved.get("vqvae_weights_sha256"):
+        raise VQVAEError(f"cannot resume {out}: {vqvae_dir} holds different weights from the VQ-VAE it was trained on")
     vq = VQVAE.from_pretrained(vqvae_dir).eval()
     data = vq_config.get("train", {}).get("data", "fashion-mnist")
     codes = cached_codes(vqvae_dir, vq, data)
