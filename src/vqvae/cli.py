@@ -44,16 +44,9 @@ def _load(run_dir: str):
 
 
 def _data(model, config: dict[str, Any], data: str | None, split: str):
-    from vqvae.data import load_images
+    from vqvae.train import load_images_for
 
-    spec = data or config.get("train", {}).get("data", "fashion-mnist")
-    m = model.config
-    ds = load_images(spec, split, image_size=m.image_size, channels=m.in_channels)
-    _, c, h, w = ds.images.shape
-    if (c, h, w) != (m.in_channels, m.image_size, m.image_size):
-        raise VQVAEError(f"{ds.name} images are {c}x{h}x{w}, the model expects "
-                         f"{m.in_channels}x{m.image_size}x{m.image_size}")
-    return ds
+    return load_images_for(model.config, data or config.get("train", {}).get("data", "fashion-mnist"), split)
 
 
 def _positive(text: str) -> int:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vqvae import checkpoint
-from vqvae.config import PriorRecipe, Recipe, TrainConfig, recipe_with_overrides
+from vqvae.config import ModelConfig, PriorRecipe, Recipe, TrainConfig, recipe_with_overrides
 from vqvae.data import ImageDataset, load_images, save_image_grid, to_float
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
@@ -32,10 +32,9 @@ from vqvae.priors import GatedPixelCNN
 
 
 
-def load_training_images(recipe: Recipe, split: str) -> ImageDataset:
-    """Load ``split`` of the recipe's data at the model's image size and channel count."""
-    m = recipe.model
-    data = load_images(recipe.train.data, split, image_size=m.image_size, channels=m.in_channels)
+def load_images_for(m: ModelConfig, spec: str, split: str) -> ImageDataset:
+    """Load ``split`` of ``spec`` at the image size and channel count of a model with config ``m``."""
+    data = load_images(spec, split, image_size=m.image_size, channels=m.in_channels)
     _, c, h, w = data.images.shape
     if (c, h, w) != (m.in_channels, m.image_size, m.image_size):
         raise VQVAEError(
@@ -248,8 +247,8 @@ def train_and_evaluate(
     """Train the image VQ-VAE of ``recipe`` into ``out_dir`` and return the test-split metrics."""
     out, t = Path(out_dir), recipe.train
     _start(out, t, resume, "vqvae")
-    train_set = load_training_images(recipe, "train")
-    test_set = load_training_images(recipe, "test")
+    train_set = load_images_for(recipe.model, t.data, "train")
+    test_set = load_images_for(recipe.model, t.data, "test")
     if len(train_set) == 0:
         raise VQVAEError(f"{train_set.name} has no images to train on")
     if not resume:
