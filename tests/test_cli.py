@@ -176,7 +176,9 @@ def test_train_prior_sample_and_resume(trained, tmp_path, capsys):
     m = json.loads(text.splitlines()[0])
     assert m["num_grids"] == 256 and m["uniform_bits_per_latent"] == 5.0  # K=32
     assert 0 < m["nll_bits_per_latent"] < 6
-    assert (trained / "codes.npz").exists()  # the VQ-VAE's codes, cached for the next prior
+    assert (trained / "prior_codes.cache.npz").exists()  # the VQ-VAE's codes, cached for the next prior
+    code, _, err = run(capsys, "train-prior", trained, "--out", trained, "--overwrite", "--quiet")
+    assert code == 2 and "the VQ-VAE's own run directory" in err
     assert {"config.json", "model.safetensors", "samples.png", "eval.json", "metrics.csv"} <= {p.name for p in out.iterdir()}
     assert run(capsys, "train-prior", "--resume", out, "--steps", 8, "--quiet")[0] == 0
     assert json.loads((out / "eval.json").read_text())["step"] == 8

@@ -145,10 +145,11 @@ def weights_sha256(run_dir: str | Path) -> str:
 
 def cached_codes(run_dir: str | Path, model: VQVAE, data: str, splits=("train", "test")) -> dict[str, np.ndarray]:
     """Codes + labels of ``splits`` of ``data`` under the VQ-VAE in ``run_dir``, encoded once and cached in
-    ``run_dir/codes.npz`` (re-encoded when the weights or the data change)."""
+    ``run_dir/prior_codes.cache.npz`` (a name of its own, re-encoded when the weights or the data spec change;
+    kept in memory only when the directory is not writable)."""
     from vqvae.data import load_images
 
-    path = Path(run_dir) / "codes.npz"
+    path = Path(run_dir) / "prior_codes.cache.npz"
     sha = weights_sha256(run_dir)
     c = model.config
     if path.exists():
@@ -164,5 +165,9 @@ def cached_codes(run_dir: str | Path, model: VQVAE, data: str, splits=("train", 
         ds = load_images(data, split, image_size=c.image_size, channels=c.in_channels)
         encoded[split] = (encode_dataset(model, ds), ds.labels.numpy())
     meta = {"num_embeddings": c.num_embeddings, "latent_size": c.latent_size, "weights_sha256": sha, "data": data}
-    save_codes(path, encoded, meta)
-    return load_codes(path, c.num_embeddings, c.latent_size)
+    try:
+        save_codes(path, encoded, meta)
+    except OSError:  # a read-only run directory: encode again next time
+        pass
+    arrays = {f"{s}_{k}": v for s, (idx, lab) in encoded.items() for k, v in (("indices", idx), ("labels", lab))}
+    return {**arrays, **{k: np.asarray(v) for k, v in meta.items()}}

@@ -295,14 +295,20 @@ def train_prior_and_evaluate(
     overwrite: bool = False, progress: bool = True,
 ) -> dict[str, Any]:
     """Train a Gated PixelCNN prior on the codes of the VQ-VAE in ``vqvae_dir`` (encoded once, cached in
-    ``vqvae_dir/codes.npz``) into ``out_dir``; return its test-split NLL. On resume, ``vqvae_dir`` is None:
+    ``vqvae_dir/prior_codes.cache.npz``) into ``out_dir``; return its test-split NLL. On resume, ``vqvae_dir`` is None:
     the one recorded in the prior's config is used."""
     out, t = Path(out_dir), recipe.train
     _start(out, t, resume, "prior")
     if resume:
         saved = checkpoint.read_config(out, kind="prior")
         vqvae_dir = saved.get("vqvae_dir")
+        if not vqvae_dir:
+            raise VQVAEError(f"cannot resume {out}: its config.json records no vqvae_dir")
+    elif out.resolve() == Path(vqvae_dir).resolve():
+        raise VQVAEError(f"--out {out} is the VQ-VAE's own run directory: give the prior a directory of its own")
     vq_config = checkpoint.read_config(vqvae_dir, kind="vqvae")
+    if not resume and out.is_dir() and any(out.iterdir()) and not overwrite:  # before the encoding, not after
+        raise VQVAEError(f"output directory {out} is not empty: pass --resume to continue it or --overwrite to replace it")
     if resume and weights_sha256(vqvae_dir) != saved.get("vqvae_weights_sha256"):
         raise VQVAEError(f"cannot resume {out}: {vqvae_dir} holds different weights from the VQ-VAE it was trained on")
     vq = VQVAE.from_pretrained(vqvae_dir).eval()
@@ -312,8 +318,8 @@ def train_prior_and_evaluate(
     train_labels = torch.from_numpy(codes["train_labels"])
     test_codes = torch.from_numpy(codes["test_indices"].astype(np.int64))
     test_labels = torch.from_numpy(codes["test_labels"])
-    if len(train_codes) == 0:
-        raise VQVAEError(f"{vqvae_dir}: no training codes to fit a prior to")
+    if len(train_codes) == 0 or len(test_codes) == 0:
+        raise VQVAEError(f"{vqvae_dir}: its data has an empty train or test split, nothing to fit or evaluate a prior on")
     classes = vq_config.get("classes") or [str(i) for i in range(int(train_labels.max()) + 1)]
     recipe.prior.num_embeddings = vq.config.num_embeddings
     recipe.prior.num_classes = len(classes)
