@@ -43,10 +43,15 @@ def _load(run_dir: str):
     return VQVAE.from_pretrained(run_dir).eval(), config
 
 
-def _data(model, config: dict[str, Any], data: str | None, split: str):
-    from vqvae.train import load_images_for
+def _spec(config: dict[str, Any], data: str | None) -> str:
+    """The data to use: ``--data``, else what the model was trained on."""
+    return data or config.get("train", {}).get("data", "fashion-mnist")
 
-    return load_images_for(model.config, data or config.get("train", {}).get("data", "fashion-mnist"), split)
+
+def _data(model, config: dict[str, Any], data: str | None, split: str):
+    from vqvae.evaluate import load_images_for
+
+    return load_images_for(model.config, _spec(config, data), split)
 
 
 def _positive(text: str) -> int:
@@ -111,14 +116,11 @@ def cmd_reconstruct(a: argparse.Namespace) -> None:
 
 
 def cmd_encode(a: argparse.Namespace) -> None:
-    from vqvae.evaluate import encode_dataset, save_codes
+    from vqvae.evaluate import encode_splits, save_codes
 
     out = _out_path(a.out, a.overwrite, (".npz",))
     model, config = _load(a.run_dir)
-    splits = {}
-    for split in a.splits.split(","):
-        ds = _data(model, config, a.data, split)
-        splits[split] = (encode_dataset(model, ds), ds.labels.numpy())
+    splits = encode_splits(model, _spec(config, a.data), a.splits.split(","))
     meta = {"num_embeddings": model.config.num_embeddings, "latent_size": model.config.latent_size}
     save_codes(out, splits, meta)
     shapes = ", ".join(f"{s}: {v[0].shape}" for s, v in splits.items())

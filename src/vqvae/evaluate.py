@@ -18,12 +18,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqvae.data import ImageDataset, save_image_grid, to_float
+from vqvae.config import ModelConfig
+from vqvae.data import ImageDataset, load_images, save_image_grid, to_float
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
 from vqvae.metrics import (CodebookUsage, bits_per_dim, elbo_bits_per_dim, psnr_from_mse, ssim,
                            uniform_prior_nll_nats)
 from vqvae.model import VQVAE
+
+
+def load_images_for(m: ModelConfig, spec: str, split: str) -> ImageDataset:
+    """Load ``split`` of ``spec`` at the image size and channel count of a model with config ``m``."""
+    data = load_images(spec, split, image_size=m.image_size, channels=m.in_channels)
+    _, c, h, w = data.images.shape
+    if (c, h, w) != (m.in_channels, m.image_size, m.image_size):
+        raise VQVAEError(
+            f"{data.name} images are {c}x{h}x{w} but the model expects {m.in_channels}x{m.image_size}x{m.image_size}:"
+            f" set model.in_channels={c} model.image_size={h}, or use a recipe made for this data"
+        )
+    return data
 
 
 @torch.no_grad()
@@ -95,6 +108,15 @@ def encode_dataset(model: VQVAE, data: ImageDataset, batch_size: int = 500) -> n
     return np.concatenate(out) if out else np.zeros((0, h, h), dtype)
 
 
+def encode_splits(model: VQVAE, data: str, splits) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (codes (N, h, w), labels (N,))} of ``data`` under ``model``."""
+    out = {}
+    for split in splits:
+        ds = load_images_for(model.config, data, split)
+        out[split] = (encode_dataset(model, ds), ds.labels.numpy())
+    return out
+
+
 def save_codes(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict[str, Any]) -> None:
     """Write ``{split}_indices`` / ``{split}_labels`` arrays (plus ``num_embeddings`` and ``latent_size``)
     to an .npz, atomically."""
@@ -147,8 +169,6 @@ def cached_codes(run_dir: str | Path, model: VQVAE, data: str, splits=("train", 
     """Codes + labels of ``splits`` of ``data`` under the VQ-VAE in ``run_dir``, encoded once and cached in
     ``run_dir/prior_codes.cache.npz`` (a name of its own, re-encoded when the weights or the data spec change;
     kept in memory only when the directory is not writable)."""
-    from vqvae.data import load_images
-
     path = Path(run_dir) / "prior_codes.cache.npz"
     sha = weights_sha256(run_dir)
     c = model.config
@@ -160,10 +180,7 @@ def cached_codes(run_dir: str | Path, model: VQVAE, data: str, splits=("train", 
                 return arrays
         except VQVAEError:
             pass  # an unreadable cache is simply rebuilt
-    encoded = {}
-    for split in splits:
-        ds = load_images(data, split, image_size=c.image_size, channels=c.in_channels)
-        encoded[split] = (encode_dataset(model, ds), ds.labels.numpy())
+    encoded = encode_splits(model, data, splits)
     meta = {"num_embeddings": c.num_embeddings, "latent_size": c.latent_size, "weights_sha256": sha, "data": data}
     try:
         save_codes(path, encoded, meta)

@@ -21,27 +21,16 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vqvae import checkpoint
-from vqvae.config import ModelConfig, PriorRecipe, Recipe, TrainConfig, recipe_with_overrides
-from vqvae.data import ImageDataset, load_images, save_image_grid, to_float
+from vqvae.config import PriorRecipe, Recipe, TrainConfig, recipe_with_overrides
+from vqvae.data import save_image_grid, to_float
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
-from vqvae.evaluate import cached_codes, evaluate_model, weights_sha256, write_reconstruction_grid
+from vqvae.evaluate import (cached_codes, evaluate_model, load_images_for, weights_sha256,
+                            write_reconstruction_grid)
 from vqvae.metrics import CodebookUsage
 from vqvae.model import VQVAE
 from vqvae.priors import GatedPixelCNN
 
-
-
-def load_images_for(m: ModelConfig, spec: str, split: str) -> ImageDataset:
-    """Load ``split`` of ``spec`` at the image size and channel count of a model with config ``m``."""
-    data = load_images(spec, split, image_size=m.image_size, channels=m.in_channels)
-    _, c, h, w = data.images.shape
-    if (c, h, w) != (m.in_channels, m.image_size, m.image_size):
-        raise VQVAEError(
-            f"{data.name} images are {c}x{h}x{w} but the model expects {m.in_channels}x{m.image_size}x{m.image_size}:"
-            f" set model.in_channels={c} model.image_size={h}, or use a recipe made for this data"
-        )
-    return data
 
 
 def _progress(t: TrainConfig, step: int, elapsed: float) -> float:
