@@ -174,8 +174,9 @@ def test_train_prior_sample_and_resume(trained, tmp_path, capsys):
     code, text, err = run(capsys, "train-prior", trained, "--out", out, "--steps", 6, "--quiet", "--json", *PRIOR_TINY)
     assert code == 0, err
     m = json.loads(text.splitlines()[0])
-    assert m["num_grids"] == 256 and m["uniform_bits_per_latent"] == 5.0  # K=32
-    assert 0 < m["nll_bits_per_latent"] < 6
+    assert m["num_images"] == 256 and m["uniform_bits_per_latent"] == 5.0  # K=32
+    assert 0 < m["prior_nll_bits_per_latent"] < 6
+    assert "elbo_bits_per_dim_learned_prior" not in m and "recon_loss=logistic" in m["note"]  # an MSE VQ-VAE
     assert (trained / "prior_codes.cache.npz").exists()  # the VQ-VAE's codes, cached for the next prior
     code, _, err = run(capsys, "train-prior", trained, "--out", trained, "--overwrite", "--quiet")
     assert code == 2 and "the VQ-VAE's own run directory" in err
@@ -202,6 +203,78 @@ def test_train_prior_sample_and_resume(trained, tmp_path, capsys):
     assert code == 2 and "--temperature must be > 0" in err
     code, _, err = run(capsys, "sample", out, "--out", png)
     assert code == 2 and "already exists" in err
+    code, _, err = run(capsys, "sample", out, "--n", 4, "--out", tmp_path / "x.png")
+    assert code == 2 and "--n goes with --class" in err
+    code, _, err = run(capsys, "train-prior", "--resume", out, "--out", tmp_path / "elsewhere", "--quiet")
+    assert code == 2 and "in its own directory" in err
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "elsewhere").exists()
+
+    # evaluate-prior: the same test NLL as at the end of training (same weights, same codes)
+    code, text, err = run(capsys, "evaluate-prior", out, "--json")
+    assert code == 0, err
+    ev = json.loads(text)
+    assert ev["prior_nll_bits_per_latent"] == pytest.approx(json.loads((out / "eval.json").read_text())
+                                                            ["prior_nll_bits_per_latent"], rel=1e-6)
+
+
+def test_unconditional_prior(trained, tmp_path, capsys):
+    out = tmp_path / "prior"
+    assert run(capsys, "train-prior", trained, "--out", out, "--steps", 3, "--quiet", "prior.conditional=false",
+               *PRIOR_TINY)[0] == 0
+    assert json.loads((out / "config.json").read_text())["prior"]["num_classes"] == 0
+    npz = tmp_path / "u.npz"
+    assert run(capsys, "sample", out, "--n", 6, "--out", npz)[0] == 0
+    with np.load(npz, allow_pickle=False) as f:
+        assert f["images"].shape == (6, 28, 28) and f["labels"].tolist() == [-1] * 6
+    code, _, err = run(capsys, "sample", out, "--class", 1, "--out", tmp_path / "x.png")
+    assert code == 2 and "unconditional" in err
+    code, _, err = run(capsys, "sample", out, "--per-class", 2, "--out", tmp_path / "x.png")
+    assert code == 2 and "unconditional" in err
+
+
+def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
+    vq, prior, clf = tmp_path / "vq", tmp_path / "prior", tmp_path / "clf"
+    assert run(capsys, "train", "--data", small_fmnist, "--out", vq, "--steps", 4, "--quiet", *TINY,
+               "model.recon_loss=logistic")[0] == 0
+    assert run(capsys, "train-prior", vq, "--out", prior, "--steps", 3, "--quiet", *PRIOR_TINY)[0] == 0
+    code, text, err = run(capsys, "evaluate-prior", prior, "--json")
+    assert code == 0, err
+    m = json.loads(text)
+    dims = 28 * 28
+    # ELBO = decoder NLL + prior NLL; the uniform prior costs 7x7 latents * log2 32 bits per image
+    assert m["elbo_bits_per_dim_uniform_prior"] == pytest.approx(m["decoder_nll_bits_per_dim"] + 49 * 5 / dims)
+    assert m["elbo_bits_per_dim_learned_prior"] == pytest.approx(
+        m["decoder_nll_bits_per_dim"] + m["prior_bits_per_image"] / dims)
+    assert m["prior_bits_per_image"] == pytest.approx(49 * m["prior_nll_bits_per_latent"])
+    code, text, _ = run(capsys, "evaluate-prior", prior)
+    assert code == 0 and "with the learned prior" in text
+
+    code, text, err = run(capsys, "train-classifier", "--data", small_fmnist, "--out", clf, "--epochs", 2, "--json")
+    assert code == 0, err
+    assert 0.1 < json.loads(text)["test_accuracy"] <= 1
+    code, _, err = run(capsys, "train-classifier", "--data", small_fmnist, "--out", clf)
+    assert code == 2 and "already exists" in err
+    samples = tmp_path / "s.npz"
+    assert run(capsys, "sample", prior, "--per-class", 3, "--out", samples)[0] == 0
+    code, text, err = run(capsys, "score", samples, "--classifier", clf, "--json")
+    assert code == 0, err
+    sc = json.loads(text)
+    assert {"samples", "real_test", "reconstructions"} <= set(sc)
+    assert sc["samples"]["num_images"] == sc["reconstructions"]["num_images"] == 30
+    assert sc["target_images"] == 256 - 30
+    for row in ("samples", "real_test", "reconstructions"):
+        assert 0 <= sc[row]["recognised"] <= 1 and sc[row]["frechet_distance"] >= 0
+    assert len(sc["samples"]["recognised_per_class"]) == 10
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((4, 32, 32), np.uint8))
+    code, _, err = run(capsys, "score", bad, "--classifier", clf)
+    assert code == 2 and "images must be uint8" in err
+    np.savez(bad, images=np.zeros((4, 28, 28), np.uint8), labels=np.array([0, 1, 2, 10]))
+    code, _, err = run(capsys, "score", bad, "--classifier", clf)
+    assert code == 2 and "labels must lie in [0, 10)" in err
+    code, _, err = run(capsys, "score", samples, "--classifier", vq)
+    assert code == 2 and "expected 'classifier'" in err
 
 
 def test_a_prior_refuses_a_changed_vqvae(small_fmnist, tmp_path, capsys):

@@ -1,5 +1,7 @@
 """The Gated PixelCNN prior: exact causality without a blind spot, conditioning, shapes."""
 
+import math
+
 import pytest
 import torch
 
@@ -75,3 +77,31 @@ def test_cached_sampler_equals_naive_sampler(kernel_size, conditional):
         fast = model.sample((5, 6), labels, temperature, torch.Generator().manual_seed(3))
         assert torch.equal(naive, fast)
         assert naive.unique().numel() > 1  # a real sample, not a constant grid
+
+
+def test_evaluate_prior_closed_form_with_a_uniform_prior(small_fmnist):
+    """A prior whose logits are all zero assigns every code 1/K: its NLL is exactly log2 K bits per latent and
+    the learned-prior ELBO equals the uniform-prior one; the decoder term matches a direct sum."""
+    from vqvae.data import load_images, to_float
+    from vqvae.evaluate import evaluate_prior
+    from vqvae.model import VQVAE
+
+    torch.manual_seed(0)
+    vq = VQVAE(num_embeddings=16, embedding_dim=4, hidden=8, res_hidden=4, recon_loss="logistic").eval()
+    prior = GatedPixelCNN(num_embeddings=16, num_classes=10, channels=4, num_layers=2, head_channels=8)
+    torch.nn.init.zeros_(prior.head[-1].weight)
+    torch.nn.init.zeros_(prior.head[-1].bias)
+    data = load_images(str(small_fmnist), "test")
+    m = evaluate_prior(prior, vq, data, limit=100, batch_size=32)
+    assert m["num_images"] == 100
+    assert m["prior_nll_bits_per_latent"] == pytest.approx(4.0, rel=1e-6)  # log2 16, up to fp32 rounding
+    assert m["bits_below_uniform"] == pytest.approx(0.0, abs=1e-5)
+    assert m["elbo_bits_per_dim_learned_prior"] == pytest.approx(m["elbo_bits_per_dim_uniform_prior"], rel=1e-6)
+    x = to_float(data.images[:100])
+    with torch.no_grad():
+        z_q = vq.quantizer.lookup(vq.encode(x)).permute(0, 3, 1, 2)
+        decoder_bits = -float(vq.pixel_log_prob(x, z_q).double().sum()) / math.log(2)
+    assert m["decoder_nll_bits_per_dim"] == pytest.approx(decoder_bits / x.numel(), rel=1e-6)
+    assert m["elbo_bits_per_dim_uniform_prior"] == pytest.approx((decoder_bits + 100 * 49 * 4) / x.numel(), rel=1e-6)
+    with pytest.raises(VQVAEError, match="classes"):
+        evaluate_prior(GatedPixelCNN(num_embeddings=16, num_classes=3, channels=4, num_layers=1), vq, data)

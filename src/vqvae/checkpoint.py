@@ -7,6 +7,7 @@ so an interrupted save leaves the previous file intact, never a half-written one
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -58,15 +59,23 @@ def read_config(directory: str | Path, kind: str | None = None) -> dict[str, Any
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
+    return _load_tensors(Path(path))[0]
+
+
+def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], bytes]:
     try:
-        return st_load(path.read_bytes())
+        raw = path.read_bytes()
+        return st_load(raw), raw
     except (SafetensorError, OSError, ValueError) as exc:
         raise VQVAEError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
-def load_model_state(directory: str | Path) -> dict[str, torch.Tensor]:
-    return load_tensors(Path(directory) / WEIGHTS)
+def load_model_state(directory: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The weights of a checkpoint and the SHA-256 of the very bytes they were read from: the fingerprint
+    that ties cached codes and priors to one exact VQ-VAE (one read, so a run still saving new weights
+    can never pair one file's tensors with another's hash)."""
+    state, raw = _load_tensors(Path(directory) / WEIGHTS)
+    return state, hashlib.sha256(raw).hexdigest()
 
 
 def save_trainer_state(

@@ -47,8 +47,12 @@ class Classifier(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> Classifier:
         config = checkpoint.read_config(directory, kind="classifier")
-        model = cls(**config["model"])
-        model.load_state_dict(checkpoint.load_model_state(directory))
+        try:
+            model = cls(**config["model"])
+            model.load_state_dict(checkpoint.load_model_state(directory)[0])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise VQVAEError(f"{directory}: config.json and weights do not make a classifier "
+                             f"({str(exc).splitlines()[0]})") from None
         return model.eval()
 
 
@@ -103,3 +107,30 @@ def frechet_distance(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
     root_a = sqrt_psd(cov_a)
     cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
+
+
+def accuracy(model: Classifier, data: ImageDataset) -> float:
+    """Fraction of ``data`` classified correctly."""
+    if len(data) == 0:
+        raise VQVAEError(f"{data.name} has no images to measure accuracy on")
+    preds, _ = predict(model, to_float(data.images))
+    return float((preds == data.labels).double().mean())
+
+
+def judge(model: Classifier, target: Tensor, sets: dict[str, tuple[Tensor, Tensor | None]],
+          classes: list[str]) -> dict[str, dict]:
+    """Score image sets with the classifier. ``target`` (M, C, H, W) in [0, 1] are real images; each
+    ``name: (images (N, C, H, W) in [0, 1], labels (N,) or None)`` gets the Fréchet distance between its
+    classifier features and the target's and, with labels, the fraction classified as its label (overall and
+    per class). Compare sets of equal size: the distance of a finite sample is biased upwards, more for small N."""
+    _, target_feats = predict(model, target)
+    out: dict[str, dict] = {}
+    for name, (images, labels) in sets.items():
+        preds, feats = predict(model, images)
+        row: dict = {"num_images": len(images), "frechet_distance": frechet_distance(feats, target_feats)}
+        if labels is not None:
+            hit = (preds == labels).double()
+            row["recognised"] = float(hit.mean())
+            row["recognised_per_class"] = {classes[c]: float(hit[labels == c].mean()) for c in labels.unique().tolist()}
+        out[name] = row
+    return out

@@ -6,6 +6,11 @@
     vqvae reconstruct DIR --out grid.png
     vqvae encode DIR --out codes.npz
     vqvae decode DIR codes.npz --out grid.png
+    vqvae train-prior VQVAE_DIR [--config RECIPE] [--out DIR] [--steps N] [--max-seconds S] [key=value ...]
+    vqvae sample PRIOR_DIR [--per-class P | --class C --n N] [--temperature T] [--seed S] --out FILE.png|.npz
+    vqvae evaluate-prior PRIOR_DIR [--split test] [--json]
+    vqvae train-classifier [--data D] [--out DIR]
+    vqvae score SAMPLES.npz --classifier DIR [--vqvae DIR] [--json]
 
 Problems the user can fix print one line (``vqvae: error: ...``) and exit with status 2.
 """
@@ -78,12 +83,13 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
 
     overrides = _budget_overrides(a) + ([f"train.data={a.data}"] if a.data else [])
     if a.resume:
-        if a.config or a.overrides or a.data:
-            raise VQVAEError("--resume continues a run with its saved recipe: only --steps/--max-seconds may change")
+        if a.config or a.overrides or a.data or a.out:
+            raise VQVAEError("--resume continues a run in its own directory with its saved recipe: "
+                             "only --steps/--max-seconds may change")
         out = a.resume
         recipe = resume_recipe(out, overrides)  # --steps / --max-seconds: new totals for the whole run
     else:
-        out = a.out
+        out = a.out or a.default_out
         recipe = load_recipe(a.config, overrides)
     metrics = train_and_evaluate(recipe, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet)
     print(json.dumps(metrics) if a.json else _summary(metrics))
@@ -151,28 +157,27 @@ def cmd_train_prior(a: argparse.Namespace) -> dict[str, Any]:
 
     overrides = _budget_overrides(a)
     if a.resume:
-        if a.config or a.overrides or a.vqvae_dir:
-            raise VQVAEError("--resume continues a run with its saved recipe: only --steps/--max-seconds may change")
+        if a.config or a.overrides or a.vqvae_dir or a.out:
+            raise VQVAEError("--resume continues a run in its own directory with its saved recipe: "
+                             "only --steps/--max-seconds may change")
         out, vqvae_dir = a.resume, None
         recipe = resume_recipe(out, overrides, kind="prior")
     else:
         if not a.vqvae_dir:
             raise VQVAEError("train-prior needs the VQ-VAE run directory (or --resume DIR)")
-        out, vqvae_dir = a.out, a.vqvae_dir
+        out, vqvae_dir = a.out or a.default_out, a.vqvae_dir
         recipe = load_recipe(a.config, overrides, kind="prior")
     metrics = train_prior_and_evaluate(recipe, vqvae_dir, out, resume=bool(a.resume), overwrite=a.overwrite,
                                        progress=not a.quiet)
-    print(json.dumps(metrics) if a.json else
-          f"test: prior NLL {metrics['nll_bits_per_latent']:.3f} bits/latent "
-          f"({metrics['bits_below_uniform']:.3f} below the uniform prior's {metrics['uniform_bits_per_latent']:.0f})")
+    print(json.dumps(metrics) if a.json else _prior_summary(metrics))
     print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, "
           f"samples.png, tb/)")
     return metrics
 
 
 def _load_prior(prior_dir: str):
+    """(prior, its VQ-VAE, the prior's config, the VQ-VAE's config); refuses a VQ-VAE whose weights changed."""
     from vqvae.checkpoint import read_config
-    from vqvae.evaluate import weights_sha256
     from vqvae.model import VQVAE
     from vqvae.priors import GatedPixelCNN
 
@@ -181,31 +186,64 @@ def _load_prior(prior_dir: str):
     vq_dir = config.get("vqvae_dir")
     if not vq_dir or not Path(vq_dir).is_dir():
         raise VQVAEError(f"the VQ-VAE this prior was trained on ({vq_dir}) is not there any more")
-    if weights_sha256(vq_dir) != config.get("vqvae_weights_sha256"):
+    vq_config = read_config(vq_dir, kind="vqvae")
+    vq = VQVAE.from_pretrained(vq_dir).eval()
+    if vq.weights_sha256 != config.get("vqvae_weights_sha256"):
         raise VQVAEError(f"{vq_dir} holds different weights from the VQ-VAE this prior was trained on")
-    return prior, VQVAE.from_pretrained(vq_dir).eval(), config
+    if vq.config.num_embeddings != prior.config.num_embeddings:
+        raise VQVAEError(f"{vq_dir} has K={vq.config.num_embeddings} codes, the prior models {prior.config.num_embeddings}")
+    return prior, vq, config, vq_config
 
 
-@torch.no_grad()
+def cmd_evaluate_prior(a: argparse.Namespace) -> dict[str, Any]:
+    from vqvae.evaluate import evaluate_prior, load_images_for
+
+    prior, vq, _, vq_config = _load_prior(a.prior_dir)
+    metrics = evaluate_prior(prior, vq, load_images_for(vq.config, _spec(vq_config, None), a.split), limit=a.limit)
+    print(json.dumps(metrics) if a.json else _prior_summary(metrics))
+    return metrics
+
+
+def _prior_summary(m: dict[str, Any]) -> str:
+    line = (f"{m['split']}: prior NLL {m['prior_nll_bits_per_latent']:.3f} bits/latent "
+            f"({m['bits_below_uniform']:.3f} below the uniform prior's {m['uniform_bits_per_latent']:g})")
+    if "elbo_bits_per_dim_learned_prior" in m:
+        line += (f"; image bits/dim: decoder {m['decoder_nll_bits_per_dim']:.3f}, ELBO with the uniform prior "
+                 f"{m['elbo_bits_per_dim_uniform_prior']:.3f}, with the learned prior "
+                 f"{m['elbo_bits_per_dim_learned_prior']:.3f}")
+    return line
+
+
+def _sample_labels(a: argparse.Namespace, classes: list[str], conditional: bool) -> tuple[torch.Tensor, int]:
+    """The label of every sample requested on the command line (-1: unconditional) and the grid's row length."""
+    if a.class_ is not None:
+        if not conditional:
+            raise VQVAEError("this prior is unconditional: it takes no --class (use --n)")
+        if not 0 <= a.class_ < len(classes):
+            raise VQVAEError(f"--class {a.class_} is not a class of this prior (0..{len(classes) - 1}: {', '.join(classes)})")
+        n = a.n or 64
+        return torch.full((n,), a.class_, dtype=torch.long), int(np.ceil(np.sqrt(n)))
+    if conditional:
+        if a.n is not None:
+            raise VQVAEError("--n goes with --class C; for samples of every class use --per-class P")
+        per_class = a.per_class or 8
+        return torch.arange(len(classes)).repeat_interleave(per_class), per_class
+    if a.per_class is not None:
+        raise VQVAEError("this prior is unconditional: it has no classes for --per-class (use --n)")
+    n = a.n or 64
+    return torch.full((n,), -1, dtype=torch.long), int(np.ceil(np.sqrt(n)))
+
+
 def cmd_sample(a: argparse.Namespace) -> None:
     from vqvae.data import save_image_grid, to_uint8
+    from vqvae.evaluate import sample_images
 
     out = _out_path(a.out, a.overwrite, (".png", ".npz"))
     if not a.temperature > 0:
         raise VQVAEError(f"--temperature must be > 0, got {a.temperature}")
-    prior, vq, config = _load_prior(a.prior_dir)
-    classes = config.get("classes", [])
-    if a.class_ is not None and not 0 <= a.class_ < len(classes):
-        raise VQVAEError(f"--class {a.class_} is not a class of this prior (0..{len(classes) - 1}: {', '.join(classes)})")
-    if a.class_ is not None:
-        labels = torch.full((a.n,), a.class_, dtype=torch.long)
-        nrow = int(np.ceil(np.sqrt(a.n)))
-    else:
-        labels = torch.arange(len(classes)).repeat_interleave(a.per_class)
-        nrow = a.per_class
-    h = vq.config.latent_size
-    idx = prior.sample((h, h), labels, a.temperature, torch.Generator().manual_seed(a.seed))
-    images = vq.decode_indices(idx).clamp(0, 1)
+    prior, vq, config, _ = _load_prior(a.prior_dir)
+    labels, nrow = _sample_labels(a, config.get("classes", []), prior.config.num_classes > 0)
+    images, idx = sample_images(prior, vq, labels, temperature=a.temperature, seed=a.seed)
     if out.suffix.lower() == ".png":
         save_image_grid(images, out, nrow=nrow)
     else:
@@ -216,9 +254,107 @@ def cmd_sample(a: argparse.Namespace) -> None:
         u8 = to_uint8(images).numpy()
         buf = io.BytesIO()
         np.savez_compressed(buf, images=u8[:, 0] if u8.shape[1] == 1 else u8, labels=labels.numpy(),
-                            indices=idx.numpy().astype(np.int16))
+                            indices=idx.numpy().astype(np.int16 if prior.config.num_embeddings <= 32768 else np.int32),
+                            prior_dir=np.asarray(str(Path(a.prior_dir).resolve())),
+                            vqvae_dir=np.asarray(config["vqvae_dir"]))
         atomic_write_bytes(out, buf.getvalue())
     print(f"wrote {out} ({len(labels)} samples)")
+
+
+def cmd_train_classifier(a: argparse.Namespace) -> dict[str, Any]:
+    import time
+
+    from vqvae.classifier import accuracy, train_classifier
+    from vqvae.data import load_images
+    from vqvae.fileio import atomic_write_json
+
+    out = Path(a.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not a.overwrite:
+        raise VQVAEError(f"{out} already exists and is not empty: pass --overwrite to replace it")
+    train, test = load_images(a.data, "train"), load_images(a.data, "test")
+    start = time.perf_counter()
+    model = train_classifier(train, epochs=a.epochs, max_seconds=a.max_seconds, seed=a.seed)
+    seconds = round(time.perf_counter() - start, 1)
+    metrics = {"split": test.name, "test_accuracy": accuracy(model, test), "train_seconds": seconds,
+               "epochs": a.epochs, "seed": a.seed}
+    named = a.data in ("fashion-mnist", "mnist", "cifar10")  # a path is recorded absolute, for use from anywhere
+    spec = a.data if named else str(Path(a.data).expanduser().resolve())
+    model.save_pretrained(out, extra={"data": spec, "classes": train.classes, **metrics})
+    atomic_write_json(out / "eval.json", metrics)
+    print(json.dumps(metrics) if a.json else
+          f"{test.name}: test accuracy {metrics['test_accuracy']:.4f} after {seconds:.0f} s; wrote {out}")
+    return metrics
+
+
+def _read_samples(path: str) -> dict[str, np.ndarray]:
+    import zipfile
+    import zlib
+
+    p = Path(path)
+    if not p.is_file():
+        raise VQVAEError(f"samples file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise VQVAEError(f"cannot read samples file {p}: {exc}") from None
+    if "images" not in arrays:
+        raise VQVAEError(f"{p} holds no 'images' array (written by `vqvae sample --out FILE.npz`?)")
+    return arrays
+
+
+@torch.no_grad()
+def cmd_score(a: argparse.Namespace) -> dict[str, Any]:
+    from vqvae.checkpoint import read_config
+    from vqvae.classifier import Classifier, judge
+    from vqvae.data import load_images, to_float
+    from vqvae.model import VQVAE
+
+    clf_config = read_config(a.classifier, kind="classifier")
+    clf = Classifier.from_pretrained(a.classifier)
+    c, s, k = (clf.config[key] for key in ("in_channels", "image_size", "num_classes"))
+    arrays = _read_samples(a.samples)
+    images = arrays["images"]
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (c, s, s) or len(images) < 2:
+        raise VQVAEError(f"{a.samples}: images must be uint8 (N >= 2, {s}, {s})" + (f" or (N, {c}, {s}, {s})" if c > 1 else "")
+                         + f" for this classifier, got {images.dtype} {arrays['images'].shape}")
+    labels = None
+    if "labels" in arrays:
+        lab = arrays["labels"]
+        if lab.shape != (len(images),) or not np.issubdtype(lab.dtype, np.integer):
+            raise VQVAEError(f"{a.samples}: labels must be integers of shape ({len(images)},), got {lab.dtype} {lab.shape}")
+        if (lab >= 0).any():  # -1 marks unconditional samples
+            if lab.min() < 0 or lab.max() >= k:
+                raise VQVAEError(f"{a.samples}: labels must lie in [0, {k}) (the classifier's classes), "
+                                 f"got [{lab.min()}, {lab.max()}]")
+            labels = torch.from_numpy(lab.astype(np.int64))
+    test = load_images(clf_config["data"], "test", image_size=s, channels=c)
+    # references of the same size, from test images held out of the target set the distances are measured to
+    n = min(len(images), len(test) // 2)
+    perm = torch.randperm(len(test), generator=torch.Generator().manual_seed(a.seed))
+    ref, target = perm[:n], perm[n:]
+    real = to_float(test.images[ref])
+    sets = {"samples": (to_float(torch.from_numpy(images)), labels), "real_test": (real, test.labels[ref])}
+    vq_dir = a.vqvae or (str(arrays["vqvae_dir"]) if "vqvae_dir" in arrays else None)
+    if vq_dir:
+        vq = VQVAE.from_pretrained(vq_dir).eval()
+        if (vq.config.in_channels, vq.config.image_size) != (c, s):
+            raise VQVAEError(f"{vq_dir} makes {vq.config.in_channels}x{vq.config.image_size}x{vq.config.image_size} "
+                             f"images, the classifier takes {c}x{s}x{s}")
+        recon = torch.cat([vq.decode_indices(vq.encode(x)).clamp(0, 1) for x in real.split(500)])
+        sets["reconstructions"] = (recon, test.labels[ref])
+    metrics = {"classifier_test_accuracy": clf_config.get("test_accuracy"), "target_images": len(target),
+               **judge(clf, to_float(test.images[target]), sets, list(clf_config.get("classes", range(k))))}
+    if a.json:
+        print(json.dumps(metrics))
+    else:
+        for name, row in metrics.items():
+            if isinstance(row, dict):
+                rec = f", recognised {row['recognised']:.3f}" if "recognised" in row else ""
+                print(f"{name} ({row['num_images']}): Fréchet distance {row['frechet_distance']:.3f}{rec}")
+    return metrics
 
 
 # -- the parser --------------------------------------------------------------------------------------
@@ -232,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         if source:  # the run this one builds on, before the overrides so that it is not taken for one
             s.add_argument("vqvae_dir", nargs="?", help=source)
         s.add_argument("--config", help=f"recipe: a YAML file or a built-in name (default: {recipe})")
-        s.add_argument("--out", default=out, help=f"run directory (default: {out})")
+        s.add_argument("--out", help=f"run directory (default: {out})")
         s.add_argument("--steps", type=int, help="stop after this many optimisation steps (a total)")
         s.add_argument("--max-seconds", type=float, help="wall-clock budget for training, in seconds (a total)")
         s.add_argument("--resume", metavar="DIR", help="continue the run in DIR where it stopped")
@@ -240,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--quiet", action="store_true", help="no progress bar")
         s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
         s.add_argument("overrides", nargs="*", metavar="key=value", help=f"recipe overrides, e.g. {example}")
-        s.set_defaults(fn=fn)
+        s.set_defaults(fn=fn, default_out=out)
         return s
 
     t = training_cmd("train", cmd_train, "train an image VQ-VAE", "fashion_mnist", "runs/vqvae",
@@ -286,13 +422,39 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("prior_dir", help="run directory written by `vqvae train-prior`")
     group = sp.add_mutually_exclusive_group()
     group.add_argument("--class", dest="class_", type=int, help="sample only this class (with --n)")
-    group.add_argument("--per-class", type=_positive, default=8, help="samples per class, one row each (default 8)")
-    sp.add_argument("--n", type=_positive, default=64, help="number of samples with --class (default 64)")
+    group.add_argument("--per-class", type=_positive, help="samples of every class, one row each (default 8)")
+    sp.add_argument("--n", type=_positive, help="number of samples with --class or from an unconditional prior "
+                                                "(default 64)")
     sp.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--out", required=True, help=".png (a grid, one row per class) or .npz (images, labels, indices)")
     sp.add_argument("--overwrite", action="store_true")
     sp.set_defaults(fn=cmd_sample)
+
+    ep = sub.add_parser("evaluate-prior", help="prior NLL (bits/latent) and image bits/dim of the ELBO over a split")
+    ep.add_argument("prior_dir", help="run directory written by `vqvae train-prior`")
+    ep.add_argument("--split", default="test", choices=["train", "test"])
+    ep.add_argument("--limit", type=_positive, help="evaluate only the first N images")
+    ep.add_argument("--json", action="store_true", help="print one JSON object")
+    ep.set_defaults(fn=cmd_evaluate_prior)
+
+    tc = sub.add_parser("train-classifier", help="train the CNN that judges samples (accuracy, Fréchet distance)")
+    tc.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist, cifar10 or a path")
+    tc.add_argument("--out", default="runs/classifier", help="checkpoint directory (default runs/classifier)")
+    tc.add_argument("--epochs", type=_positive, default=4, help="passes over the train split (default 4)")
+    tc.add_argument("--max-seconds", type=float, default=600.0, help="stop earlier after this long (default 600)")
+    tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--overwrite", action="store_true")
+    tc.add_argument("--json", action="store_true")
+    tc.set_defaults(fn=cmd_train_classifier)
+
+    sc = sub.add_parser("score", help="judge samples with a classifier: recognition rate and Fréchet distances")
+    sc.add_argument("samples", help=".npz written by `vqvae sample` (images, labels)")
+    sc.add_argument("--classifier", required=True, help="directory written by `vqvae train-classifier`")
+    sc.add_argument("--vqvae", help="VQ-VAE whose reconstructions are the reference (default: the samples' own)")
+    sc.add_argument("--seed", type=int, default=0, help="which test images are the held-out references")
+    sc.add_argument("--json", action="store_true")
+    sc.set_defaults(fn=cmd_score)
     return p
 
 

@@ -76,6 +76,7 @@ class PixelCNNConfig:
     num_layers: int = 12  # gated layers
     kernel_size: int = 5  # odd; the first layer uses the same size
     head_channels: int = 256  # width of the output head
+    conditional: bool = True  # condition on the class label (train-prior sets num_classes to 0 when false)
 
     def validate(self) -> None:
         for name in ("num_embeddings", "channels", "num_layers", "head_channels"):

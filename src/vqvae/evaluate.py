@@ -22,9 +22,10 @@ from vqvae.config import ModelConfig
 from vqvae.data import ImageDataset, load_images, save_image_grid, to_float
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
-from vqvae.metrics import (CodebookUsage, bits_per_dim, elbo_bits_per_dim, psnr_from_mse, ssim,
+from vqvae.metrics import (CodebookUsage, bits_per_dim, elbo_bits_per_dim, nats_to_bits, psnr_from_mse, ssim,
                            uniform_prior_nll_nats)
 from vqvae.model import VQVAE
+from vqvae.priors import GatedPixelCNN
 
 
 def load_images_for(m: ModelConfig, spec: str, split: str) -> ImageDataset:
@@ -158,33 +159,116 @@ def load_codes(path: str | Path, num_embeddings: int, latent_size: int) -> dict[
     return arrays
 
 
-def weights_sha256(run_dir: str | Path) -> str:
-    """Fingerprint of a checkpoint's weights: ties cached codes and priors to the exact VQ-VAE."""
+def data_fingerprint(data: ImageDataset) -> str:
+    """SHA-256 of a split's pixels and labels: cached codes are reused only for the very same data."""
     import hashlib
 
-    return hashlib.sha256((Path(run_dir) / "model.safetensors").read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    h.update(str(tuple(data.images.shape)).encode())
+    h.update(data.images.contiguous().numpy().tobytes())
+    h.update(data.labels.numpy().astype(np.int64).tobytes())
+    return h.hexdigest()
 
 
 def cached_codes(run_dir: str | Path, model: VQVAE, data: str, splits=("train", "test")) -> dict[str, np.ndarray]:
-    """Codes + labels of ``splits`` of ``data`` under the VQ-VAE in ``run_dir``, encoded once and cached in
-    ``run_dir/prior_codes.cache.npz`` (a name of its own, re-encoded when the weights or the data spec change;
-    kept in memory only when the directory is not writable)."""
+    """Codes + labels of ``splits`` of ``data`` under ``model`` (loaded from ``run_dir``), encoded once and
+    cached in ``run_dir/prior_codes.cache.npz`` (a name of its own). The cache is keyed by the SHA-256 of the
+    weights the model was loaded from and of every split's pixels and labels, so changed weights or data are
+    re-encoded; it is kept in memory only when the directory is not writable."""
+    if model.weights_sha256 is None:
+        raise VQVAEError("cached_codes needs a VQ-VAE loaded with VQVAE.from_pretrained (its weights' fingerprint)")
     path = Path(run_dir) / "prior_codes.cache.npz"
-    sha = weights_sha256(run_dir)
     c = model.config
+    datasets = {s: load_images_for(c, data, s) for s in splits}
+    meta = {"num_embeddings": c.num_embeddings, "latent_size": c.latent_size, "weights_sha256": model.weights_sha256,
+            **{f"{s}_data_sha256": data_fingerprint(ds) for s, ds in datasets.items()}}
     if path.exists():
         try:
             arrays = load_codes(path, c.num_embeddings, c.latent_size)
-            if str(arrays.get("weights_sha256")) == sha and str(arrays.get("data")) == data and all(
-                    f"{s}_indices" in arrays for s in splits):
+            if all(k in arrays and str(arrays[k]) == str(v) for k, v in meta.items()):
                 return arrays
         except VQVAEError:
             pass  # an unreadable cache is simply rebuilt
-    encoded = encode_splits(model, data, splits)
-    meta = {"num_embeddings": c.num_embeddings, "latent_size": c.latent_size, "weights_sha256": sha, "data": data}
+    encoded = {s: (encode_dataset(model, ds), ds.labels.numpy()) for s, ds in datasets.items()}
     try:
         save_codes(path, encoded, meta)
     except OSError:  # a read-only run directory: encode again next time
         pass
     arrays = {f"{s}_{k}": v for s, (idx, lab) in encoded.items() for k, v in (("indices", idx), ("labels", lab))}
     return {**arrays, **{k: np.asarray(v) for k, v in meta.items()}}
+
+
+# -- the prior ---------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit: int | None = None,
+                   batch_size: int = 500) -> dict[str, Any]:
+    """Likelihoods of a prior and its VQ-VAE over ``data`` (the first ``limit`` images), summed over the whole
+    split before dividing:
+
+    * prior NLL of the codes z = encode(x), in nats and bits per latent, against log2 K of the uniform prior;
+    * for a VQ-VAE with a pixel likelihood (``recon_loss: logistic``), image bits/dim of the negative ELBO
+      ``(-log p(x|z) - log p(z)) / (num_dims ln 2)`` with the uniform prior (log p(z) = -h w log K) and with
+      the learned prior (log p(z) from the PixelCNN). The posterior is one-hot, so it adds no entropy term.
+    """
+    prior.eval()
+    vq.eval()
+    n = len(data) if limit is None else min(limit, len(data))
+    if n == 0:
+        raise VQVAEError(f"{data.name} has no images to evaluate")
+    conditional = prior.config.num_classes > 0
+    if conditional and len(data.classes) != prior.config.num_classes:
+        raise VQVAEError(f"{data.name} has {len(data.classes)} classes, the prior was trained with "
+                         f"{prior.config.num_classes}")
+    logistic = vq.config.recon_loss == "logistic"
+    prior_nats, decoder_nats, dims = 0.0, 0.0, 0
+    for start in range(0, n, batch_size):
+        x = to_float(data.images[start : min(start + batch_size, n)])
+        idx = vq.encode(x)  # (B, h, w)
+        labels = data.labels[start : start + len(x)] if conditional else None
+        prior_nats += float(prior.nll(idx, labels).double().sum())
+        if logistic:
+            z_q = vq.quantizer.lookup(idx).permute(0, 3, 1, 2)
+            decoder_nats -= float(vq.pixel_log_prob(x, z_q).double().sum())
+        dims += x.numel()
+    h, k = vq.config.latent_size, vq.config.num_embeddings
+    latents = n * h * h
+    out: dict[str, Any] = {
+        "split": data.name,
+        "num_images": n,
+        "latent_grid": [h, h],
+        "num_embeddings": k,
+        "prior_nll_nats_per_latent": prior_nats / latents,
+        "prior_nll_bits_per_latent": nats_to_bits(prior_nats / latents),
+        "uniform_bits_per_latent": math.log2(k),
+        "bits_below_uniform": math.log2(k) - nats_to_bits(prior_nats / latents),
+        "prior_bits_per_image": nats_to_bits(prior_nats / n),
+    }
+    if logistic:
+        out["decoder_nll_bits_per_dim"] = bits_per_dim(decoder_nats, dims)
+        out["elbo_bits_per_dim_uniform_prior"] = elbo_bits_per_dim(
+            decoder_nats, n * uniform_prior_nll_nats(h * h, k), dims)
+        out["elbo_bits_per_dim_learned_prior"] = elbo_bits_per_dim(decoder_nats, prior_nats, dims)
+    else:
+        out["note"] = ("image bits/dim need a VQ-VAE with a pixel likelihood (model.recon_loss=logistic); "
+                       f"this one was trained with {vq.config.recon_loss}")
+    return out
+
+
+@torch.no_grad()
+def sample_images(prior: GatedPixelCNN, vq: VQVAE, labels: torch.Tensor, *, temperature: float = 1.0,
+                  seed: int = 0, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample code grids from ``prior`` (class ``labels[i]`` for sample i; ignored by an unconditional prior)
+    with the cached sampler and decode them: (images (N, C, H, W) in [0, 1], indices (N, h, w)). The same
+    ``seed`` and ``batch_size`` give the same samples."""
+    prior.eval()
+    h = vq.config.latent_size
+    gen = torch.Generator().manual_seed(seed)
+    images, indices = [], []
+    for chunk in labels.split(batch_size):
+        idx = prior.sample((h, h), chunk, temperature, gen)
+        indices.append(idx)
+        images.append(vq.decode_indices(idx).clamp(0, 1))
+    if not indices:
+        c, s = vq.config.in_channels, vq.config.image_size
+        return torch.zeros(0, c, s, s), torch.zeros(0, h, h, dtype=torch.long)
+    return torch.cat(images), torch.cat(indices)

@@ -64,6 +64,7 @@ class VQVAE(nn.Module):
         config = dataclasses.replace(config or ModelConfig(), **overrides)
         config.validate()
         self.config = config
+        self.weights_sha256: str | None = None  # set by from_pretrained
         c = config
         self.encoder = ImageEncoder(c.in_channels, c.hidden, c.res_hidden, c.num_res_layers, c.downsample)
         self.pre_quantize = nn.Conv2d(c.hidden, c.embedding_dim, 1)
@@ -171,9 +172,10 @@ class VQVAE(nn.Module):
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> VQVAE:
         config = checkpoint.read_config(directory, kind="vqvae")
         model = cls(section_from_dict("model", config.get("model", {})))
-        state = checkpoint.load_model_state(directory)
+        state, sha = checkpoint.load_model_state(directory)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise VQVAEError(f"weights in {directory} do not match its config.json: {str(exc).splitlines()[0]}") from None
+        model.weights_sha256 = sha  # SHA-256 of model.safetensors as read: what priors and cached codes refer to
         return model.to(map_location)

@@ -25,7 +25,7 @@ from vqvae.config import PriorRecipe, Recipe, TrainConfig, recipe_with_overrides
 from vqvae.data import save_image_grid, to_float
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
-from vqvae.evaluate import (cached_codes, evaluate_model, load_images_for, weights_sha256,
+from vqvae.evaluate import (cached_codes, evaluate_model, evaluate_prior, load_images_for, sample_images,
                             write_reconstruction_grid)
 from vqvae.metrics import CodebookUsage
 from vqvae.model import VQVAE
@@ -142,7 +142,7 @@ class _Run:
         out = self.out
         saved_step = checkpoint.read_config(out, kind=self.kind).get("step")
         try:
-            self.model.load_state_dict(checkpoint.load_model_state(out))
+            self.model.load_state_dict(checkpoint.load_model_state(out)[0])
             rng, meta = checkpoint.load_trainer_state(out, self.opt)
             torch.set_rng_state(rng["torch"])
             self.batches.restore(rng)
@@ -284,8 +284,9 @@ def train_prior_and_evaluate(
     overwrite: bool = False, progress: bool = True,
 ) -> dict[str, Any]:
     """Train a Gated PixelCNN prior on the codes of the VQ-VAE in ``vqvae_dir`` (encoded once, cached in
-    ``vqvae_dir/prior_codes.cache.npz``) into ``out_dir``; return its test-split NLL. On resume, ``vqvae_dir`` is None:
-    the one recorded in the prior's config is used."""
+    ``vqvae_dir/prior_codes.cache.npz``) into ``out_dir``; return its test-split likelihoods
+    (:func:`vqvae.evaluate.evaluate_prior`). On resume, ``vqvae_dir`` is None: the one recorded in the
+    prior's config is used."""
     out, t = Path(out_dir), recipe.train
     _start(out, t, resume, "prior")
     if resume:
@@ -298,60 +299,38 @@ def train_prior_and_evaluate(
     vq_config = checkpoint.read_config(vqvae_dir, kind="vqvae")
     if not resume and out.is_dir() and any(out.iterdir()) and not overwrite:  # before the encoding, not after
         raise VQVAEError(f"output directory {out} is not empty: pass --resume to continue it or --overwrite to replace it")
-    if resume and weights_sha256(vqvae_dir) != saved.get("vqvae_weights_sha256"):
-        raise VQVAEError(f"cannot resume {out}: {vqvae_dir} holds different weights from the VQ-VAE it was trained on")
     vq = VQVAE.from_pretrained(vqvae_dir).eval()
+    if resume and vq.weights_sha256 != saved.get("vqvae_weights_sha256"):
+        raise VQVAEError(f"cannot resume {out}: {vqvae_dir} holds different weights from the VQ-VAE it was trained on")
     data = vq_config.get("train", {}).get("data", "fashion-mnist")
     codes = cached_codes(vqvae_dir, vq, data)
     train_codes = torch.from_numpy(codes["train_indices"].astype(np.int64))  # (N, h, w)
     train_labels = torch.from_numpy(codes["train_labels"])
-    test_codes = torch.from_numpy(codes["test_indices"].astype(np.int64))
-    test_labels = torch.from_numpy(codes["test_labels"])
-    if len(train_codes) == 0 or len(test_codes) == 0:
+    if len(train_codes) == 0 or len(codes["test_indices"]) == 0:
         raise VQVAEError(f"{vqvae_dir}: its data has an empty train or test split, nothing to fit or evaluate a prior on")
     classes = vq_config.get("classes") or [str(i) for i in range(int(train_labels.max()) + 1)]
     recipe.prior.num_embeddings = vq.config.num_embeddings
-    recipe.prior.num_classes = len(classes)
+    recipe.prior.num_classes = len(classes)  # 0 in the model when prior.conditional is false
     if not resume:
         _prepare_out_dir(out, overwrite)
     prior = GatedPixelCNN(recipe.prior)
     extra = {"train": recipe.to_dict()["train"], "classes": classes, "vqvae_dir": str(Path(vqvae_dir).resolve()),
-             "vqvae_weights_sha256": weights_sha256(vqvae_dir), "latent_size": vq.config.latent_size}
+             "vqvae_weights_sha256": vq.weights_sha256, "latent_size": vq.config.latent_size}
     run = _Run(out, "prior", prior, t, len(train_codes), extra, ["loss", "bits_per_latent"], resume, progress)
 
     def step_fn(batch: torch.Tensor):
         idx = train_codes[batch]
-        loss = F.cross_entropy(prior(idx, train_labels[batch]), idx)  # nats per latent
+        labels = train_labels[batch] if recipe.prior.conditional else None
+        loss = F.cross_entropy(prior(idx, labels), idx)  # nats per latent
         return loss, {"loss": float(loss.detach()), "bits_per_latent": float(loss.detach()) / math.log(2)}
 
     run.fit(step_fn)
     prior.eval()
-    limit = t.eval_batches * 256 if t.eval_batches else len(test_codes)
-    metrics = evaluate_prior_nll(prior, test_codes[:limit], test_labels[:limit])
-    metrics["split"] = "test"
-    write_prior_samples(prior, vq, classes, out / "samples.png", per_class=10, seed=t.seed)
+    test_set = load_images_for(vq.config, data, "test")
+    metrics = evaluate_prior(prior, vq, test_set, limit=t.eval_batches * 256 if t.eval_batches else None)
+    per_class = 10
+    labels = torch.arange(len(classes)).repeat_interleave(per_class) if recipe.prior.conditional else \
+        torch.zeros(10 * per_class, dtype=torch.long)
+    images, _ = sample_images(prior, vq, labels, seed=t.seed)
+    save_image_grid(images, out / "samples.png", nrow=per_class)
     return run.finish(metrics)
-
-
-@torch.no_grad()
-def evaluate_prior_nll(prior: GatedPixelCNN, codes: torch.Tensor, labels: torch.Tensor,
-                       batch_size: int = 500) -> dict[str, Any]:
-    """The prior's NLL over whole code grids (N, h, w): nats and bits per latent, vs the uniform prior."""
-    prior.eval()
-    total = sum(float(prior.nll(codes[i : i + batch_size], labels[i : i + batch_size]).double().sum())
-                for i in range(0, len(codes), batch_size))
-    latents = codes.numel()
-    k = prior.config.num_embeddings
-    bits = total / latents / math.log(2)
-    return {"num_grids": len(codes), "nll_nats_per_latent": total / latents, "nll_bits_per_latent": bits,
-            "uniform_bits_per_latent": math.log2(k), "bits_below_uniform": math.log2(k) - bits}
-
-
-@torch.no_grad()
-def write_prior_samples(prior: GatedPixelCNN, vq: VQVAE, classes: list[str], path: Path, per_class: int,
-                        seed: int, temperature: float = 1.0) -> None:
-    """PNG grid of class-conditional samples decoded by the VQ-VAE: one row per class."""
-    labels = torch.arange(len(classes)).repeat_interleave(per_class)
-    h = vq.config.latent_size
-    idx = prior.sample((h, h), labels, temperature, torch.Generator().manual_seed(seed))
-    save_image_grid(vq.decode_indices(idx).clamp(0, 1), path, nrow=per_class)

@@ -75,6 +75,8 @@ class GatedPixelCNN(nn.Module):
     def __init__(self, config: PixelCNNConfig | None = None, **overrides):
         super().__init__()
         config = dataclasses.replace(config or PixelCNNConfig(), **overrides)
+        if not config.conditional:  # an unconditional prior has no label embeddings
+            config = dataclasses.replace(config, num_classes=0)
         config.validate()
         self.config = c = config
         self.embed = nn.Embedding(c.num_embeddings, c.channels)
@@ -96,7 +98,7 @@ class GatedPixelCNN(nn.Module):
         config = checkpoint.read_config(directory, kind="prior")
         model = cls(section_from_dict("prior", config.get("prior", {})))
         try:
-            model.load_state_dict(checkpoint.load_model_state(directory))
+            model.load_state_dict(checkpoint.load_model_state(directory)[0])
         except RuntimeError as exc:
             raise VQVAEError(f"weights in {directory} do not match its config.json: {str(exc).splitlines()[0]}") from None
         return model.eval()
