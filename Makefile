@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 DEMO := runs/demo
+VQ := $(VENV)/bin/vqvae
 
 .PHONY: demo test bench data clean-venv
 
@@ -28,13 +29,21 @@ data:
 test: $(STAMP) data
 	$(PY) -m pytest -q
 
+# The whole pipeline of the paper on Fashion-MNIST: autoencoder (with a pixel likelihood, so that bits/dim are
+# real) -> codes (encoded once, cached) -> class-conditional Gated PixelCNN prior -> samples decoded to
+# images -> judged by a classifier trained on real images.
 demo: $(STAMP) data
-	$(VENV)/bin/vqvae train --out $(DEMO)/vqvae --overwrite
-	$(VENV)/bin/vqvae evaluate $(DEMO)/vqvae --split test --json
-	$(VENV)/bin/vqvae encode $(DEMO)/vqvae --out $(DEMO)/codes.npz --overwrite
-	$(VENV)/bin/vqvae decode $(DEMO)/vqvae $(DEMO)/codes.npz --n 64 --out $(DEMO)/decoded_test_codes.png --overwrite
-	@echo "demo outputs: $(DEMO)/vqvae (checkpoint, metrics.csv, eval.json, reconstructions.png, tb/),"
-	@echo "              $(DEMO)/codes.npz, $(DEMO)/decoded_test_codes.png"
+	$(VQ) train --out $(DEMO)/vqvae --overwrite model.recon_loss=logistic
+	$(VQ) evaluate $(DEMO)/vqvae --split test --json
+	$(VQ) train-prior $(DEMO)/vqvae --out $(DEMO)/prior --overwrite
+	$(VQ) evaluate-prior $(DEMO)/prior --split test --json
+	$(VQ) sample $(DEMO)/prior --per-class 10 --seed 0 --out $(DEMO)/samples.png --overwrite
+	$(VQ) sample $(DEMO)/prior --per-class 100 --seed 1 --out $(DEMO)/samples.npz --overwrite
+	$(VQ) train-classifier --out $(DEMO)/classifier --overwrite
+	$(VQ) score $(DEMO)/samples.npz --classifier $(DEMO)/classifier --json
+	@echo "demo outputs: $(DEMO)/vqvae (autoencoder: checkpoint, metrics.csv, eval.json, reconstructions.png, tb/),"
+	@echo "              $(DEMO)/prior (prior: checkpoint, metrics.csv, eval.json, tb/), $(DEMO)/samples.png (one row"
+	@echo "              per class), $(DEMO)/samples.npz, $(DEMO)/classifier (the judge)"
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'

@@ -163,6 +163,9 @@ def test_bad_counts_and_corrupt_codes_files(trained, tmp_path, capsys):
     np.savez(wrong, test_indices=np.full((2, 7, 7), 40))  # the model has K=32
     code, _, err = run(capsys, "decode", trained, wrong, "--out", tmp_path / "d.png")
     assert code == 2 and "model has K=32" in err
+    np.savez(wrong, test_indices=np.zeros((2, 4, 4), np.int16))  # the model's grid is 7x7
+    code, _, err = run(capsys, "decode", trained, wrong, "--out", tmp_path / "d.png")
+    assert code == 2 and "expected (N, 7, 7)" in err and not (tmp_path / "d.png").exists()
 
 
 PRIOR_TINY = ["prior.channels=8", "prior.num_layers=3", "prior.head_channels=16", "train.batch_size=32",
