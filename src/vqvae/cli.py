@@ -247,17 +247,13 @@ def cmd_sample(a: argparse.Namespace) -> None:
     if out.suffix.lower() == ".png":
         save_image_grid(images, out, nrow=nrow)
     else:
-        import io
-
-        from vqvae.fileio import atomic_write_bytes
+        from vqvae.fileio import atomic_write_npz
 
         u8 = to_uint8(images).numpy()
-        buf = io.BytesIO()
-        np.savez_compressed(buf, images=u8[:, 0] if u8.shape[1] == 1 else u8, labels=labels.numpy(),
-                            indices=idx.numpy().astype(np.int16 if prior.config.num_embeddings <= 32768 else np.int32),
-                            prior_dir=np.asarray(str(Path(a.prior_dir).resolve())),
-                            vqvae_dir=np.asarray(config["vqvae_dir"]))
-        atomic_write_bytes(out, buf.getvalue())
+        atomic_write_npz(out, {
+            "images": u8[:, 0] if u8.shape[1] == 1 else u8, "labels": labels.numpy(),
+            "indices": idx.numpy().astype(np.int16 if prior.config.num_embeddings <= 32768 else np.int32),
+            "prior_dir": str(Path(a.prior_dir).resolve()), "vqvae_dir": config["vqvae_dir"]})
     print(f"wrote {out} ({len(labels)} samples)")
 
 
@@ -286,34 +282,20 @@ def cmd_train_classifier(a: argparse.Namespace) -> dict[str, Any]:
     return metrics
 
 
-def _read_samples(path: str) -> dict[str, np.ndarray]:
-    import zipfile
-    import zlib
-
-    p = Path(path)
-    if not p.is_file():
-        raise VQVAEError(f"samples file not found: {p}")
-    try:
-        with np.load(p, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise VQVAEError(f"cannot read samples file {p}: {exc}") from None
-    if "images" not in arrays:
-        raise VQVAEError(f"{p} holds no 'images' array (written by `vqvae sample --out FILE.npz`?)")
-    return arrays
-
-
 @torch.no_grad()
 def cmd_score(a: argparse.Namespace) -> dict[str, Any]:
     from vqvae.checkpoint import read_config
     from vqvae.classifier import Classifier, judge
     from vqvae.data import load_images, to_float
+    from vqvae.fileio import read_npz
     from vqvae.model import VQVAE
 
     clf_config = read_config(a.classifier, kind="classifier")
     clf = Classifier.from_pretrained(a.classifier)
     c, s, k = (clf.config[key] for key in ("in_channels", "image_size", "num_classes"))
-    arrays = _read_samples(a.samples)
+    arrays = read_npz(a.samples, "samples file")
+    if "images" not in arrays:
+        raise VQVAEError(f"{a.samples} holds no 'images' array (written by `vqvae sample --out FILE.npz`?)")
     images = arrays["images"]
     if images.ndim == 3:
         images = images[:, None]

@@ -10,8 +10,6 @@ codebook usage over the whole split.
 from __future__ import annotations
 
 import math
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import torch
 from vqvae.config import ModelConfig
 from vqvae.data import ImageDataset, load_images, save_image_grid, to_float
 from vqvae.errors import VQVAEError
-from vqvae.fileio import atomic_write_bytes
+from vqvae.fileio import atomic_write_npz, read_npz
 from vqvae.metrics import (CodebookUsage, bits_per_dim, elbo_bits_per_dim, nats_to_bits, psnr_from_mse, ssim,
                            uniform_prior_nll_nats)
 from vqvae.model import VQVAE
@@ -121,30 +119,17 @@ def encode_splits(model: VQVAE, data: str, splits) -> dict[str, tuple[np.ndarray
 def save_codes(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict[str, Any]) -> None:
     """Write ``{split}_indices`` / ``{split}_labels`` arrays (plus ``num_embeddings`` and ``latent_size``)
     to an .npz, atomically."""
-    import io
-
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}
     for split, (indices, labels) in splits.items():
         arrays[f"{split}_indices"] = indices
         arrays[f"{split}_labels"] = labels.astype(np.int64)
-    for k, v in meta.items():
-        arrays[k] = np.asarray(v)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_npz(path, {**arrays, **meta})
 
 
 def load_codes(path: str | Path, num_embeddings: int, latent_size: int) -> dict[str, np.ndarray]:
     """Read an .npz written by :func:`save_codes` (never with pickle) and check it fits a model with
     ``num_embeddings`` codes on a ``latent_size`` x ``latent_size`` grid."""
-    path = Path(path)
-    if not path.is_file():
-        raise VQVAEError(f"codes file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise VQVAEError(f"cannot read codes file {path}: {exc}") from None
+    arrays = read_npz(path, "codes file")
     splits = [k[: -len("_indices")] for k in arrays if k.endswith("_indices")]
     if not splits:
         raise VQVAEError(f"{path} holds no *_indices array (written by `vqvae encode`?)")

@@ -1,13 +1,20 @@
-"""Atomic file writes: every file vqvae writes goes through here, so an interrupted write leaves
-the previous file intact, never a half-written one."""
+"""File I/O in one place. Atomic writes: every file vqvae writes goes through here, so an interrupted
+write leaves the previous file intact, never a half-written one. Arrays travel as .npz, read without pickle."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import secrets
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from vqvae.errors import VQVAEError
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -32,3 +39,22 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_write_npz(path: str | os.PathLike[str], arrays: dict[str, Any]) -> None:
+    """A compressed .npz of ``arrays`` (strings as 0-d unicode arrays: no pickle needed to read them back)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_npz(path: str | os.PathLike[str], what: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz (never unpickled); a one-line error naming ``what`` the file should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise VQVAEError(f"{what} not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise VQVAEError(f"cannot read {what} {path}: {exc}") from None
