@@ -1,5 +1,5 @@
 # `make demo` and `make test` each set everything up on a fresh machine: a .venv with torch 2.13.0
-# (CPU build) and this package, and Fashion-MNIST (Debian's dataset-fashion-mnist when root with apt).
+# (CPU build) and this package, Fashion-MNIST and espeak-ng (Debian packages, when root with apt).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,13 +16,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Debian's dataset-fashion-mnist (images) and espeak-ng (the synthesised speech corpus), when missing.
 data:
-	@if [ ! -e $(FMNIST) ]; then \
+	@missing=""; \
+	[ -e $(FMNIST) ] || missing="$$missing dataset-fashion-mnist"; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing Debian's dataset-fashion-mnist"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	    echo "installing Debian's$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "Fashion-MNIST is not installed system-wide: the loader will download it to ~/.cache/vqvae"; \
+	    echo "missing:$$missing (not root with apt-get: Fashion-MNIST will be downloaded to ~/.cache/vqvae;"; \
+	    echo "  install espeak-ng yourself for the speech corpus)"; \
 	  fi; \
 	fi
 

@@ -1,4 +1,7 @@
-"""Likelihoods of 8-bit pixels given the decoder's output, so that log p(x|z) is a real probability.
+"""Likelihoods of the data given the decoder's output, so that log p(x|z) is a real probability.
+
+Images: 8-bit pixels under a discretized logistic. Audio: waveforms companded to 256 mu-law classes
+(WaveNet, arXiv:1609.03499), each predicted by a 256-way softmax.
 
 ``discretized_logistic_log_prob`` is the single-component discretized logistic of PixelCNN++
 (Salimans et al. 2017, arXiv:1701.05517): pixel values 0..255 are mapped to the 256 bin centres
@@ -34,3 +37,19 @@ def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) ->
     width = plus_in - min_in  # 2 / (255 s) > 0
     interior = log_cdf_plus + log_one_minus_cdf_min + torch.log(-torch.expm1(-width))
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, interior))
+
+
+MU = 255  # mu-law with 256 levels, as in WaveNet
+
+
+def mu_law_encode(x: Tensor, mu: int = MU) -> Tensor:
+    """Waveform in [-1, 1] -> int64 classes 0..mu: sign(x) ln(1 + mu|x|) / ln(1 + mu), quantised uniformly."""
+    x = x.clamp(-1.0, 1.0)
+    y = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
+    return ((y + 1) / 2 * mu + 0.5).floor().long().clamp(0, mu)
+
+
+def mu_law_decode(q: Tensor, mu: int = MU) -> Tensor:
+    """Classes 0..mu -> waveform in [-1, 1] (the inverse of the companding at each level's centre)."""
+    y = 2 * q.float() / mu - 1
+    return torch.sign(y) * ((1 + mu) ** y.abs() - 1) / mu

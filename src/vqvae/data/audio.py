@@ -1,0 +1,156 @@
+"""Speech: WAV files in speaker folders, resampling, mu-law companding, fixed-length training crops.
+
+A corpus is a directory with one sub-folder per speaker holding ``*.wav`` files (PCM 8/16/24/32-bit, any
+sample rate, mono or stereo: channels are averaged, then resampled to the configured rate). Utterances are
+split into train and test by a seeded shuffle of each speaker's files, so every speaker is in both splits.
+Waveforms are float32 in [-1, 1]; the models see them as 256 mu-law classes
+(:func:`vqvae.likelihoods.mu_law_encode`).
+"""
+
+from __future__ import annotations
+
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vqvae.errors import VQVAEError
+from vqvae.fileio import atomic_write_bytes
+
+# -- WAV files ------------------------------------------------------------------------------------
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """(mono float32 waveform in [-1, 1], sample rate) of a PCM WAV file."""
+    path = Path(path)
+    try:
+        with wave.open(str(path), "rb") as w:
+            rate, channels, width, frames = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
+            raw = w.readframes(frames)
+    except (wave.Error, EOFError, OSError) as exc:
+        raise VQVAEError(f"cannot read WAV file {path}: {exc}") from None
+    if width == 1:  # 8-bit WAV is unsigned
+        data = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
+    elif width == 2:
+        data = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        data = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / (1 << 23)
+    elif width == 4:
+        data = np.frombuffer(raw, "<i4").astype(np.float32) / 2**31
+    else:
+        raise VQVAEError(f"{path}: unsupported sample width {width} bytes")
+    usable = len(data) // channels * channels
+    data = data[:usable].reshape(-1, channels).mean(1)
+    if len(data) == 0:
+        raise VQVAEError(f"{path} holds no audio samples")
+    return data.astype(np.float32), rate
+
+
+def write_wav(path: str | Path, waveform: np.ndarray | Tensor, rate: int) -> None:
+    """16-bit mono PCM WAV, written atomically."""
+    import io
+
+    x = np.asarray(waveform.detach().cpu() if isinstance(waveform, Tensor) else waveform, dtype=np.float64)
+    pcm = np.clip((x * 32768).round(), -32768, 32767).astype("<i2")  # the inverse of read_wav's / 32768
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(rate))
+        w.writeframes(pcm.tobytes())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Band-limited resampling by the FFT (the spectrum is cut or zero-padded at the new Nyquist frequency)."""
+    if rate_in == rate_out or len(x) == 0:
+        return x.astype(np.float32)
+    n_out = max(1, int(round(len(x) * rate_out / rate_in)))
+    spec = np.fft.rfft(x.astype(np.float64))
+    keep = n_out // 2 + 1
+    out_spec = np.zeros(keep, dtype=np.complex128)
+    m = min(keep, len(spec))
+    out_spec[:m] = spec[:m]
+    if n_out % 2 == 0 and m == keep and len(spec) > keep - 1:  # the new Nyquist bin is real
+        out_spec[keep - 1] = out_spec[keep - 1].real
+    return (np.fft.irfft(out_spec, n_out) * (n_out / len(x))).astype(np.float32)
+
+
+# -- corpora --------------------------------------------------------------------------------------
+@dataclass
+class SpeechDataset:
+    """One split of a corpus in memory: ``waves[i]`` float32 (T_i,) at ``sample_rate``, spoken by
+    ``speakers[labels[i]]``; ``paths[i]`` is its file."""
+
+    waves: list[np.ndarray]
+    labels: list[int]
+    speakers: list[str]
+    paths: list[str]
+    sample_rate: int
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    @property
+    def seconds(self) -> float:
+        return sum(len(w) for w in self.waves) / self.sample_rate
+
+
+def corpus_speakers(root: str | Path) -> list[str]:
+    """Sorted names of the speaker sub-folders that hold at least one .wav file."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise VQVAEError(f"speech corpus not found: {root} (make one with `vqvae data speech --out {root}`)")
+    speakers = sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.wav")))
+    if not speakers:
+        raise VQVAEError(f"{root} has no speaker sub-folders with .wav files")
+    return speakers
+
+
+def split_files(root: str | Path, split: str, test_fraction: float = 0.1, seed: int = 0) -> list[tuple[Path, int]]:
+    """(file, speaker index) of ``split``: each speaker's files are shuffled with ``seed`` and the first
+    ``test_fraction`` of them (at least one, when the speaker has two or more) are the test split."""
+    if split not in ("train", "test"):
+        raise VQVAEError(f"unknown split {split!r}: expected 'train' or 'test'")
+    out = []
+    for label, speaker in enumerate(corpus_speakers(root)):
+        files = sorted((Path(root).expanduser() / speaker).glob("*.wav"))
+        order = np.random.default_rng(seed).permutation(len(files))
+        n_test = min(len(files) - 1, max(1, round(len(files) * test_fraction))) if len(files) > 1 else 0
+        chosen = order[:n_test] if split == "test" else order[n_test:]
+        out.extend((files[i], label) for i in sorted(chosen))
+    return out
+
+
+def load_speech(root: str | Path, split: str, sample_rate: int = 16000, *, test_fraction: float = 0.1,
+                seed: int = 0) -> SpeechDataset:
+    """Read one split of a speaker-folder corpus, resampled to ``sample_rate`` (mono)."""
+    if sample_rate < 1:
+        raise VQVAEError(f"sample rate must be positive, got {sample_rate}")
+    speakers = corpus_speakers(root)
+    waves, labels, paths = [], [], []
+    for path, label in split_files(root, split, test_fraction, seed):
+        x, rate = read_wav(path)
+        waves.append(resample(x, rate, sample_rate))
+        labels.append(label)
+        paths.append(str(path))
+    return SpeechDataset(waves, labels, speakers, paths, sample_rate, f"{Path(root).expanduser().resolve().name}/{split}")
+
+
+def random_crops(data: SpeechDataset, length: int, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``count`` random crops of ``length`` samples (utterances shorter than that are zero-padded at the end):
+    (waveforms (count, length) float32, speaker labels (count,))."""
+    if len(data) == 0:
+        raise VQVAEError(f"{data.name} has no utterances")
+    picks = torch.randint(len(data), (count,), generator=generator).tolist()
+    out = torch.zeros(count, length)
+    for row, i in enumerate(picks):
+        w = data.waves[i]
+        start = int(torch.randint(max(1, len(w) - length + 1), (1,), generator=generator))
+        piece = torch.from_numpy(w[start : start + length])
+        out[row, : len(piece)] = piece
+    return out, torch.tensor([data.labels[i] for i in picks], dtype=torch.long)

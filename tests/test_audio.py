@@ -1,0 +1,175 @@
+"""Audio building blocks: mu-law, WAV I/O, resampling, speaker-folder corpora, the espeak-ng corpus, and the
+WaveNet (exact causality, conditioning, incremental generation == naive generation)."""
+
+import math
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from vqvae.data.audio import load_speech, random_crops, read_wav, resample, split_files, write_wav
+from vqvae.errors import VQVAEError
+from vqvae.likelihoods import mu_law_decode, mu_law_encode
+from vqvae.nets import WaveNet
+
+
+# -- mu-law -------------------------------------------------------------------------------------------
+def test_mu_law_round_trip_and_error_bound():
+    q = torch.arange(256)
+    assert torch.equal(mu_law_encode(mu_law_decode(q)), q)  # every level survives decode -> encode
+    x = torch.linspace(-1, 1, 200001)
+    y = mu_law_encode(x)
+    assert y.min() == 0 and y.max() == 255 and bool((y[1:] >= y[:-1]).all())  # monotone, full range
+    # the reconstruction error is at most half a level: largest at |x| = 1, where a level spans
+    # d/dy [(256^|y| - 1) / 255] * (2 / 255) = ln 256 * 256 / 255 * 2 / 255
+    half_step = math.log(256) * 256 / 255 / 255
+    assert float((mu_law_decode(y) - x).abs().max()) <= half_step + 1e-6
+    assert float((mu_law_decode(mu_law_encode(torch.tensor([0.001, -0.001]))) - torch.tensor([0.001, -0.001])).abs().max()) < 1e-3
+    assert mu_law_encode(torch.tensor([-5.0, 5.0])).tolist() == [0, 255]  # clamped
+
+
+# -- WAV files ------------------------------------------------------------------------------------------
+def _raw_wav(path, frames: bytes, width: int, channels: int, rate: int) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(frames)
+
+
+def test_wav_round_trip_and_formats(tmp_path):
+    x = (np.sin(np.arange(1000) * 0.05) * 0.8).astype(np.float32)
+    write_wav(tmp_path / "a.wav", x, 8000)
+    y, rate = read_wav(tmp_path / "a.wav")
+    assert rate == 8000 and np.abs(y - x).max() <= 0.5 / 32768 + 1e-7
+    stereo = np.stack([(x * 32767).astype("<i2"), np.zeros_like(x, dtype="<i2")], 1)  # right channel silent
+    _raw_wav(tmp_path / "s.wav", stereo.tobytes(), 2, 2, 8000)
+    y, _ = read_wav(tmp_path / "s.wav")
+    assert np.abs(y - x / 2).max() < 1e-4  # channels averaged
+    _raw_wav(tmp_path / "u8.wav", bytes([128, 255, 0]), 1, 1, 8000)
+    assert np.allclose(read_wav(tmp_path / "u8.wav")[0], [0, 127 / 128, -1])
+    v = np.array([0, 2**23 - 1, -(2**23)], dtype=np.int64)
+    raw24 = b"".join(int(s).to_bytes(3, "little", signed=True) for s in v)
+    _raw_wav(tmp_path / "p24.wav", raw24, 3, 1, 8000)
+    assert np.allclose(read_wav(tmp_path / "p24.wav")[0], [0, (2**23 - 1) / 2**23, -1])
+
+
+def test_bad_wav_files(tmp_path):
+    (tmp_path / "junk.wav").write_bytes(b"RIFF....not a wave file")
+    with pytest.raises(VQVAEError, match="cannot read WAV file"):
+        read_wav(tmp_path / "junk.wav")
+    _raw_wav(tmp_path / "empty.wav", b"", 2, 1, 16000)
+    with pytest.raises(VQVAEError, match="no audio samples"):
+        read_wav(tmp_path / "empty.wav")
+    with pytest.raises(VQVAEError, match="cannot read WAV file"):
+        read_wav(tmp_path / "missing.wav")
+
+
+def test_resampling_keeps_a_tone():
+    rate_in, rate_out, f = 22050, 16000, 440.0
+    t_in = np.arange(22050) / rate_in
+    y = resample(np.sin(2 * np.pi * f * t_in), rate_in, rate_out)
+    assert len(y) == 16000
+    t_out = np.arange(16000) / rate_out
+    # a whole number of periods fits the second, so the FFT resampler is exact up to rounding
+    assert np.abs(y - np.sin(2 * np.pi * f * t_out)).max() < 1e-4
+    assert resample(y, 16000, 16000) is not None and np.array_equal(resample(y, 16000, 16000), y)
+
+
+# -- corpora ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    from vqvae.data.speech import synthesize_corpus
+
+    out = tmp_path_factory.mktemp("speech")
+    summary = synthesize_corpus(out, num_sentences=8, per_speaker=4, num_speakers=3, progress=False, overwrite=True)
+    assert summary["utterances"] == 12
+    return out
+
+
+def test_synthesized_corpus_and_splits(tiny_corpus, tmp_path):
+    from vqvae.data.speech import sentences, synthesize_corpus
+
+    assert len(set(sentences(300))) == 300 and sentences(300) == sentences(300)  # distinct, seeded
+    rows = (tiny_corpus / "sentences.tsv").read_text().splitlines()
+    assert rows[0] == "file\tspeaker\ttext" and len(rows) == 13
+    train, test = split_files(tiny_corpus, "train"), split_files(tiny_corpus, "test")
+    assert len(train) == 9 and len(test) == 3 and not {p for p, _ in train} & {p for p, _ in test}
+    assert sorted({s for _, s in test}) == [0, 1, 2]  # every speaker in both splits
+    assert split_files(tiny_corpus, "test") == test  # seeded
+    data = load_speech(tiny_corpus, "train", sample_rate=8000)
+    assert data.sample_rate == 8000 and data.speakers == sorted(p.name for p in tiny_corpus.iterdir() if p.is_dir())
+    assert all(w.dtype == np.float32 and 0.5 < len(w) / 8000 < 10 for w in data.waves)  # seconds of speech
+    x, labels = random_crops(data, 4000, 5, torch.Generator().manual_seed(0))
+    assert x.shape == (5, 4000) and labels.shape == (5,) and float(x.abs().max()) <= 1
+    with pytest.raises(VQVAEError, match="not empty"):
+        synthesize_corpus(tiny_corpus, num_sentences=8, per_speaker=4, num_speakers=3, progress=False)
+    with pytest.raises(VQVAEError, match="no speaker sub-folders"):
+        load_speech(tmp_path, "train")
+    with pytest.raises(VQVAEError, match="not found"):
+        load_speech(tmp_path / "nope", "train")
+
+
+# -- WaveNet ------------------------------------------------------------------------------------------
+def _tiny(**kw):
+    torch.manual_seed(0)
+    args = dict(channels=6, skip_channels=10, dilations=[1, 2, 4, 1, 2, 4])
+    args.update(kw)
+    return WaveNet(16, **args).double()
+
+
+def test_wavenet_causal_exactly():
+    model = _tiny()
+    rf = model.receptive_field  # 1 + 14 = 15
+    T = 40
+    for t in (0, 5, 20, 39):
+        e = torch.randn(1, 6, T, dtype=torch.float64, requires_grad=True)
+        model.forward_embedded(e)[0, :, t].sum().backward()
+        g = e.grad.abs().sum(1)[0]
+        assert float(g[t:].abs().max()) == 0.0, t  # nothing at or after t
+        before = g[max(0, t - rf) : t]
+        assert bool((before > 0).all()), t  # every earlier step within the receptive field counts
+        assert float(g[: max(0, t - rf)].abs().sum()) == 0.0  # and nothing further back
+
+
+def test_wavenet_conditioning_and_shapes():
+    model = _tiny(local_channels=3, num_globals=4)
+    x = torch.randint(16, (2, 30))
+    local = torch.randn(2, 3, 30, dtype=torch.float64)
+    g = torch.tensor([0, 1])
+    base = model(x, local, g)
+    assert base.shape == (2, 16, 30)
+    assert not torch.allclose(base, model(x, local, torch.tensor([2, 3])))  # the speaker changes the output
+    assert not torch.allclose(base, model(x, local * 2, g))  # so do the local features
+    local2 = local.clone()
+    local2[:, :, 20:] += 1.0  # local conditioning is aligned: step 20 on changes only the logits from step 20 on
+    diff = (model(x, local2, g) - base).detach().abs().sum(1)
+    assert float(diff[:, :20].max()) == 0.0 and float(diff[:, 20:].min()) > 0
+    nll = model.nll(x, local, g)
+    assert nll.shape == (2, 30) and bool((nll > 0).all())
+    with pytest.raises(VQVAEError, match="locally conditioned"):
+        model(x, None, g)
+    with pytest.raises(VQVAEError, match="global ids must lie in"):
+        model(x, local, torch.tensor([0, 4]))
+    with pytest.raises(VQVAEError, match="classes must lie in"):
+        model(torch.full((2, 30), 16), local, g)
+    with pytest.raises(VQVAEError, match="temperature must be > 0"):
+        model.generate(2, 30, local, g, temperature=0)
+    with pytest.raises(ValueError, match="dilations"):
+        WaveNet(16, dilations=[1, 0])
+
+
+@pytest.mark.parametrize("conditioned", [True, False])
+def test_incremental_generation_equals_naive(conditioned):
+    model = _tiny(local_channels=3 if conditioned else 0, num_globals=4 if conditioned else 0)
+    T = 50  # longer than the receptive field (15), so the queues wrap around
+    local = torch.randn(3, 3, T, dtype=torch.float64) if conditioned else None
+    g = torch.tensor([0, 3, 1]) if conditioned else None
+    for temperature in (1.0, 0.7):
+        naive = model.generate_naive(3, T, local, g, temperature, torch.Generator().manual_seed(4))
+        fast = model.generate(3, T, local, g, temperature, torch.Generator().manual_seed(4))
+        assert torch.equal(naive, fast)
+        assert len(set(fast[0].tolist())) > 3  # it really samples
+    again = model.generate(3, T, local, g, 1.0, torch.Generator().manual_seed(4))
+    assert torch.equal(again, model.generate(3, T, local, g, 1.0, torch.Generator().manual_seed(4)))
