@@ -233,6 +233,11 @@ def test_unconditional_prior(trained, tmp_path, capsys):
     assert code == 2 and "unconditional" in err
     code, _, err = run(capsys, "sample", out, "--per-class", 2, "--out", tmp_path / "x.png")
     assert code == 2 and "unconditional" in err
+    code, text, err = run(capsys, "evaluate-prior", out, "--json")
+    assert code == 0, err
+    assert json.loads(text)["prior_nll_bits_per_latent"] > 0
+    clf = tmp_path / "clf"
+    assert run(capsys, "train-classifier", "--data", trained.parent.parent / "nothing", "--out", clf)[0] == 2
 
 
 def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
@@ -246,8 +251,9 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
     dims = 28 * 28
     # ELBO = decoder NLL + prior NLL; the uniform prior costs 7x7 latents * log2 32 bits per image
     assert m["elbo_bits_per_dim_uniform_prior"] == pytest.approx(m["decoder_nll_bits_per_dim"] + 49 * 5 / dims)
-    assert m["elbo_bits_per_dim_learned_prior"] == pytest.approx(
-        m["decoder_nll_bits_per_dim"] + m["prior_bits_per_image"] / dims)
+    assert m["elbo_bits_per_dim_learned_prior"] == pytest.approx(  # + the label: log2 10 bits per image
+        m["decoder_nll_bits_per_dim"] + (m["prior_bits_per_image"] + np.log2(10)) / dims)
+    assert m["label_bits_per_dim"] == pytest.approx(np.log2(10) / dims)
     assert m["prior_bits_per_image"] == pytest.approx(49 * m["prior_nll_bits_per_latent"])
     code, text, _ = run(capsys, "evaluate-prior", prior)
     assert code == 0 and "with the learned prior" in text
@@ -278,6 +284,51 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
     assert code == 2 and "labels must lie in [0, 10)" in err
     code, _, err = run(capsys, "score", samples, "--classifier", vq)
     assert code == 2 and "expected 'classifier'" in err
+    np.savez(bad, images=np.zeros((4, 28, 28), np.uint8), labels=np.zeros(4, np.int64),
+             classes=np.array([f"c{i}" for i in range(10)]))
+    code, _, err = run(capsys, "score", bad, "--classifier", clf)
+    assert code == 2 and "judge samples with a classifier of their own data" in err
+    np.save(tmp_path / "bare.npy", np.zeros(3))
+    (tmp_path / "bare.npy").rename(tmp_path / "bare.npz")
+    code, _, err = run(capsys, "score", tmp_path / "bare.npz", "--classifier", clf)
+    assert code == 2 and "one bare array" in err and "Traceback" not in err
+
+    # unconditional samples: Fréchet distances, no recognition rate
+    uncond = tmp_path / "uprior"
+    assert run(capsys, "train-prior", vq, "--out", uncond, "--steps", 2, "--quiet", "prior.conditional=false",
+               *PRIOR_TINY)[0] == 0
+    assert run(capsys, "sample", uncond, "--n", 12, "--out", tmp_path / "u.npz")[0] == 0
+    code, text, err = run(capsys, "score", tmp_path / "u.npz", "--classifier", clf, "--json")
+    assert code == 0, err
+    sc = json.loads(text)
+    assert "recognised" not in sc["samples"] and sc["samples"]["num_images"] == 12
+    ev = json.loads(run(capsys, "evaluate-prior", uncond, "--json")[1])
+    assert ev["label_bits_per_dim"] == 0.0  # no label to pay for
+
+
+def test_codes_cache_follows_the_weights_and_the_data(small_fmnist, tmp_path):
+    from vqvae.data import load_images
+    from vqvae.evaluate import cached_codes, data_fingerprint
+    from vqvae.model import VQVAE
+
+    vq = tmp_path / "vq"
+    assert main(["train", "--data", str(small_fmnist), "--out", str(vq), "--steps", "2", "--quiet", *TINY]) == 0
+    model = VQVAE.from_pretrained(vq)
+    first = cached_codes(vq, model, str(small_fmnist))
+    cache = vq / "prior_codes.cache.npz"
+    stamp = cache.stat().st_mtime_ns
+    again = cached_codes(vq, model, str(small_fmnist))
+    assert cache.stat().st_mtime_ns == stamp and np.array_equal(again["test_indices"], first["test_indices"])
+    assert main(["train", "--data", str(small_fmnist), "--out", str(vq), "--steps", "4", "--quiet", "--overwrite",
+                 *TINY]) == 0  # new weights
+    model = VQVAE.from_pretrained(vq)
+    cached_codes(vq, model, str(small_fmnist))
+    with np.load(cache) as f:
+        assert str(f["weights_sha256"]) == model.weights_sha256 != str(first["weights_sha256"])
+    data = load_images(str(small_fmnist), "test")
+    fp = data_fingerprint(data)
+    data.images[0, 0, 0, 0] ^= 1  # one pixel changed
+    assert data_fingerprint(data) != fp
 
 
 def test_a_prior_refuses_a_changed_vqvae(small_fmnist, tmp_path, capsys):

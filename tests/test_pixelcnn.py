@@ -81,7 +81,8 @@ def test_cached_sampler_equals_naive_sampler(kernel_size, conditional):
 
 def test_evaluate_prior_closed_form_with_a_uniform_prior(small_fmnist):
     """A prior whose logits are all zero assigns every code 1/K: its NLL is exactly log2 K bits per latent and
-    the learned-prior ELBO equals the uniform-prior one; the decoder term matches a direct sum."""
+    the learned-prior ELBO is the uniform-prior one plus the label's log2 C bits; the decoder term matches a
+    direct sum."""
     from vqvae.data import load_images, to_float
     from vqvae.evaluate import evaluate_prior
     from vqvae.model import VQVAE
@@ -96,7 +97,9 @@ def test_evaluate_prior_closed_form_with_a_uniform_prior(small_fmnist):
     assert m["num_images"] == 100
     assert m["prior_nll_bits_per_latent"] == pytest.approx(4.0, rel=1e-6)  # log2 16, up to fp32 rounding
     assert m["bits_below_uniform"] == pytest.approx(0.0, abs=1e-5)
-    assert m["elbo_bits_per_dim_learned_prior"] == pytest.approx(m["elbo_bits_per_dim_uniform_prior"], rel=1e-6)
+    # the same bound, plus the label's cost under a uniform p(y): log2 10 bits per image of 784 pixels
+    assert m["elbo_bits_per_dim_learned_prior"] == pytest.approx(
+        m["elbo_bits_per_dim_uniform_prior"] + math.log2(10) / 784, rel=1e-6)
     x = to_float(data.images[:100])
     with torch.no_grad():
         z_q = vq.quantizer.lookup(vq.encode(x)).permute(0, 3, 1, 2)

@@ -59,6 +59,13 @@ def _data(model, config: dict[str, Any], data: str | None, split: str):
     return load_images_for(model.config, _spec(config, data), split)
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {value}")
+    return value
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -184,7 +191,7 @@ def _load_prior(prior_dir: str):
     config = read_config(prior_dir, kind="prior")
     prior = GatedPixelCNN.from_pretrained(prior_dir)
     vq_dir = config.get("vqvae_dir")
-    if not vq_dir or not Path(vq_dir).is_dir():
+    if not isinstance(vq_dir, str) or not Path(vq_dir).is_dir():
         raise VQVAEError(f"the VQ-VAE this prior was trained on ({vq_dir}) is not there any more")
     vq_config = read_config(vq_dir, kind="vqvae")
     vq = VQVAE.from_pretrained(vq_dir).eval()
@@ -253,7 +260,8 @@ def cmd_sample(a: argparse.Namespace) -> None:
         atomic_write_npz(out, {
             "images": u8[:, 0] if u8.shape[1] == 1 else u8, "labels": labels.numpy(),
             "indices": idx.numpy().astype(np.int16 if prior.config.num_embeddings <= 32768 else np.int32),
-            "prior_dir": str(Path(a.prior_dir).resolve()), "vqvae_dir": config["vqvae_dir"]})
+            "prior_dir": str(Path(a.prior_dir).resolve()), "vqvae_dir": config["vqvae_dir"],
+            "classes": np.asarray(config.get("classes", []), dtype=str)})
     print(f"wrote {out} ({len(labels)} samples)")
 
 
@@ -265,7 +273,9 @@ def cmd_train_classifier(a: argparse.Namespace) -> dict[str, Any]:
     from vqvae.fileio import atomic_write_json
 
     out = Path(a.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not a.overwrite:
+    if out.exists() and not out.is_dir():
+        raise VQVAEError(f"--out {out} is a file, not a directory")
+    if out.exists() and any(out.iterdir()) and not a.overwrite:
         raise VQVAEError(f"{out} already exists and is not empty: pass --overwrite to replace it")
     train, test = load_images(a.data, "train"), load_images(a.data, "test")
     start = time.perf_counter()
@@ -292,6 +302,8 @@ def cmd_score(a: argparse.Namespace) -> dict[str, Any]:
 
     clf_config = read_config(a.classifier, kind="classifier")
     clf = Classifier.from_pretrained(a.classifier)
+    if not isinstance(clf_config.get("data"), str):
+        raise VQVAEError(f"{a.classifier}/config.json records no data spec: retrain it with `vqvae train-classifier`")
     c, s, k = (clf.config[key] for key in ("in_channels", "image_size", "num_classes"))
     arrays = read_npz(a.samples, "samples file")
     if "images" not in arrays:
@@ -312,13 +324,22 @@ def cmd_score(a: argparse.Namespace) -> dict[str, Any]:
                 raise VQVAEError(f"{a.samples}: labels must lie in [0, {k}) (the classifier's classes), "
                                  f"got [{lab.min()}, {lab.max()}]")
             labels = torch.from_numpy(lab.astype(np.int64))
+    classes = [str(x) for x in clf_config.get("classes", range(k))]
+    if "classes" in arrays and arrays["classes"].size and [str(x) for x in arrays["classes"]] != classes:
+        raise VQVAEError(f"{a.samples} was sampled with classes {', '.join(map(str, arrays['classes']))}, but the "
+                         f"classifier knows {', '.join(classes)}: judge samples with a classifier of their own data")
     test = load_images(clf_config["data"], "test", image_size=s, channels=c)
-    # references of the same size, from test images held out of the target set the distances are measured to
+    # every set has the same size n (the Fréchet distance of a finite sample is biased by n): samples are
+    # subsampled if there are more than half the test split; the references are held-out test images, the
+    # target the rest of the test split
+    gen = torch.Generator().manual_seed(a.seed)
     n = min(len(images), len(test) // 2)
-    perm = torch.randperm(len(test), generator=torch.Generator().manual_seed(a.seed))
+    keep = torch.randperm(len(images), generator=gen)[:n].sort().values
+    perm = torch.randperm(len(test), generator=gen)
     ref, target = perm[:n], perm[n:]
     real = to_float(test.images[ref])
-    sets = {"samples": (to_float(torch.from_numpy(images)), labels), "real_test": (real, test.labels[ref])}
+    samples = to_float(torch.from_numpy(images))[keep]
+    sets = {"samples": (samples, None if labels is None else labels[keep]), "real_test": (real, test.labels[ref])}
     vq_dir = a.vqvae or (str(arrays["vqvae_dir"]) if "vqvae_dir" in arrays else None)
     if vq_dir:
         vq = VQVAE.from_pretrained(vq_dir).eval()
@@ -328,7 +349,7 @@ def cmd_score(a: argparse.Namespace) -> dict[str, Any]:
         recon = torch.cat([vq.decode_indices(vq.encode(x)).clamp(0, 1) for x in real.split(500)])
         sets["reconstructions"] = (recon, test.labels[ref])
     metrics = {"classifier_test_accuracy": clf_config.get("test_accuracy"), "target_images": len(target),
-               **judge(clf, to_float(test.images[target]), sets, list(clf_config.get("classes", range(k))))}
+               **judge(clf, to_float(test.images[target]), sets, classes)}
     if a.json:
         print(json.dumps(metrics))
     else:
@@ -408,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--n", type=_positive, help="number of samples with --class or from an unconditional prior "
                                                 "(default 64)")
     sp.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=_seed, default=0)
     sp.add_argument("--out", required=True, help=".png (a grid, one row per class) or .npz (images, labels, indices)")
     sp.add_argument("--overwrite", action="store_true")
     sp.set_defaults(fn=cmd_sample)
@@ -425,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--out", default="runs/classifier", help="checkpoint directory (default runs/classifier)")
     tc.add_argument("--epochs", type=_positive, default=4, help="passes over the train split (default 4)")
     tc.add_argument("--max-seconds", type=float, default=600.0, help="stop earlier after this long (default 600)")
-    tc.add_argument("--seed", type=int, default=0)
+    tc.add_argument("--seed", type=_seed, default=0)
     tc.add_argument("--overwrite", action="store_true")
     tc.add_argument("--json", action="store_true")
     tc.set_defaults(fn=cmd_train_classifier)
@@ -434,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("samples", help=".npz written by `vqvae sample` (images, labels)")
     sc.add_argument("--classifier", required=True, help="directory written by `vqvae train-classifier`")
     sc.add_argument("--vqvae", help="VQ-VAE whose reconstructions are the reference (default: the samples' own)")
-    sc.add_argument("--seed", type=int, default=0, help="which test images are the held-out references")
+    sc.add_argument("--seed", type=_seed, default=0, help="which test images are the held-out references")
     sc.add_argument("--json", action="store_true")
     sc.set_defaults(fn=cmd_score)
     return p

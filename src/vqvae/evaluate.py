@@ -194,6 +194,9 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
     * for a VQ-VAE with a pixel likelihood (``recon_loss: logistic``), image bits/dim of the negative ELBO
       ``(-log p(x|z) - log p(z)) / (num_dims ln 2)`` with the uniform prior (log p(z) = -h w log K) and with
       the learned prior (log p(z) from the PixelCNN). The posterior is one-hot, so it adds no entropy term.
+      A class-conditional prior gives log p(z|y) for the true label y; log p(x) >= log p(x|z) + log p(z|y) +
+      log p(y), so the label's cost under a uniform p(y), ln C nats per image, is added to make the learned-prior
+      ELBO a bound on -log p(x) (``label_bits_per_dim``).
     """
     prior.eval()
     vq.eval()
@@ -232,7 +235,9 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
         out["decoder_nll_bits_per_dim"] = bits_per_dim(decoder_nats, dims)
         out["elbo_bits_per_dim_uniform_prior"] = elbo_bits_per_dim(
             decoder_nats, n * uniform_prior_nll_nats(h * h, k), dims)
-        out["elbo_bits_per_dim_learned_prior"] = elbo_bits_per_dim(decoder_nats, prior_nats, dims)
+        label_nats = n * math.log(prior.config.num_classes) if conditional else 0.0
+        out["label_bits_per_dim"] = bits_per_dim(label_nats, dims)
+        out["elbo_bits_per_dim_learned_prior"] = elbo_bits_per_dim(decoder_nats, prior_nats + label_nats, dims)
     else:
         out["note"] = ("image bits/dim need a VQ-VAE with a pixel likelihood (model.recon_loss=logistic); "
                        f"this one was trained with {vq.config.recon_loss}")

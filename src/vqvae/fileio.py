@@ -54,7 +54,10 @@ def read_npz(path: str | os.PathLike[str], what: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise VQVAEError(f"{what} not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a single .npy array under an .npz name
+            raise VQVAEError(f"cannot read {what} {path}: it holds one bare array, not an .npz archive of named arrays")
+        with loaded as f:
             return {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise VQVAEError(f"cannot read {what} {path}: {exc}") from None
