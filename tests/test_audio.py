@@ -1,6 +1,7 @@
 """Audio building blocks: mu-law, WAV I/O, resampling, speaker-folder corpora, the espeak-ng corpus, and the
 WaveNet (exact causality, conditioning, incremental generation == naive generation)."""
 
+import json
 import math
 import wave
 
@@ -101,8 +102,12 @@ def test_synthesized_corpus_and_splits(tiny_corpus, tmp_path):
     data = load_speech(tiny_corpus, "train", sample_rate=8000)
     assert data.sample_rate == 8000 and data.speakers == sorted(p.name for p in tiny_corpus.iterdir() if p.is_dir())
     assert all(w.dtype == np.float32 and 0.5 < len(w) / 8000 < 10 for w in data.waves)  # seconds of speech
-    x, labels = random_crops(data, 4000, 5, torch.Generator().manual_seed(0))
-    assert x.shape == (5, 4000) and labels.shape == (5,) and float(x.abs().max()) <= 1
+    x, labels = random_crops(data, 4000, [0, 1, 2, 8, 8], torch.Generator().manual_seed(0))
+    assert x.shape == (5, 4000) and labels.tolist() == [data.labels[i] for i in (0, 1, 2, 8, 8)]
+    assert float(x.abs().max()) <= 1 and float(x.abs().sum()) > 0
+    w = data.waves[0]
+    long, _ = random_crops(data, len(w) + 100, [0])
+    assert np.array_equal(long[0, : len(w)].numpy(), w) and float(long[0, len(w) :].abs().max()) == 0  # zero-padded
     with pytest.raises(VQVAEError, match="not empty"):
         synthesize_corpus(tiny_corpus, num_sentences=8, per_speaker=4, num_speakers=3, progress=False)
     with pytest.raises(VQVAEError, match="no speaker sub-folders"):
@@ -173,3 +178,84 @@ def test_incremental_generation_equals_naive(conditioned):
         assert len(set(fast[0].tolist())) > 3  # it really samples
     again = model.generate(3, T, local, g, 1.0, torch.Generator().manual_seed(4))
     assert torch.equal(again, model.generate(3, T, local, g, 1.0, torch.Generator().manual_seed(4)))
+
+
+# -- the audio VQ-VAE end to end ------------------------------------------------------------------------
+AUDIO_TINY = ["audio.hidden=8", "audio.embedding_dim=4", "audio.num_embeddings=16", "audio.local_channels=8",
+              "audio.channels=8", "audio.skip_channels=8", "audio.max_dilation=8", "train.batch_size=2",
+              "train.crop_length=512", "train.eval_batches=2", "train.log_every=1", "train.warmup_steps=1"]
+
+
+def run(capsys, *argv):
+    from vqvae.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_audio_model_shapes_and_conditioning():
+    from vqvae.audio_model import AudioVQVAE
+
+    torch.manual_seed(0)
+    model = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8, skip_channels=8,
+                       max_dilation=8, num_speakers=3)
+    x = torch.rand(2, 640) * 2 - 1
+    out = model(x, torch.tensor([0, 2]))
+    assert out.indices.shape == (2, 10) and out.recon_loss > 0 and out.loss >= out.recon_loss
+    out.loss.backward()
+    assert model.encoder.net[0].weight.grad.abs().sum() > 0  # the straight-through gradient reaches the encoder
+    with pytest.raises(VQVAEError, match="multiple of 64"):
+        model(torch.zeros(2, 100), torch.tensor([0, 1]))
+    with pytest.raises(VQVAEError, match="speaker ids must lie in"):
+        model(x, torch.tensor([0, 3]))
+    codes = model.eval().encode(x)
+    y = model.decode_indices(codes[:, :2], torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0))
+    assert y.shape == (2, 128) and float(y.abs().max()) <= 1
+    base = AudioVQVAE(use_codes=False, speaker_conditioning=False, channels=8, skip_channels=8, max_dilation=8)
+    assert base.encoder is None and base(x).indices.shape == (2, 0)
+    assert base.decode_indices(None, length=50).shape == (1, 50)
+
+
+def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, text, err = run(capsys, "audio", "train", "--data", tiny_corpus, "--out", out, "--steps", 3, "--quiet",
+                          "--json", *AUDIO_TINY)
+    assert code == 0, err
+    m = json.loads(text.splitlines()[0])
+    assert m["conditioned_on"] == ["codes", "speaker"] and 0 < m["bits_per_sample"] < 9
+    assert m["codes_per_second"] == 250 and m["bit_rate"] == 250 * 4  # K=16: 4 bits per code
+    assert {"config.json", "model.safetensors", "eval.json", "metrics.csv"} <= {p.name for p in out.iterdir()}
+    assert run(capsys, "audio", "train", "--resume", out, "--steps", 4, "--quiet")[0] == 0
+    assert json.loads((out / "eval.json").read_text())["step"] == 4
+    code, text, err = run(capsys, "audio", "evaluate", out, "--limit", 1, "--json")
+    assert code == 0 and json.loads(text)["num_utterances"] == 1, err
+
+    speakers = json.loads((out / "config.json").read_text())["speakers"]
+    wav = next((tiny_corpus / speakers[0]).glob("*.wav"))
+    rec = tmp_path / "rec.wav"
+    code, text, err = run(capsys, "audio", "reconstruct", out, wav, "--seconds", 0.1, "--out", rec)
+    assert code == 0, err
+    assert f"as {speakers[0]}" in text  # the folder name gave the speaker
+    y, rate = read_wav(rec)
+    assert rate == 16000 and len(y) == 1600 - 1600 % 64
+    conv = tmp_path / "conv.wav"
+    code, text, err = run(capsys, "audio", "convert", out, wav, "--speaker", speakers[1], "--seconds", 0.1, "--out", conv)
+    assert code == 0 and f"as {speakers[1]}" in text, err
+
+    code, _, err = run(capsys, "audio", "convert", out, wav, "--speaker", "nobody", "--out", tmp_path / "x.wav")
+    assert code == 2 and "unknown speaker 'nobody'" in err
+    code, _, err = run(capsys, "audio", "convert", out, wav, "--speaker", speakers[1], "--out", conv)
+    assert code == 2 and "already exists" in err
+    short = tmp_path / "short.wav"
+    write_wav(short, np.zeros(30, np.float32), 16000)
+    code, _, err = run(capsys, "audio", "reconstruct", out, short, "--speaker", speakers[0], "--out", tmp_path / "x.wav")
+    assert code == 2 and "shorter than one code" in err
+    (tmp_path / "bad.wav").write_bytes(b"nonsense")
+    code, _, err = run(capsys, "audio", "reconstruct", out, tmp_path / "bad.wav", "--speaker", speakers[0],
+                       "--out", tmp_path / "x.wav")
+    assert code == 2 and "cannot read WAV file" in err
+    assert not (tmp_path / "x.wav").exists()
+    code, _, err = run(capsys, "audio", "train", "--data", tiny_corpus, "--out", tmp_path / "r2", "--steps", 1,
+                       "--quiet", *AUDIO_TINY, "train.crop_length=500")
+    assert code == 2 and "multiple of the code hop" in err

@@ -366,8 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def training_cmd(name: str, fn, help: str, recipe: str, out: str, example: str,
-                     source: str | None = None) -> argparse.ArgumentParser:
-        s = sub.add_parser(name, help=help)
+                     source: str | None = None, parent=sub) -> argparse.ArgumentParser:
+        s = parent.add_parser(name, help=help)
         if source:  # the run this one builds on, before the overrides so that it is not taken for one
             s.add_argument("vqvae_dir", nargs="?", help=source)
         s.add_argument("--config", help=f"recipe: a YAML file or a built-in name (default: {recipe})")
@@ -458,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--seed", type=_seed, default=0, help="which test images are the held-out references")
     sc.add_argument("--json", action="store_true")
     sc.set_defaults(fn=cmd_score)
+
+    from vqvae.cli_audio import add_audio_commands
+
+    add_audio_commands(sub, training_cmd)
     return p
 
 

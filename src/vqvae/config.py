@@ -87,6 +87,80 @@ class PixelCNNConfig:
 
 
 @dataclass
+class AudioModelConfig:
+    """Architecture of the audio VQ-VAE: a 1-D strided encoder, the quantizer, and a WaveNet decoder over
+    mu-law samples conditioned on the upsampled codes (local) and on the speaker (global)."""
+
+    sample_rate: int = 16000  # Hz; every waveform is resampled to it
+    num_downsamples: int = 6  # strided convs (window 4, stride 2): one code per 2^6 = 64 samples
+    hidden: int = 64  # encoder channels
+    embedding_dim: int = 64  # D
+    num_embeddings: int = 512  # K
+    quantizer: str = "ema"  # "ema" or "vq"
+    commitment_cost: float = 0.25  # beta
+    decay: float = 0.99  # EMA decay (quantizer: ema)
+    epsilon: float = 1e-5  # EMA Laplace smoothing (quantizer: ema)
+    restart_threshold: float = 0.0  # re-seed codes used fewer times per step than this (0: never)
+    use_codes: bool = True  # false: no encoder, a plain WaveNet (the baseline that shows what the codes carry)
+    speaker_conditioning: bool = True  # a learned speaker embedding in every WaveNet layer
+    num_speakers: int = 0  # filled in from the corpus by `vqvae audio train`
+    local_channels: int = 64  # width of the upsampled code features
+    channels: int = 64  # WaveNet residual channels
+    skip_channels: int = 128  # WaveNet skip channels
+    max_dilation: int = 512  # dilations 1, 2, 4, ..., max_dilation ...
+    dilation_cycles: int = 2  # ... repeated this many times
+
+    def validate(self) -> None:
+        _check(self.sample_rate >= 1000, "audio.sample_rate", self.sample_rate, ">= 1000")
+        _check(1 <= self.num_downsamples <= 12, "audio.num_downsamples", self.num_downsamples, "in 1..12")
+        for name in ("hidden", "embedding_dim", "num_embeddings", "local_channels", "channels", "skip_channels",
+                     "dilation_cycles"):
+            _check(getattr(self, name) >= 1, f"audio.{name}", getattr(self, name), ">= 1")
+        d = self.max_dilation
+        _check(d >= 1 and d & (d - 1) == 0, "audio.max_dilation", d, "a power of two")
+        _check(self.quantizer in ("ema", "vq"), "audio.quantizer", self.quantizer, '"ema" or "vq"')
+        _check(self.commitment_cost >= 0, "audio.commitment_cost", self.commitment_cost, ">= 0")
+        _check(0 <= self.decay < 1, "audio.decay", self.decay, "in [0, 1)")
+        _check(self.epsilon > 0, "audio.epsilon", self.epsilon, "> 0")
+        _check(self.restart_threshold >= 0, "audio.restart_threshold", self.restart_threshold, ">= 0")
+        _check(self.num_speakers >= 0, "audio.num_speakers", self.num_speakers, ">= 0")
+
+    @property
+    def hop(self) -> int:
+        """Samples per code."""
+        return 2**self.num_downsamples
+
+    @property
+    def dilations(self) -> list[int]:
+        return [2**i for i in range(self.max_dilation.bit_length())] * self.dilation_cycles
+
+
+@dataclass
+class AudioPriorConfig:
+    """Architecture of the audio prior: a WaveNet over code sequences (K-way softmax), optionally
+    speaker-conditioned. ``num_embeddings`` and ``num_speakers`` come from the VQ-VAE."""
+
+    num_embeddings: int = 512
+    num_speakers: int = 0
+    speaker_conditioning: bool = True
+    channels: int = 64
+    skip_channels: int = 128
+    max_dilation: int = 64  # dilations 1 .. max_dilation, repeated dilation_cycles times
+    dilation_cycles: int = 2
+
+    def validate(self) -> None:
+        for name in ("num_embeddings", "channels", "skip_channels", "dilation_cycles"):
+            _check(getattr(self, name) >= 1, f"wavenet_prior.{name}", getattr(self, name), ">= 1")
+        d = self.max_dilation
+        _check(d >= 1 and d & (d - 1) == 0, "wavenet_prior.max_dilation", d, "a power of two")
+        _check(self.num_speakers >= 0, "wavenet_prior.num_speakers", self.num_speakers, ">= 0")
+
+    @property
+    def dilations(self) -> list[int]:
+        return [2**i for i in range(self.max_dilation.bit_length())] * self.dilation_cycles
+
+
+@dataclass
 class TrainConfig:
     """How one training run goes (data, optimiser, budget, logging)."""
 
@@ -106,6 +180,7 @@ class TrainConfig:
     log_every: int = 50  # steps between CSV/TensorBoard rows
     checkpoint_every: float = 60.0  # seconds between checkpoints (one is always written at the end)
     eval_batches: int = 0  # test-split batches evaluated at the end of training (0: the whole split)
+    crop_length: int = 8192  # audio only: samples per training crop (codes per crop for an audio prior)
 
     def validate(self) -> None:
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
@@ -123,6 +198,7 @@ class TrainConfig:
         _check(self.log_every >= 1, "train.log_every", self.log_every, ">= 1")
         _check(self.checkpoint_every > 0, "train.checkpoint_every", self.checkpoint_every, "> 0")
         _check(self.eval_batches >= 0, "train.eval_batches", self.eval_batches, ">= 0")
+        _check(self.crop_length >= 1, "train.crop_length", self.crop_length, ">= 1")
 
 
 class _Sections:
@@ -150,6 +226,22 @@ class PriorRecipe(_Sections):
     on the codes of the data its VQ-VAE was trained on)."""
 
     prior: PixelCNNConfig = field(default_factory=PixelCNNConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class AudioRecipe(_Sections):
+    """An audio VQ-VAE recipe: sections ``audio`` and ``train`` (``train.data``: a speaker-folder corpus)."""
+
+    audio: AudioModelConfig = field(default_factory=AudioModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class AudioPriorRecipe(_Sections):
+    """An audio prior recipe: sections ``wavenet_prior`` and ``train`` (trained on the VQ-VAE's codes)."""
+
+    wavenet_prior: AudioPriorConfig = field(default_factory=AudioPriorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -187,10 +279,13 @@ def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
     raise TypeError(f"unsupported config type {hint} for {key}")
 
 
-_CLASSES = {"model": ModelConfig, "prior": PixelCNNConfig, "train": TrainConfig}
+_CLASSES = {"model": ModelConfig, "prior": PixelCNNConfig, "train": TrainConfig, "audio": AudioModelConfig,
+            "wavenet_prior": AudioPriorConfig}
 # recipe kind -> (class, its sections, the built-in recipe used when none is named)
 _KINDS = {"vqvae": (Recipe, ("model", "train"), "fashion_mnist"),
-          "prior": (PriorRecipe, ("prior", "train"), "fashion_mnist_prior")}
+          "prior": (PriorRecipe, ("prior", "train"), "fashion_mnist_prior"),
+          "audio": (AudioRecipe, ("audio", "train"), "speech"),
+          "audio_prior": (AudioPriorRecipe, ("wavenet_prior", "train"), "speech_prior")}
 
 
 def section_from_dict(name: str, values: dict[str, Any]) -> Any:
@@ -205,7 +300,7 @@ def section_from_dict(name: str, values: dict[str, Any]) -> Any:
     return cls(**{k: _coerce(name, fields[k], v) for k, v in values.items()})
 
 
-def recipe_from_dict(d: dict[str, Any], kind: str = "vqvae") -> Recipe | PriorRecipe:
+def recipe_from_dict(d: dict[str, Any], kind: str = "vqvae") -> _Sections:
     cls, sections, _ = _KINDS[kind]
     if not isinstance(d, dict):
         raise VQVAEError(f"a recipe must be a mapping with sections {'/'.join(sections)}, got {type(d).__name__}")
@@ -220,7 +315,7 @@ def builtin_recipes() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
-def load_recipe(spec: str | Path | None, overrides: list[str] = (), kind: str = "vqvae") -> Recipe | PriorRecipe:
+def load_recipe(spec: str | Path | None, overrides: list[str] = (), kind: str = "vqvae") -> _Sections:
     """Read a recipe of ``kind`` ("vqvae" or "prior") -- a YAML path, or the name of a built-in one
     (``fashion_mnist``) -- and apply ``key=value`` overrides (dotted keys, YAML values). ``None`` means the
     default recipe of that kind."""
@@ -229,7 +324,7 @@ def load_recipe(spec: str | Path | None, overrides: list[str] = (), kind: str = 
 
 def recipe_with_overrides(
     d: dict[str, Any], overrides: list[str] = (), kind: str = "vqvae"
-) -> Recipe | PriorRecipe:
+) -> _Sections:
     """A validated recipe from a ``{"model": ..., "train": ...}`` dict with ``key=value`` overrides applied."""
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     for item in overrides:

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from vqvae.audio_model import AudioVQVAE
 from vqvae.config import ModelConfig
 from vqvae.data import ImageDataset, load_images, save_image_grid, to_float
+from vqvae.data.audio import SpeechDataset
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_npz, read_npz
 from vqvae.metrics import (CodebookUsage, bits_per_dim, elbo_bits_per_dim, nats_to_bits, psnr_from_mse, ssim,
@@ -262,3 +264,46 @@ def sample_images(prior: GatedPixelCNN, vq: VQVAE, labels: torch.Tensor, *, temp
         c, s = vq.config.in_channels, vq.config.image_size
         return torch.zeros(0, c, s, s), torch.zeros(0, h, h, dtype=torch.long)
     return torch.cat(images), torch.cat(indices)
+
+
+# -- audio -------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None = None) -> dict[str, Any]:
+    """Over whole utterances (the first ``limit``; each cut to a multiple of the code hop): the decoder's NLL
+    of the mu-law samples in bits per sample (given the codes and the speaker, as the model is conditioned),
+    code usage and perplexity, and the latent bit rate: codes per second * log2 K (and * log2 perplexity, the
+    rate an ideal entropy coder of the code frequencies would need)."""
+    model.eval()
+    c = model.config
+    n = len(data) if limit is None else min(limit, len(data))
+    usage = CodebookUsage(c.num_embeddings) if model.quantizer is not None else None
+    nats, samples, used = 0.0, 0, 0
+    for i in range(n):
+        w = data.waves[i]
+        length = len(w) // c.hop * c.hop
+        if length == 0:
+            continue
+        x = torch.from_numpy(w[:length])[None]  # (1, T)
+        speaker = torch.tensor([data.labels[i]])
+        idx = model.encode(x) if usage is not None else None
+        nats += float(model.nll(x, speaker, idx).double().sum())
+        samples += length
+        used += 1
+        if usage is not None:
+            usage.update(idx)
+    if samples == 0:
+        raise VQVAEError(f"{data.name} has no utterance of at least one code ({c.hop} samples)")
+    out: dict[str, Any] = {
+        "split": data.name, "num_utterances": used, "seconds": samples / c.sample_rate,
+        "sample_rate": c.sample_rate, "nll_nats_per_sample": nats / samples,
+        "bits_per_sample": nats_to_bits(nats / samples), "conditioned_on": (
+            (["codes"] if usage is not None else []) + (["speaker"] if model.num_speakers else [])),
+    }
+    if usage is not None:
+        u = usage.as_dict()
+        rate = c.sample_rate / c.hop
+        out.update(codes_per_second=rate, bit_rate=rate * math.log2(c.num_embeddings),
+                   entropy_bit_rate=rate * math.log2(max(u["perplexity"], 1.0)), codes_used=u["codes_used"],
+                   num_embeddings=c.num_embeddings, dead_codes=u["dead_codes"], perplexity=u["perplexity"],
+                   usage_fraction=u["usage_fraction"])
+    return out

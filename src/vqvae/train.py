@@ -21,11 +21,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vqvae import checkpoint
-from vqvae.config import PriorRecipe, Recipe, TrainConfig, recipe_with_overrides
+from vqvae.audio_model import AudioVQVAE
+from vqvae.config import _KINDS, AudioRecipe, PriorRecipe, Recipe, TrainConfig, _Sections, recipe_with_overrides
 from vqvae.data import save_image_grid, to_float
+from vqvae.data.audio import load_speech, random_crops
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
-from vqvae.evaluate import (cached_codes, evaluate_model, evaluate_prior, load_images_for, sample_images,
+from vqvae.evaluate import (cached_codes, evaluate_audio, evaluate_model, evaluate_prior, load_images_for, sample_images,
                             write_reconstruction_grid)
 from vqvae.metrics import CodebookUsage
 from vqvae.model import VQVAE
@@ -88,10 +90,10 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     shutil.rmtree(out / "tb", ignore_errors=True)
 
 
-def resume_recipe(out_dir: str | Path, overrides: list[str] = (), kind: str = "vqvae") -> Recipe | PriorRecipe:
+def resume_recipe(out_dir: str | Path, overrides: list[str] = (), kind: str = "vqvae") -> _Sections:
     """The recipe saved in a run directory, with ``overrides`` (e.g. a new ``train.steps`` total) applied."""
     saved = checkpoint.read_config(out_dir, kind=kind)
-    section = "model" if kind == "vqvae" else "prior"
+    section = _KINDS[kind][1][0]  # the architecture section: model, prior, audio, ...
     if not isinstance(saved.get("train"), dict) or not isinstance(saved.get(section), dict):
         raise VQVAEError(f"{out_dir} was not written by a training command (no saved recipe): it cannot be resumed")
     return recipe_with_overrides({section: saved[section], "train": saved["train"]}, overrides, kind)
@@ -333,4 +335,41 @@ def train_prior_and_evaluate(
         torch.zeros(10 * per_class, dtype=torch.long)
     images, _ = sample_images(prior, vq, labels, seed=t.seed)
     save_image_grid(images, out / "samples.png", nrow=per_class)
+    return run.finish(metrics)
+
+
+# -- audio ---------------------------------------------------------------------------------------------
+def train_audio_and_evaluate(recipe: AudioRecipe, out_dir: str | Path, *, resume: bool = False,
+                             overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train the audio VQ-VAE of ``recipe`` (``train.data``: a speaker-folder corpus) into ``out_dir`` on random
+    crops of ``train.crop_length`` samples; return :func:`vqvae.evaluate.evaluate_audio` on the test split."""
+    out, t, a = Path(out_dir), recipe.train, recipe.audio
+    _start(out, t, resume, "audio")
+    if t.crop_length % a.hop:
+        raise VQVAEError(f"train.crop_length {t.crop_length} must be a multiple of the code hop ({a.hop} samples)")
+    train_set = load_speech(t.data, "train", a.sample_rate)
+    test_set = load_speech(t.data, "test", a.sample_rate)
+    if len(train_set) == 0 or len(test_set) == 0:
+        raise VQVAEError(f"{t.data}: the corpus needs utterances in both splits (two or more per speaker)")
+    if resume:
+        saved = checkpoint.read_config(out, kind="audio").get("speakers")
+        if saved != train_set.speakers:
+            raise VQVAEError(f"cannot resume {out}: its speakers {saved} are not the corpus's {train_set.speakers}")
+    a.num_speakers = len(train_set.speakers)
+    if not resume:
+        _prepare_out_dir(out, overwrite)
+    model = AudioVQVAE(a)
+    extra = {"train": recipe.to_dict()["train"], "speakers": train_set.speakers, "data_name": train_set.name}
+    fields = ["loss", "bits_per_sample", "vq_loss", "perplexity"]
+    run = _Run(out, "audio", model, t, len(train_set), extra, fields, resume, progress)
+
+    def step_fn(batch: torch.Tensor):
+        x, speakers = random_crops(train_set, t.crop_length, batch.tolist())
+        res = model(x, speakers)
+        return res.loss, {"loss": float(res.loss.detach()), "bits_per_sample": float(res.recon_loss.detach()) / math.log(2),
+                          "vq_loss": float(res.vq_loss.detach()), "perplexity": float(res.perplexity)}
+
+    run.fit(step_fn)
+    model.eval()
+    metrics = evaluate_audio(model, test_set, limit=t.eval_batches or None)
     return run.finish(metrics)

@@ -141,16 +141,33 @@ def load_speech(root: str | Path, split: str, sample_rate: int = 16000, *, test_
     return SpeechDataset(waves, labels, speakers, paths, sample_rate, f"{Path(root).expanduser().resolve().name}/{split}")
 
 
-def random_crops(data: SpeechDataset, length: int, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``count`` random crops of ``length`` samples (utterances shorter than that are zero-padded at the end):
-    (waveforms (count, length) float32, speaker labels (count,))."""
+def random_crops(data: SpeechDataset, length: int, indices: list[int],
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """A random crop of ``length`` samples from each utterance ``indices[i]`` (zero-padded at the end when the
+    utterance is shorter): (waveforms (len(indices), length) float32, speaker labels (len(indices),)). Offsets
+    come from ``generator`` (default: torch's global generator, which a resumed run restores)."""
     if len(data) == 0:
         raise VQVAEError(f"{data.name} has no utterances")
-    picks = torch.randint(len(data), (count,), generator=generator).tolist()
-    out = torch.zeros(count, length)
-    for row, i in enumerate(picks):
+    out = torch.zeros(len(indices), length)
+    for row, i in enumerate(indices):
         w = data.waves[i]
         start = int(torch.randint(max(1, len(w) - length + 1), (1,), generator=generator))
         piece = torch.from_numpy(w[start : start + length])
         out[row, : len(piece)] = piece
-    return out, torch.tensor([data.labels[i] for i in picks], dtype=torch.long)
+    return out, torch.tensor([data.labels[i] for i in indices], dtype=torch.long)
+
+
+def read_utterance(path: str | Path, sample_rate: int, hop: int, max_seconds: float | None = None) -> Tensor:
+    """One WAV file as the models take it: mono, resampled to ``sample_rate``, at most ``max_seconds`` long,
+    cut to a whole number of codes (``hop`` samples each) -> (T,) float32."""
+    x, rate = read_wav(path)
+    x = resample(x, rate, sample_rate)
+    if max_seconds is not None:
+        if not max_seconds > 0:
+            raise VQVAEError(f"--seconds must be > 0, got {max_seconds}")
+        x = x[: int(max_seconds * sample_rate)]
+    length = len(x) // hop * hop
+    if length == 0:
+        raise VQVAEError(f"{path} is shorter than one code: {len(x)} samples at {sample_rate} Hz, "
+                         f"the model needs at least {hop}")
+    return torch.from_numpy(np.ascontiguousarray(x[:length]))

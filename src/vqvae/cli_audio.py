@@ -1,0 +1,174 @@
+"""``vqvae audio ...`` and ``vqvae data speech``: the audio side of the command line, a thin shell over
+:mod:`vqvae.train`, :mod:`vqvae.evaluate` and :class:`vqvae.audio_model.AudioVQVAE`.
+
+    vqvae data speech --out DIR                     # the espeak-ng multi-speaker corpus
+    vqvae audio train [--config speech] [--data DIR] [--out DIR] [--steps N] [--max-seconds S] [key=value ...]
+    vqvae audio evaluate DIR [--split test] [--json]
+    vqvae audio reconstruct DIR input.wav [--speaker NAME] --out out.wav
+    vqvae audio convert DIR input.wav --speaker NAME --out out.wav
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vqvae.errors import VQVAEError
+
+
+def _load_audio(run_dir: str):
+    from vqvae.audio_model import AudioVQVAE
+    from vqvae.checkpoint import read_config
+
+    config = read_config(run_dir, kind="audio")
+    return AudioVQVAE.from_pretrained(run_dir), config
+
+
+def cmd_data_speech(a: argparse.Namespace) -> dict[str, Any]:
+    from vqvae.data.speech import synthesize_corpus
+
+    summary = synthesize_corpus(a.out, num_sentences=a.sentences, per_speaker=a.per_speaker,
+                                num_speakers=a.speakers, sample_rate=a.sample_rate, seed=a.seed,
+                                overwrite=a.overwrite, progress=not a.quiet)
+    print(json.dumps(summary) if a.json else
+          f"wrote {summary['utterances']} utterances ({summary['hours'] * 60:.1f} minutes) by "
+          f"{len(summary['speakers'])} speakers to {a.out}")
+    return summary
+
+
+def cmd_audio_train(a: argparse.Namespace) -> dict[str, Any]:
+    from vqvae.cli import _budget_overrides
+    from vqvae.config import load_recipe
+    from vqvae.train import resume_recipe, train_audio_and_evaluate
+
+    overrides = _budget_overrides(a) + ([f"train.data={a.data}"] if a.data else [])
+    if a.resume:
+        if a.config or a.overrides or a.data or a.out:
+            raise VQVAEError("--resume continues a run in its own directory with its saved recipe: "
+                             "only --steps/--max-seconds may change")
+        out = a.resume
+        recipe = resume_recipe(out, overrides, kind="audio")
+    else:
+        out = a.out or a.default_out
+        recipe = load_recipe(a.config, overrides, kind="audio")
+    metrics = train_audio_and_evaluate(recipe, out, resume=bool(a.resume), overwrite=a.overwrite,
+                                       progress=not a.quiet)
+    print(json.dumps(metrics) if a.json else _summary(metrics))
+    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, tb/)")
+    return metrics
+
+
+def _summary(m: dict[str, Any]) -> str:
+    line = f"{m['split']}: {m['bits_per_sample']:.3f} bits per sample given {' and '.join(m['conditioned_on']) or 'nothing'}"
+    if "codes_used" in m:
+        line += (f"; codes used {m['codes_used']}/{m['num_embeddings']}, perplexity {m['perplexity']:.1f}, "
+                 f"bit rate {m['bit_rate']:.0f} bits/s ({m['entropy_bit_rate']:.0f} at the code entropy)")
+    return line
+
+
+def cmd_audio_evaluate(a: argparse.Namespace) -> dict[str, Any]:
+    from vqvae.data.audio import load_speech
+    from vqvae.evaluate import evaluate_audio
+
+    model, config = _load_audio(a.run_dir)
+    data = load_speech(a.data or config.get("train", {}).get("data", ""), a.split, model.config.sample_rate)
+    if data.speakers != config.get("speakers"):
+        raise VQVAEError(f"the corpus's speakers {data.speakers} are not the model's {config.get('speakers')}")
+    metrics = evaluate_audio(model, data, limit=a.limit)
+    print(json.dumps(metrics) if a.json else _summary(metrics))
+    return metrics
+
+
+def _speaker_id(name: str | None, speakers: list[str], fallback: str | None = None) -> int:
+    name = name or fallback
+    if name is None:
+        raise VQVAEError(f"pass --speaker (one of: {', '.join(speakers)})")
+    if name not in speakers:
+        raise VQVAEError(f"unknown speaker {name!r}: this model knows {', '.join(speakers)}")
+    return speakers.index(name)
+
+
+def _resynthesise(a: argparse.Namespace, target: str | None) -> None:
+    """Encode input.wav and decode its codes with the WaveNet for a speaker: reconstruct (the input's own
+    speaker) or convert (another one)."""
+    from vqvae.cli import _out_path
+    from vqvae.data.audio import read_utterance, write_wav
+
+    out = _out_path(a.out, a.overwrite, (".wav",))
+    if not a.temperature > 0:
+        raise VQVAEError(f"--temperature must be > 0, got {a.temperature}")
+    model, config = _load_audio(a.run_dir)
+    if model.quantizer is None:
+        raise VQVAEError(f"{a.run_dir} is a WaveNet without codes (audio.use_codes: false): nothing to encode")
+    speakers = config.get("speakers", [])
+    # a corpus file's folder names its speaker
+    speaker = _speaker_id(target, speakers, fallback=Path(a.input).parent.name if Path(a.input).parent.name in
+                          speakers else None) if model.num_speakers else None
+    c = model.config
+    x = read_utterance(a.input, c.sample_rate, c.hop, max_seconds=a.seconds)  # (T,)
+    codes = model.encode(x[None])
+    ids = None if speaker is None else torch.tensor([speaker])
+    y = model.decode_indices(codes, ids, temperature=a.temperature, generator=torch.Generator().manual_seed(a.seed))
+    write_wav(out, y[0], c.sample_rate)
+    who = f" as {speakers[speaker]}" if speaker is not None else ""
+    print(f"wrote {out} ({len(x) / c.sample_rate:.2f} s from {codes.shape[1]} codes{who})")
+
+
+def cmd_audio_reconstruct(a: argparse.Namespace) -> None:
+    _resynthesise(a, a.speaker)
+
+
+def cmd_audio_convert(a: argparse.Namespace) -> None:
+    if not a.speaker:
+        raise VQVAEError("convert needs --speaker NAME: the voice to convert to")
+    _resynthesise(a, a.speaker)
+
+
+def add_audio_commands(sub, training_cmd) -> None:
+    """Register ``vqvae data speech`` and ``vqvae audio ...`` on the top-level subparsers."""
+    from vqvae.cli import _positive, _seed
+
+    data = sub.add_parser("data", help="make datasets").add_subparsers(dest="data_command", required=True)
+    sp = data.add_parser("speech", help="synthesise the multi-speaker speech corpus with espeak-ng")
+    sp.add_argument("--out", required=True, help="corpus directory (one sub-folder per speaker)")
+    sp.add_argument("--sentences", type=_positive, default=300, help="distinct sentences (default 300)")
+    sp.add_argument("--per-speaker", type=_positive, default=100, help="utterances per speaker (default 100)")
+    sp.add_argument("--speakers", type=_positive, default=8, help="number of voices, 1..8 (default 8)")
+    sp.add_argument("--sample-rate", type=_positive, default=16000)
+    sp.add_argument("--seed", type=_seed, default=0)
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(fn=cmd_data_speech)
+
+    audio = sub.add_parser("audio", help="the audio VQ-VAE: train, evaluate, reconstruct, convert")
+    asub = audio.add_subparsers(dest="audio_command", required=True)
+    t = training_cmd("train", cmd_audio_train, "train the audio VQ-VAE (WaveNet decoder)", "speech",
+                     "runs/audio", "audio.channels=64", parent=asub)
+    t.add_argument("--data", help="a corpus directory: one sub-folder of .wav files per speaker")
+
+    e = asub.add_parser("evaluate", help="bits per sample, code usage, bit rate over the test utterances")
+    e.add_argument("run_dir")
+    e.add_argument("--data", help="corpus (default: the one the model was trained on)")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--limit", type=_positive, help="only the first N utterances")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(fn=cmd_audio_evaluate)
+
+    for name, fn, help in (("reconstruct", cmd_audio_reconstruct, "encode a WAV file and decode it again"),
+                           ("convert", cmd_audio_convert, "encode a WAV file and decode it as another speaker")):
+        r = asub.add_parser(name, help=help)
+        r.add_argument("run_dir")
+        r.add_argument("input", help="a WAV file (any rate; resampled to the model's)")
+        r.add_argument("--speaker", help="speaker to decode as" + (" (default: the input's folder name)"
+                                                                   if name == "reconstruct" else ""))
+        r.add_argument("--seconds", type=float, default=4.0, help="at most this much of the input (default 4)")
+        r.add_argument("--temperature", type=float, default=1.0)
+        r.add_argument("--seed", type=_seed, default=0)
+        r.add_argument("--out", required=True, help="output .wav")
+        r.add_argument("--overwrite", action="store_true")
+        r.set_defaults(fn=fn)

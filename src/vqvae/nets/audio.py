@@ -1,0 +1,43 @@
+"""The paper's audio encoder (section 4.3 of arXiv:1711.00937) and the upsampler that feeds its codes to the
+WaveNet decoder.
+
+Encoder: ``num_downsamples`` strided 1-D convolutions (window 4, stride 2), each followed by a ReLU, then a
+1x1 convolution to the code dimension: 6 of them compress the waveform 64x. Upsampler: as many transposed
+convolutions (window 4, stride 2), so the codes come back at the sample rate as smooth features that vary
+within each code's span, and the decoder knows where in a span it is.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class AudioEncoder(nn.Module):
+    """Waveform (B, 1, T) in [-1, 1], T a multiple of 2^n -> (B, D, T / 2^n)."""
+
+    def __init__(self, hidden: int, embedding_dim: int, num_downsamples: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for _ in range(num_downsamples):
+            layers += [nn.Conv1d(c_in, hidden, 4, stride=2, padding=1), nn.ReLU()]
+            c_in = hidden
+        layers.append(nn.Conv1d(hidden, embedding_dim, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class CodeUpsampler(nn.Module):
+    """Quantised codes (B, D, L) -> features (B, C, L * 2^n) for the WaveNet's local conditioning."""
+
+    def __init__(self, embedding_dim: int, channels: int, num_upsamples: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv1d(embedding_dim, channels, 3, padding=1)]
+        for _ in range(num_upsamples):
+            layers += [nn.ReLU(), nn.ConvTranspose1d(channels, channels, 4, stride=2, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
