@@ -256,6 +256,54 @@ def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
                        "--out", tmp_path / "x.wav")
     assert code == 2 and "cannot read WAV file" in err
     assert not (tmp_path / "x.wav").exists()
+    # speaker conversion, judged by the speaker classifier
+    wavs = tmp_path / "conv_wavs"
+    code, text, err = run(capsys, "audio", "conversion", out, "--pairs", 2, "--seconds", 0.1, "--wav-dir", wavs, "--json")
+    assert code == 0, err
+    cm = json.loads(text)
+    assert cm["pairs"] == 2 and 0 <= cm["converted_recognised_as_target"] <= 1
+    assert cm["speaker_classifier_test_accuracy"] > 0.5  # distinct espeak-ng voices, 3 speakers
+    assert len(list(wavs.glob("*.wav"))) == 6  # input, reconstruction, conversion of each
+    code, _, err = run(capsys, "audio", "conversion", out, "--pairs", 1, "--wav-dir", wavs)
+    assert code == 2 and "not empty" in err
+
+    # the prior over the codes, and sampling from it
+    prior = tmp_path / "prior"
+    tiny_prior = ["wavenet_prior.channels=8", "wavenet_prior.skip_channels=8", "wavenet_prior.max_dilation=4",
+                  "train.batch_size=2", "train.crop_length=16", "train.eval_batches=2", "train.warmup_steps=1"]
+    code, text, err = run(capsys, "audio", "train-prior", out, "--out", prior, "--steps", 3, "--quiet", "--json",
+                          *tiny_prior)
+    assert code == 0, err
+    pm = json.loads(text.splitlines()[0])
+    assert pm["uniform_bits_per_code"] == 4 and 0 < pm["prior_bits_per_code"] < 6
+    assert pm["bit_rate_with_prior"] == pytest.approx(250 * pm["prior_bits_per_code"])
+    assert (out / "prior_codes.cache.npz").exists()
+    assert run(capsys, "audio", "train-prior", "--resume", prior, "--steps", 4, "--quiet")[0] == 0
+    sample = tmp_path / "sample.wav"
+    code, text, err = run(capsys, "audio", "sample", prior, "--speaker", speakers[2], "--seconds", 0.05, "--out", sample)
+    assert code == 0, err
+    assert len(read_wav(sample)[0]) == 768  # 0.05 s -> 12 codes of 64 samples
+    code, _, err = run(capsys, "audio", "sample", prior, "--speaker", "nobody", "--out", tmp_path / "x.wav")
+    assert code == 2 and "unknown speaker" in err
+    code, _, err = run(capsys, "audio", "sample", prior, "--speaker", speakers[0], "--temperature", 0,
+                       "--out", tmp_path / "x.wav")
+    assert code == 2 and "--temperature must be > 0" in err
+
     code, _, err = run(capsys, "audio", "train", "--data", tiny_corpus, "--out", tmp_path / "r2", "--steps", 1,
                        "--quiet", *AUDIO_TINY, "train.crop_length=500")
     assert code == 2 and "multiple of the code hop" in err
+
+
+def test_log_mel_stats_find_a_tone_and_the_classifier_separates_voices(tiny_corpus):
+    from vqvae.classifier import SpeakerClassifier, log_mel_stats, mel_filterbank
+
+    fb = mel_filterbank(16000, 512, 40)
+    assert fb.shape == (40, 257) and bool((fb.sum(1) > 0).all())
+    peaks = fb.argmax(1)
+    assert bool((peaks[1:] >= peaks[:-1]).all())  # filters march up in frequency
+    t = np.arange(16000) / 16000
+    low, high = (log_mel_stats(np.sin(2 * np.pi * f * t) * 0.5, 16000)[:40] for f in (300.0, 3000.0))
+    assert int(low.argmax()) < int(high.argmax())  # a higher tone lands in a higher band
+    train, test = load_speech(tiny_corpus, "train"), load_speech(tiny_corpus, "test")
+    clf = SpeakerClassifier(16000, len(train.speakers)).fit(train.waves, train.labels)
+    assert clf.predict(test.waves).tolist() == test.labels  # three distinct espeak-ng voices

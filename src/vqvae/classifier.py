@@ -134,3 +134,65 @@ def judge(model: Classifier, target: Tensor, sets: dict[str, tuple[Tensor, Tenso
             row["recognised_per_class"] = {classes[c]: float(hit[labels == c].mean()) for c in labels.unique().tolist()}
         out[name] = row
     return out
+
+
+# -- speakers ------------------------------------------------------------------------------------------
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 50.0) -> Tensor:
+    """Triangular filters on the mel scale (HTK formula 2595 log10(1 + f / 700)): (n_mels, n_fft // 2 + 1)."""
+    def mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def hz(m):
+        return 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    edges = hz(np.linspace(mel(f_min), mel(sample_rate / 2), n_mels + 2))
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    fb = np.maximum(0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
+    return torch.from_numpy(fb).float()
+
+
+def log_mel_stats(wave: np.ndarray | Tensor, sample_rate: int, n_mels: int = 40) -> Tensor:
+    """A fixed-size description of a voice: mean and standard deviation over time of the log-mel spectrum
+    (25 ms windows every 10 ms) -> (2 * n_mels,)."""
+    x = torch.as_tensor(np.asarray(wave, dtype=np.float32))
+    n_fft = 1 << int(np.ceil(np.log2(0.025 * sample_rate)))
+    hop = max(1, int(0.010 * sample_rate))
+    if len(x) < n_fft:
+        x = torch.nn.functional.pad(x, (0, n_fft - len(x)))
+    spec = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs().pow(2)  # (F, frames)
+    logmel = torch.log(mel_filterbank(sample_rate, n_fft, n_mels) @ spec + 1e-6)  # (n_mels, frames)
+    return torch.cat([logmel.mean(1), logmel.std(1, unbiased=False)])
+
+
+class SpeakerClassifier:
+    """Multinomial logistic regression on standardised :func:`log_mel_stats` features."""
+
+    def __init__(self, sample_rate: int, num_speakers: int):
+        self.sample_rate, self.num_speakers = sample_rate, num_speakers
+        self.mean = self.std = None
+        self.linear = nn.Linear(80, num_speakers)
+
+    def _features(self, waves) -> Tensor:
+        return torch.stack([log_mel_stats(w, self.sample_rate) for w in waves])
+
+    @torch.enable_grad()  # also when called from inside an evaluation under no_grad
+    def fit(self, waves, labels, steps: int = 300, seed: int = 0) -> SpeakerClassifier:
+        torch.manual_seed(seed)
+        f = self._features(waves)
+        self.mean, self.std = f.mean(0), f.std(0) + 1e-6
+        f = (f - self.mean) / self.std
+        y = torch.as_tensor(labels, dtype=torch.long)
+        opt = torch.optim.Adam(self.linear.parameters(), lr=0.05)
+        for _ in range(steps):
+            loss = F.cross_entropy(self.linear(f), y) + 1e-3 * self.linear.weight.pow(2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return self
+
+    @torch.no_grad()
+    def predict(self, waves) -> Tensor:
+        if self.mean is None:
+            raise VQVAEError("the speaker classifier is not trained yet")
+        return self.linear((self._features(waves) - self.mean) / self.std).argmax(1)

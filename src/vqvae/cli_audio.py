@@ -6,6 +6,9 @@
     vqvae audio evaluate DIR [--split test] [--json]
     vqvae audio reconstruct DIR input.wav [--speaker NAME] --out out.wav
     vqvae audio convert DIR input.wav --speaker NAME --out out.wav
+    vqvae audio train-prior VQVAE_DIR [--config speech_prior] [--out DIR] [--steps N] [--max-seconds S]
+    vqvae audio sample PRIOR_DIR --speaker NAME [--seconds 2] --out out.wav
+    vqvae audio conversion DIR [--pairs 16] [--wav-dir DIR] [--json]
 """
 
 from __future__ import annotations
@@ -128,6 +131,83 @@ def cmd_audio_convert(a: argparse.Namespace) -> None:
     _resynthesise(a, a.speaker)
 
 
+def cmd_audio_train_prior(a: argparse.Namespace) -> dict[str, Any]:
+    from vqvae.cli import _budget_overrides
+    from vqvae.config import load_recipe
+    from vqvae.train import resume_recipe, train_audio_prior_and_evaluate
+
+    overrides = _budget_overrides(a)
+    if a.resume:
+        if a.config or a.overrides or a.vqvae_dir or a.out:
+            raise VQVAEError("--resume continues a run in its own directory with its saved recipe: "
+                             "only --steps/--max-seconds may change")
+        out, vqvae_dir = a.resume, None
+        recipe = resume_recipe(out, overrides, kind="audio_prior")
+    else:
+        if not a.vqvae_dir:
+            raise VQVAEError("audio train-prior needs the audio VQ-VAE's run directory (or --resume DIR)")
+        out, vqvae_dir = a.out or a.default_out, a.vqvae_dir
+        recipe = load_recipe(a.config, overrides, kind="audio_prior")
+    m = train_audio_prior_and_evaluate(recipe, vqvae_dir, out, resume=bool(a.resume), overwrite=a.overwrite,
+                                       progress=not a.quiet)
+    print(json.dumps(m) if a.json else
+          f"test: prior NLL {m['prior_bits_per_code']:.3f} bits per code ({m['bits_below_uniform']:.3f} below the "
+          f"uniform prior's {m['uniform_bits_per_code']:g}): {m['bit_rate_with_prior']:.0f} bits/s for the codes")
+    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, tb/)")
+    return m
+
+
+def cmd_audio_sample(a: argparse.Namespace) -> None:
+    from vqvae.audio_model import AudioVQVAE
+    from vqvae.checkpoint import read_config
+    from vqvae.cli import _out_path
+    from vqvae.data.audio import write_wav
+    from vqvae.priors.wavenet import WaveNetPrior
+
+    out = _out_path(a.out, a.overwrite, (".wav",))
+    if not a.temperature > 0:
+        raise VQVAEError(f"--temperature must be > 0, got {a.temperature}")
+    if not a.seconds > 0:
+        raise VQVAEError(f"--seconds must be > 0, got {a.seconds}")
+    config = read_config(a.prior_dir, kind="audio_prior")
+    prior = WaveNetPrior.from_pretrained(a.prior_dir)
+    vq_dir = config.get("vqvae_dir")
+    if not isinstance(vq_dir, str) or not Path(vq_dir).is_dir():
+        raise VQVAEError(f"the audio VQ-VAE this prior was trained on ({vq_dir}) is not there any more")
+    vq = AudioVQVAE.from_pretrained(vq_dir)
+    if vq.weights_sha256 != config.get("vqvae_weights_sha256"):
+        raise VQVAEError(f"{vq_dir} holds different weights from the VQ-VAE this prior was trained on")
+    speakers = config.get("speakers", [])
+    speaker = torch.tensor([_speaker_id(a.speaker, speakers)])
+    c = vq.config
+    length = max(1, int(a.seconds * c.sample_rate) // c.hop)
+    gen = torch.Generator().manual_seed(a.seed)
+    codes = prior.sample(1, length, speaker, a.temperature, gen)
+    y = vq.decode_indices(codes, speaker if vq.num_speakers else None, temperature=a.temperature, generator=gen)
+    write_wav(out, y[0], c.sample_rate)
+    print(f"wrote {out} ({length * c.hop / c.sample_rate:.2f} s, {length} codes from the prior, as {a.speaker})")
+
+
+def cmd_audio_conversion(a: argparse.Namespace) -> dict[str, Any]:
+    from vqvae.data.audio import load_speech
+    from vqvae.evaluate import evaluate_conversion
+
+    if a.wav_dir and Path(a.wav_dir).exists() and any(Path(a.wav_dir).iterdir()) and not a.overwrite:
+        raise VQVAEError(f"{a.wav_dir} already exists and is not empty: pass --overwrite to write into it")
+    model, config = _load_audio(a.run_dir)
+    spec = a.data or config.get("train", {}).get("data", "")
+    train, test = (load_speech(spec, s, model.config.sample_rate) for s in ("train", "test"))
+    if test.speakers != config.get("speakers"):
+        raise VQVAEError(f"the corpus's speakers {test.speakers} are not the model's {config.get('speakers')}")
+    m = evaluate_conversion(model, train, test, pairs=a.pairs, seconds=a.seconds, seed=a.seed, wav_dir=a.wav_dir)
+    print(json.dumps(m) if a.json else
+          f"{m['pairs']} conversions: recognised as the target speaker {m['converted_recognised_as_target']:.3f}, "
+          f"as the source {m['converted_recognised_as_source']:.3f} (reconstructions as the source "
+          f"{m['reconstructions_recognised_as_source']:.3f}; classifier accuracy on real test utterances "
+          f"{m['speaker_classifier_test_accuracy']:.3f})")
+    return m
+
+
 def add_audio_commands(sub, training_cmd) -> None:
     """Register ``vqvae data speech`` and ``vqvae audio ...`` on the top-level subparsers."""
     from vqvae.cli import _positive, _seed
@@ -145,7 +225,8 @@ def add_audio_commands(sub, training_cmd) -> None:
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_data_speech)
 
-    audio = sub.add_parser("audio", help="the audio VQ-VAE: train, evaluate, reconstruct, convert")
+    audio = sub.add_parser("audio", help="the audio VQ-VAE and its prior: train, evaluate, reconstruct, convert, "
+                                         "train-prior, sample")
     asub = audio.add_subparsers(dest="audio_command", required=True)
     t = training_cmd("train", cmd_audio_train, "train the audio VQ-VAE (WaveNet decoder)", "speech",
                      "runs/audio", "audio.channels=64", parent=asub)
@@ -158,6 +239,30 @@ def add_audio_commands(sub, training_cmd) -> None:
     e.add_argument("--limit", type=_positive, help="only the first N utterances")
     e.add_argument("--json", action="store_true")
     e.set_defaults(fn=cmd_audio_evaluate)
+
+    cv = asub.add_parser("conversion", help="judge speaker conversion with a speaker classifier")
+    cv.add_argument("run_dir")
+    cv.add_argument("--data", help="corpus (default: the one the model was trained on)")
+    cv.add_argument("--pairs", type=_positive, default=16, help="test utterances converted (default 16)")
+    cv.add_argument("--seconds", type=float, default=1.5, help="of each utterance (default 1.5)")
+    cv.add_argument("--seed", type=_seed, default=0)
+    cv.add_argument("--wav-dir", help="write inputs, reconstructions and conversions here")
+    cv.add_argument("--overwrite", action="store_true")
+    cv.add_argument("--json", action="store_true")
+    cv.set_defaults(fn=cmd_audio_conversion)
+
+    training_cmd("train-prior", cmd_audio_train_prior, "train the WaveNet prior on an audio VQ-VAE's codes",
+                 "speech_prior", "runs/audio_prior", "wavenet_prior.channels=32",
+                 source="run directory of the audio VQ-VAE (written by `vqvae audio train`)", parent=asub)
+    sa = asub.add_parser("sample", help="codes from the prior, decoded for a speaker, to a WAV file")
+    sa.add_argument("prior_dir", help="run directory written by `vqvae audio train-prior`")
+    sa.add_argument("--speaker", required=True, help="the voice to decode with (and to condition the prior on)")
+    sa.add_argument("--seconds", type=float, default=2.0, help="length (default 2 s)")
+    sa.add_argument("--temperature", type=float, default=1.0)
+    sa.add_argument("--seed", type=_seed, default=0)
+    sa.add_argument("--out", required=True, help="output .wav")
+    sa.add_argument("--overwrite", action="store_true")
+    sa.set_defaults(fn=cmd_audio_sample)
 
     for name, fn, help in (("reconstruct", cmd_audio_reconstruct, "encode a WAV file and decode it again"),
                            ("convert", cmd_audio_convert, "encode a WAV file and decode it as another speaker")):

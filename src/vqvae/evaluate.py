@@ -10,6 +10,7 @@ codebook usage over the whole split.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,14 @@ import torch
 from vqvae.audio_model import AudioVQVAE
 from vqvae.config import ModelConfig
 from vqvae.data import ImageDataset, load_images, save_image_grid, to_float
-from vqvae.data.audio import SpeechDataset
+from vqvae.data.audio import SpeechDataset, load_speech
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_npz, read_npz
 from vqvae.metrics import (CodebookUsage, bits_per_dim, elbo_bits_per_dim, nats_to_bits, psnr_from_mse, ssim,
                            uniform_prior_nll_nats)
 from vqvae.model import VQVAE
 from vqvae.priors import GatedPixelCNN
+from vqvae.priors.wavenet import WaveNetPrior
 
 
 def load_images_for(m: ModelConfig, spec: str, split: str) -> ImageDataset:
@@ -307,3 +309,157 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
                    num_embeddings=c.num_embeddings, dead_codes=u["dead_codes"], perplexity=u["perplexity"],
                    usage_fraction=u["usage_fraction"])
     return out
+
+
+@dataclass
+class SpeechCodes:
+    """The code sequences of one split of a corpus: ``codes[i]`` (L_i,) int64 of utterance i by speaker
+    ``labels[i]``."""
+
+    codes: list[np.ndarray]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+def _speech_fingerprint(data: SpeechDataset) -> str:
+    import hashlib
+
+    h = hashlib.sha256(f"{data.sample_rate}:{len(data)}".encode())
+    for w, label in zip(data.waves, data.labels):
+        h.update(np.int64(label).tobytes())
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def cached_speech_codes(run_dir: str | Path, model: AudioVQVAE, data: str) -> dict[str, SpeechCodes]:
+    """The code sequences of every train and test utterance of the corpus ``data`` under ``model`` (loaded from
+    ``run_dir``), encoded once and cached in ``run_dir/prior_codes.cache.npz``, keyed like :func:`cached_codes`
+    by the SHA-256 of the weights and of each split's audio."""
+    if model.weights_sha256 is None:
+        raise VQVAEError("cached_speech_codes needs a model loaded with from_pretrained (its weights' fingerprint)")
+    c = model.config
+    path = Path(run_dir) / "prior_codes.cache.npz"
+    splits = {s: load_speech(data, s, c.sample_rate) for s in ("train", "test")}
+    meta = {"weights_sha256": model.weights_sha256, **{f"{s}_data_sha256": _speech_fingerprint(d) for s, d in splits.items()}}
+    arrays = None
+    if path.exists():
+        try:
+            arrays = read_npz(path, "codes cache")
+            if not all(k in arrays and str(arrays[k]) == v for k, v in meta.items()):
+                arrays = None
+        except VQVAEError:
+            arrays = None
+    if arrays is None:
+        arrays = dict(meta)
+        for s, d in splits.items():
+            seqs = [model.encode(torch.from_numpy(w[: len(w) // c.hop * c.hop])[None])[0].numpy()
+                    if len(w) >= c.hop else np.zeros(0, np.int64) for w in d.waves]
+            arrays[f"{s}_codes"] = np.concatenate(seqs).astype(np.int16 if c.num_embeddings <= 32768 else np.int32) \
+                if seqs else np.zeros(0, np.int16)
+            arrays[f"{s}_lengths"] = np.array([len(q) for q in seqs], dtype=np.int64)
+            arrays[f"{s}_labels"] = np.array(d.labels, dtype=np.int64)
+        try:
+            atomic_write_npz(path, arrays)
+        except OSError:  # a read-only run directory: encode again next time
+            pass
+    out = {}
+    for s in ("train", "test"):
+        lengths = arrays[f"{s}_lengths"]
+        flat = arrays[f"{s}_codes"].astype(np.int64)
+        keep = lengths > 0
+        seqs = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+        out[s] = SpeechCodes([q for q, k in zip(seqs, keep) if k], arrays[f"{s}_labels"][keep])
+        if len(out[s]) == 0:
+            raise VQVAEError(f"{data}: no {s} utterance is long enough for one code")
+    return out
+
+
+def code_crops(data: SpeechCodes, length: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random crop of at most ``length`` codes of each utterance ``indices[i]`` (torch's global generator
+    picks the start): (codes (B, length) int64, zero-padded; valid lengths (B,); speaker labels (B,))."""
+    x = torch.zeros(len(indices), length, dtype=torch.long)
+    lengths = torch.zeros(len(indices), dtype=torch.long)
+    for row, i in enumerate(indices):
+        q = data.codes[i]
+        start = int(torch.randint(max(1, len(q) - length + 1), (1,)))
+        piece = torch.from_numpy(q[start : start + length])
+        x[row, : len(piece)] = piece
+        lengths[row] = len(piece)
+    return x, lengths, torch.from_numpy(data.labels[indices]).long()
+
+
+@torch.no_grad()
+def evaluate_audio_prior(prior: WaveNetPrior, data: SpeechCodes, codes_per_second: float, *,
+                         limit: int | None = None) -> dict[str, Any]:
+    """The prior's NLL of whole code sequences (each from an empty context), in bits per code against the uniform
+    prior's log2 K, and the bit rate it implies for the codes (codes per second * bits per code)."""
+    prior.eval()
+    n = len(data) if limit is None else min(limit, len(data))
+    nats, count = 0.0, 0
+    for i in range(n):
+        q = torch.from_numpy(data.codes[i])[None]
+        nats += float(prior.nll(q, torch.tensor([int(data.labels[i])])).double().sum())
+        count += q.shape[1]
+    k = prior.config.num_embeddings
+    bits = nats_to_bits(nats / count)
+    return {"num_utterances": n, "num_codes": count, "prior_nll_nats_per_code": nats / count,
+            "prior_bits_per_code": bits, "uniform_bits_per_code": math.log2(k), "bits_below_uniform": math.log2(k) - bits,
+            "codes_per_second": codes_per_second, "bit_rate_with_prior": codes_per_second * bits,
+            "bit_rate_uniform": codes_per_second * math.log2(k)}
+
+
+@torch.no_grad()
+def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDataset, *, pairs: int = 16,
+                        seconds: float = 1.5, seed: int = 0, temperature: float = 1.0,
+                        wav_dir: str | Path | None = None) -> dict[str, Any]:
+    """Speaker conversion judged by an independent speaker classifier (log-mel statistics, logistic regression)
+    trained on the train utterances: ``pairs`` test utterances (the first ``seconds`` of each), each encoded and
+    decoded once as another speaker (drawn with ``seed``) and once as its own (the reconstruction). Reports the
+    classifier's accuracy on the real test utterances and how often the converted audio is recognised as the
+    target and as the source speaker. ``wav_dir`` receives every input, reconstruction and conversion."""
+    from vqvae.classifier import SpeakerClassifier
+    from vqvae.data.audio import write_wav
+
+    c = model.config
+    if model.quantizer is None or not model.num_speakers:
+        raise VQVAEError("speaker conversion needs a model conditioned on codes and on the speaker")
+    if model.num_speakers < 2:
+        raise VQVAEError("speaker conversion needs at least two speakers")
+    model.eval()
+    clf = SpeakerClassifier(c.sample_rate, model.num_speakers).fit(train.waves, train.labels, seed=seed)
+    accuracy = float((clf.predict(test.waves) == torch.tensor(test.labels)).double().mean())
+    rng = np.random.default_rng(seed)
+    picks = rng.permutation(len(test))[:pairs]
+    gen = torch.Generator().manual_seed(seed)
+    inputs, converted, rebuilt, sources, targets = [], [], [], [], []
+    for i in picks:
+        w = test.waves[i][: int(seconds * c.sample_rate)]
+        w = w[: len(w) // c.hop * c.hop]
+        if len(w) == 0:
+            continue
+        x = torch.from_numpy(np.ascontiguousarray(w))[None]
+        source = test.labels[i]
+        target = int(rng.choice([s for s in range(model.num_speakers) if s != source]))
+        codes = model.encode(x)
+        converted.append(model.decode_indices(codes, torch.tensor([target]), temperature=temperature, generator=gen)[0])
+        rebuilt.append(model.decode_indices(codes, torch.tensor([source]), temperature=temperature, generator=gen)[0])
+        inputs.append(x[0])
+        sources.append(source)
+        targets.append(target)
+    if not converted:
+        raise VQVAEError(f"{test.name} has no utterance of at least one code")
+    src, tgt = torch.tensor(sources), torch.tensor(targets)
+    conv_pred, rec_pred = clf.predict(converted), clf.predict(rebuilt)
+    if wav_dir is not None:
+        names = test.speakers
+        for n, (x, y, r, s, t) in enumerate(zip(inputs, converted, rebuilt, sources, targets)):
+            stem = Path(wav_dir) / f"{n:02d}_{names[s]}"
+            write_wav(f"{stem}_input.wav", x, c.sample_rate)
+            write_wav(f"{stem}_reconstructed.wav", r, c.sample_rate)
+            write_wav(f"{stem}_as_{names[t]}.wav", y, c.sample_rate)
+    return {"speaker_classifier_test_accuracy": accuracy, "pairs": len(converted), "seconds_each": seconds,
+            "converted_recognised_as_target": float((conv_pred == tgt).double().mean()),
+            "converted_recognised_as_source": float((conv_pred == src).double().mean()),
+            "reconstructions_recognised_as_source": float((rec_pred == src).double().mean())}

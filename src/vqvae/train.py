@@ -22,16 +22,17 @@ from tqdm import tqdm
 
 from vqvae import checkpoint
 from vqvae.audio_model import AudioVQVAE
-from vqvae.config import _KINDS, AudioRecipe, PriorRecipe, Recipe, TrainConfig, _Sections, recipe_with_overrides
+from vqvae.config import _KINDS, AudioPriorRecipe, AudioRecipe, PriorRecipe, Recipe, TrainConfig, _Sections, recipe_with_overrides
 from vqvae.data import save_image_grid, to_float
 from vqvae.data.audio import load_speech, random_crops
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
-from vqvae.evaluate import (cached_codes, evaluate_audio, evaluate_model, evaluate_prior, load_images_for, sample_images,
-                            write_reconstruction_grid)
+from vqvae.evaluate import (cached_codes, cached_speech_codes, code_crops, evaluate_audio, evaluate_audio_prior,
+                            evaluate_model, evaluate_prior, load_images_for, sample_images, write_reconstruction_grid)
 from vqvae.metrics import CodebookUsage
 from vqvae.model import VQVAE
 from vqvae.priors import GatedPixelCNN
+from vqvae.priors.wavenet import WaveNetPrior
 
 
 
@@ -281,6 +282,28 @@ def train_and_evaluate(
     return run.finish(metrics)
 
 
+def _prior_source(out: Path, vqvae_dir, resume: bool, overwrite: bool, kind: str, model_cls):
+    """(VQ-VAE directory, its config, the model) a prior of ``kind`` in ``out`` is (to be) trained on, with the
+    checks every prior shares: its own output directory, not replaced by accident, and on resume the very
+    weights it started from."""
+    saved = {}
+    if resume:
+        saved = checkpoint.read_config(out, kind=kind)
+        vqvae_dir = saved.get("vqvae_dir")
+        if not isinstance(vqvae_dir, str):
+            raise VQVAEError(f"cannot resume {out}: its config.json records no vqvae_dir")
+    elif out.resolve() == Path(vqvae_dir).resolve():
+        raise VQVAEError(f"--out {out} is the VQ-VAE's own run directory: give the prior a directory of its own")
+    vq_kind = "vqvae" if kind == "prior" else "audio"
+    vq_config = checkpoint.read_config(vqvae_dir, kind=vq_kind)
+    if not resume and out.is_dir() and any(out.iterdir()) and not overwrite:  # before the encoding, not after
+        raise VQVAEError(f"output directory {out} is not empty: pass --resume to continue it or --overwrite to replace it")
+    vq = model_cls.from_pretrained(vqvae_dir).eval()
+    if resume and vq.weights_sha256 != saved.get("vqvae_weights_sha256"):
+        raise VQVAEError(f"cannot resume {out}: {vqvae_dir} holds different weights from the VQ-VAE it was trained on")
+    return vqvae_dir, vq_config, vq
+
+
 def train_prior_and_evaluate(
     recipe: PriorRecipe, vqvae_dir: str | Path | None, out_dir: str | Path, *, resume: bool = False,
     overwrite: bool = False, progress: bool = True,
@@ -291,19 +314,7 @@ def train_prior_and_evaluate(
     prior's config is used."""
     out, t = Path(out_dir), recipe.train
     _start(out, t, resume, "prior")
-    if resume:
-        saved = checkpoint.read_config(out, kind="prior")
-        vqvae_dir = saved.get("vqvae_dir")
-        if not vqvae_dir:
-            raise VQVAEError(f"cannot resume {out}: its config.json records no vqvae_dir")
-    elif out.resolve() == Path(vqvae_dir).resolve():
-        raise VQVAEError(f"--out {out} is the VQ-VAE's own run directory: give the prior a directory of its own")
-    vq_config = checkpoint.read_config(vqvae_dir, kind="vqvae")
-    if not resume and out.is_dir() and any(out.iterdir()) and not overwrite:  # before the encoding, not after
-        raise VQVAEError(f"output directory {out} is not empty: pass --resume to continue it or --overwrite to replace it")
-    vq = VQVAE.from_pretrained(vqvae_dir).eval()
-    if resume and vq.weights_sha256 != saved.get("vqvae_weights_sha256"):
-        raise VQVAEError(f"cannot resume {out}: {vqvae_dir} holds different weights from the VQ-VAE it was trained on")
+    vqvae_dir, vq_config, vq = _prior_source(out, vqvae_dir, resume, overwrite, "prior", VQVAE)
     data = vq_config.get("train", {}).get("data", "fashion-mnist")
     codes = cached_codes(vqvae_dir, vq, data)
     train_codes = torch.from_numpy(codes["train_indices"].astype(np.int64))  # (N, h, w)
@@ -372,4 +383,39 @@ def train_audio_and_evaluate(recipe: AudioRecipe, out_dir: str | Path, *, resume
     run.fit(step_fn)
     model.eval()
     metrics = evaluate_audio(model, test_set, limit=t.eval_batches or None)
+    return run.finish(metrics)
+
+
+def train_audio_prior_and_evaluate(recipe: AudioPriorRecipe, vqvae_dir: str | Path | None, out_dir: str | Path, *,
+                                   resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train a WaveNet prior on the code sequences of the audio VQ-VAE in ``vqvae_dir`` (its corpus encoded once,
+    cached beside it) on random crops of ``train.crop_length`` codes; return its test NLL per code."""
+    out, t = Path(out_dir), recipe.train
+    _start(out, t, resume, "audio_prior")
+    vqvae_dir, vq_config, vq = _prior_source(out, vqvae_dir, resume, overwrite, "audio_prior", AudioVQVAE)
+    if vq.quantizer is None:
+        raise VQVAEError(f"{vqvae_dir} is a WaveNet without codes (audio.use_codes: false): there is nothing to model")
+    data = vq_config.get("train", {}).get("data", "")
+    codes = cached_speech_codes(vqvae_dir, vq, data)
+    train = codes["train"]
+    speakers = vq_config.get("speakers", [])
+    recipe.wavenet_prior.num_embeddings = vq.config.num_embeddings
+    recipe.wavenet_prior.num_speakers = len(speakers)
+    if not resume:
+        _prepare_out_dir(out, overwrite)
+    prior = WaveNetPrior(recipe.wavenet_prior)
+    extra = {"train": recipe.to_dict()["train"], "speakers": speakers, "vqvae_dir": str(Path(vqvae_dir).resolve()),
+             "vqvae_weights_sha256": vq.weights_sha256, "codes_per_second": vq.config.sample_rate / vq.config.hop}
+    run = _Run(out, "audio_prior", prior, t, len(train), extra, ["loss", "bits_per_code"], resume, progress)
+
+    def step_fn(batch: torch.Tensor):
+        x, lengths, labels = code_crops(train, t.crop_length, batch.tolist())
+        nll = prior.nll(x, labels, lengths)
+        loss = nll.sum() / lengths.sum()  # nats per code
+        return loss, {"loss": float(loss.detach()), "bits_per_code": float(loss.detach()) / math.log(2)}
+
+    run.fit(step_fn)
+    prior.eval()
+    metrics = evaluate_audio_prior(prior, codes["test"], vq.config.sample_rate / vq.config.hop,
+                                   limit=t.eval_batches or None)
     return run.finish(metrics)
