@@ -212,6 +212,11 @@ def test_audio_model_shapes_and_conditioning():
     codes = model.eval().encode(x)
     y = model.decode_indices(codes[:, :2], torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0))
     assert y.shape == (2, 128) and float(y.abs().max()) <= 1
+    normed = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8, skip_channels=8,
+                        max_dilation=8, num_speakers=3, encoder_norm="instance")
+    z = normed.encoder(x[:, None])  # (2, 4, 10): every channel standardised over time, so never constant
+    assert torch.allclose(z.mean(2), torch.zeros(2, 4), atol=1e-4)
+    assert torch.allclose(z.var(2, unbiased=False), torch.ones(2, 4), atol=1e-2)
     base = AudioVQVAE(use_codes=False, speaker_conditioning=False, channels=8, skip_channels=8, max_dilation=8)
     assert base.encoder is None and base(x).indices.shape == (2, 0)
     assert base.decode_indices(None, length=50).shape == (1, 50)

@@ -49,7 +49,7 @@ class AudioVQVAE(nn.Module):
         self.config = c = config
         self.weights_sha256: str | None = None  # set by from_pretrained
         if c.use_codes:
-            self.encoder = AudioEncoder(c.hidden, c.embedding_dim, c.num_downsamples)
+            self.encoder = AudioEncoder(c.hidden, c.embedding_dim, c.num_downsamples, c.encoder_norm)
             common = dict(dim=1, kmeans_init=False, restart_threshold=c.restart_threshold)
             if c.quantizer == "ema":
                 self.quantizer: VectorQuantizer | VectorQuantizerEMA | None = VectorQuantizerEMA(

@@ -101,6 +101,10 @@ class AudioModelConfig:
     decay: float = 0.99  # EMA decay (quantizer: ema)
     epsilon: float = 1e-5  # EMA Laplace smoothing (quantizer: ema)
     restart_threshold: float = 0.0  # re-seed codes used fewer times per step than this (0: never)
+    # "instance": every channel of the encoder output normalised to zero mean and unit variance over time
+    # (per utterance or crop), so it cannot collapse to a constant that the codebook then follows; "none" as in
+    # the paper
+    encoder_norm: str = "none"
     use_codes: bool = True  # false: no encoder, a plain WaveNet (the baseline that shows what the codes carry)
     speaker_conditioning: bool = True  # a learned speaker embedding in every WaveNet layer
     num_speakers: int = 0  # filled in from the corpus by `vqvae audio train`
@@ -119,6 +123,7 @@ class AudioModelConfig:
         d = self.max_dilation
         _check(d >= 1 and d & (d - 1) == 0, "audio.max_dilation", d, "a power of two")
         _check(self.quantizer in ("ema", "vq"), "audio.quantizer", self.quantizer, '"ema" or "vq"')
+        _check(self.encoder_norm in ("none", "instance"), "audio.encoder_norm", self.encoder_norm, '"none" or "instance"')
         _check(self.commitment_cost >= 0, "audio.commitment_cost", self.commitment_cost, ">= 0")
         _check(0 <= self.decay < 1, "audio.decay", self.decay, "in [0, 1)")
         _check(self.epsilon > 0, "audio.epsilon", self.epsilon, "> 0")

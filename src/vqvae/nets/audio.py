@@ -15,7 +15,7 @@ from torch import Tensor, nn
 class AudioEncoder(nn.Module):
     """Waveform (B, 1, T) in [-1, 1], T a multiple of 2^n -> (B, D, T / 2^n)."""
 
-    def __init__(self, hidden: int, embedding_dim: int, num_downsamples: int):
+    def __init__(self, hidden: int, embedding_dim: int, num_downsamples: int, norm: str = "none"):
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 1
@@ -23,6 +23,8 @@ class AudioEncoder(nn.Module):
             layers += [nn.Conv1d(c_in, hidden, 4, stride=2, padding=1), nn.ReLU()]
             c_in = hidden
         layers.append(nn.Conv1d(hidden, embedding_dim, 1))
+        if norm == "instance":  # each channel: zero mean, unit variance over time
+            layers.append(nn.InstanceNorm1d(embedding_dim, eps=1e-8))  # eps far below the early variance
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
