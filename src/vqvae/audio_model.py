@@ -162,10 +162,5 @@ class AudioVQVAE(nn.Module):
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> AudioVQVAE:
         config = checkpoint.read_config(directory, kind="audio")
         model = cls(section_from_dict("audio", config.get("audio", {})))
-        state, sha = checkpoint.load_model_state(directory)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise VQVAEError(f"weights in {directory} do not match its config.json: {str(exc).splitlines()[0]}") from None
-        model.weights_sha256 = sha
+        model.weights_sha256 = checkpoint.load_weights(model, directory)
         return model.to(map_location).eval()

@@ -78,6 +78,16 @@ def load_model_state(directory: str | Path) -> tuple[dict[str, torch.Tensor], st
     return state, hashlib.sha256(raw).hexdigest()
 
 
+def load_weights(model: torch.nn.Module, directory: str | Path) -> str:
+    """Load a checkpoint's weights into ``model`` (built from its config.json); return their SHA-256."""
+    state, sha = load_model_state(directory)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise VQVAEError(f"weights in {directory} do not match its config.json: {str(exc).splitlines()[0]}") from None
+    return sha
+
+
 def save_trainer_state(
     directory: str | Path, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
 ) -> None:

@@ -83,21 +83,30 @@ def _budget_overrides(a: argparse.Namespace) -> list[str]:
     return overrides
 
 
-# -- commands --------------------------------------------------------------------------------------
-def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
+def _run_and_recipe(a: argparse.Namespace, kind: str, extra: list[str] = (), source: str | None = None):
+    """(output directory, the run it builds on or None, recipe) of a training command: ``--resume DIR`` takes the
+    recipe saved in DIR (only --steps/--max-seconds may change it), otherwise ``--config`` plus overrides."""
     from vqvae.config import load_recipe
-    from vqvae.train import resume_recipe, train_and_evaluate
+    from vqvae.train import resume_recipe
 
-    overrides = _budget_overrides(a) + ([f"train.data={a.data}"] if a.data else [])
+    overrides = _budget_overrides(a)
+    given = getattr(a, "vqvae_dir", None)
     if a.resume:
-        if a.config or a.overrides or a.data or a.out:
+        if a.config or a.overrides or extra or given or a.out:
             raise VQVAEError("--resume continues a run in its own directory with its saved recipe: "
                              "only --steps/--max-seconds may change")
-        out = a.resume
-        recipe = resume_recipe(out, overrides)  # --steps / --max-seconds: new totals for the whole run
-    else:
-        out = a.out or a.default_out
-        recipe = load_recipe(a.config, overrides)
+        return a.resume, None, resume_recipe(a.resume, overrides, kind=kind)
+    if source and not given:
+        raise VQVAEError(f"{a.command}{' ' + a.audio_command if getattr(a, 'audio_command', None) else ''} needs "
+                         f"the {source} run directory (or --resume DIR)")
+    return a.out or a.default_out, given, load_recipe(a.config, [*overrides, *extra], kind=kind)
+
+
+# -- commands --------------------------------------------------------------------------------------
+def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
+    from vqvae.train import train_and_evaluate
+
+    out, _, recipe = _run_and_recipe(a, "vqvae", [f"train.data={a.data}"] if a.data else [])
     metrics = train_and_evaluate(recipe, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet)
     print(json.dumps(metrics) if a.json else _summary(metrics))
     print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, "
@@ -159,21 +168,9 @@ def cmd_decode(a: argparse.Namespace) -> None:
 
 
 def cmd_train_prior(a: argparse.Namespace) -> dict[str, Any]:
-    from vqvae.config import load_recipe
-    from vqvae.train import resume_recipe, train_prior_and_evaluate
+    from vqvae.train import train_prior_and_evaluate
 
-    overrides = _budget_overrides(a)
-    if a.resume:
-        if a.config or a.overrides or a.vqvae_dir or a.out:
-            raise VQVAEError("--resume continues a run in its own directory with its saved recipe: "
-                             "only --steps/--max-seconds may change")
-        out, vqvae_dir = a.resume, None
-        recipe = resume_recipe(out, overrides, kind="prior")
-    else:
-        if not a.vqvae_dir:
-            raise VQVAEError("train-prior needs the VQ-VAE run directory (or --resume DIR)")
-        out, vqvae_dir = a.out or a.default_out, a.vqvae_dir
-        recipe = load_recipe(a.config, overrides, kind="prior")
+    out, vqvae_dir, recipe = _run_and_recipe(a, "prior", source="VQ-VAE")
     metrics = train_prior_and_evaluate(recipe, vqvae_dir, out, resume=bool(a.resume), overwrite=a.overwrite,
                                        progress=not a.quiet)
     print(json.dumps(metrics) if a.json else _prior_summary(metrics))

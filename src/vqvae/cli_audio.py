@@ -44,20 +44,10 @@ def cmd_data_speech(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_audio_train(a: argparse.Namespace) -> dict[str, Any]:
-    from vqvae.cli import _budget_overrides
-    from vqvae.config import load_recipe
-    from vqvae.train import resume_recipe, train_audio_and_evaluate
+    from vqvae.cli import _run_and_recipe
+    from vqvae.train import train_audio_and_evaluate
 
-    overrides = _budget_overrides(a) + ([f"train.data={a.data}"] if a.data else [])
-    if a.resume:
-        if a.config or a.overrides or a.data or a.out:
-            raise VQVAEError("--resume continues a run in its own directory with its saved recipe: "
-                             "only --steps/--max-seconds may change")
-        out = a.resume
-        recipe = resume_recipe(out, overrides, kind="audio")
-    else:
-        out = a.out or a.default_out
-        recipe = load_recipe(a.config, overrides, kind="audio")
+    out, _, recipe = _run_and_recipe(a, "audio", [f"train.data={a.data}"] if a.data else [])
     metrics = train_audio_and_evaluate(recipe, out, resume=bool(a.resume), overwrite=a.overwrite,
                                        progress=not a.quiet)
     print(json.dumps(metrics) if a.json else _summary(metrics))
@@ -132,22 +122,10 @@ def cmd_audio_convert(a: argparse.Namespace) -> None:
 
 
 def cmd_audio_train_prior(a: argparse.Namespace) -> dict[str, Any]:
-    from vqvae.cli import _budget_overrides
-    from vqvae.config import load_recipe
-    from vqvae.train import resume_recipe, train_audio_prior_and_evaluate
+    from vqvae.cli import _run_and_recipe
+    from vqvae.train import train_audio_prior_and_evaluate
 
-    overrides = _budget_overrides(a)
-    if a.resume:
-        if a.config or a.overrides or a.vqvae_dir or a.out:
-            raise VQVAEError("--resume continues a run in its own directory with its saved recipe: "
-                             "only --steps/--max-seconds may change")
-        out, vqvae_dir = a.resume, None
-        recipe = resume_recipe(out, overrides, kind="audio_prior")
-    else:
-        if not a.vqvae_dir:
-            raise VQVAEError("audio train-prior needs the audio VQ-VAE's run directory (or --resume DIR)")
-        out, vqvae_dir = a.out or a.default_out, a.vqvae_dir
-        recipe = load_recipe(a.config, overrides, kind="audio_prior")
+    out, vqvae_dir, recipe = _run_and_recipe(a, "audio_prior", source="audio VQ-VAE")
     m = train_audio_prior_and_evaluate(recipe, vqvae_dir, out, resume=bool(a.resume), overwrite=a.overwrite,
                                        progress=not a.quiet)
     print(json.dumps(m) if a.json else

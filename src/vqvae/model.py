@@ -172,10 +172,5 @@ class VQVAE(nn.Module):
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> VQVAE:
         config = checkpoint.read_config(directory, kind="vqvae")
         model = cls(section_from_dict("model", config.get("model", {})))
-        state, sha = checkpoint.load_model_state(directory)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise VQVAEError(f"weights in {directory} do not match its config.json: {str(exc).splitlines()[0]}") from None
-        model.weights_sha256 = sha  # SHA-256 of model.safetensors as read: what priors and cached codes refer to
+        model.weights_sha256 = checkpoint.load_weights(model, directory)  # what priors and cached codes refer to
         return model.to(map_location)

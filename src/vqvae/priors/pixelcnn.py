@@ -97,10 +97,7 @@ class GatedPixelCNN(nn.Module):
     def from_pretrained(cls, directory) -> GatedPixelCNN:
         config = checkpoint.read_config(directory, kind="prior")
         model = cls(section_from_dict("prior", config.get("prior", {})))
-        try:
-            model.load_state_dict(checkpoint.load_model_state(directory)[0])
-        except RuntimeError as exc:
-            raise VQVAEError(f"weights in {directory} do not match its config.json: {str(exc).splitlines()[0]}") from None
+        checkpoint.load_weights(model, directory)
         return model.eval()
 
     def _check(self, indices: Tensor, labels: Tensor | None) -> None:

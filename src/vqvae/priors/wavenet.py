@@ -56,8 +56,5 @@ class WaveNetPrior(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> WaveNetPrior:
         config = checkpoint.read_config(directory, kind="audio_prior")
         model = cls(section_from_dict("wavenet_prior", config.get("wavenet_prior", {})))
-        try:
-            model.load_state_dict(checkpoint.load_model_state(directory)[0])
-        except RuntimeError as exc:
-            raise VQVAEError(f"weights in {directory} do not match its config.json: {str(exc).splitlines()[0]}") from None
+        checkpoint.load_weights(model, directory)
         return model.eval()
