@@ -179,6 +179,20 @@ def cmd_train_prior(a: argparse.Namespace) -> dict[str, Any]:
     return metrics
 
 
+def _prior_vqvae(prior_config: dict[str, Any], model_cls, kind: str):
+    """(the VQ-VAE a prior was trained on, its config), refused when it is gone or its weights have changed."""
+    from vqvae.checkpoint import read_config
+
+    vq_dir = prior_config.get("vqvae_dir")
+    if not isinstance(vq_dir, str) or not Path(vq_dir).is_dir():
+        raise VQVAEError(f"the VQ-VAE this prior was trained on ({vq_dir}) is not there any more")
+    vq_config = read_config(vq_dir, kind=kind)
+    vq = model_cls.from_pretrained(vq_dir).eval()
+    if vq.weights_sha256 != prior_config.get("vqvae_weights_sha256"):
+        raise VQVAEError(f"{vq_dir} holds different weights from the VQ-VAE this prior was trained on")
+    return vq, vq_config
+
+
 def _load_prior(prior_dir: str):
     """(prior, its VQ-VAE, the prior's config, the VQ-VAE's config); refuses a VQ-VAE whose weights changed."""
     from vqvae.checkpoint import read_config
@@ -187,15 +201,10 @@ def _load_prior(prior_dir: str):
 
     config = read_config(prior_dir, kind="prior")
     prior = GatedPixelCNN.from_pretrained(prior_dir)
-    vq_dir = config.get("vqvae_dir")
-    if not isinstance(vq_dir, str) or not Path(vq_dir).is_dir():
-        raise VQVAEError(f"the VQ-VAE this prior was trained on ({vq_dir}) is not there any more")
-    vq_config = read_config(vq_dir, kind="vqvae")
-    vq = VQVAE.from_pretrained(vq_dir).eval()
-    if vq.weights_sha256 != config.get("vqvae_weights_sha256"):
-        raise VQVAEError(f"{vq_dir} holds different weights from the VQ-VAE this prior was trained on")
+    vq, vq_config = _prior_vqvae(config, VQVAE, "vqvae")
     if vq.config.num_embeddings != prior.config.num_embeddings:
-        raise VQVAEError(f"{vq_dir} has K={vq.config.num_embeddings} codes, the prior models {prior.config.num_embeddings}")
+        raise VQVAEError(f"{config['vqvae_dir']} has K={vq.config.num_embeddings} codes, the prior models "
+                         f"{prior.config.num_embeddings}")
     return prior, vq, config, vq_config
 
 

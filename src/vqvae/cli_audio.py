@@ -31,6 +31,17 @@ def _load_audio(run_dir: str):
     return AudioVQVAE.from_pretrained(run_dir), config
 
 
+def _corpus(model, config: dict[str, Any], data: str | None, split: str):
+    """``split`` of ``--data`` (default: the corpus the model was trained on) at the model's rate; refused when its
+    speakers are not the ones the model knows."""
+    from vqvae.data.audio import load_speech
+
+    ds = load_speech(data or config.get("train", {}).get("data", ""), split, model.config.sample_rate)
+    if ds.speakers != config.get("speakers"):
+        raise VQVAEError(f"the corpus's speakers {ds.speakers} are not the model's {config.get('speakers')}")
+    return ds
+
+
 def cmd_data_speech(a: argparse.Namespace) -> dict[str, Any]:
     from vqvae.data.speech import synthesize_corpus
 
@@ -64,14 +75,10 @@ def _summary(m: dict[str, Any]) -> str:
 
 
 def cmd_audio_evaluate(a: argparse.Namespace) -> dict[str, Any]:
-    from vqvae.data.audio import load_speech
     from vqvae.evaluate import evaluate_audio
 
     model, config = _load_audio(a.run_dir)
-    data = load_speech(a.data or config.get("train", {}).get("data", ""), a.split, model.config.sample_rate)
-    if data.speakers != config.get("speakers"):
-        raise VQVAEError(f"the corpus's speakers {data.speakers} are not the model's {config.get('speakers')}")
-    metrics = evaluate_audio(model, data, limit=a.limit)
+    metrics = evaluate_audio(model, _corpus(model, config, a.data, a.split), limit=a.limit)
     print(json.dumps(metrics) if a.json else _summary(metrics))
     return metrics
 
@@ -138,7 +145,7 @@ def cmd_audio_train_prior(a: argparse.Namespace) -> dict[str, Any]:
 def cmd_audio_sample(a: argparse.Namespace) -> None:
     from vqvae.audio_model import AudioVQVAE
     from vqvae.checkpoint import read_config
-    from vqvae.cli import _out_path
+    from vqvae.cli import _out_path, _prior_vqvae
     from vqvae.data.audio import write_wav
     from vqvae.priors.wavenet import WaveNetPrior
 
@@ -149,12 +156,7 @@ def cmd_audio_sample(a: argparse.Namespace) -> None:
         raise VQVAEError(f"--seconds must be > 0, got {a.seconds}")
     config = read_config(a.prior_dir, kind="audio_prior")
     prior = WaveNetPrior.from_pretrained(a.prior_dir)
-    vq_dir = config.get("vqvae_dir")
-    if not isinstance(vq_dir, str) or not Path(vq_dir).is_dir():
-        raise VQVAEError(f"the audio VQ-VAE this prior was trained on ({vq_dir}) is not there any more")
-    vq = AudioVQVAE.from_pretrained(vq_dir)
-    if vq.weights_sha256 != config.get("vqvae_weights_sha256"):
-        raise VQVAEError(f"{vq_dir} holds different weights from the VQ-VAE this prior was trained on")
+    vq, _ = _prior_vqvae(config, AudioVQVAE, "audio")
     speakers = config.get("speakers", [])
     speaker = torch.tensor([_speaker_id(a.speaker, speakers)])
     c = vq.config
@@ -167,16 +169,12 @@ def cmd_audio_sample(a: argparse.Namespace) -> None:
 
 
 def cmd_audio_conversion(a: argparse.Namespace) -> dict[str, Any]:
-    from vqvae.data.audio import load_speech
     from vqvae.evaluate import evaluate_conversion
 
     if a.wav_dir and Path(a.wav_dir).exists() and any(Path(a.wav_dir).iterdir()) and not a.overwrite:
         raise VQVAEError(f"{a.wav_dir} already exists and is not empty: pass --overwrite to write into it")
     model, config = _load_audio(a.run_dir)
-    spec = a.data or config.get("train", {}).get("data", "")
-    train, test = (load_speech(spec, s, model.config.sample_rate) for s in ("train", "test"))
-    if test.speakers != config.get("speakers"):
-        raise VQVAEError(f"the corpus's speakers {test.speakers} are not the model's {config.get('speakers')}")
+    train, test = (_corpus(model, config, a.data, s) for s in ("train", "test"))
     m = evaluate_conversion(model, train, test, pairs=a.pairs, seconds=a.seconds, seed=a.seed, wav_dir=a.wav_dir)
     print(json.dumps(m) if a.json else
           f"{m['pairs']} conversions: recognised as the target speaker {m['converted_recognised_as_target']:.3f}, "
@@ -202,6 +200,12 @@ def add_audio_commands(sub, training_cmd) -> None:
     sp.add_argument("--quiet", action="store_true")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(fn=cmd_data_speech)
+
+    def wav_output(p: argparse.ArgumentParser) -> None:  # the options of every command that generates a WAV file
+        p.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
+        p.add_argument("--seed", type=_seed, default=0)
+        p.add_argument("--out", required=True, help="output .wav")
+        p.add_argument("--overwrite", action="store_true")
 
     audio = sub.add_parser("audio", help="the audio VQ-VAE and its prior: train, evaluate, reconstruct, convert, "
                                          "train-prior, sample")
@@ -236,10 +240,7 @@ def add_audio_commands(sub, training_cmd) -> None:
     sa.add_argument("prior_dir", help="run directory written by `vqvae audio train-prior`")
     sa.add_argument("--speaker", required=True, help="the voice to decode with (and to condition the prior on)")
     sa.add_argument("--seconds", type=float, default=2.0, help="length (default 2 s)")
-    sa.add_argument("--temperature", type=float, default=1.0)
-    sa.add_argument("--seed", type=_seed, default=0)
-    sa.add_argument("--out", required=True, help="output .wav")
-    sa.add_argument("--overwrite", action="store_true")
+    wav_output(sa)
     sa.set_defaults(fn=cmd_audio_sample)
 
     for name, fn, help in (("reconstruct", cmd_audio_reconstruct, "encode a WAV file and decode it again"),
@@ -250,8 +251,5 @@ def add_audio_commands(sub, training_cmd) -> None:
         r.add_argument("--speaker", help="speaker to decode as" + (" (default: the input's folder name)"
                                                                    if name == "reconstruct" else ""))
         r.add_argument("--seconds", type=float, default=4.0, help="at most this much of the input (default 4)")
-        r.add_argument("--temperature", type=float, default=1.0)
-        r.add_argument("--seed", type=_seed, default=0)
-        r.add_argument("--out", required=True, help="output .wav")
-        r.add_argument("--overwrite", action="store_true")
+        wav_output(r)
         r.set_defaults(fn=fn)

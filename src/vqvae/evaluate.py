@@ -171,21 +171,29 @@ def cached_codes(run_dir: str | Path, model: VQVAE, data: str, splits=("train", 
     datasets = {s: load_images_for(c, data, s) for s in splits}
     meta = {"num_embeddings": c.num_embeddings, "latent_size": c.latent_size, "weights_sha256": model.weights_sha256,
             **{f"{s}_data_sha256": data_fingerprint(ds) for s, ds in datasets.items()}}
+    def encode() -> dict[str, np.ndarray]:
+        return {k: v for s, ds in datasets.items()
+                for k, v in ((f"{s}_indices", encode_dataset(model, ds)), (f"{s}_labels", ds.labels.numpy()))}
+
+    return _cached_arrays(path, meta, lambda p: load_codes(p, c.num_embeddings, c.latent_size), encode)
+
+
+def _cached_arrays(path: Path, meta: dict[str, Any], read, build) -> dict[str, np.ndarray]:
+    """The arrays cached in the .npz ``path`` while it holds every ``meta`` value; else ``build()`` plus ``meta``,
+    written back (an unreadable cache is rebuilt; a read-only directory only means building again next time)."""
     if path.exists():
         try:
-            arrays = load_codes(path, c.num_embeddings, c.latent_size)
+            arrays = read(path)
             if all(k in arrays and str(arrays[k]) == str(v) for k, v in meta.items()):
                 return arrays
         except VQVAEError:
-            pass  # an unreadable cache is simply rebuilt
-    encoded = {s: (encode_dataset(model, ds), ds.labels.numpy()) for s, ds in datasets.items()}
+            pass
+    arrays = {**build(), **{k: np.asarray(v) for k, v in meta.items()}}
     try:
-        save_codes(path, encoded, meta)
-    except OSError:  # a read-only run directory: encode again next time
+        atomic_write_npz(path, arrays)
+    except OSError:
         pass
-    arrays = {f"{s}_{k}": v for s, (idx, lab) in encoded.items() for k, v in (("indices", idx), ("labels", lab))}
-    return {**arrays, **{k: np.asarray(v) for k, v in meta.items()}}
-
+    return arrays
 
 # -- the prior ---------------------------------------------------------------------------------------
 @torch.no_grad()
@@ -343,16 +351,9 @@ def cached_speech_codes(run_dir: str | Path, model: AudioVQVAE, data: str) -> di
     path = Path(run_dir) / "prior_codes.cache.npz"
     splits = {s: load_speech(data, s, c.sample_rate) for s in ("train", "test")}
     meta = {"weights_sha256": model.weights_sha256, **{f"{s}_data_sha256": _speech_fingerprint(d) for s, d in splits.items()}}
-    arrays = None
-    if path.exists():
-        try:
-            arrays = read_npz(path, "codes cache")
-            if not all(k in arrays and str(arrays[k]) == v for k, v in meta.items()):
-                arrays = None
-        except VQVAEError:
-            arrays = None
-    if arrays is None:
-        arrays = dict(meta)
+
+    def encode() -> dict[str, np.ndarray]:
+        arrays = {}
         for s, d in splits.items():
             seqs = [model.encode(torch.from_numpy(w[: len(w) // c.hop * c.hop])[None])[0].numpy()
                     if len(w) >= c.hop else np.zeros(0, np.int64) for w in d.waves]
@@ -360,10 +361,9 @@ def cached_speech_codes(run_dir: str | Path, model: AudioVQVAE, data: str) -> di
                 if seqs else np.zeros(0, np.int16)
             arrays[f"{s}_lengths"] = np.array([len(q) for q in seqs], dtype=np.int64)
             arrays[f"{s}_labels"] = np.array(d.labels, dtype=np.int64)
-        try:
-            atomic_write_npz(path, arrays)
-        except OSError:  # a read-only run directory: encode again next time
-            pass
+        return arrays
+
+    arrays = _cached_arrays(path, meta, lambda p: read_npz(p, "codes cache"), encode)
     out = {}
     for s in ("train", "test"):
         lengths = arrays[f"{s}_lengths"]
