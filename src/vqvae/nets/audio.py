@@ -12,6 +12,18 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 
+def _he_init(module: nn.Module) -> None:
+    """He-normal weights and zero biases for every convolution of ``module``. PyTorch's default init shrinks the
+    signal about 2.5x per ReLU layer while its biases do not shrink, so after six layers the encoder's output
+    is a near-constant (its variation over time 0.5% of its size on speech): the codes then carry nothing and
+    the decoder learns to ignore them. With this init the output varies over time as much as it is large."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class AudioEncoder(nn.Module):
     """Waveform (B, 1, T) in [-1, 1], T a multiple of 2^n -> (B, D, T / 2^n)."""
 
@@ -26,6 +38,7 @@ class AudioEncoder(nn.Module):
         if norm == "instance":  # each channel: zero mean, unit variance over time
             layers.append(nn.InstanceNorm1d(embedding_dim, eps=1e-8))  # eps far below the early variance
         self.net = nn.Sequential(*layers)
+        _he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -40,6 +53,7 @@ class CodeUpsampler(nn.Module):
         for _ in range(num_upsamples):
             layers += [nn.ReLU(), nn.ConvTranspose1d(channels, channels, 4, stride=2, padding=1)]
         self.net = nn.Sequential(*layers)
+        _he_init(self)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)

@@ -31,6 +31,11 @@ class WaveNetLayer(nn.Module):
         self.conv = nn.Conv1d(channels, 2 * channels, 2, dilation=dilation)
         self.local = nn.Conv1d(local_channels, 2 * channels, 1, bias=False) if local_channels else None
         self.glob = nn.Embedding(num_globals, 2 * channels) if num_globals else None
+        if self.glob is not None:
+            # Zero: every speaker starts from the same network and the gradient tells them apart. PyTorch's
+            # N(0, 1) default adds a unit-sized random offset to every gate, which saturates them and cost
+            # 0.3 bits/sample after 5 minutes of training on speech (5.69 vs 5.38 without speakers).
+            nn.init.zeros_(self.glob.weight)
         self.out = nn.Conv1d(channels, channels + skip_channels, 1)  # residual and skip in one product
 
     def conditioning(self, local: Tensor | None, globals_: Tensor | None) -> Tensor | float:
