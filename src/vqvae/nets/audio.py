@@ -15,7 +15,7 @@ from torch import Tensor, nn
 def _he_init(module: nn.Module) -> None:
     """He-normal weights and zero biases for every convolution of ``module``. PyTorch's default init shrinks the
     signal about 2.5x per ReLU layer while its biases do not shrink, so after six layers the encoder's output
-    is a near-constant (its variation over time 0.5% of its size on speech): the codes then carry nothing and
+    is a near-constant (its variation over time 0.8% of its size on speech): the codes then carry nothing and
     the decoder learns to ignore them. With this init the output varies over time as much as it is large."""
     for m in module.modules():
         if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
