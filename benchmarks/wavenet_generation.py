@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from vqvae.audio_model import AudioVQVAE
+from vqvae.models import AudioVQVAE
 from vqvae.config import AudioModelConfig
 
 

@@ -211,7 +211,7 @@ def run(capsys, *argv):
 
 
 def test_audio_model_shapes_and_conditioning():
-    from vqvae.audio_model import AudioVQVAE
+    from vqvae.models import AudioVQVAE
 
     torch.manual_seed(0)
     model = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8, skip_channels=8,
@@ -254,7 +254,7 @@ def test_time_jitter_moves_codes_to_their_neighbours_only_in_training():
     picked = (torch.arange(1000) + step.long()).clamp(0, 999)  # where each output was taken from
     counts = torch.stack([torch.bincount(row, minlength=1000) for row in picked]).double()
     assert torch.equal(z.grad, counts[:, None, :].expand_as(z))  # gradients reach exactly the picked codes
-    from vqvae.audio_model import AudioVQVAE
+    from vqvae.models import AudioVQVAE
     from vqvae.config import AudioModelConfig
 
     torch.manual_seed(0)
@@ -376,7 +376,7 @@ def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
 
 
 def test_log_mel_stats_find_a_tone_and_the_classifier_separates_voices(tmp_path):
-    from vqvae.classifier import SpeakerClassifier, log_mel_stats, mel_filterbank
+    from vqvae.judges.audio import SpeakerClassifier, log_mel_stats, mel_filterbank
 
     fb = mel_filterbank(16000, 512, 40)
     assert fb.shape == (40, 257) and bool((fb.sum(1) > 0).all())
@@ -401,7 +401,7 @@ def test_log_mel_stats_find_a_tone_and_the_classifier_separates_voices(tmp_path)
     hiss = np.concatenate([voice, 1e-4 * noise.standard_normal(16000).astype(np.float32)])
     assert torch.allclose(log_mel_stats(silent, 16000), log_mel_stats(hiss, 16000), atol=1e-3)
     # the pitch judge: each voice keeps its own pitch from utterance to utterance, and the voices differ
-    from vqvae.classifier import pitch_hz
+    from vqvae.judges.audio import pitch_hz
 
     def median_pitch(data, s):
         return float(np.median([pitch_hz(w, 16000)[0] for w, label in zip(data.waves, data.labels) if label == s]))
@@ -414,7 +414,7 @@ def test_log_mel_stats_find_a_tone_and_the_classifier_separates_voices(tmp_path)
 
 
 def test_pitch_of_harmonic_tones_and_of_noise():
-    from vqvae.classifier import pitch_hz
+    from vqvae.judges.audio import pitch_hz
 
     t = np.arange(16000) / 16000
     for f0 in (65.0, 110.0, 233.0, 390.0, 480.0):

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from vqvae.classifier import Classifier, frechet_distance, predict, train_classifier
+from vqvae.judges.image import Classifier, predict, train_classifier
+from vqvae.metrics import frechet_distance
 from vqvae.data import ImageDataset
 
 

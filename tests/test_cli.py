@@ -80,7 +80,7 @@ def test_evaluate_json_reconstruct_encode_decode(trained, small_fmnist, tmp_path
         test_idx = f["test_indices"].astype(np.int64)
     # the codes decode to what the model reconstructs
     from vqvae.data import load_images, to_float
-    from vqvae.model import VQVAE
+    from vqvae.models import VQVAE
 
     model = VQVAE.from_pretrained(trained).eval()
     x = to_float(load_images(str(small_fmnist), "test").images[:8])
@@ -134,7 +134,7 @@ def test_resume_keeps_the_saved_budget_and_refuses_mixed_checkpoints(trained, tm
     assert resume_recipe(trained).train.steps == 12  # no flags: the saved budget, not the default recipe's
     assert resume_recipe(trained, ["train.steps=20"]).train.steps == 20
     plain = tmp_path / "plain"
-    from vqvae.model import VQVAE
+    from vqvae.models import VQVAE
 
     VQVAE.from_pretrained(trained).save_pretrained(plain)  # weights only, no recipe
     code, _, err = run(capsys, "train", "--resume", plain, "--quiet")
@@ -308,27 +308,27 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
 
 def test_codes_cache_follows_the_weights_and_the_data(small_fmnist, tmp_path):
     from vqvae.data import load_images
-    from vqvae.evaluate import cached_codes, data_fingerprint
-    from vqvae.model import VQVAE
+    from vqvae.codes import cached_codes
+    from vqvae.models import VQVAE
 
     vq = tmp_path / "vq"
     assert main(["train", "--data", str(small_fmnist), "--out", str(vq), "--steps", "2", "--quiet", *TINY]) == 0
     model = VQVAE.from_pretrained(vq)
-    first = cached_codes(vq, model, str(small_fmnist))
+    first = cached_codes(vq, model, {"train": {"data": str(small_fmnist)}})
     cache = vq / "prior_codes.cache.npz"
     stamp = cache.stat().st_mtime_ns
-    again = cached_codes(vq, model, str(small_fmnist))
+    again = cached_codes(vq, model, {"train": {"data": str(small_fmnist)}})
     assert cache.stat().st_mtime_ns == stamp and np.array_equal(again["test_indices"], first["test_indices"])
     assert main(["train", "--data", str(small_fmnist), "--out", str(vq), "--steps", "4", "--quiet", "--overwrite",
                  *TINY]) == 0  # new weights
     model = VQVAE.from_pretrained(vq)
-    cached_codes(vq, model, str(small_fmnist))
+    cached_codes(vq, model, {"train": {"data": str(small_fmnist)}})
     with np.load(cache) as f:
         assert str(f["weights_sha256"]) == model.weights_sha256 != str(first["weights_sha256"])
     data = load_images(str(small_fmnist), "test")
-    fp = data_fingerprint(data)
+    fp = data.fingerprint()
     data.images[0, 0, 0, 0] ^= 1  # one pixel changed
-    assert data_fingerprint(data) != fp
+    assert data.fingerprint() != fp
 
 
 def test_a_prior_refuses_a_changed_vqvae(small_fmnist, tmp_path, capsys):

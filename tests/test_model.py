@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from vqvae.errors import VQVAEError
-from vqvae.model import VQVAE
+from vqvae.models import VQVAE
 
 
 @pytest.mark.parametrize(

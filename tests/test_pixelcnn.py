@@ -85,7 +85,7 @@ def test_evaluate_prior_closed_form_with_a_uniform_prior(small_fmnist):
     direct sum."""
     from vqvae.data import load_images, to_float
     from vqvae.evaluate import evaluate_prior
-    from vqvae.model import VQVAE
+    from vqvae.models import VQVAE
 
     torch.manual_seed(0)
     vq = VQVAE(num_embeddings=16, embedding_dim=4, hidden=8, res_hidden=4, recon_loss="logistic").eval()

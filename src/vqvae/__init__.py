@@ -1,7 +1,9 @@
 """vqvae: VQ-VAE ("Neural Discrete Representation Learning", arXiv:1711.00937) in PyTorch."""
 
-from vqvae.model import VQVAE, VQVAEOutput
-from vqvae.quantize import QuantizerOutput, VectorQuantizer, VectorQuantizerEMA
+from vqvae.models import VQVAE, AudioVQVAE, AudioVQVAEOutput, VQVAEOutput
+from vqvae.priors import GatedPixelCNN, WaveNetPrior
+from vqvae.quantize import QuantizerOutput, VectorQuantizer, VectorQuantizerEMA, build_quantizer
 
-__all__ = ["VQVAE", "VQVAEOutput", "QuantizerOutput", "VectorQuantizer", "VectorQuantizerEMA"]
+__all__ = ["VQVAE", "AudioVQVAE", "AudioVQVAEOutput", "GatedPixelCNN", "QuantizerOutput", "VQVAEOutput",
+           "VectorQuantizer", "VectorQuantizerEMA", "WaveNetPrior", "build_quantizer"]
 __version__ = "0.1.0"

@@ -21,9 +21,34 @@ import yaml
 from vqvae.errors import VQVAEError
 
 
-@dataclass
-class ModelConfig:
-    """Architecture of the image VQ-VAE (what ``from_pretrained`` needs to rebuild it)."""
+@dataclass(kw_only=True)
+class QuantizerConfig:
+    """The vector-quantisation fields every autoencoder shares (``model.*`` for images, ``audio.*`` for audio),
+    validated here once and turned into a layer by :func:`vqvae.quantize.build_quantizer`."""
+
+    embedding_dim: int = 64  # D, size of a code vector
+    num_embeddings: int = 512  # K, number of codes
+    quantizer: str = "ema"  # "ema" (VectorQuantizerEMA) or "vq" (VectorQuantizer, gradient-learned codebook)
+    commitment_cost: float = 0.25  # beta
+    decay: float = 0.99  # EMA decay (quantizer: ema)
+    epsilon: float = 1e-5  # EMA Laplace smoothing (quantizer: ema)
+    kmeans_init: bool = False  # k-means codebook init on encoder outputs (train.kmeans_batches) at the start
+    restart_threshold: float = 0.0  # re-seed codes used fewer times per step than this (0: never)
+
+    def validate_quantizer(self, section: str) -> None:
+        for name in ("embedding_dim", "num_embeddings"):
+            _check(getattr(self, name) >= 1, f"{section}.{name}", getattr(self, name), ">= 1")
+        _check(self.quantizer in ("ema", "vq"), f"{section}.quantizer", self.quantizer, '"ema" or "vq"')
+        _check(self.commitment_cost >= 0, f"{section}.commitment_cost", self.commitment_cost, ">= 0")
+        _check(0 <= self.decay < 1, f"{section}.decay", self.decay, "in [0, 1)")
+        _check(self.epsilon > 0, f"{section}.epsilon", self.epsilon, "> 0")
+        _check(self.restart_threshold >= 0, f"{section}.restart_threshold", self.restart_threshold, ">= 0")
+
+
+@dataclass(kw_only=True)
+class ModelConfig(QuantizerConfig):
+    """Architecture of the image VQ-VAE (what ``from_pretrained`` needs to rebuild it); the quantizer's fields
+    are those of :class:`QuantizerConfig`."""
 
     in_channels: int = 1  # 1 for grayscale, 3 for RGB
     image_size: int = 28  # side of the (square) training images, in pixels
@@ -34,30 +59,18 @@ class ModelConfig:
     # a discretized logistic likelihood of the 8-bit pixels, so log p(x|z) and bits/dim are real
     recon_loss: str = "mse"
     downsample: int = 4  # latent grid = image / downsample (a power of two)
-    embedding_dim: int = 64  # D, size of a code vector
-    num_embeddings: int = 512  # K, number of codes
-    quantizer: str = "ema"  # "ema" (VectorQuantizerEMA) or "vq" (VectorQuantizer, gradient-learned codebook)
-    commitment_cost: float = 0.25  # beta
-    decay: float = 0.99  # EMA decay (quantizer: ema)
-    epsilon: float = 1e-5  # EMA Laplace smoothing (quantizer: ema)
-    kmeans_init: bool = False  # k-means codebook init on encoder outputs at the start of training
-    restart_threshold: float = 0.0  # re-seed codes used fewer times per step than this (0: never)
 
     def validate(self) -> None:
+        self.validate_quantizer("model")
         _check(self.in_channels in (1, 3), "model.in_channels", self.in_channels, "1 or 3")
         _check(self.image_size >= 4, "model.image_size", self.image_size, ">= 4")
-        for name in ("hidden", "res_hidden", "embedding_dim", "num_embeddings"):
+        for name in ("hidden", "res_hidden"):
             _check(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), ">= 1")
         _check(self.num_res_layers >= 0, "model.num_res_layers", self.num_res_layers, ">= 0")
         d = self.downsample
         _check(d >= 2 and d & (d - 1) == 0, "model.downsample", d, "a power of two >= 2")
         _check(self.recon_loss in ("mse", "mse_in_range", "logistic"), "model.recon_loss", self.recon_loss,
                '"mse", "mse_in_range" or "logistic"')
-        _check(self.quantizer in ("ema", "vq"), "model.quantizer", self.quantizer, '"ema" or "vq"')
-        _check(self.commitment_cost >= 0, "model.commitment_cost", self.commitment_cost, ">= 0")
-        _check(0 <= self.decay < 1, "model.decay", self.decay, "in [0, 1)")
-        _check(self.epsilon > 0, "model.epsilon", self.epsilon, "> 0")
-        _check(self.restart_threshold >= 0, "model.restart_threshold", self.restart_threshold, ">= 0")
 
     @property
     def latent_size(self) -> int:
@@ -86,21 +99,15 @@ class PixelCNNConfig:
                "odd and >= 3")
 
 
-@dataclass
-class AudioModelConfig:
-    """Architecture of the audio VQ-VAE: a 1-D strided encoder, the quantizer, and a WaveNet decoder over
-    mu-law samples conditioned on the upsampled codes (local) and on the speaker (global)."""
+@dataclass(kw_only=True)
+class AudioModelConfig(QuantizerConfig):
+    """Architecture of the audio VQ-VAE: a 1-D strided encoder, the quantizer (the fields of
+    :class:`QuantizerConfig`), and a WaveNet decoder over mu-law samples conditioned on the upsampled codes
+    (local) and on the speaker (global)."""
 
     sample_rate: int = 16000  # Hz; every waveform is resampled to it
     num_downsamples: int = 6  # strided convs (window 4, stride 2): one code per 2^6 = 64 samples
     hidden: int = 64  # encoder channels
-    embedding_dim: int = 64  # D
-    num_embeddings: int = 512  # K
-    quantizer: str = "ema"  # "ema" or "vq"
-    commitment_cost: float = 0.25  # beta
-    decay: float = 0.99  # EMA decay (quantizer: ema)
-    epsilon: float = 1e-5  # EMA Laplace smoothing (quantizer: ema)
-    restart_threshold: float = 0.0  # re-seed codes used fewer times per step than this (0: never)
     # "instance": every channel of the encoder output normalised to zero mean and unit variance over time
     # (per utterance or crop), so it cannot collapse to a constant that the codebook then follows; "none" as in
     # the paper
@@ -119,20 +126,15 @@ class AudioModelConfig:
     dilation_cycles: int = 2  # ... repeated this many times
 
     def validate(self) -> None:
+        self.validate_quantizer("audio")
         _check(self.sample_rate >= 1000, "audio.sample_rate", self.sample_rate, ">= 1000")
         _check(1 <= self.num_downsamples <= 12, "audio.num_downsamples", self.num_downsamples, "in 1..12")
-        for name in ("hidden", "embedding_dim", "num_embeddings", "local_channels", "channels", "skip_channels",
-                     "dilation_cycles"):
+        for name in ("hidden", "local_channels", "channels", "skip_channels", "dilation_cycles"):
             _check(getattr(self, name) >= 1, f"audio.{name}", getattr(self, name), ">= 1")
         d = self.max_dilation
         _check(d >= 1 and d & (d - 1) == 0, "audio.max_dilation", d, "a power of two")
-        _check(self.quantizer in ("ema", "vq"), "audio.quantizer", self.quantizer, '"ema" or "vq"')
         _check(self.encoder_norm in ("none", "instance"), "audio.encoder_norm", self.encoder_norm, '"none" or "instance"')
         _check(0 <= self.jitter <= 0.5, "audio.jitter", self.jitter, "in [0, 0.5]")
-        _check(self.commitment_cost >= 0, "audio.commitment_cost", self.commitment_cost, ">= 0")
-        _check(0 <= self.decay < 1, "audio.decay", self.decay, "in [0, 1)")
-        _check(self.epsilon > 0, "audio.epsilon", self.epsilon, "> 0")
-        _check(self.restart_threshold >= 0, "audio.restart_threshold", self.restart_threshold, ">= 0")
         _check(self.num_speakers >= 0, "audio.num_speakers", self.num_speakers, ">= 0")
 
     @property
@@ -183,7 +185,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.05  # final learning rate of the cosine schedule, as a fraction of lr
     steps: int = 0  # stop after this many steps (0: no step limit; then max_seconds must be set)
     max_seconds: float = 0.0  # wall-clock budget for the optimisation steps (0: none)
-    kmeans_batches: int = 20  # batches of encoder outputs the k-means init sees (model.kmeans_init)
+    # Batches below are of train.batch_size examples: images, utterances, or code grids / sequences.
+    kmeans_batches: int = 20  # training batches whose encoder outputs the k-means init sees (*.kmeans_init)
     bf16: bool = False  # bfloat16 autocast for the conv nets (the quantizer always runs in fp32)
     seed: int = 0
     threads: int = 0  # torch intra-op threads (0: leave PyTorch's default)
@@ -211,8 +214,9 @@ class TrainConfig:
         _check(self.crop_length >= 1, "train.crop_length", self.crop_length, ">= 1")
 
 
-class _Sections:
-    """A recipe: dataclass fields that are config sections, each with its own ``validate``."""
+class RecipeSections:
+    """A recipe: dataclass fields that are config sections, each with its own ``validate``. The first section is
+    the architecture, the last one ``train``."""
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -221,9 +225,20 @@ class _Sections:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    @property
+    def architecture(self) -> Any:
+        """The architecture section (``model``, ``prior``, ``audio`` or ``wavenet_prior``)."""
+        return getattr(self, dataclasses.fields(self)[0].name)
+
+    def with_architecture(self, **changes: Any) -> RecipeSections:
+        """A copy whose architecture section has ``changes`` (what training fills in from the data); the recipe
+        itself is never changed."""
+        name = dataclasses.fields(self)[0].name
+        return dataclasses.replace(self, **{name: dataclasses.replace(self.architecture, **changes)})
+
 
 @dataclass
-class Recipe(_Sections):
+class Recipe(RecipeSections):
     """An image VQ-VAE recipe: sections ``model`` and ``train``."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -231,7 +246,7 @@ class Recipe(_Sections):
 
 
 @dataclass
-class PriorRecipe(_Sections):
+class PriorRecipe(RecipeSections):
     """A prior recipe: sections ``prior`` and ``train`` (``train.data`` is not used: the prior is trained
     on the codes of the data its VQ-VAE was trained on)."""
 
@@ -240,7 +255,7 @@ class PriorRecipe(_Sections):
 
 
 @dataclass
-class AudioRecipe(_Sections):
+class AudioRecipe(RecipeSections):
     """An audio VQ-VAE recipe: sections ``audio`` and ``train`` (``train.data``: a speaker-folder corpus)."""
 
     audio: AudioModelConfig = field(default_factory=AudioModelConfig)
@@ -248,7 +263,7 @@ class AudioRecipe(_Sections):
 
 
 @dataclass
-class AudioPriorRecipe(_Sections):
+class AudioPriorRecipe(RecipeSections):
     """An audio prior recipe: sections ``wavenet_prior`` and ``train`` (trained on the VQ-VAE's codes)."""
 
     wavenet_prior: AudioPriorConfig = field(default_factory=AudioPriorConfig)
@@ -292,7 +307,7 @@ def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
 _CLASSES = {"model": ModelConfig, "prior": PixelCNNConfig, "train": TrainConfig, "audio": AudioModelConfig,
             "wavenet_prior": AudioPriorConfig}
 # recipe kind -> (class, its sections, the built-in recipe used when none is named)
-_KINDS = {"vqvae": (Recipe, ("model", "train"), "fashion_mnist"),
+RECIPE_KINDS = {"vqvae": (Recipe, ("model", "train"), "fashion_mnist"),
           "prior": (PriorRecipe, ("prior", "train"), "fashion_mnist_prior"),
           "audio": (AudioRecipe, ("audio", "train"), "speech"),
           "audio_prior": (AudioPriorRecipe, ("wavenet_prior", "train"), "speech_prior")}
@@ -310,8 +325,8 @@ def section_from_dict(name: str, values: dict[str, Any]) -> Any:
     return cls(**{k: _coerce(name, fields[k], v) for k, v in values.items()})
 
 
-def recipe_from_dict(d: dict[str, Any], kind: str = "vqvae") -> _Sections:
-    cls, sections, _ = _KINDS[kind]
+def recipe_from_dict(d: dict[str, Any], kind: str = "vqvae") -> RecipeSections:
+    cls, sections, _ = RECIPE_KINDS[kind]
     if not isinstance(d, dict):
         raise VQVAEError(f"a recipe must be a mapping with sections {'/'.join(sections)}, got {type(d).__name__}")
     unknown = sorted(set(d) - set(sections))
@@ -325,16 +340,16 @@ def builtin_recipes() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
-def load_recipe(spec: str | Path | None, overrides: list[str] = (), kind: str = "vqvae") -> _Sections:
+def load_recipe(spec: str | Path | None, overrides: list[str] = (), kind: str = "vqvae") -> RecipeSections:
     """Read a recipe of ``kind`` ("vqvae" or "prior") -- a YAML path, or the name of a built-in one
     (``fashion_mnist``) -- and apply ``key=value`` overrides (dotted keys, YAML values). ``None`` means the
     default recipe of that kind."""
-    return recipe_with_overrides(_read_yaml(spec if spec is not None else _KINDS[kind][2]), overrides, kind)
+    return recipe_with_overrides(_read_yaml(spec if spec is not None else RECIPE_KINDS[kind][2]), overrides, kind)
 
 
 def recipe_with_overrides(
     d: dict[str, Any], overrides: list[str] = (), kind: str = "vqvae"
-) -> _Sections:
+) -> RecipeSections:
     """A validated recipe from a ``{"model": ..., "train": ...}`` dict with ``key=value`` overrides applied."""
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     for item in overrides:
@@ -342,7 +357,7 @@ def recipe_with_overrides(
             raise VQVAEError(f"override {item!r} is not of the form section.key=value (e.g. train.lr=3e-4)")
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        sections = _KINDS[kind][1]
+        sections = RECIPE_KINDS[kind][1]
         if len(parts) != 2 or parts[0] not in sections:
             raise VQVAEError(f"override key {key!r} must be {' or '.join(f'{n}.<key>' for n in sections)}")
         try:

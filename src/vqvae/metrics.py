@@ -30,15 +30,19 @@ from __future__ import annotations
 import math
 import operator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from vqvae.errors import VQVAEError
 
 __all__ = [
     "CodebookUsage",
     "MeanAccumulator",
     "bits_per_dim",
     "elbo_bits_per_dim",
+    "frechet_distance",
     "nats_to_bits",
     "psnr_from_mse",
     "ssim",
@@ -333,3 +337,23 @@ def uniform_prior_nll_nats(num_latents: int, num_embeddings: int) -> float:
     num_latents = _as_int("num_latents", num_latents, 0)
     num_embeddings = _as_int("num_embeddings", num_embeddings, 1)
     return num_latents * math.log(num_embeddings)
+
+
+# ---- Fréchet distance --------------------------------------------------------------------------
+def frechet_distance(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets a (N, F) and b (M, F):
+    ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2), computed in float64 with symmetric
+    eigendecompositions (so no general matrix square root is needed)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or len(a) < 2 or len(b) < 2:
+        raise VQVAEError(f"frechet_distance needs two (N >= 2, F) feature sets, got {a.shape} and {b.shape}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+
+    def sqrt_psd(m: np.ndarray) -> np.ndarray:
+        w, v = np.linalg.eigh((m + m.T) / 2)
+        return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+    root_a = sqrt_psd(cov_a)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)

@@ -8,6 +8,7 @@ for and how it is read). Everything the user can get wrong raises a one-line :cl
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -21,10 +22,11 @@ from PIL import Image
 from vqvae.data.idx import IDX_DATASETS, is_idx_dir, load_idx_dir, load_idx_named, short_path
 from vqvae.data.cifar import cifar_search_dirs, is_cifar_dir, load_cifar_dir
 from vqvae.data.folder import load_image_folder
+from vqvae.config import ModelConfig
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
 
-__all__ = ["ImageDataset", "load_images", "save_image_grid", "to_float", "to_uint8"]
+__all__ = ["ImageDataset", "load_images", "load_images_for", "save_image_grid", "to_float", "to_uint8"]
 
 SPLITS = ("train", "test")
 
@@ -44,6 +46,14 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the pixels and labels: what cached codes are keyed by."""
+        h = hashlib.sha256()
+        h.update(str(tuple(self.images.shape)).encode())
+        h.update(self.images.contiguous().numpy().tobytes())
+        h.update(self.labels.numpy().astype(np.int64).tobytes())
+        return h.hexdigest()
 
 
 def _check_native(images: np.ndarray, origin: str, image_size: int | None, channels: int | None) -> None:
@@ -128,6 +138,20 @@ def load_images(
     if native:
         _check_native(images, origin, image_size, channels)
     return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), classes, f"{spec}/{split}")
+
+
+def load_images_for(config: ModelConfig, spec: str, split: str) -> ImageDataset:
+    """``split`` of ``spec`` at the image size and channel count of a VQ-VAE with ``config``; refused with a
+    one-line error when the data cannot have that size."""
+    data = load_images(spec, split, image_size=config.image_size, channels=config.in_channels)
+    _, c, h, w = data.images.shape
+    want = (config.in_channels, config.image_size, config.image_size)
+    if (c, h, w) != want:
+        raise VQVAEError(
+            f"{data.name} images are {c}x{h}x{w} but the model expects {want[0]}x{want[1]}x{want[2]}:"
+            f" set model.in_channels={c} model.image_size={h}, or use a recipe made for this data"
+        )
+    return data
 
 
 def to_float(images_uint8: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ Waveforms are float32 in [-1, 1]; the models see them as 256 mu-law classes
 
 from __future__ import annotations
 
+import hashlib
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,14 @@ class SpeechDataset:
     @property
     def seconds(self) -> float:
         return sum(len(w) for w in self.waves) / self.sample_rate
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the rate, the samples and the speaker labels: what cached codes are keyed by."""
+        h = hashlib.sha256(f"{self.sample_rate}:{len(self)}".encode())
+        for w, label in zip(self.waves, self.labels):
+            h.update(np.int64(label).tobytes())
+            h.update(np.ascontiguousarray(w).tobytes())
+        return h.hexdigest()
 
 
 def corpus_speakers(root: str | Path) -> list[str]:

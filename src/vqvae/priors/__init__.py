@@ -1,5 +1,8 @@
-"""Autoregressive priors over the discrete latents: a class-conditional Gated PixelCNN for images."""
+"""Autoregressive priors over the discrete latents: a class-conditional Gated PixelCNN over image code grids, a
+WaveNet over audio code sequences."""
 
-from vqvae.priors.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from vqvae.config import AudioPriorConfig, PixelCNNConfig
+from vqvae.priors.pixelcnn import GatedPixelCNN
+from vqvae.priors.wavenet import WaveNetPrior
 
-__all__ = ["GatedPixelCNN", "PixelCNNConfig"]
+__all__ = ["AudioPriorConfig", "GatedPixelCNN", "PixelCNNConfig", "WaveNetPrior"]

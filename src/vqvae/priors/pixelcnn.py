@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae import checkpoint
-from vqvae.config import PixelCNNConfig, section_from_dict
+from vqvae.config import PixelCNNConfig
 from vqvae.errors import VQVAEError
+from vqvae.models.pretrained import Pretrained
 
 
 class GatedLayer(nn.Module):
@@ -66,11 +66,14 @@ class GatedLayer(nn.Module):
         return v_new, h_new, self.skip(gated)
 
 
-class GatedPixelCNN(nn.Module):
+class GatedPixelCNN(Pretrained, nn.Module):
     """Prior over code grids: indices (B, H, W) int64 [+ labels (B,)] -> logits (B, K, H, W).
 
     Logits at position (i, j) depend only on the codes before (i, j) in raster order (and the label).
     """
+
+    checkpoint_kind = "prior"
+    config_section = "prior"
 
     def __init__(self, config: PixelCNNConfig | None = None, **overrides):
         super().__init__()
@@ -87,18 +90,6 @@ class GatedPixelCNN(nn.Module):
             nn.ReLU(), nn.Conv2d(c.channels, c.head_channels, 1), nn.ReLU(),
             nn.Conv2d(c.head_channels, c.num_embeddings, 1),
         )
-
-    def save_pretrained(self, directory, extra: dict | None = None) -> None:
-        """Write ``config.json`` (architecture + ``extra``) and ``model.safetensors``."""
-        config = {"kind": "prior", "prior": dataclasses.asdict(self.config), **(extra or {})}
-        checkpoint.save_model(directory, config, self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, directory) -> GatedPixelCNN:
-        config = checkpoint.read_config(directory, kind="prior")
-        model = cls(section_from_dict("prior", config.get("prior", {})))
-        checkpoint.load_weights(model, directory)
-        return model.eval()
 
     def _check(self, indices: Tensor, labels: Tensor | None) -> None:
         c = self.config

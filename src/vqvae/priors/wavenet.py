@@ -5,20 +5,21 @@ conditioning, so it shares the queue-cached generator."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae import checkpoint
-from vqvae.config import AudioPriorConfig, section_from_dict
-from vqvae.errors import VQVAEError
+from vqvae.config import AudioPriorConfig
+from vqvae.models.pretrained import Pretrained
 from vqvae.nets.wavenet import WaveNet
 
 
-class WaveNetPrior(nn.Module):
+class WaveNetPrior(Pretrained, nn.Module):
     """Codes (B, L) int64 [+ speakers (B,)] -> logits (B, K, L); step l predicts code l from codes < l."""
+
+    checkpoint_kind = "audio_prior"
+    config_section = "wavenet_prior"
 
     def __init__(self, config: AudioPriorConfig | None = None, **overrides):
         super().__init__()
@@ -47,14 +48,3 @@ class WaveNetPrior(nn.Module):
                generator: torch.Generator | None = None) -> Tensor:
         """(batch, length) codes, drawn one step at a time from cached activations."""
         return self.net.generate(batch, length, None, self._speakers(speakers), temperature, generator)
-
-    def save_pretrained(self, directory, extra: dict | None = None) -> None:
-        config = {"kind": "audio_prior", "wavenet_prior": dataclasses.asdict(self.config), **(extra or {})}
-        checkpoint.save_model(directory, config, self.state_dict())
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path) -> WaveNetPrior:
-        config = checkpoint.read_config(directory, kind="audio_prior")
-        model = cls(section_from_dict("wavenet_prior", config.get("wavenet_prior", {})))
-        checkpoint.load_weights(model, directory)
-        return model.eval()

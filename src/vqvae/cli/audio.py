@@ -1,0 +1,171 @@
+"""``vqvae audio ...`` and ``vqvae data speech``: each command parses its arguments, calls one importable function
+and prints the result.
+
+    vqvae data speech --out DIR                     # the espeak-ng multi-speaker corpus
+    vqvae audio train [--config speech] [--data DIR] [--out DIR] [--steps N] [--max-seconds S] [key=value ...]
+    vqvae audio evaluate DIR [--split test] [--json]
+    vqvae audio reconstruct DIR input.wav [--speaker NAME] --out out.wav
+    vqvae audio convert DIR input.wav --speaker NAME --out out.wav
+    vqvae audio train-prior VQVAE_DIR [--config speech_prior] [--out DIR] [--steps N] [--max-seconds S]
+    vqvae audio sample PRIOR_DIR --speaker NAME [--seconds 2] --out out.wav
+    vqvae audio conversion DIR [--pairs 16] [--wav-dir DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from vqvae.cli.common import add_training_command, positive, print_result, recipe_of, seed
+from vqvae.data.speech import synthesize_corpus
+from vqvae.errors import VQVAEError
+from vqvae.evaluate import evaluate_audio_run, evaluate_conversion_run
+from vqvae.priors.sampling import sample_audio_file
+from vqvae.reconstruct import resynthesize_file
+from vqvae.train import train_audio_and_evaluate, train_audio_prior_and_evaluate
+
+__all__ = ["add_audio_commands"]
+
+
+def _summary(m: dict[str, Any]) -> str:
+    line = f"{m['split']}: {m['bits_per_sample']:.3f} bits per sample given {' and '.join(m['conditioned_on']) or 'nothing'}"
+    if "codes_used" in m:
+        line += (f"; codes used {m['codes_used']}/{m['num_embeddings']}, perplexity {m['perplexity']:.1f}, "
+                 f"bit rate {m['bit_rate']:.0f} bits/s ({m['entropy_bit_rate']:.0f} at the code entropy)")
+    return line
+
+
+def _prior_summary(m: dict[str, Any]) -> str:
+    return (f"test: prior NLL {m['prior_bits_per_code']:.3f} bits per code ({m['bits_below_uniform']:.3f} below the "
+            f"uniform prior's {m['uniform_bits_per_code']:g}): {m['bit_rate_with_prior']:.0f} bits/s for the codes")
+
+
+def _conversion_summary(m: dict[str, Any]) -> str:
+    return (f"{m['pairs']} conversions: recognised as the target speaker {m['converted_recognised_as_target']:.3f}, "
+            f"as the source {m['converted_recognised_as_source']:.3f} (reconstructions as the source "
+            f"{m['reconstructions_recognised_as_source']:.3f}; classifier accuracy on real test utterances "
+            f"{m['speaker_classifier_test_accuracy']:.3f}); voiced conversions {m['converted_voiced']:.3f}"
+            + ("" if m["pitch_pairs"] == 0 else
+               f"; over the {m['pitch_pairs']} pairs of distinct pitch, the pitch is nearer the target's "
+               f"{m['converted_pitch_nearer_target']:.3f}, the source's {m['converted_pitch_nearer_source']:.3f} "
+               f"(reconstructions nearer the source's {m['reconstructions_pitch_nearer_source']:.3f})"))
+
+
+def cmd_data_speech(a: argparse.Namespace) -> dict[str, Any]:
+    summary = synthesize_corpus(a.out, num_sentences=a.sentences, per_speaker=a.per_speaker,
+                                num_speakers=a.speakers, sample_rate=a.sample_rate, seed=a.seed,
+                                overwrite=a.overwrite, progress=not a.quiet)
+    return print_result(summary, a.json, lambda s: f"wrote {s['utterances']} utterances ({s['hours'] * 60:.1f} "
+                                                   f"minutes) by {len(s['speakers'])} speakers to {a.out}")
+
+
+def cmd_audio_train(a: argparse.Namespace) -> dict[str, Any]:
+    out, _, recipe = recipe_of(a, "audio", [f"train.data={a.data}"] if a.data else [])
+    m = train_audio_and_evaluate(recipe, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet)
+    print_result(m, a.json, _summary)
+    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, tb/)")
+    return m
+
+
+def cmd_audio_evaluate(a: argparse.Namespace) -> dict[str, Any]:
+    return print_result(evaluate_audio_run(a.run_dir, data=a.data, split=a.split, limit=a.limit), a.json, _summary)
+
+
+def cmd_audio_resynthesize(a: argparse.Namespace) -> None:
+    """``reconstruct`` (as the input's own speaker) and ``convert`` (as ``--speaker``)."""
+    if a.audio_command == "convert" and not a.speaker:
+        raise VQVAEError("convert needs --speaker NAME: the voice to convert to")
+    r = resynthesize_file(a.run_dir, a.input, a.out, speaker=a.speaker, seconds=a.seconds, temperature=a.temperature,
+                          seed=a.seed, overwrite=a.overwrite)
+    who = f" as {r['speaker']}" if r["speaker"] is not None else ""
+    print(f"wrote {a.out} ({r['seconds']:.2f} s from {r['codes']} codes{who})")
+
+
+def cmd_audio_train_prior(a: argparse.Namespace) -> dict[str, Any]:
+    out, vqvae_dir, recipe = recipe_of(a, "audio_prior", source="audio VQ-VAE")
+    m = train_audio_prior_and_evaluate(recipe, vqvae_dir, out, resume=bool(a.resume), overwrite=a.overwrite,
+                                       progress=not a.quiet)
+    print_result(m, a.json, _prior_summary)
+    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, tb/)")
+    return m
+
+
+def cmd_audio_sample(a: argparse.Namespace) -> None:
+    seconds = sample_audio_file(a.prior_dir, a.out, speaker=a.speaker, seconds=a.seconds, temperature=a.temperature,
+                                seed=a.seed, overwrite=a.overwrite)
+    print(f"wrote {a.out} ({seconds:.2f} s from the prior, as {a.speaker})")
+
+
+def cmd_audio_conversion(a: argparse.Namespace) -> dict[str, Any]:
+    m = evaluate_conversion_run(a.run_dir, data=a.data, pairs=a.pairs, seconds=a.seconds, seed=a.seed,
+                                temperature=a.temperature, wav_dir=a.wav_dir, overwrite=a.overwrite)
+    return print_result(m, a.json, _conversion_summary)
+
+
+def _generation_options(p: argparse.ArgumentParser, seconds: float, help: str) -> None:
+    p.add_argument("--seconds", type=float, default=seconds, help=help)
+    p.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
+    p.add_argument("--seed", type=seed, default=0)
+
+
+def _data_commands(sub) -> None:
+    data = sub.add_parser("data", help="make datasets").add_subparsers(dest="data_command", required=True)
+    sp = data.add_parser("speech", help="synthesise the multi-speaker speech corpus with espeak-ng")
+    sp.add_argument("--out", required=True, help="corpus directory (one sub-folder per speaker)")
+    sp.add_argument("--sentences", type=positive, default=300, help="distinct sentences (default 300)")
+    sp.add_argument("--per-speaker", type=positive, default=100, help="utterances per speaker (default 100)")
+    sp.add_argument("--speakers", type=positive, default=8, help="number of voices, 1..8 (default 8)")
+    sp.add_argument("--sample-rate", type=positive, default=16000)
+    sp.add_argument("--seed", type=seed, default=0)
+    for flag in ("--overwrite", "--quiet", "--json"):
+        sp.add_argument(flag, action="store_true")
+    sp.set_defaults(fn=cmd_data_speech)
+
+
+def add_audio_commands(sub) -> None:
+    """Register ``vqvae data speech`` and ``vqvae audio ...`` on the top-level subparsers."""
+    _data_commands(sub)
+    audio = sub.add_parser("audio", help="the audio VQ-VAE and its prior: train, evaluate, reconstruct, convert, "
+                                         "train-prior, sample")
+    asub = audio.add_subparsers(dest="audio_command", required=True)
+    t = add_training_command(asub, "train", cmd_audio_train, "train the audio VQ-VAE (WaveNet decoder)", "speech",
+                             "runs/audio", "audio.channels=64")
+    t.add_argument("--data", help="a corpus directory: one sub-folder of .wav files per speaker")
+    e = asub.add_parser("evaluate", help="bits per sample, code usage, bit rate over the test utterances")
+    e.add_argument("run_dir")
+    e.add_argument("--data", help="corpus (default: the one the model was trained on)")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--limit", type=positive, help="only the first N utterances")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(fn=cmd_audio_evaluate)
+    cv = asub.add_parser("conversion", help="judge speaker conversion with a speaker classifier")
+    cv.add_argument("run_dir")
+    cv.add_argument("--data", help="corpus (default: the one the model was trained on)")
+    cv.add_argument("--pairs", type=positive, default=16, help="test utterances converted (default 16)")
+    _generation_options(cv, 1.5, "of each utterance (default 1.5)")
+    cv.add_argument("--wav-dir", help="write inputs, reconstructions and conversions here")
+    cv.add_argument("--overwrite", action="store_true")
+    cv.add_argument("--json", action="store_true")
+    cv.set_defaults(fn=cmd_audio_conversion)
+    add_training_command(asub, "train-prior", cmd_audio_train_prior, "train the WaveNet prior on an audio VQ-VAE's "
+                         "codes", "speech_prior", "runs/audio_prior", "wavenet_prior.channels=32",
+                         source="run directory of the audio VQ-VAE (written by `vqvae audio train`)")
+    sa = asub.add_parser("sample", help="codes from the prior, decoded for a speaker, to a WAV file")
+    sa.add_argument("prior_dir", help="run directory written by `vqvae audio train-prior`")
+    sa.add_argument("--speaker", required=True, help="the voice to decode with (and to condition the prior on)")
+    _generation_options(sa, 2.0, "length (default 2 s)")
+    sa.add_argument("--out", required=True, help="output .wav")
+    sa.add_argument("--overwrite", action="store_true")
+    sa.set_defaults(fn=cmd_audio_sample)
+    for name, help in (("reconstruct", "encode a WAV file and decode it again"),
+                       ("convert", "encode a WAV file and decode it as another speaker")):
+        r = asub.add_parser(name, help=help)
+        r.add_argument("run_dir")
+        r.add_argument("input", help="a WAV file (any rate; resampled to the model's)")
+        r.add_argument("--speaker", help="speaker to decode as" + (" (default: the input's folder name)"
+                                                                   if name == "reconstruct" else ""))
+        _generation_options(r, 4.0, "at most this much of the input (default 4)")
+        r.add_argument("--out", required=True, help="output .wav")
+        r.add_argument("--overwrite", action="store_true")
+        r.set_defaults(fn=cmd_audio_resynthesize)

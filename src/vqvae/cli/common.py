@@ -1,0 +1,74 @@
+"""What every command of the CLI shares: argument types, the options of a training command and how they become
+a recipe, and printing a command's result."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Callable
+
+from vqvae.config import RecipeSections, load_recipe
+from vqvae.errors import VQVAEError
+from vqvae.train import resume_recipe
+
+__all__ = ["add_training_command", "positive", "print_result", "recipe_of", "seed"]
+
+
+def seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {value}")
+    return value
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def print_result(result: dict[str, Any], as_json: bool, summary: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    print(json.dumps(result) if as_json else summary(result))
+    return result
+
+
+def recipe_of(a: argparse.Namespace, kind: str, extra: list[str] = (),
+              source: str | None = None) -> tuple[str, str | None, RecipeSections]:
+    """(output directory, the run it builds on or None, recipe) of a training command: ``--resume DIR`` takes the
+    recipe saved in DIR (only --steps/--max-seconds may change it), otherwise ``--config`` plus overrides."""
+    overrides = list(a.overrides)
+    if a.steps is not None:
+        overrides.append(f"train.steps={a.steps}")
+    if a.max_seconds is not None:
+        overrides.append(f"train.max_seconds={a.max_seconds}")
+    given = getattr(a, "vqvae_dir", None)
+    if a.resume:
+        if a.config or a.overrides or extra or given or a.out:
+            raise VQVAEError("--resume continues a run in its own directory with its saved recipe: "
+                             "only --steps/--max-seconds may change")
+        return a.resume, None, resume_recipe(a.resume, overrides, kind=kind)
+    if source and not given:
+        raise VQVAEError(f"{a.command}{' ' + a.audio_command if getattr(a, 'audio_command', None) else ''} needs "
+                         f"the {source} run directory (or --resume DIR)")
+    return a.out or a.default_out, given, load_recipe(a.config, [*overrides, *extra], kind=kind)
+
+
+def add_training_command(parent, name: str, fn, help: str, recipe: str, out: str, example: str,
+                         source: str | None = None) -> argparse.ArgumentParser:
+    """A training command: ``[SOURCE_DIR] [--config] [--out] [--steps] [--max-seconds] [--resume] [--overwrite]
+    [--quiet] [--json] [key=value ...]``."""
+    s = parent.add_parser(name, help=help)
+    if source:  # the run this one builds on, before the overrides so that it is not taken for one
+        s.add_argument("vqvae_dir", nargs="?", help=source)
+    s.add_argument("--config", help=f"recipe: a YAML file or a built-in name (default: {recipe})")
+    s.add_argument("--out", help=f"run directory (default: {out})")
+    s.add_argument("--steps", type=int, help="stop after this many optimisation steps (a total)")
+    s.add_argument("--max-seconds", type=float, help="wall-clock budget for training, in seconds (a total)")
+    s.add_argument("--resume", metavar="DIR", help="continue the run in DIR where it stopped")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing run directory's contents")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help=f"recipe overrides, e.g. {example}")
+    s.set_defaults(fn=fn, default_out=out)
+    return s

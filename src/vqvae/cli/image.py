@@ -1,0 +1,195 @@
+"""The image commands: each parses its arguments, calls one importable function and prints the result.
+
+    vqvae train [--config RECIPE] [--data D] [--out DIR] [--steps N] [--max-seconds S] [key=value ...]
+    vqvae train --resume DIR [--steps N] [--max-seconds S]
+    vqvae evaluate DIR [--data D] [--split test] [--json]
+    vqvae reconstruct DIR --out grid.png
+    vqvae encode DIR --out codes.npz
+    vqvae decode DIR codes.npz --out grid.png
+    vqvae train-prior VQVAE_DIR [--config RECIPE] [--out DIR] [--steps N] [--max-seconds S] [key=value ...]
+    vqvae sample PRIOR_DIR [--per-class P | --class C --n N] [--temperature T] [--seed S] --out FILE.png|.npz
+    vqvae evaluate-prior PRIOR_DIR [--split test] [--json]
+    vqvae train-classifier [--data D] [--out DIR]
+    vqvae score SAMPLES.npz --classifier DIR [--vqvae DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from vqvae.cli.common import add_training_command, positive, print_result, recipe_of, seed
+from vqvae.codes import decode_run, encode_run
+from vqvae.evaluate import evaluate_prior_run, evaluate_run
+from vqvae.judges.image import score_samples, train_classifier_run
+from vqvae.priors.sampling import sample_image_file
+from vqvae.reconstruct import write_reconstructions
+from vqvae.train import train_and_evaluate, train_prior_and_evaluate
+
+__all__ = ["add_image_commands"]
+
+
+def _summary(m: dict[str, Any]) -> str:
+    return (f"{m['split']}: psnr {m['psnr']:.2f} dB, ssim {m['ssim']:.4f}, mse {m['mse']:.5f}, "
+            f"codes used {m['codes_used']}/{m['num_embeddings']}, perplexity {m['perplexity']:.1f}")
+
+
+def _prior_summary(m: dict[str, Any]) -> str:
+    line = (f"{m['split']}: prior NLL {m['prior_nll_bits_per_latent']:.3f} bits/latent "
+            f"({m['bits_below_uniform']:.3f} below the uniform prior's {m['uniform_bits_per_latent']:g})")
+    if "elbo_bits_per_dim_learned_prior" in m:
+        line += (f"; image bits/dim: decoder {m['decoder_nll_bits_per_dim']:.3f}, ELBO with the uniform prior "
+                 f"{m['elbo_bits_per_dim_uniform_prior']:.3f}, with the learned prior "
+                 f"{m['elbo_bits_per_dim_learned_prior']:.3f}")
+    return line
+
+
+def _score_summary(metrics: dict[str, Any]) -> str:
+    lines = []
+    for name, row in metrics.items():
+        if isinstance(row, dict):
+            rec = f", recognised {row['recognised']:.3f}" if "recognised" in row else ""
+            lines.append(f"{name} ({row['num_images']}): Fréchet distance {row['frechet_distance']:.3f}{rec}")
+    return "\n".join(lines)
+
+
+def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
+    out, _, recipe = recipe_of(a, "vqvae", [f"train.data={a.data}"] if a.data else [])
+    m = train_and_evaluate(recipe, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet)
+    print_result(m, a.json, _summary)
+    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, "
+          f"reconstructions.png, tb/)")
+    return m
+
+
+def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
+    return print_result(evaluate_run(a.run_dir, data=a.data, split=a.split, limit=a.limit), a.json, _summary)
+
+
+def cmd_reconstruct(a: argparse.Namespace) -> None:
+    out = write_reconstructions(a.run_dir, a.out, data=a.data, split=a.split, n=a.n, overwrite=a.overwrite)
+    print(f"wrote {out} (top: originals, bottom: reconstructions)")
+
+
+def cmd_encode(a: argparse.Namespace) -> None:
+    shapes = encode_run(a.run_dir, a.out, data=a.data, splits=tuple(a.splits.split(",")), overwrite=a.overwrite)
+    print(f"wrote {a.out} ({', '.join(f'{s}: {shape}' for s, shape in shapes.items())})")
+
+
+def cmd_decode(a: argparse.Namespace) -> None:
+    n = decode_run(a.run_dir, a.codes, a.out, split=a.split, n=a.n, overwrite=a.overwrite)
+    print(f"wrote {a.out} ({n} decoded images)")
+
+
+def cmd_train_prior(a: argparse.Namespace) -> dict[str, Any]:
+    out, vqvae_dir, recipe = recipe_of(a, "prior", source="VQ-VAE")
+    m = train_prior_and_evaluate(recipe, vqvae_dir, out, resume=bool(a.resume), overwrite=a.overwrite,
+                                 progress=not a.quiet)
+    print_result(m, a.json, _prior_summary)
+    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, "
+          f"samples.png, tb/)")
+    return m
+
+
+def cmd_evaluate_prior(a: argparse.Namespace) -> dict[str, Any]:
+    return print_result(evaluate_prior_run(a.prior_dir, split=a.split, limit=a.limit), a.json, _prior_summary)
+
+
+def cmd_sample(a: argparse.Namespace) -> None:
+    n = sample_image_file(a.prior_dir, a.out, class_=a.class_, per_class=a.per_class, n=a.n,
+                          temperature=a.temperature, seed=a.seed, overwrite=a.overwrite)
+    print(f"wrote {a.out} ({n} samples)")
+
+
+def cmd_train_classifier(a: argparse.Namespace) -> dict[str, Any]:
+    m = train_classifier_run(a.out, data=a.data, epochs=a.epochs, max_seconds=a.max_seconds, seed=a.seed,
+                             overwrite=a.overwrite)
+    return print_result(m, a.json, lambda m: f"{m['split']}: test accuracy {m['test_accuracy']:.4f} after "
+                                             f"{m['train_seconds']:.0f} s; wrote {a.out}")
+
+
+def cmd_score(a: argparse.Namespace) -> dict[str, Any]:
+    return print_result(score_samples(a.samples, a.classifier, vqvae=a.vqvae, seed=a.seed), a.json, _score_summary)
+
+
+def _run_command(sub, name: str, fn, help: str) -> argparse.ArgumentParser:
+    s = sub.add_parser(name, help=help)
+    s.add_argument("run_dir", help="a run directory written by `vqvae train`")
+    s.add_argument("--data", help="data to use (default: the data the model was trained on)")
+    s.set_defaults(fn=fn)
+    return s
+
+
+def _output(s: argparse.ArgumentParser, what: str) -> None:
+    s.add_argument("--out", required=True, help=f"output {what}")
+    s.add_argument("--overwrite", action="store_true")
+
+
+def add_image_commands(sub) -> None:
+    """Register the image commands on the top-level subparsers."""
+    t = add_training_command(sub, "train", cmd_train, "train an image VQ-VAE", "fashion_mnist", "runs/vqvae",
+                             "model.hidden=64")
+    t.add_argument("--data", help="fashion-mnist, mnist, cifar10, or a path (IDX dir, CIFAR dir, image folder)")
+    e = _run_command(sub, "evaluate", cmd_evaluate, "reconstruction quality and codebook usage over a whole split")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--limit", type=positive, help="evaluate only the first N images")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    r = _run_command(sub, "reconstruct", cmd_reconstruct, "PNG grid: originals above reconstructions")
+    r.add_argument("--split", default="test", choices=["train", "test"])
+    r.add_argument("--n", type=positive, default=16, help="number of images (default 16)")
+    _output(r, ".png")
+    c = _run_command(sub, "encode", cmd_encode, "code indices + labels of whole splits, to .npz")
+    c.add_argument("--splits", default="train,test", help="comma-separated splits (default train,test)")
+    _output(c, ".npz")
+    d = sub.add_parser("decode", help="decode indices from an .npz written by `vqvae encode` into a PNG grid")
+    d.add_argument("run_dir")
+    d.add_argument("codes", help=".npz written by `vqvae encode`")
+    d.add_argument("--split", default="test")
+    d.add_argument("--n", type=positive, default=64, help="decode the first N entries (default 64)")
+    _output(d, ".png")
+    d.set_defaults(fn=cmd_decode)
+    add_training_command(sub, "train-prior", cmd_train_prior, "train a class-conditional Gated PixelCNN on a "
+                         "VQ-VAE's codes", "fashion_mnist_prior", "runs/prior", "prior.num_layers=8",
+                         source="run directory of the VQ-VAE (written by `vqvae train`)")
+    _add_prior_commands(sub)
+    _add_judge_commands(sub)
+
+
+def _add_prior_commands(sub) -> None:
+    sp = sub.add_parser("sample", help="sample codes from a prior and decode them with its VQ-VAE")
+    sp.add_argument("prior_dir", help="run directory written by `vqvae train-prior`")
+    group = sp.add_mutually_exclusive_group()
+    group.add_argument("--class", dest="class_", type=int, help="sample only this class (with --n)")
+    group.add_argument("--per-class", type=positive, help="samples of every class, one row each (default 8)")
+    sp.add_argument("--n", type=positive, help="number of samples with --class or from an unconditional prior "
+                                               "(default 64)")
+    sp.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
+    sp.add_argument("--seed", type=seed, default=0)
+    _output(sp, ".png (a grid, one row per class) or .npz (images, labels, indices)")
+    sp.set_defaults(fn=cmd_sample)
+    ep = sub.add_parser("evaluate-prior", help="prior NLL (bits/latent) and image bits/dim of the ELBO over a split")
+    ep.add_argument("prior_dir", help="run directory written by `vqvae train-prior`")
+    ep.add_argument("--split", default="test", choices=["train", "test"])
+    ep.add_argument("--limit", type=positive, help="evaluate only the first N images")
+    ep.add_argument("--json", action="store_true", help="print one JSON object")
+    ep.set_defaults(fn=cmd_evaluate_prior)
+
+
+def _add_judge_commands(sub) -> None:
+    tc = sub.add_parser("train-classifier", help="train the CNN that judges samples (accuracy, Fréchet distance)")
+    tc.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist, cifar10 or a path")
+    tc.add_argument("--out", default="runs/classifier", help="checkpoint directory (default runs/classifier)")
+    tc.add_argument("--epochs", type=positive, default=4, help="passes over the train split (default 4)")
+    tc.add_argument("--max-seconds", type=float, default=600.0, help="stop earlier after this long (default 600)")
+    tc.add_argument("--seed", type=seed, default=0)
+    tc.add_argument("--overwrite", action="store_true")
+    tc.add_argument("--json", action="store_true")
+    tc.set_defaults(fn=cmd_train_classifier)
+    sc = sub.add_parser("score", help="judge samples with a classifier: recognition rate and Fréchet distances")
+    sc.add_argument("samples", help=".npz written by `vqvae sample` (images, labels)")
+    sc.add_argument("--classifier", required=True, help="directory written by `vqvae train-classifier`")
+    sc.add_argument("--vqvae", help="VQ-VAE whose reconstructions are the reference (default: the samples' own)")
+    sc.add_argument("--seed", type=seed, default=0, help="which test images are the held-out references")
+    sc.add_argument("--json", action="store_true")
+    sc.set_defaults(fn=cmd_score)

@@ -1,0 +1,192 @@
+"""Datasets -> codes: encoding whole splits with a VQ-VAE (images or speech), the one codes cache that priors are
+trained from, the ``.npz`` files of ``vqvae encode`` / ``vqvae decode``, and random crops of code sequences.
+
+The cache (``RUN_DIR/prior_codes.cache.npz``) is reused only while the SHA-256 of the weights the VQ-VAE was
+loaded from and of every split's data are unchanged; changed weights or data are encoded again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vqvae.data import ImageDataset, save_image_grid, to_float
+from vqvae.data.audio import SpeechDataset
+from vqvae.errors import VQVAEError
+from vqvae.fileio import atomic_write_npz, read_npz
+from vqvae.models import VQVAE, AudioVQVAE
+from vqvae.runs import check_out_file, load_run, run_split
+
+__all__ = ["CACHE_NAME", "SpeechCodes", "cached_codes", "code_crops", "decode_run", "encode_images", "encode_run",
+           "encode_speech", "load_codes", "save_codes", "speech_codes"]
+
+CACHE_NAME = "prior_codes.cache.npz"
+
+
+def _index_dtype(num_embeddings: int) -> type:
+    return np.int16 if num_embeddings <= 32768 else np.int32
+
+
+@torch.no_grad()
+def encode_images(model: VQVAE, data: ImageDataset, batch_size: int = 500) -> np.ndarray:
+    """Code indices of every image of ``data``: (N, h, w) int16 (K <= 32768) or int32."""
+    model.eval()
+    dtype = _index_dtype(model.config.num_embeddings)
+    out = [model.encode(to_float(data.images[i : i + batch_size])).numpy().astype(dtype)
+           for i in range(0, len(data), batch_size)]
+    h = model.config.latent_size
+    return np.concatenate(out) if out else np.zeros((0, h, h), dtype)
+
+
+@torch.no_grad()
+def encode_speech(model: AudioVQVAE, data: SpeechDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The codes of every utterance (each cut to whole codes), concatenated: (flat codes (sum L_i,), lengths (N,))."""
+    model.eval()
+    hop = model.config.hop
+    seqs = [model.encode(torch.from_numpy(w[: len(w) // hop * hop])[None])[0].numpy() if len(w) >= hop
+            else np.zeros(0, np.int64) for w in data.waves]
+    flat = np.concatenate(seqs) if seqs else np.zeros(0)
+    return flat.astype(_index_dtype(model.config.num_embeddings)), np.array([len(q) for q in seqs], dtype=np.int64)
+
+
+def _encode_split(model: VQVAE | AudioVQVAE, data: ImageDataset | SpeechDataset, split: str) -> dict[str, np.ndarray]:
+    """``{split}_indices`` and ``{split}_labels`` (and for speech ``{split}_lengths``) of one split."""
+    if isinstance(model, VQVAE):
+        return {f"{split}_indices": encode_images(model, data), f"{split}_labels": data.labels.numpy().astype(np.int64)}
+    flat, lengths = encode_speech(model, data)
+    return {f"{split}_indices": flat, f"{split}_lengths": lengths,
+            f"{split}_labels": np.array(data.labels, dtype=np.int64)}
+
+
+def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[str, Any],
+                 splits: tuple[str, ...] = ("train", "test")) -> dict[str, np.ndarray]:
+    """The codes and labels of ``splits`` of the data the run in ``run_dir`` was trained on (``config``: its
+    config.json), under ``model`` (loaded from there), encoded once and cached in ``run_dir/prior_codes.cache.npz``.
+    Arrays ``{split}_indices``, ``{split}_labels``; for speech the sequences are concatenated and
+    ``{split}_lengths`` splits them (see :func:`speech_codes`). A cache that is unreadable or keyed by other
+    weights or data is rebuilt; in a read-only directory it is kept in memory only."""
+    if model.weights_sha256 is None:
+        raise VQVAEError("cached_codes needs a model loaded with from_pretrained (its weights' fingerprint)")
+    datasets = {s: run_split(model, config, None, s) for s in splits}
+    meta: dict[str, Any] = {"num_embeddings": model.config.num_embeddings, "weights_sha256": model.weights_sha256,
+                            **{f"{s}_data_sha256": ds.fingerprint() for s, ds in datasets.items()}}
+    if isinstance(model, VQVAE):
+        meta["latent_size"] = model.config.latent_size
+    path = Path(run_dir) / CACHE_NAME
+    if path.exists():
+        try:
+            arrays = read_npz(path, "codes cache")
+            if all(k in arrays and str(arrays[k]) == str(v) for k, v in meta.items()):
+                return arrays
+        except VQVAEError:
+            pass
+    arrays = {k: v for s, ds in datasets.items() for k, v in _encode_split(model, ds, s).items()}
+    arrays.update({k: np.asarray(v) for k, v in meta.items()})
+    try:
+        atomic_write_npz(path, arrays)
+    except OSError:
+        pass
+    return arrays
+
+
+@dataclass
+class SpeechCodes:
+    """The code sequences of one split of a corpus: ``codes[i]`` (L_i,) int64 of utterance i by speaker
+    ``labels[i]``."""
+
+    codes: list[np.ndarray]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+def speech_codes(arrays: dict[str, np.ndarray], split: str) -> SpeechCodes:
+    """The non-empty code sequences of ``split`` from :func:`cached_codes` of an audio VQ-VAE."""
+    lengths = arrays[f"{split}_lengths"]
+    flat = arrays[f"{split}_indices"].astype(np.int64)
+    keep = lengths > 0
+    seqs = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    out = SpeechCodes([q for q, k in zip(seqs, keep) if k], arrays[f"{split}_labels"][keep])
+    if len(out) == 0:
+        raise VQVAEError(f"no {split} utterance is long enough for one code")
+    return out
+
+
+def code_crops(data: SpeechCodes, length: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random crop of at most ``length`` codes of each utterance ``indices[i]`` (torch's global generator
+    picks the start): (codes (B, length) int64, zero-padded; valid lengths (B,); speaker labels (B,))."""
+    x = torch.zeros(len(indices), length, dtype=torch.long)
+    lengths = torch.zeros(len(indices), dtype=torch.long)
+    for row, i in enumerate(indices):
+        q = data.codes[i]
+        start = int(torch.randint(max(1, len(q) - length + 1), (1,)))
+        piece = torch.from_numpy(q[start : start + length])
+        x[row, : len(piece)] = piece
+        lengths[row] = len(piece)
+    return x, lengths, torch.from_numpy(data.labels[indices]).long()
+
+
+# -- the files of `vqvae encode` / `vqvae decode` ---------------------------------------------------------------
+def save_codes(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict[str, Any]) -> None:
+    """Write ``{split}_indices`` / ``{split}_labels`` arrays (plus ``meta``: ``num_embeddings``, ``latent_size``)
+    to an .npz, atomically."""
+    arrays: dict[str, Any] = {}
+    for split, (indices, labels) in splits.items():
+        arrays[f"{split}_indices"] = indices
+        arrays[f"{split}_labels"] = labels.astype(np.int64)
+    atomic_write_npz(path, {**arrays, **meta})
+
+
+def load_codes(path: str | Path, num_embeddings: int, latent_size: int) -> dict[str, np.ndarray]:
+    """Read an .npz written by :func:`save_codes` (never with pickle) and check it fits a model with
+    ``num_embeddings`` codes on a ``latent_size`` x ``latent_size`` grid."""
+    arrays = read_npz(path, "codes file")
+    splits = [k[: -len("_indices")] for k in arrays if k.endswith("_indices")]
+    if not splits:
+        raise VQVAEError(f"{path} holds no *_indices array (written by `vqvae encode`?)")
+    for split in splits:
+        idx = arrays[f"{split}_indices"]
+        if idx.ndim != 3 or idx.shape[1:] != (latent_size, latent_size):
+            raise VQVAEError(f"{path}: {split}_indices has shape {idx.shape}, expected (N, {latent_size}, {latent_size})")
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise VQVAEError(f"{path}: {split}_indices must be integers, got {idx.dtype}")
+        if idx.size and (idx.min() < 0 or idx.max() >= num_embeddings):
+            raise VQVAEError(f"{path}: {split}_indices has codes in [{idx.min()}, {idx.max()}], model has K={num_embeddings}")
+    return arrays
+
+
+def encode_run(run_dir: str | Path, out: str | Path, *, data: str | None = None,
+               splits: tuple[str, ...] = ("train", "test"), overwrite: bool = False) -> dict[str, tuple[int, ...]]:
+    """``vqvae encode``: the codes and labels of ``splits`` under the image VQ-VAE in ``run_dir``, written to the
+    .npz ``out``; returns the shape of each split's codes."""
+    path = check_out_file(out, overwrite, (".npz",))
+    model, config = load_run(run_dir, "vqvae")
+    encoded = {}
+    for split in splits:
+        ds = run_split(model, config, data, split)
+        encoded[split] = (encode_images(model, ds), ds.labels.numpy())
+    save_codes(path, encoded, {"num_embeddings": model.config.num_embeddings, "latent_size": model.config.latent_size})
+    return {s: v[0].shape for s, v in encoded.items()}
+
+
+@torch.no_grad()
+def decode_run(run_dir: str | Path, codes: str | Path, out: str | Path, *, split: str = "test", n: int = 64,
+               overwrite: bool = False) -> int:
+    """``vqvae decode``: the first ``n`` (at most 1,024) code grids of ``split`` in the .npz ``codes``, decoded
+    by the image VQ-VAE in ``run_dir`` into a PNG grid ``out``; returns how many images it holds."""
+    path = check_out_file(out, overwrite, (".png",))
+    model, _ = load_run(run_dir, "vqvae")
+    arrays = load_codes(codes, model.config.num_embeddings, model.config.latent_size)
+    key = f"{split}_indices"
+    if key not in arrays:
+        have = sorted(k[: -len("_indices")] for k in arrays if k.endswith("_indices"))
+        raise VQVAEError(f"{codes} has no split {split!r} (it has: {', '.join(have)})")
+    idx = torch.from_numpy(arrays[key][: min(n, 1024)].astype(np.int64))
+    images = model.decode_indices(idx).clamp(0, 1)
+    save_image_grid(images, path, nrow=int(np.ceil(np.sqrt(len(images)))) if len(images) else 1)
+    return len(images)

@@ -1,0 +1,193 @@
+"""Independent judges of generated audio: a speaker classifier (logistic regression on log-mel statistics) and
+a pitch tracker, and :func:`judge_conversion`, which scores speaker conversions with both. Generating the
+conversions is not judging: see :func:`vqvae.evaluate.evaluate_conversion`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqvae.data.audio import SpeechDataset
+from vqvae.errors import VQVAEError
+
+__all__ = ["SpeakerClassifier", "judge_conversion", "log_mel_stats", "mel_filterbank", "pitch_hz"]
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 50.0) -> Tensor:
+    """Triangular filters on the mel scale (HTK formula 2595 log10(1 + f / 700)): (n_mels, n_fft // 2 + 1)."""
+    def mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def hz(m):
+        return 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    edges = hz(np.linspace(mel(f_min), mel(sample_rate / 2), n_mels + 2))
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    fb = np.maximum(0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
+    return torch.from_numpy(fb).float()
+
+
+def log_mel_stats(wave: np.ndarray | Tensor, sample_rate: int, n_mels: int = 40, floor_db: float = 30.0) -> Tensor:
+    """A fixed-size description of a voice: mean and standard deviation over time of the log-mel spectrum
+    (25 ms windows every 10 ms) -> (2 * n_mels,).
+
+    Only what is heard counts: frames more than ``floor_db`` below the loudest frame are dropped, and every mel
+    energy is floored at ``floor_db`` below the loudest one. Without this the statistics of the near-silence
+    dominate (the log of digital silence is hugely negative), and a judge trained on clean recordings could not
+    recognise a voice under faint noise. On the espeak-ng corpus (1 s of each test utterance), white noise at a
+    40 dB signal-to-noise ratio took its accuracy from 97.5% to 60%, at 30 dB to 35% (chance: 12.5%); with the
+    floor it stays at 97.5% (98.8% at 20 dB), as it must to judge generated audio, which is never silent."""
+    x = torch.as_tensor(np.asarray(wave, dtype=np.float32))
+    n_fft = 1 << int(np.ceil(np.log2(0.025 * sample_rate)))
+    hop = max(1, int(0.010 * sample_rate))
+    if len(x) < n_fft:
+        x = torch.nn.functional.pad(x, (0, n_fft - len(x)))
+    spec = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs().pow(2)  # (F, frames)
+    mel = mel_filterbank(sample_rate, n_fft, n_mels) @ spec  # (n_mels, frames)
+    floor = 10.0 ** (-floor_db / 10.0)
+    energy = mel.sum(0)
+    mel = mel[:, energy >= energy.max() * floor]  # the loudest frame always stays
+    logmel = torch.log(mel + mel.max() * floor + 1e-12)
+    return torch.cat([logmel.mean(1), logmel.std(1, unbiased=False)])
+
+
+def pitch_hz(wave: np.ndarray | Tensor, sample_rate: int, f_min: float = 60.0, f_max: float = 500.0,
+             voicing: float = 0.5, min_voiced: float = 0.5) -> tuple[float, float]:
+    """The median fundamental frequency of the voiced frames and the fraction of loud frames that are voiced.
+
+    Autocorrelation pitch tracking: Hann windows three periods of ``f_min`` long (50 ms) every 10 ms; frames
+    within 20 dB of the loudest one are candidates; a frame is voiced when its normalised autocorrelation peaks
+    at >= ``voicing`` for a lag of one period in ``[1 / f_max, 1 / f_min]``. The shortest lag within 90% of the
+    best one wins, so a periodic frame is not taken an octave down. The pitch is ``nan`` when fewer than
+    ``min_voiced`` of the candidate frames are voiced: each of 160 train utterances of the corpus is at least 79%
+    voiced, while low-pass and brown noise under a syllable-like envelope have up to 31% of frames that look
+    periodic (at male pitches)."""
+    x = torch.as_tensor(np.asarray(wave, dtype=np.float64))
+    frame, hop = int(np.ceil(3 * sample_rate / f_min)), int(0.010 * sample_rate)
+    lo, hi = max(2, int(sample_rate / f_max)), int(np.ceil(sample_rate / f_min))
+    if len(x) < frame or hi + 2 >= frame:
+        return float("nan"), 0.0
+    frames = x.unfold(0, frame, hop)
+    window = torch.hann_window(frame, dtype=x.dtype)
+    frames = (frames - frames.mean(1, keepdim=True)) * window
+    power = frames.pow(2).mean(1)
+    if not bool(power.max() > 0):
+        return float("nan"), 0.0
+    loud = power >= power.max() * 0.01
+
+    def autocorrelation(v: Tensor) -> Tensor:
+        return torch.fft.irfft(torch.fft.rfft(v, 2 * frame).abs().pow(2), 2 * frame)[..., : hi + 2]
+
+    # divided by the window's own autocorrelation (Boersma 1993), so a periodic frame peaks near 1 at every
+    # multiple of its period instead of fading with the taper
+    ac = autocorrelation(frames[loud]) / autocorrelation(window)
+    ac = ac / ac[:, :1].clamp_min(1e-30)
+    mid = ac[:, lo : hi + 1]
+    peak = (mid >= ac[:, lo - 1 : hi]) & (mid >= ac[:, lo + 1 : hi + 2])  # local maxima
+    best = (mid * peak).max(1).values
+    first = (peak & (mid >= 0.9 * best[:, None])).double().argmax(1)  # the shortest lag near the best peak
+    voiced = best >= voicing
+    fraction = float(voiced.double().mean())
+    if fraction < min_voiced or not bool(voiced.any()):
+        return float("nan"), fraction
+    rows = torch.arange(len(mid))
+    lag = (lo + first).double()
+    # a parabola through the peak and its neighbours places it between samples
+    a, b, c = ac[rows, lo + first - 1], ac[rows, lo + first], ac[rows, lo + first + 1]
+    denom = a - 2 * b + c
+    lag = lag + torch.where(denom < 0, 0.5 * (a - c) / denom.where(denom < 0, torch.ones_like(denom)), 0.0)
+    f0 = sample_rate / lag[voiced]
+    return float(f0.median()), fraction
+
+
+class SpeakerClassifier:
+    """Multinomial logistic regression on standardised :func:`log_mel_stats` features."""
+
+    def __init__(self, sample_rate: int, num_speakers: int):
+        self.sample_rate, self.num_speakers = sample_rate, num_speakers
+        self.mean = self.std = None
+        self.linear = nn.Linear(80, num_speakers)
+
+    def _features(self, waves) -> Tensor:
+        return torch.stack([log_mel_stats(w, self.sample_rate) for w in waves])
+
+    @torch.enable_grad()  # also when called from inside an evaluation under no_grad
+    def fit(self, waves, labels, steps: int = 300, seed: int = 0) -> SpeakerClassifier:
+        torch.manual_seed(seed)
+        f = self._features(waves)
+        self.mean, self.std = f.mean(0), f.std(0) + 1e-6
+        f = (f - self.mean) / self.std
+        y = torch.as_tensor(labels, dtype=torch.long)
+        opt = torch.optim.Adam(self.linear.parameters(), lr=0.05)
+        for _ in range(steps):
+            loss = F.cross_entropy(self.linear(f), y) + 1e-3 * self.linear.weight.pow(2).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return self
+
+    @torch.no_grad()
+    def predict(self, waves) -> Tensor:
+        if self.mean is None:
+            raise VQVAEError("the speaker classifier is not trained yet")
+        return self.linear((self._features(waves) - self.mean) / self.std).argmax(1)
+
+
+def speaker_pitches(train: SpeechDataset, speakers: list[int], per_speaker: int = 20) -> dict[int, float]:
+    """Each speaker's reference pitch: the median of :func:`pitch_hz` over (up to ``per_speaker`` of) their train
+    utterances (nan when none has a pitch)."""
+    reference = {}
+    for s in speakers:
+        own = [w for w, label in zip(train.waves, train.labels) if label == s][:per_speaker]
+        reference[s] = float(np.nanmedian([pitch_hz(w, train.sample_rate)[0] for w in own])) if own else float("nan")
+    return reference
+
+
+def judge_conversion(train: SpeechDataset, test: SpeechDataset, converted: list[Tensor], rebuilt: list[Tensor],
+                     sources: list[int], targets: list[int], *, seed: int = 0) -> dict[str, Any]:
+    """Score speaker conversions with two independent judges.
+
+    ``converted[i]`` is an utterance of speaker ``sources[i]`` decoded as ``targets[i]``, ``rebuilt[i]`` the same
+    decoded as its own speaker. A speaker classifier trained on ``train`` (its accuracy on the real ``test``
+    utterances is reported) says how often conversions are heard as the target and as the source. The pitch is
+    the second judge: each speaker's median pitch over (up to 20 of) their train utterances is the reference, and
+    a conversion counts for the target when its own median pitch is nearer (on a log scale) to the target's
+    reference than to the source's. Output that is not mostly voiced (noise: see :func:`pitch_hz`) has no pitch
+    and counts for neither (``converted_voiced`` is the fraction of conversions with a pitch). Only pairs whose
+    references differ by more than 10% are judged by pitch (``pitch_pairs``; the fractions are None when there
+    is none)."""
+    rate = train.sample_rate
+    clf = SpeakerClassifier(rate, len(train.speakers)).fit(train.waves, train.labels, seed=seed)
+    accuracy = float((clf.predict(test.waves) == torch.tensor(test.labels)).double().mean())
+    src, tgt = torch.tensor(sources), torch.tensor(targets)
+    conv_pred, rec_pred = clf.predict(converted), clf.predict(rebuilt)
+    reference = speaker_pitches(train, sorted(set(sources) | set(targets)))
+    conv_f0 = [pitch_hz(w, rate)[0] for w in converted]  # nan: no pitch
+    rec_f0 = [pitch_hz(w, rate)[0] for w in rebuilt]
+    # pitch decides only between speakers whose pitches differ by more than 10% (three of the espeak-ng voices
+    # share ~86 Hz); the fractions are over those pairs
+    distinct = [i for i, (a, b) in enumerate(zip(sources, targets))
+                if abs(np.log(reference[a] / reference[b])) > np.log(1.1)]
+
+    def nearer(f0s, to, other) -> float | None:  # fraction whose pitch is nearer to speaker `to` than to `other`
+        if not distinct:
+            return None
+        hits = sum(bool(abs(np.log(f0s[i] / reference[to[i]])) < abs(np.log(f0s[i] / reference[other[i]])))
+                   for i in distinct)  # False for nan
+        return hits / len(distinct)
+
+    return {"speaker_classifier_test_accuracy": accuracy, "pairs": len(converted),
+            "converted_recognised_as_target": float((conv_pred == tgt).double().mean()),
+            "converted_recognised_as_source": float((conv_pred == src).double().mean()),
+            "reconstructions_recognised_as_source": float((rec_pred == src).double().mean()),
+            "pitch_pairs": len(distinct),
+            "converted_pitch_nearer_target": nearer(conv_f0, targets, sources),
+            "converted_pitch_nearer_source": nearer(conv_f0, sources, targets),
+            "reconstructions_pitch_nearer_source": nearer(rec_f0, sources, targets),
+            "converted_voiced": float(np.mean([not np.isnan(f) for f in conv_f0])),
+            "speaker_median_pitch_hz": {test.speakers[s]: None if np.isnan(f) else round(f, 1)
+                                        for s, f in reference.items()}}

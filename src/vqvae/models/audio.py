@@ -1,0 +1,158 @@
+"""The audio VQ-VAE (section 4.3 of arXiv:1711.00937): raw waveform -> 1-D strided encoder (64x) -> quantizer
+-> codes; a WaveNet decoder predicts every mu-law sample from the samples before it, the upsampled codes and
+a learned speaker embedding. Decoding one speaker's codes with another speaker's id converts the voice.
+
+With ``use_codes: false`` the same WaveNet is trained without any codes: the baseline whose likelihood shows
+how much information the codes carry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqvae.config import AudioModelConfig
+from vqvae.errors import VQVAEError
+from vqvae.likelihoods import mu_law_decode, mu_law_encode
+from vqvae.nets.audio import AudioEncoder, CodeUpsampler, time_jitter
+from vqvae.models.pretrained import Pretrained
+from vqvae.nets.wavenet import WaveNet
+from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA, build_quantizer
+
+
+@dataclass
+class AudioVQVAEOutput:
+    """Forward pass on waveforms (B, T): ``loss`` = ``recon_loss`` + ``vq_loss``; ``recon_loss`` the decoder's
+    NLL in nats per sample (mu-law classes); ``indices`` (B, T / hop) int64 (empty without codes)."""
+
+    loss: Tensor
+    recon_loss: Tensor
+    vq_loss: Tensor
+    commitment_loss: Tensor
+    perplexity: Tensor
+    indices: Tensor
+
+
+class AudioVQVAE(Pretrained, nn.Module):
+    """Waveforms are float in [-1, 1], (B, T) with T a multiple of ``config.hop``; speakers (B,) int64."""
+
+    checkpoint_kind = "audio"
+    config_section = "audio"
+
+    def __init__(self, config: AudioModelConfig | None = None, **overrides: Any):
+        super().__init__()
+        config = dataclasses.replace(config or AudioModelConfig(), **overrides)
+        config.validate()
+        self.config = c = config
+        if c.use_codes:
+            self.encoder = AudioEncoder(c.hidden, c.embedding_dim, c.num_downsamples, c.encoder_norm)
+            self.quantizer: VectorQuantizer | VectorQuantizerEMA | None = build_quantizer(c, dim=1)
+            self.upsampler = CodeUpsampler(c.embedding_dim, c.local_channels, c.num_downsamples)
+        else:
+            self.encoder, self.quantizer, self.upsampler = None, None, None
+        self.decoder = WaveNet(256, c.channels, c.skip_channels, c.dilations,
+                               local_channels=c.local_channels if c.use_codes else 0,
+                               num_globals=self.num_speakers)
+
+    @property
+    def num_speakers(self) -> int:
+        """Speakers the decoder is conditioned on (0: none)."""
+        return self.config.num_speakers if self.config.speaker_conditioning else 0
+
+    # -- checks ---------------------------------------------------------------------------------------
+    def _check_waves(self, x: Tensor) -> None:
+        hop = self.config.hop
+        if x.dim() != 2 or x.shape[1] < hop or x.shape[1] % hop:
+            raise VQVAEError(f"expected waveforms of shape (B, T) with T a positive multiple of {hop} samples "
+                             f"(one code), got {tuple(x.shape)}")
+
+    def _speakers(self, speakers: Tensor | None, batch: int) -> Tensor | None:
+        if not self.num_speakers:
+            return None
+        if speakers is None or speakers.shape != (batch,):
+            raise VQVAEError(f"this model is conditioned on the speaker: pass speaker ids of shape ({batch},)")
+        if batch and (int(speakers.min()) < 0 or int(speakers.max()) >= self.num_speakers):
+            raise VQVAEError(f"speaker ids must lie in [0, {self.num_speakers}), got "
+                             f"[{int(speakers.min())}, {int(speakers.max())}]")
+        return speakers
+
+    # -- the pipeline ---------------------------------------------------------------------------------
+    def encode_continuous(self, x: Tensor) -> Tensor:
+        """z_e: waveforms (B, T) -> (B, D, T / hop), from the mu-law values the decoder models."""
+        if self.encoder is None:
+            raise VQVAEError("this model has no codes (audio.use_codes is false)")
+        self._check_waves(x)
+        return self.encoder(mu_law_decode(mu_law_encode(x))[:, None])
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Waveforms (B, T) -> codes (B, T / hop). Never updates the codebook."""
+        if self.quantizer is None:
+            raise VQVAEError("this model has no codes (audio.use_codes is false)")
+        self._check_waves(x)
+        was = self.quantizer.training
+        self.quantizer.eval()
+        try:
+            return self.quantizer(self.encoder(x[:, None])).indices
+        finally:
+            self.quantizer.train(was)
+
+    def local_features(self, indices: Tensor) -> Tensor:
+        """Codes (B, L) -> the decoder's local conditioning (B, C, L * hop)."""
+        k = self.config.num_embeddings
+        if indices.dim() != 2 or (indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k)):
+            raise VQVAEError(f"expected codes (B, L) in [0, {k}), got {tuple(indices.shape)}")
+        z_q = self.quantizer.lookup(indices).transpose(1, 2)  # (B, D, L)
+        return self.upsampler(z_q)
+
+    def forward(self, x: Tensor, speakers: Tensor | None = None) -> AudioVQVAEOutput:
+        self._check_waves(x)
+        g = self._speakers(speakers, x.shape[0])
+        target = mu_law_encode(x)  # (B, T) classes 0..255
+        zero = x.new_zeros(())
+        if self.quantizer is not None:
+            q = self.quantizer(self.encoder(mu_law_decode(target)[:, None]))  # the encoder hears what is modelled
+            z_q = time_jitter(q.quantized, self.config.jitter) if self.training else q.quantized
+            local = self.upsampler(z_q)  # (B, C, T)
+            vq_loss, commit, ppl, idx = q.loss, q.commitment_loss, q.perplexity, q.indices
+        else:
+            local, vq_loss, commit, ppl = None, zero, zero, zero
+            idx = torch.zeros(x.shape[0], 0, dtype=torch.long, device=x.device)
+        recon = F.cross_entropy(self.decoder(target, local, g), target)  # nats per sample
+        return AudioVQVAEOutput(recon + vq_loss, recon, vq_loss, commit, ppl, idx)
+
+    @torch.no_grad()
+    def nll(self, x: Tensor, speakers: Tensor | None = None, indices: Tensor | None = None) -> Tensor:
+        """Decoder NLL in nats of every sample (B, T) given the codes of ``x`` (or ``indices``) and the speaker."""
+        self._check_waves(x)
+        g = self._speakers(speakers, x.shape[0])
+        target = mu_law_encode(x)
+        local = None
+        if self.quantizer is not None:
+            local = self.local_features(self.encode(mu_law_decode(target)) if indices is None else indices)
+        return self.decoder.nll(target, local, g)
+
+    @torch.no_grad()
+    def decode_indices(self, indices: Tensor | None, speakers: Tensor | None = None, *, length: int | None = None,
+                       temperature: float = 1.0, generator: torch.Generator | None = None,
+                       naive: bool = False) -> Tensor:
+        """Generate waveforms (B, L * hop) in [-1, 1] from codes (B, L) and speakers (B,), one sample at a time
+        (``naive``: rerun the network per sample, for checking). Without codes (``use_codes: false``) pass
+        ``indices=None`` and a ``length``."""
+        if self.quantizer is not None:
+            if indices is None:
+                raise VQVAEError("pass the codes to decode")
+            local = self.local_features(indices)
+            batch, length = local.shape[0], local.shape[2]
+        else:
+            if length is None or indices is not None:
+                raise VQVAEError("a model without codes generates from nothing: pass length=, not codes")
+            local, batch = None, (1 if speakers is None else speakers.shape[0])
+        g = self._speakers(speakers, batch)
+        gen = self.decoder.generate_naive if naive else self.decoder.generate
+        return mu_law_decode(gen(batch, length, local, g, temperature, generator))

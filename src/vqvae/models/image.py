@@ -1,0 +1,158 @@
+"""The image VQ-VAE: encoder -> quantizer -> decoder (arXiv:1711.00937, section 3)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vqvae.config import ModelConfig
+from vqvae.errors import VQVAEError
+from vqvae.likelihoods import discretized_logistic_log_prob
+from vqvae.models.pretrained import Pretrained
+from vqvae.nets import ImageDecoder, ImageEncoder
+from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA, build_quantizer
+
+
+@dataclass
+class VQVAEOutput:
+    """Forward pass of :class:`VQVAE` on images (B, C, H, W) with a (B, h, w) latent grid.
+
+    ``reconstruction`` (B, C, H, W), pixel scale [0, 1] (not clamped); ``loss`` = ``recon_loss`` +
+    ``vq_loss``; ``recon_loss`` = mean squared error over pixels, or for ``recon_loss: logistic`` the
+    negative log-likelihood of the 8-bit pixels in nats per dimension; ``vq_loss`` is the quantizer's
+    objective (codebook + beta * commitment for "vq", beta * commitment for "ema");
+    ``indices`` (B, h, w) int64; ``perplexity`` of this batch's codes.
+    """
+
+    reconstruction: Tensor
+    loss: Tensor
+    recon_loss: Tensor
+    vq_loss: Tensor
+    codebook_loss: Tensor
+    commitment_loss: Tensor
+    perplexity: Tensor
+    indices: Tensor
+
+
+def reconstruction_loss(recon: Tensor, x: Tensor, kind: str) -> Tensor:  # kind: "mse" or "mse_in_range"
+    """Mean squared error per pixel. ``"mse_in_range"`` does not penalise a reconstruction for going
+    below 0 where the image is 0, or above 1 where it is 1: pixels are clamped to [0, 1] when shown
+    or evaluated, so that error is never seen, and the decoder need not spend capacity to hit the
+    range's ends exactly. It equals the MSE of the clamped reconstruction at such pixels."""
+    err = recon - x
+    if kind == "mse_in_range":
+        err = torch.where(((x <= 0) & (err < 0)) | ((x >= 1) & (err > 0)), torch.zeros_like(err), err)
+    return err.pow(2).mean()
+
+
+class VQVAE(Pretrained, nn.Module):
+    """Image VQ-VAE. Images are float in [0, 1], (B, in_channels, image_size, image_size).
+
+    Inputs whose side is not a multiple of ``downsample`` are zero-padded on the bottom/right
+    (after centring), and reconstructions are cropped back: 28x28 with downsample 8 encodes
+    to a 4x4 grid.
+    """
+
+    checkpoint_kind = "vqvae"
+    config_section = "model"
+
+    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
+        super().__init__()
+        config = dataclasses.replace(config or ModelConfig(), **overrides)
+        config.validate()
+        self.config = config
+        c = config
+        self.encoder = ImageEncoder(c.in_channels, c.hidden, c.res_hidden, c.num_res_layers, c.downsample)
+        self.pre_quantize = nn.Conv2d(c.hidden, c.embedding_dim, 1)
+        self.quantizer: VectorQuantizer | VectorQuantizerEMA = build_quantizer(c, dim=1)
+        # a logistic likelihood needs a location and a log-scale per pixel and channel
+        out_channels = c.in_channels * (2 if c.recon_loss == "logistic" else 1)
+        self.decoder = ImageDecoder(c.embedding_dim, out_channels, c.hidden, c.res_hidden, c.num_res_layers,
+                                    c.downsample)
+
+    # -- shapes ----------------------------------------------------------------------------------
+    def _check_images(self, x: Tensor) -> None:
+        c = self.config
+        if x.dim() != 4 or x.shape[1] != c.in_channels or x.shape[2] != c.image_size or x.shape[3] != c.image_size:
+            raise VQVAEError(
+                f"expected images of shape (B, {c.in_channels}, {c.image_size}, {c.image_size}), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def _pad(self, x: Tensor) -> Tensor:
+        extra = self.config.latent_size * self.config.downsample - self.config.image_size
+        return F.pad(x, (0, extra, 0, extra)) if extra else x
+
+    def _crop(self, x: Tensor) -> Tensor:
+        s = self.config.image_size
+        return x[..., :s, :s]
+
+    # -- the pipeline ------------------------------------------------------------------------------
+    def encode_continuous(self, x: Tensor) -> Tensor:
+        """z_e: (B, C, H, W) images in [0, 1] -> (B, D, h, w)."""
+        self._check_images(x)
+        return self.pre_quantize(self.encoder(self._pad(x - 0.5)))
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [0, 1] -> code indices (B, h, w), int64. Never updates the codebook."""
+        was = self.quantizer.training
+        self.quantizer.eval()
+        try:
+            return self.quantizer(self.encode_continuous(x)).indices
+        finally:
+            self.quantizer.train(was)
+
+    def decoder_output(self, z_q: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Quantised latents (B, D, h, w) -> (mean image (B, C, H, W) in [0, 1] scale, not clamped;
+        log-scale (B, C, H, W) of the discretized logistic in [-1, 1] pixel units, or None for MSE models)."""
+        out = self._crop(self.decoder(z_q))
+        c = self.config.in_channels
+        if self.config.recon_loss == "logistic":
+            return out[:, :c] + 0.5, out[:, c:]
+        return out + 0.5, None
+
+    def decode(self, z_q: Tensor) -> Tensor:
+        """Quantised latents (B, D, h, w) -> images (B, C, H, W), pixel scale [0, 1], not clamped."""
+        return self.decoder_output(z_q)[0]
+
+    def pixel_log_prob(self, x: Tensor, z_q: Tensor) -> Tensor:
+        """log p(x | z) in nats of every 8-bit pixel value: x (B, C, H, W) in [0, 1] (multiples of 1/255),
+        z_q (B, D, h, w) -> (B, C, H, W). Only for ``recon_loss: logistic`` models."""
+        if self.config.recon_loss != "logistic":
+            raise VQVAEError("this model has no pixel likelihood: train it with model.recon_loss=logistic")
+        mean, log_scale = self.decoder_output(z_q)
+        return discretized_logistic_log_prob(2 * x.float() - 1, 2 * mean.float() - 1, log_scale.float())
+
+    def decode_indices(self, indices: Tensor) -> Tensor:
+        """Code indices (B, h, w) -> images (B, C, H, W) in [0, 1] scale (not clamped)."""
+        h = self.config.latent_size
+        if indices.dim() != 3 or indices.shape[1:] != (h, h):
+            raise VQVAEError(f"expected indices of shape (B, {h}, {h}), got {tuple(indices.shape)}")
+        z_q = self.quantizer.lookup(indices).permute(0, 3, 1, 2)  # (B, D, h, w)
+        return self.decode(z_q.contiguous(memory_format=torch.channels_last))
+
+    def forward(self, x: Tensor) -> VQVAEOutput:
+        z_e = self.encode_continuous(x)  # (B, D, h, w)
+        q = self.quantizer(z_e)
+        recon, log_scale = self.decoder_output(q.quantized)  # (B, C, H, W) each
+        if log_scale is None:
+            recon_loss = reconstruction_loss(recon.float(), x.float(), self.config.recon_loss)
+        else:  # nats per dimension
+            recon_loss = -discretized_logistic_log_prob(2 * x.float() - 1, 2 * recon.float() - 1,
+                                                        log_scale.float()).mean()
+        return VQVAEOutput(
+            reconstruction=recon,
+            loss=recon_loss + q.loss,
+            recon_loss=recon_loss,
+            vq_loss=q.loss,
+            codebook_loss=q.codebook_loss,
+            commitment_loss=q.commitment_loss,
+            perplexity=q.perplexity,
+            indices=q.indices,
+        )

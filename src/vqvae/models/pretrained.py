@@ -1,0 +1,46 @@
+"""One way to save and load every model of this package: a directory with ``config.json`` (the architecture
+under its section name, the ``kind`` of checkpoint, and whatever the run adds) and ``model.safetensors``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from vqvae import checkpoint
+from vqvae.config import section_from_dict
+
+__all__ = ["Pretrained"]
+
+
+class Pretrained:
+    """Mixin for an ``nn.Module`` built from one config dataclass, ``self.config``.
+
+    Subclasses name the ``checkpoint_kind`` written to config.json (what ``from_pretrained`` insists on) and the
+    ``config_section`` the architecture is stored under (the recipe section of the same name)."""
+
+    checkpoint_kind: ClassVar[str]
+    config_section: ClassVar[str]
+    #: SHA-256 of the weights file the model was loaded from (None when built in memory): what cached codes and
+    #: priors are tied to.
+    weights_sha256: str | None = None
+
+    @classmethod
+    def config_from_dict(cls, values: dict[str, Any]) -> Any:
+        """The architecture config from its config.json section (unknown keys and bad types refused)."""
+        return section_from_dict(cls.config_section, values)
+
+    def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write ``config.json`` (architecture + ``extra``, e.g. the run's recipe) and ``model.safetensors``."""
+        config = {"kind": self.checkpoint_kind, self.config_section: dataclasses.asdict(self.config), **(extra or {})}
+        checkpoint.save_model(directory, config, self.state_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> Any:
+        """The model saved in ``directory``, on ``map_location``, in eval mode, with ``weights_sha256`` set."""
+        config = checkpoint.read_config(directory, kind=cls.checkpoint_kind)
+        model = cls(cls.config_from_dict(config.get(cls.config_section, {})))
+        model.weights_sha256 = checkpoint.load_weights(model, directory)
+        return model.to(map_location).eval()

@@ -1,0 +1,134 @@
+"""Sampling: prior -> codes -> decoded data. Code grids from a Gated PixelCNN decoded into images, code sequences
+from a WaveNet prior decoded into waveforms by the audio VQ-VAE's WaveNet; and the ``vqvae sample`` /
+``vqvae audio sample`` commands, which write them to files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqvae.data import save_image_grid, to_uint8
+from vqvae.data.audio import write_wav
+from vqvae.errors import VQVAEError
+from vqvae.fileio import atomic_write_npz
+from vqvae.models import VQVAE, AudioVQVAE
+from vqvae.priors.pixelcnn import GatedPixelCNN
+from vqvae.priors.wavenet import WaveNetPrior
+from vqvae.runs import check_out_file, load_prior
+
+__all__ = ["check_generation_options", "sample_audio", "sample_audio_file", "sample_image_file", "sample_images",
+           "sample_labels", "speaker_id"]
+
+
+@torch.no_grad()
+def sample_images(prior: GatedPixelCNN, vq: VQVAE, labels: torch.Tensor, *, temperature: float = 1.0,
+                  seed: int = 0, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample code grids from ``prior`` (class ``labels[i]`` for sample i; ignored by an unconditional prior)
+    with the cached sampler and decode them: (images (N, C, H, W) in [0, 1], indices (N, h, w)). The same
+    ``seed`` and ``batch_size`` give the same samples."""
+    prior.eval()
+    h = vq.config.latent_size
+    gen = torch.Generator().manual_seed(seed)
+    images, indices = [], []
+    for chunk in labels.split(batch_size):
+        idx = prior.sample((h, h), chunk, temperature, gen)
+        indices.append(idx)
+        images.append(vq.decode_indices(idx).clamp(0, 1))
+    if not indices:
+        c, s = vq.config.in_channels, vq.config.image_size
+        return torch.zeros(0, c, s, s), torch.zeros(0, h, h, dtype=torch.long)
+    return torch.cat(images), torch.cat(indices)
+
+
+def sample_labels(classes: list[str], conditional: bool, *, class_: int | None = None,
+                  per_class: int | None = None, n: int | None = None) -> tuple[torch.Tensor, int]:
+    """The label of every sample requested (-1: unconditional) and the grid's row length: ``per_class`` samples
+    of every class (default 8), ``n`` of class ``class_`` (default 64), or ``n`` from an unconditional prior."""
+    if class_ is not None:
+        if not conditional:
+            raise VQVAEError("this prior is unconditional: it takes no --class (use --n)")
+        if not 0 <= class_ < len(classes):
+            raise VQVAEError(f"--class {class_} is not a class of this prior (0..{len(classes) - 1}: {', '.join(classes)})")
+        n = n or 64
+        return torch.full((n,), class_, dtype=torch.long), int(np.ceil(np.sqrt(n)))
+    if conditional:
+        if n is not None:
+            raise VQVAEError("--n goes with --class C; for samples of every class use --per-class P")
+        per_class = per_class or 8
+        return torch.arange(len(classes)).repeat_interleave(per_class), per_class
+    if per_class is not None:
+        raise VQVAEError("this prior is unconditional: it has no classes for --per-class (use --n)")
+    n = n or 64
+    return torch.full((n,), -1, dtype=torch.long), int(np.ceil(np.sqrt(n)))
+
+
+def check_generation_options(temperature: float, seconds: float | None = None) -> None:
+    """The temperature (and length) of every command that generates: both > 0."""
+    if not temperature > 0:
+        raise VQVAEError(f"--temperature must be > 0, got {temperature}")
+    if seconds is not None and not seconds > 0:
+        raise VQVAEError(f"--seconds must be > 0, got {seconds}")
+
+
+def sample_image_file(prior_dir: str | Path, out: str | Path, *, class_: int | None = None,
+                      per_class: int | None = None, n: int | None = None, temperature: float = 1.0, seed: int = 0,
+                      overwrite: bool = False) -> int:
+    """``vqvae sample``: samples of the prior in ``prior_dir`` decoded by its VQ-VAE, written to ``out``: a PNG grid
+    (one row per class) or an .npz with ``images`` (uint8), ``labels`` (-1: unconditional), ``indices``, the
+    directories of the prior and its VQ-VAE and the class names. Returns the number of samples."""
+    path = check_out_file(out, overwrite, (".png", ".npz"))
+    check_generation_options(temperature)
+    prior, vq, config, _ = load_prior(prior_dir, "prior")
+    labels, nrow = sample_labels(config.get("classes", []), prior.config.num_classes > 0, class_=class_,
+                                 per_class=per_class, n=n)
+    images, idx = sample_images(prior, vq, labels, temperature=temperature, seed=seed)
+    if path.suffix.lower() == ".png":
+        save_image_grid(images, path, nrow=nrow)
+    else:
+        u8 = to_uint8(images).numpy()
+        atomic_write_npz(path, {
+            "images": u8[:, 0] if u8.shape[1] == 1 else u8, "labels": labels.numpy(),
+            "indices": idx.numpy().astype(np.int16 if prior.config.num_embeddings <= 32768 else np.int32),
+            "prior_dir": str(Path(prior_dir).resolve()), "vqvae_dir": config["vqvae_dir"],
+            "classes": np.asarray(config.get("classes", []), dtype=str)})
+    return len(labels)
+
+
+@torch.no_grad()
+def sample_audio(prior: WaveNetPrior, vq: AudioVQVAE, speaker: int, seconds: float, *, temperature: float = 1.0,
+                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``seconds`` of audio for ``speaker``: codes drawn from the prior (conditioned on the speaker when it is),
+    decoded by the VQ-VAE's WaveNet (both at ``temperature``, from one generator seeded with ``seed``).
+    Returns (waveform (T,) in [-1, 1], codes (L,))."""
+    c = vq.config
+    length = max(1, int(seconds * c.sample_rate) // c.hop)
+    ids = torch.tensor([speaker])
+    gen = torch.Generator().manual_seed(seed)
+    codes = prior.sample(1, length, ids, temperature, gen)
+    wave = vq.decode_indices(codes, ids if vq.num_speakers else None, temperature=temperature, generator=gen)
+    return wave[0], codes[0]
+
+
+def speaker_id(name: str | None, speakers: list[str], fallback: str | None = None) -> int:
+    """The index of speaker ``name`` (or ``fallback``) among a model's ``speakers``."""
+    name = name or fallback
+    if name is None:
+        raise VQVAEError(f"pass --speaker (one of: {', '.join(speakers)})")
+    if name not in speakers:
+        raise VQVAEError(f"unknown speaker {name!r}: this model knows {', '.join(speakers)}")
+    return speakers.index(name)
+
+
+def sample_audio_file(prior_dir: str | Path, out: str | Path, *, speaker: str, seconds: float = 2.0,
+                      temperature: float = 1.0, seed: int = 0, overwrite: bool = False) -> float:
+    """``vqvae audio sample``: :func:`sample_audio` of the prior in ``prior_dir`` for the speaker named
+    ``speaker``, written to the WAV file ``out``. Returns its length in seconds."""
+    path = check_out_file(out, overwrite, (".wav",))
+    check_generation_options(temperature, seconds)
+    prior, vq, config, _ = load_prior(prior_dir, "audio_prior")
+    wave, _ = sample_audio(prior, vq, speaker_id(speaker, config.get("speakers", [])), seconds,
+                           temperature=temperature, seed=seed)
+    write_wav(path, wave, vq.config.sample_rate)
+    return len(wave) / vq.config.sample_rate

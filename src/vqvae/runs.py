@@ -1,0 +1,109 @@
+"""Run directories: what each kind holds, loading a run with its config, the data a run was trained on, a prior
+paired with its VQ-VAE (one check, for sampling, evaluating and resuming), and outputs that are never replaced
+by accident.
+
+A run directory is a checkpoint (``config.json`` + ``model.safetensors``, see :mod:`vqvae.checkpoint`) whose
+config records ``kind``: ``vqvae`` (image VQ-VAE), ``prior`` (Gated PixelCNN), ``audio`` (audio VQ-VAE) or
+``audio_prior`` (WaveNet prior); a prior's config records ``vqvae_dir`` and ``vqvae_weights_sha256``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from vqvae import checkpoint
+from vqvae.data import ImageDataset, load_images_for
+from vqvae.data.audio import SpeechDataset, load_speech
+from vqvae.errors import VQVAEError
+from vqvae.models import VQVAE, AudioVQVAE
+from vqvae.priors.pixelcnn import GatedPixelCNN
+from vqvae.priors.wavenet import WaveNetPrior
+
+__all__ = ["MODEL_CLASSES", "VQVAE_KIND_OF_PRIOR", "check_out_dir", "check_out_file", "data_spec", "load_prior",
+           "load_run", "paired_vqvae", "prepare_out_dir", "run_split"]
+
+MODEL_CLASSES = {"vqvae": VQVAE, "prior": GatedPixelCNN, "audio": AudioVQVAE, "audio_prior": WaveNetPrior}
+VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
+# what a training command writes into its run directory (and a new run with --overwrite removes)
+RUN_FILES = ("metrics.csv", checkpoint.STATE_JSON, checkpoint.STATE_TENSORS, "eval.json", "reconstructions.png")
+
+
+def load_run(run_dir: str | Path, kind: str, map_location: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """(the model of a run directory of ``kind``, in eval mode; its config.json)."""
+    config = checkpoint.read_config(run_dir, kind=kind)
+    return MODEL_CLASSES[kind].from_pretrained(run_dir, map_location), config
+
+
+def data_spec(config: dict[str, Any], data: str | None = None) -> str:
+    """The data to use: ``data`` when given, else what the run was trained on."""
+    default = "fashion-mnist" if config.get("kind") in ("vqvae", None) else ""
+    return data or config.get("train", {}).get("data", default)
+
+
+def run_split(model: VQVAE | AudioVQVAE, config: dict[str, Any], data: str | None,
+              split: str) -> ImageDataset | SpeechDataset:
+    """``split`` of ``data`` (default: the run's own data) in the form ``model`` takes: images at its size, or
+    utterances at its rate, refused when their speakers are not the ones the model knows."""
+    spec = data_spec(config, data)
+    if isinstance(model, VQVAE):
+        return load_images_for(model.config, spec, split)
+    ds = load_speech(spec, split, model.config.sample_rate)
+    if config.get("speakers") is not None and ds.speakers != config["speakers"]:
+        raise VQVAEError(f"the corpus's speakers {ds.speakers} are not the model's {config['speakers']}")
+    return ds
+
+
+def paired_vqvae(prior_config: dict[str, Any], prior_kind: str, vqvae_dir: str | Path | None = None):
+    """(the VQ-VAE a prior of ``prior_kind`` was trained on, its config): the one recorded in ``prior_config``
+    (or ``vqvae_dir``), refused when it is gone or its weights are not the ones the prior recorded."""
+    vq_dir = vqvae_dir if vqvae_dir is not None else prior_config.get("vqvae_dir")
+    if not isinstance(vq_dir, (str, Path)) or not Path(vq_dir).is_dir():
+        raise VQVAEError(f"the VQ-VAE this prior was trained on ({vq_dir}) is not there any more")
+    vq, vq_config = load_run(vq_dir, VQVAE_KIND_OF_PRIOR[prior_kind])
+    if vq.weights_sha256 != prior_config.get("vqvae_weights_sha256"):
+        raise VQVAEError(f"{vq_dir} holds different weights from the VQ-VAE this prior was trained on")
+    return vq, vq_config
+
+
+def load_prior(prior_dir: str | Path, kind: str = "prior"):
+    """(prior, its VQ-VAE, the prior's config, the VQ-VAE's config); refuses a VQ-VAE whose weights changed."""
+    prior, config = load_run(prior_dir, kind)
+    vq, vq_config = paired_vqvae(config, kind)
+    if vq.config.num_embeddings != prior.config.num_embeddings:
+        raise VQVAEError(f"{config['vqvae_dir']} has K={vq.config.num_embeddings} codes, the prior models "
+                         f"{prior.config.num_embeddings}")
+    return prior, vq, config, vq_config
+
+
+def check_out_file(path: str | Path, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
+    """An output file to write: refused when its suffix is not one of ``suffixes``, when it is a directory, or
+    when it exists and ``overwrite`` is false."""
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise VQVAEError(f"--out {p} must end in {' or '.join(suffixes)}")
+    if p.exists() and not overwrite:
+        raise VQVAEError(f"{p} already exists: pass --overwrite to replace it")
+    if p.is_dir():
+        raise VQVAEError(f"{p} is a directory")
+    return p
+
+
+def check_out_dir(path: str | Path, overwrite: bool, hint: str = "--resume to continue it or ") -> Path:
+    """An output directory: refused when it is a file, or not empty and ``overwrite`` is false."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise VQVAEError(f"output path {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise VQVAEError(f"output directory {out} already exists and is not empty: pass {hint}--overwrite to replace it")
+    return out
+
+
+def prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """A new run's directory: refuse a non-empty one unless ``overwrite``; then clear the old run's files."""
+    check_out_dir(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in RUN_FILES:
+        (out / stale).unlink(missing_ok=True)
+    shutil.rmtree(out / "tb", ignore_errors=True)

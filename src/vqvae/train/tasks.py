@@ -1,0 +1,293 @@
+"""The four training tasks that plug into :func:`vqvae.train.loop.train_task`: the image VQ-VAE, its Gated
+PixelCNN prior, the audio VQ-VAE and its WaveNet prior. A task loads and checks its data, builds its model from
+a copy of the recipe completed from the data (the recipe it is given is never changed), computes the loss of one
+batch, and evaluates the trained model on the test split."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vqvae import checkpoint
+from vqvae.codes import cached_codes, code_crops, speech_codes
+from vqvae.config import AudioPriorRecipe, AudioRecipe, PriorRecipe, Recipe
+from vqvae.data import load_images_for, save_image_grid, to_float
+from vqvae.data.audio import load_speech, random_crops
+from vqvae.errors import VQVAEError
+from vqvae.evaluate import evaluate_audio, evaluate_audio_prior, evaluate_model, evaluate_prior
+from vqvae.metrics import CodebookUsage
+from vqvae.models import VQVAE, AudioVQVAE
+from vqvae.priors import GatedPixelCNN, WaveNetPrior
+from vqvae.priors.sampling import sample_images
+from vqvae.reconstruct import reconstruction_grid
+from vqvae.runs import check_out_dir, load_run, paired_vqvae, run_split
+from vqvae.train.loop import train_task
+
+__all__ = ["AudioPriorTask", "AudioTask", "ImagePriorTask", "ImageTask", "Task", "train_and_evaluate",
+           "train_audio_and_evaluate", "train_audio_prior_and_evaluate", "train_prior_and_evaluate"]
+
+
+def _scalars(**values: torch.Tensor | float) -> dict[str, float]:
+    return {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in values.items()}
+
+
+class Task:
+    """What one kind of run adds to the loop. ``load`` reads the data (and fills ``recipe``, ``num_examples``);
+    ``build`` makes the model; ``step(batch_indices)`` returns (loss, {csv field: float}); ``evaluate`` scores
+    the trained model on the test split. ``run`` is the :class:`~vqvae.train.loop.Run` once training starts."""
+
+    kind: str
+    fields: list[str]
+
+    def __init__(self, recipe: Any):
+        self.recipe, self.model, self.run, self.num_examples = recipe, None, None, 0
+
+    def extra(self) -> dict[str, Any]:
+        """What config.json records beside the architecture."""
+        return {"train": self.recipe.to_dict()["train"]}
+
+    def window_extra(self) -> dict[str, Any]:
+        """Fields computed once per CSV row."""
+        return {}
+
+    def encoder_outputs(self, batch: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs (N, D) of a training batch, for the k-means init of the codebook."""
+        raise VQVAEError(f"{self.kind} runs have no codebook to initialise with k-means")
+
+
+class ImageTask(Task):
+    """The image VQ-VAE on ``train.data``; at the end ``eval.json`` and ``reconstructions.png``."""
+
+    kind = "vqvae"
+    fields = ["loss", "recon_loss", "vq_loss", "commitment_loss", "perplexity", "codes_used"]
+
+    def load(self, out: Path, resume: bool, overwrite: bool) -> None:
+        m, t = self.recipe.model, self.recipe.train
+        self.train_set, self.test_set = (load_images_for(m, t.data, s) for s in ("train", "test"))
+        if len(self.train_set) == 0:
+            raise VQVAEError(f"{self.train_set.name} has no images to train on")
+        self.num_examples = len(self.train_set)
+
+    def extra(self) -> dict[str, Any]:
+        return {**super().extra(), "classes": self.train_set.classes, "data_name": self.train_set.name}
+
+    def build(self) -> VQVAE:
+        self.model = VQVAE(self.recipe.model).to(memory_format=torch.channels_last)
+        self.images = self.train_set.images.contiguous(memory_format=torch.channels_last)
+        k = self.recipe.model.num_embeddings
+        self.window = torch.zeros(k, dtype=torch.long)  # codes used in the current log window
+        self.epoch_usage = CodebookUsage(k)
+        return self.model
+
+    def encoder_outputs(self, batch: torch.Tensor) -> torch.Tensor:
+        z = self.model.encode_continuous(to_float(self.images[batch]))  # (B, D, h, w)
+        return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+
+    def step(self, batch: torch.Tensor):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.recipe.train.bf16):
+            res = self.model(to_float(self.images[batch]))
+        self.window.add_(torch.bincount(res.indices.reshape(-1), minlength=len(self.window)))
+        run = self.run
+        if run.batches.new_epoch and self.epoch_usage.total:  # usage over the whole epoch that just ended
+            u = self.epoch_usage.as_dict()
+            for name in ("codes_used", "dead_codes", "perplexity"):
+                run.writer.add_scalar(f"train_epoch/{name}", u[name], run.step)
+            run.writer.add_histogram("train_epoch/code_frequency", self.epoch_usage.histogram(), run.step)
+            self.epoch_usage.reset()
+        self.epoch_usage.update(res.indices)
+        return res.loss, _scalars(**{f: getattr(res, f) for f in self.fields[:-1]})
+
+    def window_extra(self) -> dict[str, Any]:
+        used = int((self.window > 0).sum())
+        self.window.zero_()
+        return {"codes_used": used}
+
+    def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
+        metrics = evaluate_model(self.model, self.test_set, limit=limit)
+        reconstruction_grid(self.model, self.test_set, out / "reconstructions.png")
+        return metrics
+
+
+class _PriorTask(Task):
+    """What both priors share: the VQ-VAE they model (checked once), and their own output directory."""
+
+    vqvae_kind: str
+
+    def __init__(self, recipe: Any, vqvae_dir: str | Path | None):
+        super().__init__(recipe)
+        self.vqvae_dir = vqvae_dir
+
+    def load_vqvae(self, out: Path, resume: bool, overwrite: bool) -> None:
+        """The VQ-VAE (``vq``, ``vq_config``) in ``vqvae_dir`` or, on resume, the one the prior recorded (with
+        the very weights it started from)."""
+        if resume:
+            saved = checkpoint.read_config(out, kind=self.kind)
+            self.vq, self.vq_config = paired_vqvae(saved, self.kind)
+            self.vqvae_dir = saved["vqvae_dir"]
+            return
+        if out.resolve() == Path(self.vqvae_dir).resolve():
+            raise VQVAEError(f"--out {out} is the VQ-VAE's own run directory: give the prior a directory of its own")
+        checkpoint.read_config(self.vqvae_dir, kind=self.vqvae_kind)
+        check_out_dir(out, overwrite)  # before the encoding, not after
+        self.vq, self.vq_config = load_run(self.vqvae_dir, self.vqvae_kind)
+
+    def extra(self) -> dict[str, Any]:
+        return {**super().extra(), "vqvae_dir": str(Path(self.vqvae_dir).resolve()),
+                "vqvae_weights_sha256": self.vq.weights_sha256}
+
+
+class ImagePriorTask(_PriorTask):
+    """The Gated PixelCNN on the codes of an image VQ-VAE (encoded once, cached beside it); at the end
+    ``eval.json`` and ``samples.png`` (10 samples of every class)."""
+
+    kind, vqvae_kind = "prior", "vqvae"
+    fields = ["loss", "bits_per_latent"]
+
+    def load(self, out: Path, resume: bool, overwrite: bool) -> None:
+        self.load_vqvae(out, resume, overwrite)
+        codes = cached_codes(self.vqvae_dir, self.vq, self.vq_config)
+        self.codes = torch.from_numpy(codes["train_indices"].astype(np.int64))  # (N, h, w)
+        self.labels = torch.from_numpy(codes["train_labels"])
+        if len(self.codes) == 0 or len(codes["test_indices"]) == 0:
+            raise VQVAEError(f"{self.vqvae_dir}: its data has an empty train or test split, nothing to fit or "
+                             f"evaluate a prior on")
+        self.classes = self.vq_config.get("classes") or [str(i) for i in range(int(self.labels.max()) + 1)]
+        # num_classes becomes 0 in the model when prior.conditional is false
+        self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_embeddings,
+                                                    num_classes=len(self.classes))
+        self.num_examples = len(self.codes)
+
+    def extra(self) -> dict[str, Any]:
+        return {**super().extra(), "classes": self.classes, "latent_size": self.vq.config.latent_size}
+
+    def build(self) -> GatedPixelCNN:
+        self.model = GatedPixelCNN(self.recipe.prior)
+        return self.model
+
+    def step(self, batch: torch.Tensor):
+        idx = self.codes[batch]
+        labels = self.labels[batch] if self.recipe.prior.conditional else None
+        loss = F.cross_entropy(self.model(idx, labels), idx)  # nats per latent
+        return loss, _scalars(loss=loss, bits_per_latent=loss / math.log(2))
+
+    def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
+        test_set = run_split(self.vq, self.vq_config, None, "test")
+        metrics = evaluate_prior(self.model, self.vq, test_set, limit=limit)
+        per_class = 10
+        labels = torch.arange(len(self.classes)).repeat_interleave(per_class) if self.recipe.prior.conditional \
+            else torch.zeros(10 * per_class, dtype=torch.long)
+        images, _ = sample_images(self.model, self.vq, labels, seed=self.recipe.train.seed)
+        save_image_grid(images, out / "samples.png", nrow=per_class)
+        return metrics
+
+
+class AudioTask(Task):
+    """The audio VQ-VAE on random crops of ``train.crop_length`` samples of a speaker-folder corpus."""
+
+    kind = "audio"
+    fields = ["loss", "bits_per_sample", "vq_loss", "perplexity"]
+
+    def load(self, out: Path, resume: bool, overwrite: bool) -> None:
+        a, t = self.recipe.audio, self.recipe.train
+        if t.crop_length % a.hop:
+            raise VQVAEError(f"train.crop_length {t.crop_length} must be a multiple of the code hop ({a.hop} samples)")
+        self.train_set, self.test_set = (load_speech(t.data, s, a.sample_rate) for s in ("train", "test"))
+        if len(self.train_set) == 0 or len(self.test_set) == 0:
+            raise VQVAEError(f"{t.data}: the corpus needs utterances in both splits (two or more per speaker)")
+        if resume:
+            saved = checkpoint.read_config(out, kind="audio").get("speakers")
+            if saved != self.train_set.speakers:
+                raise VQVAEError(f"cannot resume {out}: its speakers {saved} are not the corpus's {self.train_set.speakers}")
+        self.recipe = self.recipe.with_architecture(num_speakers=len(self.train_set.speakers))
+        self.num_examples = len(self.train_set)
+
+    def extra(self) -> dict[str, Any]:
+        return {**super().extra(), "speakers": self.train_set.speakers, "data_name": self.train_set.name}
+
+    def build(self) -> AudioVQVAE:
+        self.model = AudioVQVAE(self.recipe.audio)
+        return self.model
+
+    def encoder_outputs(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.model.quantizer is None:
+            raise VQVAEError("audio.kmeans_init needs codes (audio.use_codes: true)")
+        x, _ = random_crops(self.train_set, self.recipe.train.crop_length, batch.tolist())
+        z = self.model.encode_continuous(x)  # (B, D, L)
+        return z.transpose(1, 2).reshape(-1, z.shape[1])
+
+    def step(self, batch: torch.Tensor):
+        x, speakers = random_crops(self.train_set, self.recipe.train.crop_length, batch.tolist())
+        res = self.model(x, speakers)
+        return res.loss, _scalars(loss=res.loss, bits_per_sample=res.recon_loss / math.log(2), vq_loss=res.vq_loss,
+                                  perplexity=res.perplexity)
+
+    def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
+        return evaluate_audio(self.model, self.test_set, limit=limit)
+
+
+class AudioPriorTask(_PriorTask):
+    """The WaveNet prior on random crops of ``train.crop_length`` codes of an audio VQ-VAE's corpus (encoded once,
+    cached beside the VQ-VAE)."""
+
+    kind, vqvae_kind = "audio_prior", "audio"
+    fields = ["loss", "bits_per_code"]
+
+    def load(self, out: Path, resume: bool, overwrite: bool) -> None:
+        self.load_vqvae(out, resume, overwrite)
+        if self.vq.quantizer is None:
+            raise VQVAEError(f"{self.vqvae_dir} is a WaveNet without codes (audio.use_codes: false): there is nothing "
+                             f"to model")
+        arrays = cached_codes(self.vqvae_dir, self.vq, self.vq_config)
+        self.codes = {s: speech_codes(arrays, s) for s in ("train", "test")}
+        self.speakers = self.vq_config.get("speakers", [])
+        self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_embeddings,
+                                                    num_speakers=len(self.speakers))
+        self.num_examples = len(self.codes["train"])
+
+    def extra(self) -> dict[str, Any]:
+        c = self.vq.config
+        return {**super().extra(), "speakers": self.speakers, "codes_per_second": c.sample_rate / c.hop}
+
+    def build(self) -> WaveNetPrior:
+        self.model = WaveNetPrior(self.recipe.wavenet_prior)
+        return self.model
+
+    def step(self, batch: torch.Tensor):
+        x, lengths, labels = code_crops(self.codes["train"], self.recipe.train.crop_length, batch.tolist())
+        loss = self.model.nll(x, labels, lengths).sum() / lengths.sum()  # nats per code
+        return loss, _scalars(loss=loss, bits_per_code=loss / math.log(2))
+
+    def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
+        c = self.vq.config
+        return evaluate_audio_prior(self.model, self.codes["test"], c.sample_rate / c.hop, limit=limit)
+
+
+def train_and_evaluate(recipe: Recipe, out_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Train the image VQ-VAE of ``recipe`` into ``out_dir``; return the test-split metrics (``vqvae train``).
+    Options: ``resume``, ``overwrite``, ``progress``."""
+    return train_task(ImageTask(recipe), out_dir, **options)
+
+
+def train_prior_and_evaluate(recipe: PriorRecipe, vqvae_dir: str | Path | None, out_dir: str | Path,
+                             **options: Any) -> dict[str, Any]:
+    """Train a Gated PixelCNN on the codes of the VQ-VAE in ``vqvae_dir`` (None on resume: the recorded one) into
+    ``out_dir``; return its test-split likelihoods (``vqvae train-prior``)."""
+    return train_task(ImagePriorTask(recipe, vqvae_dir), out_dir, **options)
+
+
+def train_audio_and_evaluate(recipe: AudioRecipe, out_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Train the audio VQ-VAE of ``recipe`` (``train.data``: a speaker-folder corpus) into ``out_dir``; return its
+    bits per sample and code usage on the test split (``vqvae audio train``)."""
+    return train_task(AudioTask(recipe), out_dir, **options)
+
+
+def train_audio_prior_and_evaluate(recipe: AudioPriorRecipe, vqvae_dir: str | Path | None, out_dir: str | Path,
+                                   **options: Any) -> dict[str, Any]:
+    """Train a WaveNet prior on the codes of the audio VQ-VAE in ``vqvae_dir`` into ``out_dir``; return its test
+    NLL per code (``vqvae audio train-prior``)."""
+    return train_task(AudioPriorTask(recipe, vqvae_dir), out_dir, **options)
