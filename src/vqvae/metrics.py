@@ -81,6 +81,26 @@ def _ssim_compute_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
+def _check_ssim_inputs(x: Tensor, y: Tensor, data_range: float, win_size: int, use_sample_covariance: bool) -> None:
+    if x.shape != y.shape:
+        raise ValueError(f"ssim inputs must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.device != y.device:
+        raise ValueError(f"ssim inputs must be on the same device, got {x.device} and {y.device}")
+    if x.dim() != 4:
+        raise ValueError(f"ssim inputs must be (N, C, H, W), got shape {tuple(x.shape)}")
+    if not (torch.is_floating_point(x) and torch.is_floating_point(y)):
+        raise ValueError(f"ssim inputs must be floating-point, got dtypes {x.dtype} and {y.dtype}")
+    if not isinstance(win_size, int) or win_size < 1 or win_size % 2 == 0:
+        raise ValueError(f"win_size must be a positive odd integer, got {win_size!r}")
+    h, w = x.shape[2:]
+    if win_size > min(h, w):
+        raise ValueError(f"win_size={win_size} is larger than the images ({h}x{w})")
+    if not data_range > 0:
+        raise ValueError(f"data_range must be > 0, got {data_range!r}")
+    if use_sample_covariance and win_size == 1:
+        raise ValueError("win_size=1 leaves no degrees of freedom for the sample covariance")
+
+
 def ssim(
     x: Tensor,
     y: Tensor,
@@ -102,25 +122,8 @@ def ssim(
     (float32 on MPS) with one stride-1 ``avg_pool2d`` (a per-channel uniform convolution) per chunk
     of images: well under a second for 10000 28x28 images on two CPU cores.
     """
-    if x.shape != y.shape:
-        raise ValueError(f"ssim inputs must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    if x.device != y.device:
-        raise ValueError(f"ssim inputs must be on the same device, got {x.device} and {y.device}")
-    if x.dim() != 4:
-        raise ValueError(f"ssim inputs must be (N, C, H, W), got shape {tuple(x.shape)}")
-    if not (torch.is_floating_point(x) and torch.is_floating_point(y)):
-        raise ValueError(f"ssim inputs must be floating-point, got dtypes {x.dtype} and {y.dtype}")
-    if not isinstance(win_size, int) or win_size < 1 or win_size % 2 == 0:
-        raise ValueError(f"win_size must be a positive odd integer, got {win_size!r}")
-    n, c, h, w = x.shape
-    if win_size > min(h, w):
-        raise ValueError(f"win_size={win_size} is larger than the images ({h}x{w})")
-    if not data_range > 0:
-        raise ValueError(f"data_range must be > 0, got {data_range!r}")
-    npix = win_size * win_size
-    if use_sample_covariance and npix == 1:
-        raise ValueError("win_size=1 leaves no degrees of freedom for the sample covariance")
-
+    _check_ssim_inputs(x, y, data_range, win_size, use_sample_covariance)
+    n, npix = x.shape[0], win_size * win_size
     dtype = _ssim_compute_dtype(x.device)
     out = torch.empty(n, dtype=dtype, device=x.device)
     if n == 0:

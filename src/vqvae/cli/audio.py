@@ -14,10 +14,9 @@ and prints the result.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from vqvae.cli.common import add_training_command, positive, print_result, recipe_of, seed
+from vqvae.cli.common import add_training_command, positive, print_result, run_training, seed
 from vqvae.data.speech import synthesize_corpus
 from vqvae.errors import VQVAEError
 from vqvae.evaluate import evaluate_audio_run, evaluate_conversion_run
@@ -61,11 +60,7 @@ def cmd_data_speech(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_audio_train(a: argparse.Namespace) -> dict[str, Any]:
-    out, _, recipe = recipe_of(a, "audio", [f"train.data={a.data}"] if a.data else [])
-    m = train_audio_and_evaluate(recipe, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet)
-    print_result(m, a.json, _summary)
-    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, tb/)")
-    return m
+    return run_training(a, "audio", train_audio_and_evaluate, _summary, "tb/")
 
 
 def cmd_audio_evaluate(a: argparse.Namespace) -> dict[str, Any]:
@@ -83,12 +78,8 @@ def cmd_audio_resynthesize(a: argparse.Namespace) -> None:
 
 
 def cmd_audio_train_prior(a: argparse.Namespace) -> dict[str, Any]:
-    out, vqvae_dir, recipe = recipe_of(a, "audio_prior", source="audio VQ-VAE")
-    m = train_audio_prior_and_evaluate(recipe, vqvae_dir, out, resume=bool(a.resume), overwrite=a.overwrite,
-                                       progress=not a.quiet)
-    print_result(m, a.json, _prior_summary)
-    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, tb/)")
-    return m
+    return run_training(a, "audio_prior", train_audio_prior_and_evaluate, _prior_summary, "tb/",
+                        source="audio VQ-VAE")
 
 
 def cmd_audio_sample(a: argparse.Namespace) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, Callable
 
 from vqvae.config import RecipeSections, load_recipe
 from vqvae.errors import VQVAEError
 from vqvae.train import resume_recipe
 
-__all__ = ["add_training_command", "positive", "print_result", "recipe_of", "seed"]
+__all__ = ["add_training_command", "positive", "print_result", "recipe_of", "run_training", "seed"]
 
 
 def seed(text: str) -> int:
@@ -72,3 +73,16 @@ def add_training_command(parent, name: str, fn, help: str, recipe: str, out: str
     s.add_argument("overrides", nargs="*", metavar="key=value", help=f"recipe overrides, e.g. {example}")
     s.set_defaults(fn=fn, default_out=out)
     return s
+
+
+def run_training(a: argparse.Namespace, kind: str, train: Callable[..., dict[str, Any]],
+                 summary: Callable[[dict[str, Any]], str], files: str, source: str | None = None) -> dict[str, Any]:
+    """A training command: the recipe (:func:`recipe_of`), ``train(recipe, [source run,] out, ...)``, its metrics
+    printed, then the run directory and the ``files`` it holds."""
+    extra = [f"train.data={a.data}"] if getattr(a, "data", None) else []
+    out, given, recipe = recipe_of(a, kind, extra, source)
+    runs_on = () if source is None else (given,)
+    m = train(recipe, *runs_on, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet)
+    print_result(m, a.json, summary)
+    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, {files})")
+    return m

@@ -16,10 +16,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
-from vqvae.cli.common import add_training_command, positive, print_result, recipe_of, seed
+from vqvae.cli.common import add_training_command, positive, print_result, run_training, seed
 from vqvae.codes import decode_run, encode_run
 from vqvae.evaluate import evaluate_prior_run, evaluate_run
 from vqvae.judges.image import score_samples, train_classifier_run
@@ -55,12 +54,7 @@ def _score_summary(metrics: dict[str, Any]) -> str:
 
 
 def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
-    out, _, recipe = recipe_of(a, "vqvae", [f"train.data={a.data}"] if a.data else [])
-    m = train_and_evaluate(recipe, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet)
-    print_result(m, a.json, _summary)
-    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, "
-          f"reconstructions.png, tb/)")
-    return m
+    return run_training(a, "vqvae", train_and_evaluate, _summary, "reconstructions.png, tb/")
 
 
 def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
@@ -83,13 +77,7 @@ def cmd_decode(a: argparse.Namespace) -> None:
 
 
 def cmd_train_prior(a: argparse.Namespace) -> dict[str, Any]:
-    out, vqvae_dir, recipe = recipe_of(a, "prior", source="VQ-VAE")
-    m = train_prior_and_evaluate(recipe, vqvae_dir, out, resume=bool(a.resume), overwrite=a.overwrite,
-                                 progress=not a.quiet)
-    print_result(m, a.json, _prior_summary)
-    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, "
-          f"samples.png, tb/)")
-    return m
+    return run_training(a, "prior", train_prior_and_evaluate, _prior_summary, "samples.png, tb/", source="VQ-VAE")
 
 
 def cmd_evaluate_prior(a: argparse.Namespace) -> dict[str, Any]:
