@@ -89,6 +89,7 @@ def tiny_corpus(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_synthesized_corpus_and_splits(tiny_corpus, tmp_path):
     from vqvae.data.speech import sentences, synthesize_corpus
 
@@ -292,6 +293,7 @@ def test_encoder_output_follows_a_quiet_input():
     assert float(up.std(2).mean() / up.abs().mean()) > 0.3
 
 
+@pytest.mark.slow
 def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
     out = tmp_path / "run"
     code, text, err = run(capsys, "audio", "train", "--data", tiny_corpus, "--out", out, "--steps", 3, "--quiet",
@@ -375,6 +377,7 @@ def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
     assert code == 2 and "multiple of the code hop" in err
 
 
+@pytest.mark.slow
 def test_log_mel_stats_find_a_tone_and_the_classifier_separates_voices(tmp_path):
     from vqvae.judges.audio import SpeakerClassifier, log_mel_stats, mel_filterbank
 

@@ -16,6 +16,7 @@ def test_frechet_distance_closed_forms():
     assert frechet_distance(a, b) == pytest.approx(10.0, rel=0.03)
 
 
+@pytest.mark.slow
 def test_classifier_learns_real_images_and_round_trips(small_fmnist, tmp_path):
     from vqvae.data import load_images, to_float
 

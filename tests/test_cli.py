@@ -30,6 +30,7 @@ def trained(small_fmnist, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(trained):
     names = {p.name for p in trained.iterdir()}
     assert {"config.json", "model.safetensors", "trainer_state.json", "trainer_state.safetensors",
@@ -42,6 +43,7 @@ def test_train_writes_a_complete_run_directory(trained):
     assert metrics["num_images"] == 256 and metrics["step"] == 12
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_where_it_stopped(small_fmnist, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     # a constant schedule: the cosine one depends on the budget, which a resumed run extends
@@ -88,6 +90,7 @@ def test_evaluate_json_reconstruct_encode_decode(trained, small_fmnist, tmp_path
     assert run(capsys, "decode", trained, codes, "--n", 9, "--out", tmp_path / "dec.png")[0] == 0
 
 
+@pytest.mark.slow
 def test_outputs_are_never_clobbered(trained, small_fmnist, tmp_path, capsys):
     grid = tmp_path / "grid.png"
     grid.write_bytes(b"precious")
@@ -128,6 +131,7 @@ def test_bad_input_gives_one_line_and_exit_2(argv, message, tmp_path, capsys, sm
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_saved_budget_and_refuses_mixed_checkpoints(trained, tmp_path, capsys):
     from vqvae.train import resume_recipe
 
@@ -172,6 +176,7 @@ PRIOR_TINY = ["prior.channels=8", "prior.num_layers=3", "prior.head_channels=16"
               "train.log_every=2", "train.warmup_steps=2"]
 
 
+@pytest.mark.slow
 def test_train_prior_sample_and_resume(trained, tmp_path, capsys):
     out = tmp_path / "prior"
     code, text, err = run(capsys, "train-prior", trained, "--out", out, "--steps", 6, "--quiet", "--json", *PRIOR_TINY)
@@ -220,6 +225,7 @@ def test_train_prior_sample_and_resume(trained, tmp_path, capsys):
                                                             ["prior_nll_bits_per_latent"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_unconditional_prior(trained, tmp_path, capsys):
     out = tmp_path / "prior"
     assert run(capsys, "train-prior", trained, "--out", out, "--steps", 3, "--quiet", "prior.conditional=false",
@@ -240,6 +246,7 @@ def test_unconditional_prior(trained, tmp_path, capsys):
     assert run(capsys, "train-classifier", "--data", trained.parent.parent / "nothing", "--out", clf)[0] == 2
 
 
+@pytest.mark.slow
 def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
     vq, prior, clf = tmp_path / "vq", tmp_path / "prior", tmp_path / "clf"
     assert run(capsys, "train", "--data", small_fmnist, "--out", vq, "--steps", 4, "--quiet", *TINY,
@@ -306,6 +313,7 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
     assert ev["label_bits_per_dim"] == 0.0  # no label to pay for
 
 
+@pytest.mark.slow
 def test_codes_cache_follows_the_weights_and_the_data(small_fmnist, tmp_path):
     from vqvae.data import load_images
     from vqvae.codes import cached_codes
@@ -331,6 +339,7 @@ def test_codes_cache_follows_the_weights_and_the_data(small_fmnist, tmp_path):
     assert data.fingerprint() != fp
 
 
+@pytest.mark.slow
 def test_a_prior_refuses_a_changed_vqvae(small_fmnist, tmp_path, capsys):
     vq = tmp_path / "vq"
     base = ["train", "--data", small_fmnist, "--quiet", *TINY]
