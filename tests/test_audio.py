@@ -81,7 +81,7 @@ def test_resampling_keeps_a_tone():
 # -- corpora ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_corpus(tmp_path_factory):
-    from vqvae.data.speech import synthesize_corpus
+    from vqvae.data.audio.synthesis import synthesize_corpus
 
     out = tmp_path_factory.mktemp("speech")
     summary = synthesize_corpus(out, num_sentences=8, per_speaker=4, num_speakers=3, progress=False, overwrite=True)
@@ -91,7 +91,7 @@ def tiny_corpus(tmp_path_factory):
 
 @pytest.mark.slow
 def test_synthesized_corpus_and_splits(tiny_corpus, tmp_path):
-    from vqvae.data.speech import sentences, synthesize_corpus
+    from vqvae.data.audio.synthesis import sentences, synthesize_corpus
 
     assert len(set(sentences(300))) == 300 and sentences(300) == sentences(300)  # distinct, seeded
     rows = (tiny_corpus / "sentences.tsv").read_text().splitlines()
@@ -388,7 +388,7 @@ def test_log_mel_stats_find_a_tone_and_the_classifier_separates_voices(tmp_path)
     t = np.arange(16000) / 16000
     low, high = (log_mel_stats(np.sin(2 * np.pi * f * t) * 0.5, 16000)[:40] for f in (300.0, 3000.0))
     assert int(low.argmax()) < int(high.argmax())  # a higher tone lands in a higher band
-    from vqvae.data.speech import synthesize_corpus
+    from vqvae.data.audio.synthesis import synthesize_corpus
 
     synthesize_corpus(tmp_path, num_sentences=30, per_speaker=10, num_speakers=3, progress=False)
     train, test = load_speech(tmp_path, "train"), load_speech(tmp_path, "test")

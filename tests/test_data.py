@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 
 from vqvae.data import ImageDataset, load_images, save_image_grid, to_float, to_uint8
-from vqvae.data import idx as idx_module
-from vqvae.data.cifar import safe_load_pickle
-from vqvae.data.idx import IDX_FILES, fetch_idx_file
+from vqvae.data.images import idx as idx_module
+from vqvae.data.images.cifar import safe_load_pickle
+from vqvae.data.images.idx import IDX_FILES, fetch_idx_file
 from vqvae.errors import VQVAEError
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")

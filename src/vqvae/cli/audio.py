@@ -17,7 +17,7 @@ import argparse
 from typing import Any
 
 from vqvae.cli.common import add_training_command, positive, print_result, run_training, seed
-from vqvae.data.speech import synthesize_corpus
+from vqvae.data.audio.synthesis import synthesize_corpus
 from vqvae.errors import VQVAEError
 from vqvae.evaluate import evaluate_audio_run, evaluate_conversion_run
 from vqvae.priors.sampling import sample_audio_file

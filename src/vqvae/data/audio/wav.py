@@ -1,0 +1,89 @@
+"""WAV files: reading PCM 8/16/24/32-bit (mono or stereo, channels averaged) to float32 in [-1, 1], writing 16-bit
+mono, band-limited resampling, and one utterance as the audio models take it."""
+
+from __future__ import annotations
+
+import io
+import wave
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vqvae.errors import VQVAEError
+from vqvae.fileio import atomic_write_bytes
+
+__all__ = ["read_utterance", "read_wav", "resample", "write_wav"]
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """(mono float32 waveform in [-1, 1], sample rate) of a PCM WAV file."""
+    path = Path(path)
+    try:
+        with wave.open(str(path), "rb") as w:
+            rate, channels, width, frames = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
+            raw = w.readframes(frames)
+    except (wave.Error, EOFError, OSError) as exc:
+        raise VQVAEError(f"cannot read WAV file {path}: {exc}") from None
+    if width == 1:  # 8-bit WAV is unsigned
+        data = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
+    elif width == 2:
+        data = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        data = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / (1 << 23)
+    elif width == 4:
+        data = np.frombuffer(raw, "<i4").astype(np.float32) / 2**31
+    else:
+        raise VQVAEError(f"{path}: unsupported sample width {width} bytes")
+    usable = len(data) // channels * channels
+    data = data[:usable].reshape(-1, channels).mean(1)
+    if len(data) == 0:
+        raise VQVAEError(f"{path} holds no audio samples")
+    return data.astype(np.float32), rate
+
+
+def write_wav(path: str | Path, waveform: np.ndarray | Tensor, rate: int) -> None:
+    """16-bit mono PCM WAV, written atomically."""
+    x = np.asarray(waveform.detach().cpu() if isinstance(waveform, Tensor) else waveform, dtype=np.float64)
+    pcm = np.clip((x * 32768).round(), -32768, 32767).astype("<i2")  # the inverse of read_wav's / 32768
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(rate))
+        w.writeframes(pcm.tobytes())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Band-limited resampling by the FFT (the spectrum is cut or zero-padded at the new Nyquist frequency)."""
+    if rate_in == rate_out or len(x) == 0:
+        return x.astype(np.float32)
+    n_out = max(1, int(round(len(x) * rate_out / rate_in)))
+    spec = np.fft.rfft(x.astype(np.float64))
+    keep = n_out // 2 + 1
+    out_spec = np.zeros(keep, dtype=np.complex128)
+    m = min(keep, len(spec))
+    out_spec[:m] = spec[:m]
+    if n_out % 2 == 0 and m == keep and len(spec) > keep - 1:  # the new Nyquist bin is real
+        out_spec[keep - 1] = out_spec[keep - 1].real
+    return (np.fft.irfft(out_spec, n_out) * (n_out / len(x))).astype(np.float32)
+
+
+def read_utterance(path: str | Path, sample_rate: int, hop: int, max_seconds: float | None = None) -> Tensor:
+    """One WAV file as the models take it: mono, resampled to ``sample_rate``, at most ``max_seconds`` long,
+    cut to a whole number of codes (``hop`` samples each) -> (T,) float32."""
+    x, rate = read_wav(path)
+    x = resample(x, rate, sample_rate)
+    if max_seconds is not None:
+        if not max_seconds > 0:
+            raise VQVAEError(f"--seconds must be > 0, got {max_seconds}")
+        x = x[: int(max_seconds * sample_rate)]
+    length = len(x) // hop * hop
+    if length == 0:
+        raise VQVAEError(f"{path} is shorter than one code: {len(x)} samples at {sample_rate} Hz, "
+                         f"the model needs at least {hop}")
+    return torch.from_numpy(np.ascontiguousarray(x[:length]))

@@ -1,0 +1,199 @@
+"""Image datasets as uint8 tensors, and saving image grids.
+
+:func:`load_images` takes a dataset name (``"fashion-mnist"``, ``"mnist"``, ``"cifar10"``) or a path
+to a directory of IDX files, of CIFAR-10 python batches, or of images in class sub-folders (see
+:mod:`vqvae.data.images.idx`, :mod:`vqvae.data.images.cifar`,
+:mod:`vqvae.data.images.folder` for where each is looked
+for and how it is read). Everything the user can get wrong raises a one-line :class:`VQVAEError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vqvae.data.images.idx import IDX_DATASETS, is_idx_dir, load_idx_dir, load_idx_named, short_path
+from vqvae.data.images.cifar import cifar_search_dirs, is_cifar_dir, load_cifar_dir
+from vqvae.data.images.folder import load_image_folder
+from vqvae.config import ModelConfig
+from vqvae.errors import VQVAEError
+from vqvae.fileio import atomic_write_bytes
+
+__all__ = ["ImageDataset", "load_images", "load_images_for", "save_image_grid", "to_float", "to_uint8"]
+
+SPLITS = ("train", "test")
+
+
+@dataclass
+class ImageDataset:
+    """A whole split in memory.
+
+    ``images`` is uint8 ``(N, C, H, W)`` with C in {1, 3}; ``labels`` int64 ``(N,)`` indexes ``classes``;
+    ``name`` says where it came from, e.g. ``"fashion-mnist/train"``.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the pixels and labels: what cached codes are keyed by."""
+        h = hashlib.sha256()
+        h.update(str(tuple(self.images.shape)).encode())
+        h.update(self.images.contiguous().numpy().tobytes())
+        h.update(self.labels.numpy().astype(np.int64).tobytes())
+        return h.hexdigest()
+
+
+def _check_native(images: np.ndarray, origin: str, image_size: int | None, channels: int | None) -> None:
+    """Refuse a requested size or channel count that a fixed-format dataset does not have."""
+    _, native_channels, height, width = images.shape
+    if channels is not None and channels != native_channels:
+        raise VQVAEError(
+            f"{origin} has {native_channels} channel(s) per image, but {channels} were requested"
+        )
+    if image_size is not None and (height, width) != (image_size, image_size):
+        raise VQVAEError(
+            f"{origin} images are {height}x{width}, but image size {image_size} was requested "
+            "(IDX and CIFAR-10 data is not resized)"
+        )
+
+
+def _load_cifar_named(split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    dirs = cifar_search_dirs()
+    for directory in dirs:
+        if is_cifar_dir(directory):
+            return load_cifar_dir(directory, split)
+    raise VQVAEError(
+        f"CIFAR-10 not found in {' or '.join(map(short_path, dirs))}: download cifar-10-python.tar.gz from "
+        "https://www.cs.toronto.edu/~kriz/cifar.html and extract it into ~/.cache/vqvae "
+        "(or $VQVAE_DATA_DIR), or pass --data DIR"
+    )
+
+
+def load_images(
+    spec: str,
+    split: str = "train",
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    download: bool = True,
+) -> ImageDataset:
+    """Load one split of a dataset into memory.
+
+    ``spec`` is ``"fashion-mnist"``, ``"mnist"``, ``"cifar10"`` or a directory (the names win: write
+    ``./mnist`` for a directory called mnist); ``split`` is ``"train"`` or ``"test"``. ``image_size``
+    resizes image folders (shorter side, then centre crop) and must equal the native size for IDX and
+    CIFAR-10 data; ``channels`` (1 or 3) converts image folders and must equal the native count for IDX
+    and CIFAR-10 data (None: RGB for folders, native otherwise).
+    ``download`` lets Fashion-MNIST and MNIST be fetched into ``~/.cache/vqvae`` when not found.
+    Returns images uint8 ``(N, C, H, W)`` and labels int64 ``(N,)``.
+    """
+    if split not in SPLITS:
+        raise VQVAEError(f"unknown split {split!r}: expected 'train' or 'test'")
+    if channels not in (None, 1, 3):
+        raise VQVAEError(f"channels must be 1 or 3, got {channels}")
+    if image_size is not None and image_size < 1:
+        raise VQVAEError(f"image size must be a positive number of pixels, got {image_size}")
+
+    native = True
+    if spec in IDX_DATASETS:
+        images, labels, source = load_idx_named(spec, split, download=download)
+        classes, origin = list(source.classes), source.title
+    elif spec == "cifar10":
+        (images, labels, classes), origin = _load_cifar_named(split), "CIFAR-10"
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise VQVAEError(
+                f"unknown dataset {spec!r}: not one of {', '.join([*IDX_DATASETS, 'cifar10'])} "
+                "and no such directory"
+            )
+        if not path.is_dir():
+            raise VQVAEError(f"{path} is a file; pass the directory that holds the dataset")
+        origin = str(path)
+        if is_idx_dir(path):
+            images, labels = load_idx_dir(path, split)
+            # A copy of a known dataset in a folder of its own name keeps that dataset's class names.
+            known = IDX_DATASETS.get(path.resolve().name)
+            top = int(labels.max(initial=-1)) + 1
+            classes = list(known.classes) if known else [str(label) for label in range(top)]
+        elif is_cifar_dir(path):
+            images, labels, classes = load_cifar_dir(path, split)
+        else:
+            images, labels, classes = load_image_folder(path, split, image_size=image_size, channels=channels)
+            native = False
+        spec = path.resolve().name
+    if native:
+        _check_native(images, origin, image_size, channels)
+    return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), classes, f"{spec}/{split}")
+
+
+def load_images_for(config: ModelConfig, spec: str, split: str) -> ImageDataset:
+    """``split`` of ``spec`` at the image size and channel count of a VQ-VAE with ``config``; refused with a
+    one-line error when the data cannot have that size."""
+    data = load_images(spec, split, image_size=config.image_size, channels=config.in_channels)
+    _, c, h, w = data.images.shape
+    want = (config.in_channels, config.image_size, config.image_size)
+    if (c, h, w) != want:
+        raise VQVAEError(
+            f"{data.name} images are {c}x{h}x{w} but the model expects {want[0]}x{want[1]}x{want[2]}:"
+            f" set model.in_channels={c} model.image_size={h}, or use a recipe made for this data"
+        )
+    return data
+
+
+def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 images (any shape) -> float32 in [0, 1]."""
+    if images_uint8.dtype != torch.uint8:
+        raise TypeError(f"to_float expects uint8 images, got {images_uint8.dtype}")
+    return images_uint8.to(torch.float32).div_(255.0)
+
+
+def to_uint8(images_float: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] (any shape) -> uint8, rounded to nearest and clamped to [0, 255]."""
+    if not images_float.is_floating_point():
+        raise TypeError(f"to_uint8 expects floating-point images, got {images_float.dtype}")
+    return (images_float.detach().float() * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def save_image_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: int, padding: int = 2) -> None:
+    """Write ``images`` ``(N, C, H, W)`` (C in {1, 3}; float in [0, 1] or uint8) as one PNG grid.
+
+    ``nrow`` images per row (fewer if N is smaller), ``padding`` black pixels between and around them, so
+    the PNG is ``cols * (W + padding) + padding`` wide and ``rows * (H + padding) + padding`` high.
+    Written atomically: a temporary file in the target directory, then ``os.replace``; missing parent
+    directories are created.
+    """
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
+        raise VQVAEError(f"image grids need a non-empty (N, 1 or 3, H, W) batch, got {list(images.shape)}")
+    if nrow < 1 or padding < 0:
+        raise VQVAEError(f"image grids need nrow >= 1 and padding >= 0, got {nrow} and {padding}")
+    pixels = (images if images.dtype == torch.uint8 else to_uint8(images)).detach().cpu().numpy()
+    count, channels, height, width = pixels.shape
+    cols = min(nrow, count)
+    rows = math.ceil(count / cols)
+    grid = np.zeros(
+        (channels, rows * (height + padding) + padding, cols * (width + padding) + padding), dtype=np.uint8
+    )
+    for index in range(count):
+        top = padding + (index // cols) * (height + padding)
+        left = padding + (index % cols) * (width + padding)
+        grid[:, top:top + height, left:left + width] = pixels[index]
+    image = Image.fromarray(grid[0] if channels == 1 else grid.transpose(1, 2, 0))
+
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    atomic_write_bytes(path, encoded.getvalue())
