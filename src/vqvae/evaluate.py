@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vqvae.codes import SpeechCodes, cached_codes, speech_codes
+from vqvae.codes import SpeechCodes
 from vqvae.data import ImageDataset, to_float
 from vqvae.data.audio import SpeechDataset, write_wav
 from vqvae.errors import VQVAEError
