@@ -1,0 +1,183 @@
+"""Saving and loading every model (``Pretrained``), the quantizer an autoencoder's config asks for
+(``build_quantizer``), and the deprecated names that still work for one release."""
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import sys
+import warnings
+
+import pytest
+import torch
+
+from vqvae.config import AudioModelConfig, AudioPriorConfig, ModelConfig
+from vqvae.errors import VQVAEError
+from vqvae.judges.image import Classifier
+from vqvae.models import VQVAE, AudioVQVAE
+from vqvae.priors import GatedPixelCNN, WaveNetPrior
+from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA, build_quantizer
+
+AUDIO_TINY = dict(num_speakers=3, num_downsamples=2, channels=8, skip_channels=8, local_channels=8, hidden=8,
+                  embedding_dim=4, num_embeddings=8, max_dilation=4, dilation_cycles=1, sample_rate=8000)
+
+BUILDERS = {
+    "vqvae": lambda: VQVAE(hidden=8, res_hidden=4, num_res_layers=1, embedding_dim=4, num_embeddings=16),
+    "audio": lambda: AudioVQVAE(AudioModelConfig(**AUDIO_TINY)),
+    "prior": lambda: GatedPixelCNN(num_embeddings=16, num_classes=3, channels=8, num_layers=2,
+                                   head_channels=16),
+    "audio_prior": lambda: WaveNetPrior(AudioPriorConfig(num_embeddings=8, num_speakers=2, channels=8,
+                                                         skip_channels=8, max_dilation=4, dilation_cycles=1)),
+    "classifier": lambda: Classifier(in_channels=1, num_classes=3, image_size=28),
+}
+KINDS = list(BUILDERS)
+
+
+def built(kind: str) -> torch.nn.Module:
+    torch.manual_seed(KINDS.index(kind))
+    model = BUILDERS[kind]()
+    with torch.no_grad():  # every weight and buffer away from its initial value (zero EMAs and embeddings)
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.add_(torch.rand_like(t) * 0.1 + 0.01)
+    return model
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """Every kind saved in training mode: {kind: (model, directory)}."""
+    out = {}
+    for kind in KINDS:
+        model = built(kind).train()
+        directory = tmp_path_factory.mktemp(kind)
+        model.save_pretrained(directory, {"note": kind})
+        out[kind] = (model, directory)
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_save_and_load_round_trip(saved, kind):
+    model, directory = saved[kind]
+    cls = type(model)
+    assert cls.checkpoint_kind == kind
+    config = json.loads((directory / "config.json").read_text())
+    assert config["kind"] == kind and config["note"] == kind
+    assert config[cls.config_section] == dataclasses.asdict(model.config)
+    loaded = cls.from_pretrained(directory)
+    assert type(loaded) is cls and loaded.config == model.config
+    assert loaded.training is False and not any(m.training for m in loaded.modules())  # saved in train mode
+    assert model.training  # the saved model itself is untouched
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+    assert loaded.weights_sha256 == hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    assert model.weights_sha256 is None  # built in memory: no file to fingerprint
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_map_location(saved, kind):
+    model, directory = saved[kind]
+    for where in ("cpu", torch.device("cpu")):
+        loaded = type(model).from_pretrained(directory, map_location=where)
+        assert all(t.device.type == "cpu" for t in loaded.state_dict().values())
+        assert loaded.training is False
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_loading_another_kind_is_refused(saved, kind):
+    cls = type(saved[kind][0])
+    for other in KINDS:
+        if other == kind:
+            continue
+        with pytest.raises(VQVAEError, match=f"holds a '{other}' checkpoint, expected '{kind}'"):
+            cls.from_pretrained(saved[other][1])
+
+
+def test_a_changed_weights_file_changes_the_fingerprint(saved, tmp_path):
+    model, directory = saved["prior"]
+    first = GatedPixelCNN.from_pretrained(directory).weights_sha256
+    with torch.no_grad():
+        model.embed.weight[0, 0] += 1
+    model.save_pretrained(tmp_path)
+    with torch.no_grad():
+        model.embed.weight[0, 0] -= 1
+    assert GatedPixelCNN.from_pretrained(tmp_path).weights_sha256 != first
+
+
+# -- build_quantizer -----------------------------------------------------------------------------------------
+QUANTIZER_FIELDS = dict(embedding_dim=6, num_embeddings=20, commitment_cost=0.4, decay=0.9, epsilon=1e-3,
+                        restart_threshold=0.5)
+
+
+@pytest.mark.parametrize("config_cls", [ModelConfig, AudioModelConfig])
+def test_build_quantizer_follows_the_config(config_cls):
+    ema = build_quantizer(config_cls(quantizer="ema", **QUANTIZER_FIELDS), dim=1)
+    assert type(ema) is VectorQuantizerEMA
+    assert ema.decay == 0.9 and ema.epsilon == 1e-3
+    vq = build_quantizer(config_cls(quantizer="vq", **QUANTIZER_FIELDS), dim=1)
+    assert type(vq) is VectorQuantizer
+    for q in (ema, vq):
+        assert q.embedding_dim == 6 and q.num_embeddings == 20 and q.codebook.shape == (20, 6)
+        assert q.commitment_cost == 0.4 and q.restart_threshold == 0.5 and q.dim == 1
+    # k-means is seeded by training from several batches, never by the layer's own first batch
+    wants_kmeans = config_cls(quantizer="vq", kmeans_init=True, **QUANTIZER_FIELDS)
+    assert build_quantizer(wants_kmeans).kmeans_init is False
+    assert build_quantizer(config_cls(**QUANTIZER_FIELDS), dim=-1).dim == -1
+
+
+def test_build_quantizer_quantises_along_dim_one():
+    q = build_quantizer(ModelConfig(quantizer="vq", embedding_dim=3, num_embeddings=5), dim=1).eval()
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = q(x)
+    vectors = x.permute(0, 2, 3, 1).reshape(-1, 3)
+    nearest = torch.cdist(vectors, q.codebook.detach()).argmin(1).reshape(2, 4, 4)
+    assert torch.equal(out.indices, nearest)
+    assert torch.equal(out.quantized.detach(), q.codebook.detach()[nearest].permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("name, cls", [("ema", VectorQuantizerEMA), ("vq", VectorQuantizer)])
+def test_the_autoencoders_use_the_quantizer_their_config_names(name, cls):
+    image = VQVAE(hidden=8, res_hidden=4, num_res_layers=1, embedding_dim=4, num_embeddings=16,
+                  quantizer=name, commitment_cost=0.3)
+    assert type(image.quantizer) is cls and image.quantizer.commitment_cost == 0.3
+    assert image.quantizer.num_embeddings == 16 and image.quantizer.embedding_dim == 4
+    audio = AudioVQVAE(AudioModelConfig(**{**AUDIO_TINY, "quantizer": name}))
+    assert type(audio.quantizer) is cls and audio.quantizer.num_embeddings == 8
+    no_codes = AudioModelConfig(**{**AUDIO_TINY, "quantizer": name, "use_codes": False})
+    assert AudioVQVAE(no_codes).quantizer is None
+
+
+# -- deprecated names ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("module, names", [
+    ("vqvae.model", {"VQVAE": "vqvae.models"}),
+    ("vqvae.audio_model", {"AudioVQVAE": "vqvae.models"}),
+    ("vqvae.classifier", {"Classifier": "vqvae.judges.image", "pitch_hz": "vqvae.judges.audio",
+                          "frechet_distance": "vqvae.metrics"}),
+])
+def test_deprecated_modules_warn_and_re_export(monkeypatch, module, names):
+    monkeypatch.delitem(sys.modules, module, raising=False)  # so the import runs (and warns) again
+    with pytest.warns(DeprecationWarning, match=module.replace(".", r"\.") + " is deprecated"):
+        old = importlib.import_module(module)
+    for name, new in names.items():
+        assert getattr(old, name) is getattr(importlib.import_module(new), name)
+
+
+@pytest.mark.parametrize("name, new", [("sample_images", "vqvae.priors.sampling"),
+                                       ("load_images_for", "vqvae.data")])
+def test_moved_functions_of_evaluate_warn_and_are_the_new_ones(name, new):
+    import vqvae.evaluate
+
+    with pytest.warns(DeprecationWarning, match=f"vqvae.evaluate.{name} is deprecated"):
+        old = getattr(vqvae.evaluate, name)
+    assert old is getattr(importlib.import_module(new), name)
+
+
+def test_current_names_of_evaluate_do_not_warn():
+    import vqvae.evaluate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert callable(vqvae.evaluate.evaluate_model) and callable(vqvae.evaluate.evaluate_conversion)
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        vqvae.evaluate.no_such_name  # noqa: B018

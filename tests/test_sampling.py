@@ -1,0 +1,277 @@
+"""Sampling from the priors: image samples (prior codes decoded by the VQ-VAE), the labels the sample commands
+ask for, the WaveNet prior over code sequences (exact causality, its NLL, speaker conditioning, sampling, save
+and load), and the random crops of code sequences it is trained on."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vqvae.codes import SpeechCodes, code_crops
+from vqvae.config import AudioPriorConfig
+from vqvae.errors import VQVAEError
+from vqvae.models import VQVAE
+from vqvae.priors import GatedPixelCNN, WaveNetPrior
+from vqvae.priors.sampling import sample_images, sample_labels
+
+K = 16
+
+
+@pytest.fixture(scope="module")
+def vq():
+    torch.manual_seed(0)
+    return VQVAE(hidden=8, res_hidden=4, num_res_layers=1, embedding_dim=4, num_embeddings=K).eval()
+
+
+@pytest.fixture(scope="module")
+def prior():
+    torch.manual_seed(1)
+    return GatedPixelCNN(num_embeddings=K, num_classes=3, channels=8, num_layers=2, head_channels=16).eval()
+
+
+# -- image samples -------------------------------------------------------------------------------------------
+def test_sample_images_shapes_and_decoding(prior, vq):
+    labels = torch.tensor([0, 1, 2, 2, 0])
+    images, indices = sample_images(prior, vq, labels, seed=3)
+    assert images.shape == (5, 1, 28, 28) and indices.shape == (5, 7, 7)
+    assert indices.dtype == torch.int64 and int(indices.min()) >= 0 and int(indices.max()) < K
+    assert torch.equal(images, vq.decode_indices(indices).clamp(0, 1))
+    assert float(images.min()) >= 0 and float(images.max()) <= 1
+
+
+def test_sample_images_is_the_prior_sample_of_a_seeded_generator(prior, vq):
+    labels = torch.tensor([2, 0, 1, 1])
+    _, indices = sample_images(prior, vq, labels, seed=5)
+    expected = prior.sample((7, 7), labels, 1.0, torch.Generator().manual_seed(5))
+    assert torch.equal(indices, expected)
+    _, cold = sample_images(prior, vq, labels, seed=5, temperature=0.5)
+    assert torch.equal(cold, prior.sample((7, 7), labels, 0.5, torch.Generator().manual_seed(5)))
+
+
+def test_sample_images_same_seed_same_samples(prior, vq):
+    labels = torch.arange(3).repeat_interleave(2)
+    a_img, a_idx = sample_images(prior, vq, labels, seed=9)
+    b_img, b_idx = sample_images(prior, vq, labels, seed=9)
+    _, c_idx = sample_images(prior, vq, labels, seed=10)
+    assert torch.equal(a_idx, b_idx) and torch.equal(a_img, b_img)
+    assert not torch.equal(a_idx, c_idx)
+
+
+def test_sample_images_in_batches(prior, vq):
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    _, whole = sample_images(prior, vq, labels, seed=4, batch_size=5)
+    assert torch.equal(whole, prior.sample((7, 7), labels, 1.0, torch.Generator().manual_seed(4)))
+    # smaller batches: one generator goes on from chunk to chunk
+    images, split = sample_images(prior, vq, labels, seed=4, batch_size=2)
+    gen = torch.Generator().manual_seed(4)
+    expected = torch.cat([prior.sample((7, 7), chunk, 1.0, gen) for chunk in labels.split(2)])
+    assert torch.equal(split, expected)
+    # each chunk is decoded on its own (a batch of 5 may round differently from batches of 2)
+    assert torch.equal(images, torch.cat([vq.decode_indices(c).clamp(0, 1) for c in split.split(2)]))
+    assert torch.allclose(images, vq.decode_indices(split).clamp(0, 1), atol=1e-5)
+
+
+def test_sample_images_of_no_labels(prior, vq):
+    images, indices = sample_images(prior, vq, torch.zeros(0, dtype=torch.long), seed=0)
+    assert images.shape == (0, 1, 28, 28) and indices.shape == (0, 7, 7)
+    assert indices.dtype == torch.int64
+
+
+def test_unconditional_prior_takes_the_labels_sample_labels_gives(vq):
+    torch.manual_seed(2)
+    uncond = GatedPixelCNN(num_embeddings=K, num_classes=3, conditional=False, channels=8, num_layers=2,
+                           head_channels=16)
+    labels, _ = sample_labels([], False, n=3)
+    assert labels.tolist() == [-1, -1, -1]
+    _, indices = sample_images(uncond, vq, labels, seed=1)
+    expected = uncond.sample((7, 7), torch.zeros(3, dtype=torch.long), 1.0, torch.Generator().manual_seed(1))
+    assert torch.equal(indices, expected)  # the labels are ignored
+
+
+# -- sample_labels -------------------------------------------------------------------------------------------
+def test_sample_labels_layouts():
+    classes = ["a", "b", "c"]
+    labels, nrow = sample_labels(classes, True)
+    assert labels.tolist() == [c for c in range(3) for _ in range(8)] and nrow == 8
+    labels, nrow = sample_labels(classes, True, per_class=2)
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2] and nrow == 2
+    labels, nrow = sample_labels(classes, True, class_=1)
+    assert labels.tolist() == [1] * 64 and nrow == 8
+    labels, nrow = sample_labels(classes, True, class_=2, n=10)
+    assert labels.tolist() == [2] * 10 and nrow == 4  # ceil(sqrt(10))
+    labels, nrow = sample_labels([], False)
+    assert labels.tolist() == [-1] * 64 and nrow == 8
+    labels, nrow = sample_labels(classes, False, n=5)
+    assert labels.tolist() == [-1] * 5 and nrow == 3
+    assert labels.dtype == torch.int64
+
+
+def test_sample_labels_errors():
+    classes = ["a", "b", "c"]
+    with pytest.raises(VQVAEError, match="unconditional"):
+        sample_labels(classes, False, class_=0)
+    with pytest.raises(VQVAEError, match="--n goes with --class"):
+        sample_labels(classes, True, n=4)
+    for bad in (-1, 3):
+        with pytest.raises(VQVAEError, match=f"--class {bad} is not a class"):
+            sample_labels(classes, True, class_=bad)
+    with pytest.raises(VQVAEError, match="per-class"):
+        sample_labels(classes, False, per_class=2)
+
+
+# -- the WaveNet prior ---------------------------------------------------------------------------------------
+TINY_PRIOR = dict(num_embeddings=8, num_speakers=2, channels=8, skip_channels=8, max_dilation=4,
+                  dilation_cycles=1)
+
+
+def wavenet_prior(**changes) -> WaveNetPrior:
+    torch.manual_seed(0)
+    model = WaveNetPrior(AudioPriorConfig(**{**TINY_PRIOR, **changes})).eval()
+    with torch.no_grad():  # the speaker embeddings start at zero: give the speakers something to tell apart
+        for layer in model.net.layers:
+            if layer.glob is not None:
+                layer.glob.weight.normal_()
+    return model
+
+
+def test_wavenet_prior_logits_shape():
+    model = wavenet_prior()
+    codes = torch.randint(0, 8, (3, 11))
+    assert model(codes, torch.tensor([0, 1, 1])).shape == (3, 8, 11)
+
+
+def test_wavenet_prior_is_exactly_causal():
+    model = wavenet_prior()
+    g = torch.Generator().manual_seed(0)
+    L, rf = 14, sum(model.config.dilations) + 1
+    codes = torch.randint(0, 8, (2, L), generator=g)
+    speakers = torch.tensor([0, 1])
+    base = model(codes, speakers)
+    for l in range(L):
+        later = codes.clone()
+        shift = 1 + torch.randint(0, 7, later[:, l:].shape, generator=g)
+        later[:, l:] = (later[:, l:] + shift) % 8  # every code from l on differs
+        assert torch.equal(model(later, speakers)[:, :, : l + 1], base[:, :, : l + 1]), l
+        if l + 1 < L:  # the code at l reaches the logits after it (the next one at least)
+            one = codes.clone()
+            one[:, l] = (one[:, l] + 1) % 8
+            changed = (model(one, speakers) != base).any(1)  # (B, L)
+            assert not bool(changed[:, : l + 1].any()) and bool(changed[:, l + 1].all())
+            assert not bool(changed[:, l + 1 + rf :].any())  # and nothing beyond the receptive field
+
+
+def test_wavenet_prior_gradient_is_causal():
+    model = wavenet_prior()
+    codes = torch.randint(0, 8, (1, 10), generator=torch.Generator().manual_seed(1))
+    speakers = torch.tensor([1])
+    e = model.net.embed(codes).transpose(1, 2).detach().requires_grad_()
+    assert torch.equal(model.net.forward_embedded(e, None, speakers), model(codes, speakers))
+    for l in range(10):
+        (grad,) = torch.autograd.grad(model.net.forward_embedded(e, None, speakers)[:, :, l].sum(), e)
+        assert float(grad[:, :, l:].abs().max()) == 0.0, l
+        if l:
+            assert float(grad[:, :, l - 1].abs().max()) > 0, l
+
+
+def test_wavenet_prior_nll():
+    model = wavenet_prior()
+    codes = torch.randint(0, 8, (3, 9), generator=torch.Generator().manual_seed(2))
+    speakers = torch.tensor([0, 1, 0])
+    nll = model.nll(codes, speakers)
+    reference = F.cross_entropy(model(codes, speakers), codes, reduction="none")
+    assert torch.allclose(nll, reference, rtol=0, atol=1e-6)
+    logp = torch.log_softmax(model(codes, speakers), 1).gather(1, codes[:, None])[:, 0]
+    assert torch.allclose(nll, -logp, atol=1e-5)
+    lengths = torch.tensor([9, 4, 0])
+    masked = model.nll(codes, speakers, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        assert torch.equal(masked[b, :n], nll[b, :n])
+        assert bool((masked[b, n:] == 0).all())
+    # padding cannot change the NLL of the valid steps (the model is causal)
+    padded = codes.clone()
+    padded[1, 4:] = 0
+    assert torch.equal(model.nll(padded, speakers, lengths)[1], masked[1])
+
+
+def test_wavenet_prior_speaker_conditioning():
+    model = wavenet_prior()
+    codes = torch.randint(0, 8, (1, 12), generator=torch.Generator().manual_seed(3)).repeat(2, 1)
+    logits = model(codes, torch.tensor([0, 1]))
+    assert not torch.allclose(logits[0], logits[1])
+    fresh = WaveNetPrior(AudioPriorConfig(**TINY_PRIOR))  # zero speaker embeddings: speakers start alike
+    assert torch.equal(*fresh(codes, torch.tensor([0, 1])).unbind(0))
+    off = wavenet_prior(speaker_conditioning=False)
+    assert off.config.num_speakers == 0
+    a = off(codes, torch.tensor([0, 1]))
+    assert torch.equal(a, off(codes)) and torch.equal(a, off(codes, torch.tensor([1, 1])))
+    assert torch.equal(a[0], a[1])
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(off.sample(2, 6, torch.tensor([0, 1]), generator=g),
+                       off.sample(2, 6, None, generator=torch.Generator().manual_seed(0)))
+
+
+def test_wavenet_prior_sample():
+    model = wavenet_prior()
+    speakers = torch.tensor([0, 1, 1])
+    s = model.sample(3, 20, speakers, generator=torch.Generator().manual_seed(7))
+    assert s.shape == (3, 20) and s.dtype == torch.int64
+    assert int(s.min()) >= 0 and int(s.max()) < 8
+    assert torch.equal(s, model.sample(3, 20, speakers, generator=torch.Generator().manual_seed(7)))
+    assert not torch.equal(s, model.sample(3, 20, speakers, generator=torch.Generator().manual_seed(8)))
+    # the cached sampler draws what rerunning the whole network for every step draws
+    naive = model.net.generate_naive(3, 20, None, speakers, 1.0, torch.Generator().manual_seed(7))
+    assert torch.equal(s, naive)
+
+
+def test_wavenet_prior_save_and_load(tmp_path):
+    model = wavenet_prior().train()
+    model.save_pretrained(tmp_path)
+    loaded = WaveNetPrior.from_pretrained(tmp_path)
+    assert loaded.training is False and loaded.config == model.config
+    codes = torch.randint(0, 8, (2, 10), generator=torch.Generator().manual_seed(4))
+    speakers = torch.tensor([1, 0])
+    assert torch.equal(loaded(codes, speakers), model(codes, speakers))
+
+
+# -- random crops of code sequences --------------------------------------------------------------------------
+def speech_codes_data() -> SpeechCodes:
+    # distinct values within each utterance, so a window identifies its start
+    lengths = [12, 3, 5, 8]
+    codes = [np.arange(n, dtype=np.int64) + 100 * (i + 1) for i, n in enumerate(lengths)]
+    return SpeechCodes(codes, np.array([1, 0, 2, 1], dtype=np.int64))
+
+
+def test_code_crops_are_windows_of_their_utterance():
+    data = speech_codes_data()
+    length = 5
+    indices = [0, 1, 2, 3, 0, 1]
+    torch.manual_seed(0)
+    x, lengths, labels = code_crops(data, length, indices)
+    assert x.shape == (6, length) and x.dtype == torch.int64
+    assert labels.tolist() == [int(data.labels[i]) for i in indices]
+    for row, i in enumerate(indices):
+        q = data.codes[i]
+        n = min(len(q), length)
+        assert int(lengths[row]) == n
+        window = x[row, :n].numpy()
+        starts = [s for s in range(len(q) - n + 1) if np.array_equal(q[s : s + n], window)]
+        assert len(starts) == 1, (row, window)
+        assert bool((x[row, n:] == 0).all())  # zero-padded
+    assert torch.equal(x[1, :3], torch.from_numpy(data.codes[1]))  # shorter than the crop: all of it
+
+
+def test_code_crops_cover_every_start_and_follow_the_global_generator():
+    data = speech_codes_data()
+    torch.manual_seed(1)
+    x, _, _ = code_crops(data, 5, [0] * 300)
+    starts = {int(row[0]) - 100 for row in x}
+    assert starts == set(range(12 - 5 + 1))  # every window of the utterance, the last one included
+    torch.manual_seed(123)
+    a = code_crops(data, 4, [0, 3, 2, 0])
+    torch.manual_seed(123)
+    b = code_crops(data, 4, [0, 3, 2, 0])
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    torch.manual_seed(5)
+    first = code_crops(data, 4, [0] * 20)[0]
+    second = code_crops(data, 4, [0] * 20)[0]  # the generator went on: other starts (9 in 9^20 to repeat)
+    assert not torch.equal(first, second)
