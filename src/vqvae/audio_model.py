@@ -1,11 +1,9 @@
-"""Deprecated: the audio VQ-VAE moved to :mod:`vqvae.models.audio` (``from vqvae import AudioVQVAE``). This
-module re-exports its names for one release."""
+"""Deprecated: moved to :mod:`vqvae.models.audio` (import AudioVQVAE from vqvae or vqvae.models). Importing this
+name gives that module itself, for one release."""
 
+import importlib
+import sys
 import warnings
 
-from vqvae.models.audio import AudioVQVAE, AudioVQVAEOutput
-
-warnings.warn("vqvae.audio_model is deprecated: import AudioVQVAE from vqvae or vqvae.models", DeprecationWarning,
-              stacklevel=2)
-
-__all__ = ["AudioVQVAE", "AudioVQVAEOutput"]
+warnings.warn("vqvae.audio_model is deprecated: import AudioVQVAE from vqvae or vqvae.models", DeprecationWarning, stacklevel=2)
+sys.modules[__name__] = importlib.import_module("vqvae.models.audio")

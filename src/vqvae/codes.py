@@ -105,15 +105,16 @@ class SpeechCodes:
         return len(self.codes)
 
 
-def speech_codes(arrays: dict[str, np.ndarray], split: str) -> SpeechCodes:
-    """The non-empty code sequences of ``split`` from :func:`cached_codes` of an audio VQ-VAE."""
+def speech_codes(arrays: dict[str, np.ndarray], split: str, data: str = "the corpus") -> SpeechCodes:
+    """The non-empty code sequences of ``split`` from :func:`cached_codes` of an audio VQ-VAE (of the corpus
+    ``data``, named in the error when no utterance is long enough for a code)."""
     lengths = arrays[f"{split}_lengths"]
     flat = arrays[f"{split}_indices"].astype(np.int64)
     keep = lengths > 0
     seqs = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
     out = SpeechCodes([q for q, k in zip(seqs, keep) if k], arrays[f"{split}_labels"][keep])
     if len(out) == 0:
-        raise VQVAEError(f"no {split} utterance is long enough for one code")
+        raise VQVAEError(f"{data}: no {split} utterance is long enough for one code")
     return out
 
 

@@ -136,6 +136,8 @@ class AudioModelConfig(QuantizerConfig):
         _check(self.encoder_norm in ("none", "instance"), "audio.encoder_norm", self.encoder_norm, '"none" or "instance"')
         _check(0 <= self.jitter <= 0.5, "audio.jitter", self.jitter, "in [0, 0.5]")
         _check(self.num_speakers >= 0, "audio.num_speakers", self.num_speakers, ">= 0")
+        _check(self.use_codes or not self.kmeans_init, "audio.kmeans_init", self.kmeans_init,
+               "false when audio.use_codes is false (there is no codebook)")
 
     @property
     def hop(self) -> int:

@@ -73,7 +73,7 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
            "psnr_per_image": sums.mean("psnr_per_image"), "ssim": sums.mean("ssim"), **_usage_metrics(usage),
            "latent_grid": [h, h], "bits_per_image": h * h * math.log2(k)}
     if logistic:  # the decoder's NLL, and the ELBO with the uniform prior (log K nats per latent)
-        nll, pixels = sums.mean("nll_nats") * sums.count("nll_nats"), sums.count("mse")
+        nll, pixels = sums.total("nll_nats"), sums.count("mse")
         out["nll_bits_per_dim"] = bits_per_dim(nll, pixels)
         out["elbo_bits_per_dim_uniform_prior"] = elbo_bits_per_dim(nll, n * uniform_prior_nll_nats(h * h, k), pixels)
     return out
@@ -115,14 +115,14 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
         "split": data.name, "num_images": n, "latent_grid": [h, h], "num_embeddings": k,
         "prior_nll_nats_per_latent": per_latent, "prior_nll_bits_per_latent": nats_to_bits(per_latent),
         "uniform_bits_per_latent": math.log2(k), "bits_below_uniform": math.log2(k) - nats_to_bits(per_latent),
-        "prior_bits_per_image": nats_to_bits(per_latent * h * h),
+        "prior_bits_per_image": nats_to_bits(sums.total("prior") / n),
     }
     if not logistic:
         out["note"] = ("image bits/dim need a VQ-VAE with a pixel likelihood (model.recon_loss=logistic); "
                        f"this one was trained with {vq.config.recon_loss}")
         return out
     dims = sums.count("decoder")
-    prior_nats, decoder_nats = per_latent * sums.count("prior"), sums.mean("decoder") * dims
+    prior_nats, decoder_nats = sums.total("prior"), sums.total("decoder")
     label_nats = n * math.log(prior.config.num_classes) if conditional else 0.0
     out["decoder_nll_bits_per_dim"] = bits_per_dim(decoder_nats, dims)
     out["elbo_bits_per_dim_uniform_prior"] = elbo_bits_per_dim(decoder_nats, n * uniform_prior_nll_nats(h * h, k), dims)
@@ -163,7 +163,8 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
     if usage is not None:
         u, rate = _usage_metrics(usage), c.sample_rate / c.hop
         out.update(codes_per_second=rate, bit_rate=rate * math.log2(c.num_embeddings),
-                   entropy_bit_rate=rate * math.log2(max(u["perplexity"], 1.0)), **u)
+                   entropy_bit_rate=rate * math.log2(max(u["perplexity"], 1.0)),
+                   **{k: u[k] for k in ("codes_used", "num_embeddings", "dead_codes", "perplexity", "usage_fraction")})
     return out
 
 
@@ -225,8 +226,9 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
             write_wav(f"{stem}_input.wav", x, c.sample_rate)
             write_wav(f"{stem}_reconstructed.wav", r, c.sample_rate)
             write_wav(f"{stem}_as_{test.speakers[t]}.wav", y, c.sample_rate)
-    metrics = judge_conversion(train, test, converted, rebuilt, sources, targets, seed=seed)
-    return {**metrics, "seconds_each": seconds}
+    m = judge_conversion(train, test, converted, rebuilt, sources, targets, seed=seed)
+    first = {k: m.pop(k) for k in ("speaker_classifier_test_accuracy", "pairs")}
+    return {**first, "seconds_each": seconds, **m}
 
 
 # -- the commands ------------------------------------------------------------------------------------------------
@@ -259,7 +261,8 @@ def evaluate_conversion_run(run_dir: str | Path, *, data: str | None = None, pai
     """``vqvae audio conversion``: :func:`evaluate_conversion` of the audio VQ-VAE in ``run_dir`` on ``data``
     (default: its own corpus); ``wav_dir`` must be new or empty unless ``overwrite``."""
     if wav_dir is not None:
-        check_out_dir(wav_dir, overwrite, hint="")
+        check_out_dir(wav_dir, overwrite, is_file="--wav-dir {out} is a file, not a directory",
+                      not_empty="{out} already exists and is not empty: pass --overwrite to write into it")
     check_generation_options(temperature, seconds)
     model, config = load_run(run_dir, "audio")
     train, test = (run_split(model, config, data, s) for s in ("train", "test"))
@@ -274,6 +277,10 @@ def _moved() -> dict[str, tuple[str, Any]]:
     from vqvae.priors.sampling import sample_images
     from vqvae.reconstruct import reconstruction_grid
 
+    def encode_splits(model, data, splits):
+        return {s: (codes.encode_images(model, ds), ds.labels.numpy())
+                for s, ds in ((s, load_images_for(model.config, data, s)) for s in splits)}
+
     def cached_speech_codes(run_dir, model, data):
         arrays = codes.cached_codes(run_dir, model, {"kind": "audio", "train": {"data": data}})
         return {s: codes.speech_codes(arrays, s) for s in ("train", "test")}
@@ -281,6 +288,7 @@ def _moved() -> dict[str, tuple[str, Any]]:
     return {
         "load_images_for": ("vqvae.data.load_images_for", load_images_for),
         "encode_dataset": ("vqvae.codes.encode_images", codes.encode_images),
+        "encode_splits": ("vqvae.codes.encode_images for each split", encode_splits),
         "save_codes": ("vqvae.codes.save_codes", codes.save_codes),
         "load_codes": ("vqvae.codes.load_codes", codes.load_codes),
         "code_crops": ("vqvae.codes.code_crops", codes.code_crops),

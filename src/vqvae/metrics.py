@@ -279,6 +279,10 @@ class MeanAccumulator:
         """Total number of items added under ``name``."""
         return self._counts[name]
 
+    def total(self, name: str) -> float:
+        """The sum of every value added under ``name`` (KeyError if never added)."""
+        return self._sums[name]
+
     def mean(self, name: str) -> float:
         """Total sum / total count for ``name``; KeyError if never added, ValueError if count is 0."""
         if name not in self._sums:

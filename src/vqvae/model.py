@@ -1,10 +1,9 @@
-"""Deprecated: the image VQ-VAE moved to :mod:`vqvae.models.image` (``from vqvae import VQVAE``). This module
-re-exports its names for one release."""
+"""Deprecated: moved to :mod:`vqvae.models.image` (import VQVAE from vqvae or vqvae.models). Importing this
+name gives that module itself, for one release."""
 
+import importlib
+import sys
 import warnings
 
-from vqvae.models.image import VQVAE, VQVAEOutput, reconstruction_loss
-
 warnings.warn("vqvae.model is deprecated: import VQVAE from vqvae or vqvae.models", DeprecationWarning, stacklevel=2)
-
-__all__ = ["VQVAE", "VQVAEOutput", "reconstruction_loss"]
+sys.modules[__name__] = importlib.import_module("vqvae.models.image")

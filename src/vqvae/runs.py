@@ -90,13 +90,16 @@ def check_out_file(path: str | Path, overwrite: bool, suffixes: tuple[str, ...])
     return p
 
 
-def check_out_dir(path: str | Path, overwrite: bool, hint: str = "--resume to continue it or ") -> Path:
-    """An output directory: refused when it is a file, or not empty and ``overwrite`` is false."""
+def check_out_dir(path: str | Path, overwrite: bool, *, is_file: str = "output path {out} exists and is not a directory",
+                  not_empty: str = "output directory {out} is not empty: pass --resume to continue it or --overwrite "
+                                   "to replace it") -> Path:
+    """An output directory: refused (with the message ``is_file`` or ``not_empty``, where ``{out}`` is the path)
+    when it is a file, or not empty and ``overwrite`` is false."""
     out = Path(path)
     if out.exists() and not out.is_dir():
-        raise VQVAEError(f"output path {out} exists and is not a directory")
+        raise VQVAEError(is_file.format(out=out))
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise VQVAEError(f"output directory {out} already exists and is not empty: pass {hint}--overwrite to replace it")
+        raise VQVAEError(not_empty.format(out=out))
     return out
 
 

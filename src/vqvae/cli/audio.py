@@ -14,6 +14,7 @@ and prints the result.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from vqvae.cli.common import add_training_command, positive, print_result, run_training, seed
@@ -74,7 +75,7 @@ def cmd_audio_resynthesize(a: argparse.Namespace) -> None:
     r = resynthesize_file(a.run_dir, a.input, a.out, speaker=a.speaker, seconds=a.seconds, temperature=a.temperature,
                           seed=a.seed, overwrite=a.overwrite)
     who = f" as {r['speaker']}" if r["speaker"] is not None else ""
-    print(f"wrote {a.out} ({r['seconds']:.2f} s from {r['codes']} codes{who})")
+    print(f"wrote {Path(a.out)} ({r['seconds']:.2f} s from {r['codes']} codes{who})")
 
 
 def cmd_audio_train_prior(a: argparse.Namespace) -> dict[str, Any]:
@@ -83,9 +84,9 @@ def cmd_audio_train_prior(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_audio_sample(a: argparse.Namespace) -> None:
-    seconds = sample_audio_file(a.prior_dir, a.out, speaker=a.speaker, seconds=a.seconds, temperature=a.temperature,
-                                seed=a.seed, overwrite=a.overwrite)
-    print(f"wrote {a.out} ({seconds:.2f} s from the prior, as {a.speaker})")
+    r = sample_audio_file(a.prior_dir, a.out, speaker=a.speaker, seconds=a.seconds, temperature=a.temperature,
+                          seed=a.seed, overwrite=a.overwrite)
+    print(f"wrote {Path(a.out)} ({r['seconds']:.2f} s, {r['codes']} codes from the prior, as {a.speaker})")
 
 
 def cmd_audio_conversion(a: argparse.Namespace) -> dict[str, Any]:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from vqvae.cli.common import add_training_command, positive, print_result, run_training, seed
@@ -68,12 +69,12 @@ def cmd_reconstruct(a: argparse.Namespace) -> None:
 
 def cmd_encode(a: argparse.Namespace) -> None:
     shapes = encode_run(a.run_dir, a.out, data=a.data, splits=tuple(a.splits.split(",")), overwrite=a.overwrite)
-    print(f"wrote {a.out} ({', '.join(f'{s}: {shape}' for s, shape in shapes.items())})")
+    print(f"wrote {Path(a.out)} ({', '.join(f'{s}: {shape}' for s, shape in shapes.items())})")
 
 
 def cmd_decode(a: argparse.Namespace) -> None:
     n = decode_run(a.run_dir, a.codes, a.out, split=a.split, n=a.n, overwrite=a.overwrite)
-    print(f"wrote {a.out} ({n} decoded images)")
+    print(f"wrote {Path(a.out)} ({n} decoded images)")
 
 
 def cmd_train_prior(a: argparse.Namespace) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def cmd_evaluate_prior(a: argparse.Namespace) -> dict[str, Any]:
 def cmd_sample(a: argparse.Namespace) -> None:
     n = sample_image_file(a.prior_dir, a.out, class_=a.class_, per_class=a.per_class, n=a.n,
                           temperature=a.temperature, seed=a.seed, overwrite=a.overwrite)
-    print(f"wrote {a.out} ({n} samples)")
+    print(f"wrote {Path(a.out)} ({n} samples)")
 
 
 def cmd_train_classifier(a: argparse.Namespace) -> dict[str, Any]:

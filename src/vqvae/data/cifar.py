@@ -1,8 +1,9 @@
-"""Deprecated: moved to :mod:`vqvae.data.images.cifar`, re-exported here for one release."""
+"""Deprecated: moved to :mod:`vqvae.data.images.cifar`. Importing this name gives that module itself (every name, and
+monkeypatching works), for one release."""
 
+import importlib
+import sys
 import warnings
 
-from vqvae.data.images.cifar import *  # noqa: F403
-from vqvae.data.images.cifar import __all__  # noqa: F401
-
 warnings.warn("vqvae.data.cifar is deprecated: use vqvae.data.images.cifar", DeprecationWarning, stacklevel=2)
+sys.modules[__name__] = importlib.import_module("vqvae.data.images.cifar")

@@ -1,8 +1,9 @@
-"""Deprecated: moved to :mod:`vqvae.data.images.folder`, re-exported here for one release."""
+"""Deprecated: moved to :mod:`vqvae.data.images.folder`. Importing this name gives that module itself (every name, and
+monkeypatching works), for one release."""
 
+import importlib
+import sys
 import warnings
 
-from vqvae.data.images.folder import *  # noqa: F403
-from vqvae.data.images.folder import __all__  # noqa: F401
-
 warnings.warn("vqvae.data.folder is deprecated: use vqvae.data.images.folder", DeprecationWarning, stacklevel=2)
+sys.modules[__name__] = importlib.import_module("vqvae.data.images.folder")

@@ -1,8 +1,9 @@
-"""Deprecated: moved to :mod:`vqvae.data.images.idx`, re-exported here for one release."""
+"""Deprecated: moved to :mod:`vqvae.data.images.idx`. Importing this name gives that module itself (every name, and
+monkeypatching works), for one release."""
 
+import importlib
+import sys
 import warnings
 
-from vqvae.data.images.idx import *  # noqa: F403
-from vqvae.data.images.idx import __all__  # noqa: F401
-
 warnings.warn("vqvae.data.idx is deprecated: use vqvae.data.images.idx", DeprecationWarning, stacklevel=2)
+sys.modules[__name__] = importlib.import_module("vqvae.data.images.idx")

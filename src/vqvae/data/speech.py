@@ -1,8 +1,9 @@
-"""Deprecated: moved to :mod:`vqvae.data.audio.synthesis`, re-exported here for one release."""
+"""Deprecated: moved to :mod:`vqvae.data.audio.synthesis`. Importing this name gives that module itself (every name, and
+monkeypatching works), for one release."""
 
+import importlib
+import sys
 import warnings
 
-from vqvae.data.audio.synthesis import *  # noqa: F403
-from vqvae.data.audio.synthesis import __all__  # noqa: F401
-
 warnings.warn("vqvae.data.speech is deprecated: use vqvae.data.audio.synthesis", DeprecationWarning, stacklevel=2)
+sys.modules[__name__] = importlib.import_module("vqvae.data.audio.synthesis")

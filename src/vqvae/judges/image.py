@@ -33,9 +33,15 @@ __all__ = ["Classifier", "ClassifierConfig", "accuracy", "judge", "predict", "sc
 
 @dataclass
 class ClassifierConfig:
-    in_channels: int = 1
+    in_channels: int = 1  # 1 or 3
     num_classes: int = 10
-    image_size: int = 28
+    image_size: int = 28  # side of the square images, >= 4
+
+    def validate(self) -> None:
+        for name, low in (("in_channels", 1), ("num_classes", 1), ("image_size", 4)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise VQVAEError(f"classifier {name} must be an integer >= {low}, got {value!r}")
 
 
 class Classifier(Pretrained, nn.Module):
@@ -44,9 +50,15 @@ class Classifier(Pretrained, nn.Module):
     checkpoint_kind = "classifier"
     config_section = "model"
 
-    def __init__(self, config: ClassifierConfig | None = None, **overrides: int):
+    def __init__(self, config: ClassifierConfig | int | None = None, num_classes: int | None = None,
+                 image_size: int | None = None, **overrides: int):
         super().__init__()
+        if isinstance(config, int):  # the former signature, Classifier(in_channels, num_classes, image_size)
+            config, overrides = None, {"in_channels": config, **overrides}
+        given = {"num_classes": num_classes, "image_size": image_size}
+        overrides.update({k: v for k, v in given.items() if v is not None})
         self.config = c = dataclasses.replace(config or ClassifierConfig(), **overrides)
+        c.validate()
         self.body = nn.Sequential(
             nn.Conv2d(c.in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -57,9 +69,11 @@ class Classifier(Pretrained, nn.Module):
     @classmethod
     def config_from_dict(cls, values: dict[str, Any]) -> ClassifierConfig:
         try:
-            return ClassifierConfig(**values)
+            config = ClassifierConfig(**values)
         except TypeError as exc:
-            raise VQVAEError(f"config.json does not describe a classifier ({exc})") from None
+            raise VQVAEError(f"config.json and weights do not make a classifier ({exc})") from None
+        config.validate()
+        return config
 
     def features(self, x: Tensor) -> Tensor:
         return self.body(x - 0.5)
@@ -133,7 +147,8 @@ def train_classifier_run(out: str | Path, *, data: str = "fashion-mnist", epochs
                          seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
     """``vqvae train-classifier``: train the judge on the train split of ``data`` into ``out`` (config.json,
     model.safetensors, eval.json); returns its test accuracy and training time."""
-    out = check_out_dir(out, overwrite, hint="")
+    out = check_out_dir(out, overwrite, is_file="--out {out} is a file, not a directory",
+                        not_empty="{out} already exists and is not empty: pass --overwrite to replace it")
     train, test = load_images(data, "train"), load_images(data, "test")
     start = time.perf_counter()
     model = train_classifier(train, epochs=epochs, max_seconds=max_seconds, seed=seed)

@@ -122,13 +122,13 @@ def speaker_id(name: str | None, speakers: list[str], fallback: str | None = Non
 
 
 def sample_audio_file(prior_dir: str | Path, out: str | Path, *, speaker: str, seconds: float = 2.0,
-                      temperature: float = 1.0, seed: int = 0, overwrite: bool = False) -> float:
+                      temperature: float = 1.0, seed: int = 0, overwrite: bool = False) -> dict[str, float | int]:
     """``vqvae audio sample``: :func:`sample_audio` of the prior in ``prior_dir`` for the speaker named
-    ``speaker``, written to the WAV file ``out``. Returns its length in seconds."""
+    ``speaker``, written to the WAV file ``out``. Returns its length in seconds and in codes."""
     path = check_out_file(out, overwrite, (".wav",))
     check_generation_options(temperature, seconds)
     prior, vq, config, _ = load_prior(prior_dir, "audio_prior")
-    wave, _ = sample_audio(prior, vq, speaker_id(speaker, config.get("speakers", [])), seconds,
-                           temperature=temperature, seed=seed)
+    wave, codes = sample_audio(prior, vq, speaker_id(speaker, config.get("speakers", [])), seconds,
+                               temperature=temperature, seed=seed)
     write_wav(path, wave, vq.config.sample_rate)
-    return len(wave) / vq.config.sample_rate
+    return {"seconds": len(wave) / vq.config.sample_rate, "codes": len(codes)}

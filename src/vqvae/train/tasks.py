@@ -36,6 +36,11 @@ def _scalars(**values: torch.Tensor | float) -> dict[str, float]:
     return {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in values.items()}
 
 
+def _bits(nats: torch.Tensor) -> float:
+    """Nats (a tensor) in bits, divided in double precision."""
+    return float(nats.detach()) / math.log(2)
+
+
 class Task:
     """What one kind of run adds to the loop. ``load`` reads the data (and fills ``recipe``, ``num_examples``);
     ``build`` makes the model; ``step(batch_indices)`` returns (loss, {csv field: float}); ``evaluate`` scores
@@ -127,7 +132,12 @@ class _PriorTask(Task):
         the very weights it started from)."""
         if resume:
             saved = checkpoint.read_config(out, kind=self.kind)
-            self.vq, self.vq_config = paired_vqvae(saved, self.kind)
+            if not isinstance(saved.get("vqvae_dir"), str):
+                raise VQVAEError(f"cannot resume {out}: its config.json records no vqvae_dir")
+            try:
+                self.vq, self.vq_config = paired_vqvae(saved, self.kind)
+            except VQVAEError as exc:
+                raise VQVAEError(f"cannot resume {out}: {exc}") from None
             self.vqvae_dir = saved["vqvae_dir"]
             return
         if out.resolve() == Path(self.vqvae_dir).resolve():
@@ -173,7 +183,7 @@ class ImagePriorTask(_PriorTask):
         idx = self.codes[batch]
         labels = self.labels[batch] if self.recipe.prior.conditional else None
         loss = F.cross_entropy(self.model(idx, labels), idx)  # nats per latent
-        return loss, _scalars(loss=loss, bits_per_latent=loss / math.log(2))
+        return loss, _scalars(loss=loss, bits_per_latent=_bits(loss))
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         test_set = run_split(self.vq, self.vq_config, None, "test")
@@ -223,7 +233,7 @@ class AudioTask(Task):
     def step(self, batch: torch.Tensor):
         x, speakers = random_crops(self.train_set, self.recipe.train.crop_length, batch.tolist())
         res = self.model(x, speakers)
-        return res.loss, _scalars(loss=res.loss, bits_per_sample=res.recon_loss / math.log(2), vq_loss=res.vq_loss,
+        return res.loss, _scalars(loss=res.loss, bits_per_sample=_bits(res.recon_loss), vq_loss=res.vq_loss,
                                   perplexity=res.perplexity)
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
@@ -243,7 +253,8 @@ class AudioPriorTask(_PriorTask):
             raise VQVAEError(f"{self.vqvae_dir} is a WaveNet without codes (audio.use_codes: false): there is nothing "
                              f"to model")
         arrays = cached_codes(self.vqvae_dir, self.vq, self.vq_config)
-        self.codes = {s: speech_codes(arrays, s) for s in ("train", "test")}
+        data = self.vq_config.get("train", {}).get("data", "")
+        self.codes = {s: speech_codes(arrays, s, data) for s in ("train", "test")}
         self.speakers = self.vq_config.get("speakers", [])
         self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_embeddings,
                                                     num_speakers=len(self.speakers))
@@ -260,7 +271,7 @@ class AudioPriorTask(_PriorTask):
     def step(self, batch: torch.Tensor):
         x, lengths, labels = code_crops(self.codes["train"], self.recipe.train.crop_length, batch.tolist())
         loss = self.model.nll(x, labels, lengths).sum() / lengths.sum()  # nats per code
-        return loss, _scalars(loss=loss, bits_per_code=loss / math.log(2))
+        return loss, _scalars(loss=loss, bits_per_code=_bits(loss))
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         c = self.vq.config
