@@ -55,3 +55,9 @@ def test_speech_conversion_recipe_is_the_speech_recipe_with_a_narrower_bottlenec
                                   "train.lr=4e-3", "train.max_seconds=3000"], kind="audio")
     assert conv == same
     assert conv.audio.hop == 256 and "speech_conversion" in builtin_recipes()
+
+
+def test_audio_kmeans_init_needs_codes():
+    with pytest.raises(VQVAEError, match="audio.kmeans_init"):
+        load_recipe("speech", ["audio.kmeans_init=true", "audio.use_codes=false"], kind="audio")
+    assert load_recipe("speech", ["audio.kmeans_init=true"], kind="audio").audio.kmeans_init

@@ -296,6 +296,7 @@ def test_mean_accumulator_weights_by_count():
     assert acc.mean("mse") == pytest.approx(0.25)  # a mean of batch means would give 0.5
     assert acc.mean("loss") == pytest.approx(2.0)
     assert acc.count("mse") == 4
+    assert acc.total("loss") == 10.0 and acc.total("mse") == 1.0  # the sums themselves, not mean * count
     assert acc.as_dict() == {"mse": pytest.approx(0.25), "loss": pytest.approx(2.0)}
     with pytest.raises(KeyError, match="nope"):
         acc.mean("nope")

@@ -181,3 +181,33 @@ def test_current_names_of_evaluate_do_not_warn():
         assert callable(vqvae.evaluate.evaluate_model) and callable(vqvae.evaluate.evaluate_conversion)
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         vqvae.evaluate.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("old, new", [("vqvae.data.idx", "vqvae.data.images.idx"),
+                                      ("vqvae.data.cifar", "vqvae.data.images.cifar"),
+                                      ("vqvae.data.folder", "vqvae.data.images.folder"),
+                                      ("vqvae.data.speech", "vqvae.data.audio.synthesis"),
+                                      ("vqvae.model", "vqvae.models.image"),
+                                      ("vqvae.audio_model", "vqvae.models.audio")])
+def test_a_moved_module_is_the_new_module_itself(monkeypatch, old, new):
+    monkeypatch.delitem(sys.modules, old, raising=False)
+    with pytest.warns(DeprecationWarning, match="deprecated"):
+        module = importlib.import_module(old)
+    target = importlib.import_module(new)
+    assert module is target  # every name, private constants included; patching one patches the other
+    assert sorted(vars(module)) == sorted(vars(target))
+
+
+def test_classifier_takes_its_former_positional_arguments_and_refuses_bad_configs(tmp_path):
+    from vqvae.errors import VQVAEError
+    from vqvae.judges.image import Classifier
+
+    c = Classifier(3, 5, 32)
+    assert (c.config.in_channels, c.config.num_classes, c.config.image_size) == (3, 5, 32)
+    assert c(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+    c.save_pretrained(tmp_path / "clf")
+    config = json.loads((tmp_path / "clf" / "config.json").read_text())
+    for bad in ({"in_channels": "1"}, {"num_classes": 0}, {"image_size": -4}, {"colour": True}):
+        (tmp_path / "clf" / "config.json").write_text(json.dumps({**config, "model": {**config["model"], **bad}}))
+        with pytest.raises(VQVAEError, match="classifier"):
+            Classifier.from_pretrained(tmp_path / "clf")
