@@ -16,6 +16,7 @@ import torch
 
 from vqvae.data import ImageDataset, save_image_grid, to_float
 from vqvae.data.audio import SpeechDataset
+from vqvae.devices import model_device
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_npz, read_npz
 from vqvae.models import VQVAE, AudioVQVAE
@@ -35,8 +36,8 @@ def _index_dtype(num_embeddings: int) -> type:
 def encode_images(model: VQVAE, data: ImageDataset, batch_size: int = 500) -> np.ndarray:
     """Code indices of every image of ``data``: (N, h, w) int16 (K <= 32768) or int32."""
     model.eval()
-    dtype = _index_dtype(model.config.num_embeddings)
-    out = [model.encode(to_float(data.images[i : i + batch_size])).numpy().astype(dtype)
+    dtype, dev = _index_dtype(model.config.num_embeddings), model_device(model)
+    out = [model.encode(to_float(data.images[i : i + batch_size].to(dev))).cpu().numpy().astype(dtype)
            for i in range(0, len(data), batch_size)]
     h = model.config.latent_size
     return np.concatenate(out) if out else np.zeros((0, h, h), dtype)
@@ -46,8 +47,8 @@ def encode_images(model: VQVAE, data: ImageDataset, batch_size: int = 500) -> np
 def encode_speech(model: AudioVQVAE, data: SpeechDataset) -> tuple[np.ndarray, np.ndarray]:
     """The codes of every utterance (each cut to whole codes), concatenated: (flat codes (sum L_i,), lengths (N,))."""
     model.eval()
-    hop = model.config.hop
-    seqs = [model.encode(torch.from_numpy(w[: len(w) // hop * hop])[None])[0].numpy() if len(w) >= hop
+    hop, dev = model.config.hop, model_device(model)
+    seqs = [model.encode(torch.from_numpy(w[: len(w) // hop * hop])[None].to(dev))[0].cpu().numpy() if len(w) >= hop
             else np.zeros(0, np.int64) for w in data.waves]
     flat = np.concatenate(seqs) if seqs else np.zeros(0)
     return flat.astype(_index_dtype(model.config.num_embeddings)), np.array([len(q) for q in seqs], dtype=np.int64)
@@ -162,11 +163,12 @@ def load_codes(path: str | Path, num_embeddings: int, latent_size: int) -> dict[
 
 
 def encode_run(run_dir: str | Path, out: str | Path, *, data: str | None = None,
-               splits: tuple[str, ...] = ("train", "test"), overwrite: bool = False) -> dict[str, tuple[int, ...]]:
-    """``vqvae encode``: the codes and labels of ``splits`` under the image VQ-VAE in ``run_dir``, written to the
-    .npz ``out``; returns the shape of each split's codes."""
+               splits: tuple[str, ...] = ("train", "test"), overwrite: bool = False,
+               device: str | None = "auto") -> dict[str, tuple[int, ...]]:
+    """``vqvae encode``: the codes and labels of ``splits`` under the image VQ-VAE in ``run_dir`` (run on
+    ``device``), written to the .npz ``out``; returns the shape of each split's codes."""
     path = check_out_file(out, overwrite, (".npz",))
-    model, config = load_run(run_dir, "vqvae")
+    model, config = load_run(run_dir, "vqvae", device)
     encoded = {}
     for split in splits:
         ds = run_split(model, config, data, split)
@@ -177,17 +179,17 @@ def encode_run(run_dir: str | Path, out: str | Path, *, data: str | None = None,
 
 @torch.no_grad()
 def decode_run(run_dir: str | Path, codes: str | Path, out: str | Path, *, split: str = "test", n: int = 64,
-               overwrite: bool = False) -> int:
+               overwrite: bool = False, device: str | None = "auto") -> int:
     """``vqvae decode``: the first ``n`` (at most 1,024) code grids of ``split`` in the .npz ``codes``, decoded
-    by the image VQ-VAE in ``run_dir`` into a PNG grid ``out``; returns how many images it holds."""
+    by the image VQ-VAE in ``run_dir`` (on ``device``) into a PNG grid ``out``; returns how many images it holds."""
     path = check_out_file(out, overwrite, (".png",))
-    model, _ = load_run(run_dir, "vqvae")
+    model, _ = load_run(run_dir, "vqvae", device)
     arrays = load_codes(codes, model.config.num_embeddings, model.config.latent_size)
     key = f"{split}_indices"
     if key not in arrays:
         have = sorted(k[: -len("_indices")] for k in arrays if k.endswith("_indices"))
         raise VQVAEError(f"{codes} has no split {split!r} (it has: {', '.join(have)})")
-    idx = torch.from_numpy(arrays[key][: min(n, 1024)].astype(np.int64))
-    images = model.decode_indices(idx).clamp(0, 1)
+    idx = torch.from_numpy(arrays[key][: min(n, 1024)].astype(np.int64)).to(model_device(model))
+    images = model.decode_indices(idx).clamp(0, 1).cpu()
     save_image_grid(images, path, nrow=int(np.ceil(np.sqrt(len(images)))) if len(images) else 1)
     return len(images)

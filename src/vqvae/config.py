@@ -189,7 +189,8 @@ class TrainConfig:
     max_seconds: float = 0.0  # wall-clock budget for the optimisation steps (0: none)
     # Batches below are of train.batch_size examples: images, utterances, or code grids / sequences.
     kmeans_batches: int = 20  # training batches whose encoder outputs the k-means init sees (*.kmeans_init)
-    bf16: bool = False  # bfloat16 autocast for the conv nets (the quantizer always runs in fp32)
+    precision: str = "fp32"  # autocast of the nets: "fp32", "bf16", "fp16" (loss-scaled on CUDA); quantizer: fp32
+    bf16: bool = False  # the former switch: true means precision "bf16"
     seed: int = 0
     threads: int = 0  # torch intra-op threads (0: leave PyTorch's default)
     log_every: int = 50  # steps between CSV/TensorBoard rows
@@ -209,11 +210,19 @@ class TrainConfig:
         if self.steps == 0 and self.max_seconds == 0:
             raise VQVAEError("set train.steps or train.max_seconds (--steps / --max-seconds): the run has no end")
         _check(self.kmeans_batches >= 1, "train.kmeans_batches", self.kmeans_batches, ">= 1")
+        _check(self.precision in ("fp32", "bf16", "fp16"), "train.precision", self.precision, '"fp32", "bf16" or "fp16"')
+        _check(not self.bf16 or self.precision in ("fp32", "bf16"), "train.bf16", self.bf16,
+               f"false with train.precision {self.precision!r} (bf16: true means precision bf16)")
         _check(self.threads >= 0, "train.threads", self.threads, ">= 0")
         _check(self.log_every >= 1, "train.log_every", self.log_every, ">= 1")
         _check(self.checkpoint_every > 0, "train.checkpoint_every", self.checkpoint_every, "> 0")
         _check(self.eval_batches >= 0, "train.eval_batches", self.eval_batches, ">= 0")
         _check(self.crop_length >= 1, "train.crop_length", self.crop_length, ">= 1")
+
+    @property
+    def amp(self) -> str:
+        """The precision a step runs in: ``precision``, or ``bf16`` for a recipe that set the former ``bf16: true``."""
+        return "bf16" if self.bf16 and self.precision == "fp32" else self.precision
 
 
 class RecipeSections:

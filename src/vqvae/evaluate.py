@@ -21,6 +21,7 @@ import torch
 from vqvae.codes import SpeechCodes
 from vqvae.data import ImageDataset, to_float
 from vqvae.data.audio import SpeechDataset, write_wav
+from vqvae.devices import model_device
 from vqvae.errors import VQVAEError
 from vqvae.judges.audio import judge_conversion
 from vqvae.metrics import (CodebookUsage, MeanAccumulator, bits_per_dim, elbo_bits_per_dim, nats_to_bits,
@@ -51,11 +52,11 @@ def _usage_metrics(usage: CodebookUsage) -> dict[str, Any]:
 def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None, batch_size: int = 500) -> dict[str, Any]:
     """Reconstruction quality and codebook usage of ``model`` on ``data`` (the first ``limit`` images)."""
     model.eval()
-    n = _count(len(data), limit, data.name, "images")
+    n, dev = _count(len(data), limit, data.name, "images"), model_device(model)
     usage, sums = CodebookUsage(model.config.num_embeddings), MeanAccumulator()
     logistic = model.config.recon_loss == "logistic"
     for start in range(0, n, batch_size):
-        x = to_float(data.images[start : min(start + batch_size, n)])
+        x = to_float(data.images[start : min(start + batch_size, n)].to(dev))
         idx = model.encode(x)  # (B, h, w)
         z_q = model.quantizer.lookup(idx).permute(0, 3, 1, 2)  # (B, D, h, w)
         recon = model.decode(z_q).clamp(0, 1).float()
@@ -102,11 +103,11 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
                          f"{prior.config.num_classes}")
     logistic = vq.config.recon_loss == "logistic"
     h, k = vq.config.latent_size, vq.config.num_embeddings
-    sums = MeanAccumulator()  # nats per latent; decoder nats per dimension
+    sums, dev = MeanAccumulator(), model_device(vq)  # nats per latent; decoder nats per dimension
     for start in range(0, n, batch_size):
-        x = to_float(data.images[start : min(start + batch_size, n)])
+        x = to_float(data.images[start : min(start + batch_size, n)].to(dev))
         idx = vq.encode(x)  # (B, h, w)
-        labels = data.labels[start : start + len(x)] if conditional else None
+        labels = data.labels[start : start + len(x)].to(dev) if conditional else None
         sums.add("prior", prior.nll(idx, labels).double().sum(), idx.numel())
         z_q = vq.quantizer.lookup(idx).permute(0, 3, 1, 2)
         sums.add("decoder", -vq.pixel_log_prob(x, z_q).double().sum() if logistic else 0.0, x.numel())
@@ -141,14 +142,14 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
     c = model.config
     n = len(data) if limit is None else min(limit, len(data))
     usage = CodebookUsage(c.num_embeddings) if model.quantizer is not None else None
-    sums, used = MeanAccumulator(), 0
+    sums, used, dev = MeanAccumulator(), 0, model_device(model)
     for i in range(n):
         length = len(data.waves[i]) // c.hop * c.hop
         if length == 0:
             continue
-        x = torch.from_numpy(data.waves[i][:length])[None]  # (1, T)
+        x = torch.from_numpy(data.waves[i][:length])[None].to(dev)  # (1, T)
         idx = model.encode(x) if usage is not None else None
-        sums.add("nats", model.nll(x, torch.tensor([data.labels[i]]), idx).double().sum(), length)
+        sums.add("nats", model.nll(x, torch.tensor([data.labels[i]], device=dev), idx).double().sum(), length)
         used += 1
         if usage is not None:
             usage.update(idx)
@@ -175,10 +176,11 @@ def evaluate_audio_prior(prior: WaveNetPrior, data: SpeechCodes, codes_per_secon
     prior's log2 K, and the bit rate it implies for the codes (codes per second * bits per code)."""
     prior.eval()
     n = len(data) if limit is None else min(limit, len(data))
-    sums = MeanAccumulator()
+    sums, dev = MeanAccumulator(), model_device(prior)
     for i in range(n):
-        q = torch.from_numpy(data.codes[i])[None]
-        sums.add("nats", prior.nll(q, torch.tensor([int(data.labels[i])])).double().sum(), q.shape[1])
+        q = torch.from_numpy(data.codes[i])[None].to(dev)
+        speaker = torch.tensor([int(data.labels[i])], device=dev)
+        sums.add("nats", prior.nll(q, speaker).double().sum(), q.shape[1])
     k, per_code = prior.config.num_embeddings, sums.mean("nats")
     bits = nats_to_bits(per_code)
     return {"num_utterances": n, "num_codes": sums.count("nats"), "prior_nll_nats_per_code": per_code,
@@ -201,7 +203,7 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
     if model.num_speakers < 2:
         raise VQVAEError("speaker conversion needs at least two speakers")
     model.eval()
-    rng = np.random.default_rng(seed)
+    rng, dev = np.random.default_rng(seed), model_device(model)
     gen = torch.Generator().manual_seed(seed)
     inputs, converted, rebuilt, sources, targets = [], [], [], [], []
     for i in rng.permutation(len(test))[:pairs]:
@@ -212,9 +214,10 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
         x = torch.from_numpy(np.ascontiguousarray(w))[None]
         source = test.labels[i]
         target = int(rng.choice([s for s in range(model.num_speakers) if s != source]))
-        codes = model.encode(x)
-        converted.append(model.decode_indices(codes, torch.tensor([target]), temperature=temperature, generator=gen)[0])
-        rebuilt.append(model.decode_indices(codes, torch.tensor([source]), temperature=temperature, generator=gen)[0])
+        codes = model.encode(x.to(dev))
+        for out, who in ((converted, target), (rebuilt, source)):
+            ids = torch.tensor([who], device=dev)
+            out.append(model.decode_indices(codes, ids, temperature=temperature, generator=gen)[0].cpu())
         inputs.append(x[0])
         sources.append(source)
         targets.append(target)
@@ -232,39 +235,40 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
 
 
 # -- the commands ------------------------------------------------------------------------------------------------
-def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "test",
-                 limit: int | None = None) -> dict[str, Any]:
+def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "test", limit: int | None = None,
+                 device: str | None = "auto") -> dict[str, Any]:
     """``vqvae evaluate``: :func:`evaluate_model` of the image VQ-VAE in ``run_dir`` on ``split`` of ``data``
-    (default: the data it was trained on)."""
-    model, config = load_run(run_dir, "vqvae")
+    (default: the data it was trained on), on ``device``."""
+    model, config = load_run(run_dir, "vqvae", device)
     return evaluate_model(model, run_split(model, config, data, split), limit=limit)
 
 
-def evaluate_prior_run(prior_dir: str | Path, *, split: str = "test", limit: int | None = None) -> dict[str, Any]:
+def evaluate_prior_run(prior_dir: str | Path, *, split: str = "test", limit: int | None = None,
+                       device: str | None = "auto") -> dict[str, Any]:
     """``vqvae evaluate-prior``: :func:`evaluate_prior` of the prior in ``prior_dir`` with its VQ-VAE, on ``split``
-    of the VQ-VAE's data."""
-    prior, vq, _, vq_config = load_prior(prior_dir, "prior")
+    of the VQ-VAE's data, on ``device``."""
+    prior, vq, _, vq_config = load_prior(prior_dir, "prior", device)
     return evaluate_prior(prior, vq, run_split(vq, vq_config, None, split), limit=limit)
 
 
 def evaluate_audio_run(run_dir: str | Path, *, data: str | None = None, split: str = "test",
-                       limit: int | None = None) -> dict[str, Any]:
+                       limit: int | None = None, device: str | None = "auto") -> dict[str, Any]:
     """``vqvae audio evaluate``: :func:`evaluate_audio` of the audio VQ-VAE in ``run_dir`` on ``split`` of ``data``
-    (default: its own corpus)."""
-    model, config = load_run(run_dir, "audio")
+    (default: its own corpus), on ``device``."""
+    model, config = load_run(run_dir, "audio", device)
     return evaluate_audio(model, run_split(model, config, data, split), limit=limit)
 
 
 def evaluate_conversion_run(run_dir: str | Path, *, data: str | None = None, pairs: int = 16, seconds: float = 1.5,
                             seed: int = 0, temperature: float = 1.0, wav_dir: str | Path | None = None,
-                            overwrite: bool = False) -> dict[str, Any]:
+                            overwrite: bool = False, device: str | None = "auto") -> dict[str, Any]:
     """``vqvae audio conversion``: :func:`evaluate_conversion` of the audio VQ-VAE in ``run_dir`` on ``data``
     (default: its own corpus); ``wav_dir`` must be new or empty unless ``overwrite``."""
     if wav_dir is not None:
         check_out_dir(wav_dir, overwrite, is_file="--wav-dir {out} is a file, not a directory",
                       not_empty="{out} already exists and is not empty: pass --overwrite to write into it")
     check_generation_options(temperature, seconds)
-    model, config = load_run(run_dir, "audio")
+    model, config = load_run(run_dir, "audio", device)
     train, test = (run_split(model, config, data, s) for s in ("train", "test"))
     return evaluate_conversion(model, train, test, pairs=pairs, seconds=seconds, seed=seed,
                                temperature=temperature, wav_dir=wav_dir)

@@ -13,9 +13,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vqvae import checkpoint
 from vqvae.data import ImageDataset, load_images_for
 from vqvae.data.audio import SpeechDataset, load_speech
+from vqvae.devices import resolve_device
 from vqvae.errors import VQVAEError
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors.pixelcnn import GatedPixelCNN
@@ -30,10 +33,12 @@ VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
 RUN_FILES = ("metrics.csv", checkpoint.STATE_JSON, checkpoint.STATE_TENSORS, "eval.json", "reconstructions.png")
 
 
-def load_run(run_dir: str | Path, kind: str, map_location: str = "cpu") -> tuple[Any, dict[str, Any]]:
-    """(the model of a run directory of ``kind``, in eval mode; its config.json)."""
+def load_run(run_dir: str | Path, kind: str, device: str | torch.device | None = "cpu") -> tuple[Any, dict[str, Any]]:
+    """(the model of a run directory of ``kind``, in eval mode on ``device`` (``auto``: see
+    :func:`vqvae.devices.resolve_device`); its config.json)."""
+    device = resolve_device(device)  # a device this machine lacks is refused before anything is read
     config = checkpoint.read_config(run_dir, kind=kind)
-    return MODEL_CLASSES[kind].from_pretrained(run_dir, map_location), config
+    return MODEL_CLASSES[kind].from_pretrained(run_dir, device), config
 
 
 def data_spec(config: dict[str, Any], data: str | None = None) -> str:
@@ -55,22 +60,23 @@ def run_split(model: VQVAE | AudioVQVAE, config: dict[str, Any], data: str | Non
     return ds
 
 
-def paired_vqvae(prior_config: dict[str, Any], prior_kind: str, vqvae_dir: str | Path | None = None):
-    """(the VQ-VAE a prior of ``prior_kind`` was trained on, its config): the one recorded in ``prior_config``
-    (or ``vqvae_dir``), refused when it is gone or its weights are not the ones the prior recorded."""
-    vq_dir = vqvae_dir if vqvae_dir is not None else prior_config.get("vqvae_dir")
+def paired_vqvae(prior_config: dict[str, Any], prior_kind: str, device: str | torch.device | None = "cpu"):
+    """(the VQ-VAE a prior of ``prior_kind`` was trained on, on ``device``; its config): the one recorded in
+    ``prior_config``, refused when it is gone or its weights are not the ones the prior recorded."""
+    vq_dir = prior_config.get("vqvae_dir")
     if not isinstance(vq_dir, (str, Path)) or not Path(vq_dir).is_dir():
         raise VQVAEError(f"the VQ-VAE this prior was trained on ({vq_dir}) is not there any more")
-    vq, vq_config = load_run(vq_dir, VQVAE_KIND_OF_PRIOR[prior_kind])
+    vq, vq_config = load_run(vq_dir, VQVAE_KIND_OF_PRIOR[prior_kind], device)
     if vq.weights_sha256 != prior_config.get("vqvae_weights_sha256"):
         raise VQVAEError(f"{vq_dir} holds different weights from the VQ-VAE this prior was trained on")
     return vq, vq_config
 
 
-def load_prior(prior_dir: str | Path, kind: str = "prior"):
-    """(prior, its VQ-VAE, the prior's config, the VQ-VAE's config); refuses a VQ-VAE whose weights changed."""
-    prior, config = load_run(prior_dir, kind)
-    vq, vq_config = paired_vqvae(config, kind)
+def load_prior(prior_dir: str | Path, kind: str = "prior", device: str | torch.device | None = "cpu"):
+    """(prior, its VQ-VAE, the prior's config, the VQ-VAE's config), both models on ``device``; refuses a VQ-VAE
+    whose weights changed."""
+    prior, config = load_run(prior_dir, kind, device)
+    vq, vq_config = paired_vqvae(config, kind, device)
     if vq.config.num_embeddings != prior.config.num_embeddings:
         raise VQVAEError(f"{config['vqvae_dir']} has K={vq.config.num_embeddings} codes, the prior models "
                          f"{prior.config.num_embeddings}")

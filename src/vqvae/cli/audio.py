@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vqvae.cli.common import add_training_command, positive, print_result, run_training, seed
+from vqvae.cli.common import add_device, add_training_command, positive, print_result, run_training, seed
 from vqvae.data.audio.synthesis import synthesize_corpus
 from vqvae.errors import VQVAEError
 from vqvae.evaluate import evaluate_audio_run, evaluate_conversion_run
@@ -65,7 +65,8 @@ def cmd_audio_train(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_audio_evaluate(a: argparse.Namespace) -> dict[str, Any]:
-    return print_result(evaluate_audio_run(a.run_dir, data=a.data, split=a.split, limit=a.limit), a.json, _summary)
+    m = evaluate_audio_run(a.run_dir, data=a.data, split=a.split, limit=a.limit, device=a.device)
+    return print_result(m, a.json, _summary)
 
 
 def cmd_audio_resynthesize(a: argparse.Namespace) -> None:
@@ -73,7 +74,7 @@ def cmd_audio_resynthesize(a: argparse.Namespace) -> None:
     if a.audio_command == "convert" and not a.speaker:
         raise VQVAEError("convert needs --speaker NAME: the voice to convert to")
     r = resynthesize_file(a.run_dir, a.input, a.out, speaker=a.speaker, seconds=a.seconds, temperature=a.temperature,
-                          seed=a.seed, overwrite=a.overwrite)
+                          seed=a.seed, overwrite=a.overwrite, device=a.device)
     who = f" as {r['speaker']}" if r["speaker"] is not None else ""
     print(f"wrote {Path(a.out)} ({r['seconds']:.2f} s from {r['codes']} codes{who})")
 
@@ -85,17 +86,18 @@ def cmd_audio_train_prior(a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_audio_sample(a: argparse.Namespace) -> None:
     r = sample_audio_file(a.prior_dir, a.out, speaker=a.speaker, seconds=a.seconds, temperature=a.temperature,
-                          seed=a.seed, overwrite=a.overwrite)
+                          seed=a.seed, overwrite=a.overwrite, device=a.device)
     print(f"wrote {Path(a.out)} ({r['seconds']:.2f} s, {r['codes']} codes from the prior, as {a.speaker})")
 
 
 def cmd_audio_conversion(a: argparse.Namespace) -> dict[str, Any]:
     m = evaluate_conversion_run(a.run_dir, data=a.data, pairs=a.pairs, seconds=a.seconds, seed=a.seed,
-                                temperature=a.temperature, wav_dir=a.wav_dir, overwrite=a.overwrite)
+                                temperature=a.temperature, wav_dir=a.wav_dir, overwrite=a.overwrite, device=a.device)
     return print_result(m, a.json, _conversion_summary)
 
 
 def _generation_options(p: argparse.ArgumentParser, seconds: float, help: str) -> None:
+    add_device(p)
     p.add_argument("--seconds", type=float, default=seconds, help=help)
     p.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
     p.add_argument("--seed", type=seed, default=0)
@@ -130,6 +132,7 @@ def add_audio_commands(sub) -> None:
     e.add_argument("--split", default="test", choices=["train", "test"])
     e.add_argument("--limit", type=positive, help="only the first N utterances")
     e.add_argument("--json", action="store_true")
+    add_device(e)
     e.set_defaults(fn=cmd_audio_evaluate)
     cv = asub.add_parser("conversion", help="judge speaker conversion with a speaker classifier")
     cv.add_argument("run_dir")

@@ -12,7 +12,7 @@ from vqvae.config import RecipeSections, load_recipe
 from vqvae.errors import VQVAEError
 from vqvae.train import resume_recipe
 
-__all__ = ["add_training_command", "positive", "print_result", "recipe_of", "run_training", "seed"]
+__all__ = ["add_device", "add_training_command", "positive", "print_result", "recipe_of", "run_training", "seed"]
 
 
 def seed(text: str) -> int:
@@ -27,6 +27,12 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """``--device``: where the models of a command run."""
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N "
+                                                    "or mps (default auto)")
 
 
 def print_result(result: dict[str, Any], as_json: bool, summary: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
@@ -70,6 +76,7 @@ def add_training_command(parent, name: str, fn, help: str, recipe: str, out: str
     s.add_argument("--overwrite", action="store_true", help="replace an existing run directory's contents")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    add_device(s)
     s.add_argument("overrides", nargs="*", metavar="key=value", help=f"recipe overrides, e.g. {example}")
     s.set_defaults(fn=fn, default_out=out)
     return s
@@ -82,7 +89,8 @@ def run_training(a: argparse.Namespace, kind: str, train: Callable[..., dict[str
     extra = [f"train.data={a.data}"] if getattr(a, "data", None) else []
     out, given, recipe = recipe_of(a, kind, extra, source)
     runs_on = () if source is None else (given,)
-    m = train(recipe, *runs_on, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet)
+    m = train(recipe, *runs_on, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet,
+              device=a.device)
     print_result(m, a.json, summary)
     print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, {files})")
     return m

@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vqvae.cli.common import add_training_command, positive, print_result, run_training, seed
+from vqvae.cli.common import add_device, add_training_command, positive, print_result, run_training, seed
 from vqvae.codes import decode_run, encode_run
 from vqvae.evaluate import evaluate_prior_run, evaluate_run
 from vqvae.judges.image import score_samples, train_classifier_run
@@ -59,21 +59,24 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
-    return print_result(evaluate_run(a.run_dir, data=a.data, split=a.split, limit=a.limit), a.json, _summary)
+    m = evaluate_run(a.run_dir, data=a.data, split=a.split, limit=a.limit, device=a.device)
+    return print_result(m, a.json, _summary)
 
 
 def cmd_reconstruct(a: argparse.Namespace) -> None:
-    out = write_reconstructions(a.run_dir, a.out, data=a.data, split=a.split, n=a.n, overwrite=a.overwrite)
+    out = write_reconstructions(a.run_dir, a.out, data=a.data, split=a.split, n=a.n, overwrite=a.overwrite,
+                                device=a.device)
     print(f"wrote {out} (top: originals, bottom: reconstructions)")
 
 
 def cmd_encode(a: argparse.Namespace) -> None:
-    shapes = encode_run(a.run_dir, a.out, data=a.data, splits=tuple(a.splits.split(",")), overwrite=a.overwrite)
+    shapes = encode_run(a.run_dir, a.out, data=a.data, splits=tuple(a.splits.split(",")), overwrite=a.overwrite,
+                        device=a.device)
     print(f"wrote {Path(a.out)} ({', '.join(f'{s}: {shape}' for s, shape in shapes.items())})")
 
 
 def cmd_decode(a: argparse.Namespace) -> None:
-    n = decode_run(a.run_dir, a.codes, a.out, split=a.split, n=a.n, overwrite=a.overwrite)
+    n = decode_run(a.run_dir, a.codes, a.out, split=a.split, n=a.n, overwrite=a.overwrite, device=a.device)
     print(f"wrote {Path(a.out)} ({n} decoded images)")
 
 
@@ -82,30 +85,33 @@ def cmd_train_prior(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_evaluate_prior(a: argparse.Namespace) -> dict[str, Any]:
-    return print_result(evaluate_prior_run(a.prior_dir, split=a.split, limit=a.limit), a.json, _prior_summary)
+    m = evaluate_prior_run(a.prior_dir, split=a.split, limit=a.limit, device=a.device)
+    return print_result(m, a.json, _prior_summary)
 
 
 def cmd_sample(a: argparse.Namespace) -> None:
     n = sample_image_file(a.prior_dir, a.out, class_=a.class_, per_class=a.per_class, n=a.n,
-                          temperature=a.temperature, seed=a.seed, overwrite=a.overwrite)
+                          temperature=a.temperature, seed=a.seed, overwrite=a.overwrite, device=a.device)
     print(f"wrote {Path(a.out)} ({n} samples)")
 
 
 def cmd_train_classifier(a: argparse.Namespace) -> dict[str, Any]:
     m = train_classifier_run(a.out, data=a.data, epochs=a.epochs, max_seconds=a.max_seconds, seed=a.seed,
-                             overwrite=a.overwrite)
+                             overwrite=a.overwrite, device=a.device)
     return print_result(m, a.json, lambda m: f"{m['split']}: test accuracy {m['test_accuracy']:.4f} after "
                                              f"{m['train_seconds']:.0f} s; wrote {a.out}")
 
 
 def cmd_score(a: argparse.Namespace) -> dict[str, Any]:
-    return print_result(score_samples(a.samples, a.classifier, vqvae=a.vqvae, seed=a.seed), a.json, _score_summary)
+    m = score_samples(a.samples, a.classifier, vqvae=a.vqvae, seed=a.seed, device=a.device)
+    return print_result(m, a.json, _score_summary)
 
 
 def _run_command(sub, name: str, fn, help: str) -> argparse.ArgumentParser:
     s = sub.add_parser(name, help=help)
     s.add_argument("run_dir", help="a run directory written by `vqvae train`")
     s.add_argument("--data", help="data to use (default: the data the model was trained on)")
+    add_device(s)
     s.set_defaults(fn=fn)
     return s
 
@@ -137,6 +143,7 @@ def add_image_commands(sub) -> None:
     d.add_argument("--split", default="test")
     d.add_argument("--n", type=positive, default=64, help="decode the first N entries (default 64)")
     _output(d, ".png")
+    add_device(d)
     d.set_defaults(fn=cmd_decode)
     add_training_command(sub, "train-prior", cmd_train_prior, "train a class-conditional Gated PixelCNN on a "
                          "VQ-VAE's codes", "fashion_mnist_prior", "runs/prior", "prior.num_layers=8",
@@ -156,12 +163,14 @@ def _add_prior_commands(sub) -> None:
     sp.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
     sp.add_argument("--seed", type=seed, default=0)
     _output(sp, ".png (a grid, one row per class) or .npz (images, labels, indices)")
+    add_device(sp)
     sp.set_defaults(fn=cmd_sample)
     ep = sub.add_parser("evaluate-prior", help="prior NLL (bits/latent) and image bits/dim of the ELBO over a split")
     ep.add_argument("prior_dir", help="run directory written by `vqvae train-prior`")
     ep.add_argument("--split", default="test", choices=["train", "test"])
     ep.add_argument("--limit", type=positive, help="evaluate only the first N images")
     ep.add_argument("--json", action="store_true", help="print one JSON object")
+    add_device(ep)
     ep.set_defaults(fn=cmd_evaluate_prior)
 
 
@@ -174,6 +183,7 @@ def _add_judge_commands(sub) -> None:
     tc.add_argument("--seed", type=seed, default=0)
     tc.add_argument("--overwrite", action="store_true")
     tc.add_argument("--json", action="store_true")
+    add_device(tc)
     tc.set_defaults(fn=cmd_train_classifier)
     sc = sub.add_parser("score", help="judge samples with a classifier: recognition rate and Fréchet distances")
     sc.add_argument("samples", help=".npz written by `vqvae sample` (images, labels)")
@@ -181,4 +191,5 @@ def _add_judge_commands(sub) -> None:
     sc.add_argument("--vqvae", help="VQ-VAE whose reconstructions are the reference (default: the samples' own)")
     sc.add_argument("--seed", type=seed, default=0, help="which test images are the held-out references")
     sc.add_argument("--json", action="store_true")
+    add_device(sc)
     sc.set_defaults(fn=cmd_score)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from vqvae import checkpoint
 from vqvae.data import ImageDataset, load_images, to_float
+from vqvae.devices import model_device, resolve_device
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_json, read_npz
 from vqvae.metrics import frechet_distance
@@ -83,19 +84,20 @@ class Classifier(Pretrained, nn.Module):
 
 
 def train_classifier(train: ImageDataset, *, max_seconds: float = 60.0, epochs: int = 3, batch_size: int = 128,
-                     lr: float = 2e-3, seed: int = 0) -> Classifier:
-    """Adam on cross-entropy for ``epochs`` epochs or ``max_seconds``, whichever ends first."""
+                     lr: float = 2e-3, seed: int = 0, device: str | torch.device | None = "cpu") -> Classifier:
+    """Adam on cross-entropy for ``epochs`` epochs or ``max_seconds``, whichever ends first, on ``device``."""
     if len(train) == 0:
         raise VQVAEError(f"{train.name} has no images to train a classifier on")
     torch.manual_seed(seed)
     _, c, h, _ = train.images.shape
-    model = Classifier(in_channels=c, num_classes=len(train.classes), image_size=h)
+    dev = resolve_device(device)
+    model = Classifier(in_channels=c, num_classes=len(train.classes), image_size=h).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for _ in range(epochs):
         for idx in torch.randperm(len(train), generator=gen).split(batch_size):
-            loss = F.cross_entropy(model(to_float(train.images[idx])), train.labels[idx])
+            loss = F.cross_entropy(model(to_float(train.images[idx].to(dev))), train.labels[idx].to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -108,11 +110,11 @@ def train_classifier(train: ImageDataset, *, max_seconds: float = 60.0, epochs: 
 def predict(model: Classifier, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
     """Images (N, C, H, W) float in [0, 1] -> (predicted classes (N,), features (N, 128))."""
     model.eval()
-    preds, feats = [], []
+    preds, feats, dev = [], [], model_device(model)
     for chunk in images.split(batch_size):
-        f = model.features(chunk)
-        preds.append(model.out(f).argmax(1))
-        feats.append(f)
+        f = model.features(chunk.to(dev))
+        preds.append(model.out(f).argmax(1).cpu())
+        feats.append(f.cpu())
     return torch.cat(preds), torch.cat(feats)
 
 
@@ -144,14 +146,14 @@ def judge(model: Classifier, target: Tensor, sets: dict[str, tuple[Tensor, Tenso
 
 
 def train_classifier_run(out: str | Path, *, data: str = "fashion-mnist", epochs: int = 4, max_seconds: float = 600.0,
-                         seed: int = 0, overwrite: bool = False) -> dict[str, Any]:
+                         seed: int = 0, overwrite: bool = False, device: str | None = "auto") -> dict[str, Any]:
     """``vqvae train-classifier``: train the judge on the train split of ``data`` into ``out`` (config.json,
     model.safetensors, eval.json); returns its test accuracy and training time."""
     out = check_out_dir(out, overwrite, is_file="--out {out} is a file, not a directory",
                         not_empty="{out} already exists and is not empty: pass --overwrite to replace it")
     train, test = load_images(data, "train"), load_images(data, "test")
     start = time.perf_counter()
-    model = train_classifier(train, epochs=epochs, max_seconds=max_seconds, seed=seed)
+    model = train_classifier(train, epochs=epochs, max_seconds=max_seconds, seed=seed, device=device)
     seconds = round(time.perf_counter() - start, 1)
     metrics = {"split": test.name, "test_accuracy": accuracy(model, test), "train_seconds": seconds,
                "epochs": epochs, "seed": seed}
@@ -189,13 +191,13 @@ def _read_samples(path: str | Path, c: int, s: int, k: int) -> tuple[np.ndarray,
 
 @torch.no_grad()
 def score_samples(samples: str | Path, classifier: str | Path, *, vqvae: str | Path | None = None,
-                  seed: int = 0) -> dict[str, Any]:
+                  seed: int = 0, device: str | None = "auto") -> dict[str, Any]:
     """``vqvae score``: judge the samples .npz of ``vqvae sample`` with the classifier in ``classifier``, next to
     held-out real test images and their reconstructions by ``vqvae`` (default: the VQ-VAE the samples came from).
     Every set has the same size n (the Fréchet distance of a finite sample is biased by n): samples are
     subsampled to at most half the test split; the target of the distances is the rest of the test split."""
     clf_config = checkpoint.read_config(classifier, kind="classifier")
-    clf = Classifier.from_pretrained(classifier)
+    clf = Classifier.from_pretrained(classifier, resolve_device(device))
     if not isinstance(clf_config.get("data"), str):
         raise VQVAEError(f"{classifier}/config.json records no data spec: retrain it with `vqvae train-classifier`")
     c, s, k = clf.config.in_channels, clf.config.image_size, clf.config.num_classes
@@ -215,11 +217,12 @@ def score_samples(samples: str | Path, classifier: str | Path, *, vqvae: str | P
     sets = {"samples": (to_float(torch.from_numpy(images))[keep], sample_labels), "real_test": (real, test.labels[ref])}
     vq_dir = vqvae or (str(arrays["vqvae_dir"]) if "vqvae_dir" in arrays else None)
     if vq_dir:
-        vq, _ = load_run(vq_dir, "vqvae")
+        vq, _ = load_run(vq_dir, "vqvae", device)
         if (vq.config.in_channels, vq.config.image_size) != (c, s):
             raise VQVAEError(f"{vq_dir} makes {vq.config.in_channels}x{vq.config.image_size}x{vq.config.image_size} "
                              f"images, the classifier takes {c}x{s}x{s}")
-        recon = torch.cat([vq.decode_indices(vq.encode(x)).clamp(0, 1) for x in real.split(500)])
+        dev = model_device(vq)
+        recon = torch.cat([vq.decode_indices(vq.encode(x.to(dev))).clamp(0, 1).cpu() for x in real.split(500)])
         sets["reconstructions"] = (recon, test.labels[ref])
     return {"classifier_test_accuracy": clf_config.get("test_accuracy"), "target_images": len(target),
             **judge(clf, to_float(test.images[target]), sets, classes)}

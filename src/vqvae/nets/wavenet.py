@@ -135,8 +135,9 @@ class WaveNet(nn.Module):
         if batch < 1 or length < 0:
             raise VQVAEError(f"cannot generate {batch} sequences of {length} steps")
         self._check(batch, length, local, globals_)
-        # all randomness up front, one uniform per step: both samplers consume it identically
-        return torch.rand(batch, length, generator=generator, dtype=torch.float64)
+        # all randomness up front, one uniform per step: both samplers consume it identically; drawn on the
+        # generator's device (the CPU for a CPU generator), so every device gets the same samples
+        return torch.rand(batch, length, generator=generator, dtype=torch.float64).to(self.embed.weight.device)
 
     @staticmethod
     def _draw(logits: Tensor, u: Tensor, temperature: float) -> Tensor:

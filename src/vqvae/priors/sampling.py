@@ -11,6 +11,7 @@ import torch
 
 from vqvae.data import save_image_grid, to_uint8
 from vqvae.data.audio import write_wav
+from vqvae.devices import model_device
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_npz
 from vqvae.models import VQVAE, AudioVQVAE
@@ -29,13 +30,13 @@ def sample_images(prior: GatedPixelCNN, vq: VQVAE, labels: torch.Tensor, *, temp
     with the cached sampler and decode them: (images (N, C, H, W) in [0, 1], indices (N, h, w)). The same
     ``seed`` and ``batch_size`` give the same samples."""
     prior.eval()
-    h = vq.config.latent_size
-    gen = torch.Generator().manual_seed(seed)
+    h, dev = vq.config.latent_size, model_device(prior)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same samples on every device
     images, indices = [], []
     for chunk in labels.split(batch_size):
-        idx = prior.sample((h, h), chunk, temperature, gen)
-        indices.append(idx)
-        images.append(vq.decode_indices(idx).clamp(0, 1))
+        idx = prior.sample((h, h), chunk.to(dev), temperature, gen)
+        indices.append(idx.cpu())
+        images.append(vq.decode_indices(idx.to(model_device(vq))).clamp(0, 1).cpu())
     if not indices:
         c, s = vq.config.in_channels, vq.config.image_size
         return torch.zeros(0, c, s, s), torch.zeros(0, h, h, dtype=torch.long)
@@ -74,13 +75,13 @@ def check_generation_options(temperature: float, seconds: float | None = None) -
 
 def sample_image_file(prior_dir: str | Path, out: str | Path, *, class_: int | None = None,
                       per_class: int | None = None, n: int | None = None, temperature: float = 1.0, seed: int = 0,
-                      overwrite: bool = False) -> int:
+                      overwrite: bool = False, device: str | None = "auto") -> int:
     """``vqvae sample``: samples of the prior in ``prior_dir`` decoded by its VQ-VAE, written to ``out``: a PNG grid
     (one row per class) or an .npz with ``images`` (uint8), ``labels`` (-1: unconditional), ``indices``, the
     directories of the prior and its VQ-VAE and the class names. Returns the number of samples."""
     path = check_out_file(out, overwrite, (".png", ".npz"))
     check_generation_options(temperature)
-    prior, vq, config, _ = load_prior(prior_dir, "prior")
+    prior, vq, config, _ = load_prior(prior_dir, "prior", device)
     labels, nrow = sample_labels(config.get("classes", []), prior.config.num_classes > 0, class_=class_,
                                  per_class=per_class, n=n)
     images, idx = sample_images(prior, vq, labels, temperature=temperature, seed=seed)
@@ -104,11 +105,12 @@ def sample_audio(prior: WaveNetPrior, vq: AudioVQVAE, speaker: int, seconds: flo
     Returns (waveform (T,) in [-1, 1], codes (L,))."""
     c = vq.config
     length = max(1, int(seconds * c.sample_rate) // c.hop)
-    ids = torch.tensor([speaker])
-    gen = torch.Generator().manual_seed(seed)
-    codes = prior.sample(1, length, ids, temperature, gen)
+    ids = torch.tensor([speaker], device=model_device(prior))
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same samples on every device
+    codes = prior.sample(1, length, ids, temperature, gen).to(model_device(vq))
+    ids = ids.to(model_device(vq))
     wave = vq.decode_indices(codes, ids if vq.num_speakers else None, temperature=temperature, generator=gen)
-    return wave[0], codes[0]
+    return wave[0].cpu(), codes[0].cpu()
 
 
 def speaker_id(name: str | None, speakers: list[str], fallback: str | None = None) -> int:
@@ -122,12 +124,13 @@ def speaker_id(name: str | None, speakers: list[str], fallback: str | None = Non
 
 
 def sample_audio_file(prior_dir: str | Path, out: str | Path, *, speaker: str, seconds: float = 2.0,
-                      temperature: float = 1.0, seed: int = 0, overwrite: bool = False) -> dict[str, float | int]:
+                      temperature: float = 1.0, seed: int = 0, overwrite: bool = False,
+                      device: str | None = "auto") -> dict[str, float | int]:
     """``vqvae audio sample``: :func:`sample_audio` of the prior in ``prior_dir`` for the speaker named
     ``speaker``, written to the WAV file ``out``. Returns its length in seconds and in codes."""
     path = check_out_file(out, overwrite, (".wav",))
     check_generation_options(temperature, seconds)
-    prior, vq, config, _ = load_prior(prior_dir, "audio_prior")
+    prior, vq, config, _ = load_prior(prior_dir, "audio_prior", device)
     wave, codes = sample_audio(prior, vq, speaker_id(speaker, config.get("speakers", [])), seconds,
                                temperature=temperature, seed=seed)
     write_wav(path, wave, vq.config.sample_rate)

@@ -40,7 +40,7 @@ class WaveNetPrior(Pretrained, nn.Module):
         """NLL in nats of every code (B, L); steps at or beyond ``lengths[b]`` (padding) count 0."""
         nll = F.cross_entropy(self(codes, speakers), codes, reduction="none")
         if lengths is not None:
-            nll = nll * (torch.arange(codes.shape[1])[None] < lengths[:, None])
+            nll = nll * (torch.arange(codes.shape[1], device=codes.device)[None] < lengths[:, None])
         return nll
 
     @torch.no_grad()

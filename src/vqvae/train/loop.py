@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from vqvae import checkpoint
 from vqvae.config import RECIPE_KINDS, RecipeSections, TrainConfig, recipe_with_overrides
+from vqvae.devices import autocast, grad_scaler, resolve_device
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
 from vqvae.runs import prepare_out_dir
@@ -92,8 +93,10 @@ class Run:
     the data order, a budget, logs (CSV, TensorBoard, progress bar), checkpoints and resume."""
 
     def __init__(self, out: Path, kind: str, model: torch.nn.Module, train: TrainConfig, n: int,
-                 extra: dict[str, Any], fields: list[str], resume: bool, progress: bool):
+                 extra: dict[str, Any], fields: list[str], resume: bool, progress: bool,
+                 device: torch.device = torch.device("cpu")):
         self.out, self.kind, self.model, self.t, self.extra = out, kind, model, train, extra
+        self.device, self.scaler = device, grad_scaler(device, train.amp)
         self.opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.batches = Batches(n, min(train.batch_size, n), train.seed)
         self.step, self.elapsed = 0, 0.0
@@ -118,6 +121,10 @@ class Run:
             self.model.load_state_dict(checkpoint.load_model_state(out)[0])
             rng, meta = checkpoint.load_trainer_state(out, self.opt)
             torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+            if meta.get("grad_scaler"):
+                self.scaler.load_state_dict(meta["grad_scaler"])
             self.batches.restore(rng)
             self.step, self.elapsed = int(meta["step"]), float(meta["seconds"])
         except (KeyError, ValueError, RuntimeError, TypeError) as exc:
@@ -132,7 +139,10 @@ class Run:
     def save(self) -> None:
         self.model.save_pretrained(self.out, {**self.extra, "step": self.step})
         state = {"torch": torch.get_rng_state(), **self.batches.state()}
-        checkpoint.save_trainer_state(self.out, self.opt, state, {"step": self.step, "seconds": self.elapsed})
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {"step": self.step, "seconds": self.elapsed, "grad_scaler": self.scaler.state_dict()}
+        checkpoint.save_trainer_state(self.out, self.opt, state, meta)
 
     def done(self) -> bool:
         t = self.t
@@ -153,10 +163,12 @@ class Run:
                 lr = lr_at(t, self.step, self.elapsed)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                loss, metrics = step_fn(self.batches.next())
+                with autocast(self.device, t.amp):
+                    loss, metrics = step_fn(self.batches.next())
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                self.scaler.scale(loss).backward()
+                self.scaler.step(opt)
+                self.scaler.update()
                 self.step += 1
                 self.elapsed = time.perf_counter() - start
                 for k, v in metrics.items():
@@ -196,11 +208,13 @@ class Run:
 
 
 def train_task(task: Any, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-               progress: bool = True) -> dict[str, Any]:
-    """Run one training task (:class:`vqvae.train.tasks.Task`) into ``out_dir``: check the data before the directory
-    is touched, optimise until the budget ends (resuming where the directory's checkpoint stopped), evaluate on
-    the test split, and return the metrics written to ``eval.json``."""
+               progress: bool = True, device: str | torch.device | None = "auto") -> dict[str, Any]:
+    """Run one training task (:class:`vqvae.train.tasks.Task`) into ``out_dir`` on ``device`` (see
+    :func:`vqvae.devices.resolve_device`): check the data before the directory is touched, optimise until the
+    budget ends (resuming where the directory's checkpoint stopped), evaluate on the test split, and return the
+    metrics written to ``eval.json``."""
     out, t = Path(out_dir), task.recipe.train
+    task.device = resolve_device(device)
     if resume:
         checkpoint.read_config(out, kind=task.kind)
     torch.manual_seed(t.seed)
@@ -209,8 +223,8 @@ def train_task(task: Any, out_dir: str | Path, *, resume: bool = False, overwrit
     task.load(out, resume, overwrite)  # data and checks first: a bad input leaves the directory as it was
     if not resume:
         prepare_out_dir(out, overwrite)
-    model = task.build()
-    run = Run(out, task.kind, model, t, task.num_examples, task.extra(), task.fields, resume, progress)
+    model = task.build().to(task.device)
+    run = Run(out, task.kind, model, t, task.num_examples, task.extra(), task.fields, resume, progress, task.device)
     task.run = run
     if getattr(task.recipe.architecture, "kmeans_init", False) and run.step == 0:
         with torch.no_grad():

@@ -51,6 +51,7 @@ class Task:
 
     def __init__(self, recipe: Any):
         self.recipe, self.model, self.run, self.num_examples = recipe, None, None, 0
+        self.device = torch.device("cpu")  # set by train_task before build()
 
     def extra(self) -> dict[str, Any]:
         """What config.json records beside the architecture."""
@@ -85,17 +86,19 @@ class ImageTask(Task):
         self.model = VQVAE(self.recipe.model).to(memory_format=torch.channels_last)
         self.images = self.train_set.images.contiguous(memory_format=torch.channels_last)
         k = self.recipe.model.num_embeddings
-        self.window = torch.zeros(k, dtype=torch.long)  # codes used in the current log window
+        self.window = torch.zeros(k, dtype=torch.long, device=self.device)  # codes used in the current log window
         self.epoch_usage = CodebookUsage(k)
         return self.model
 
     def encoder_outputs(self, batch: torch.Tensor) -> torch.Tensor:
-        z = self.model.encode_continuous(to_float(self.images[batch]))  # (B, D, h, w)
+        z = self.model.encode_continuous(self._batch(batch))  # (B, D, h, w)
         return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
 
+    def _batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return to_float(self.images[batch].to(self.device, non_blocking=True))
+
     def step(self, batch: torch.Tensor):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.recipe.train.bf16):
-            res = self.model(to_float(self.images[batch]))
+        res = self.model(self._batch(batch))
         self.window.add_(torch.bincount(res.indices.reshape(-1), minlength=len(self.window)))
         run = self.run
         if run.batches.new_epoch and self.epoch_usage.total:  # usage over the whole epoch that just ended
@@ -135,7 +138,7 @@ class _PriorTask(Task):
             if not isinstance(saved.get("vqvae_dir"), str):
                 raise VQVAEError(f"cannot resume {out}: its config.json records no vqvae_dir")
             try:
-                self.vq, self.vq_config = paired_vqvae(saved, self.kind)
+                self.vq, self.vq_config = paired_vqvae(saved, self.kind, self.device)
             except VQVAEError as exc:
                 raise VQVAEError(f"cannot resume {out}: {exc}") from None
             self.vqvae_dir = saved["vqvae_dir"]
@@ -144,7 +147,7 @@ class _PriorTask(Task):
             raise VQVAEError(f"--out {out} is the VQ-VAE's own run directory: give the prior a directory of its own")
         checkpoint.read_config(self.vqvae_dir, kind=self.vqvae_kind)
         check_out_dir(out, overwrite)  # before the encoding, not after
-        self.vq, self.vq_config = load_run(self.vqvae_dir, self.vqvae_kind)
+        self.vq, self.vq_config = load_run(self.vqvae_dir, self.vqvae_kind, self.device)
 
     def extra(self) -> dict[str, Any]:
         return {**super().extra(), "vqvae_dir": str(Path(self.vqvae_dir).resolve()),
@@ -180,8 +183,8 @@ class ImagePriorTask(_PriorTask):
         return self.model
 
     def step(self, batch: torch.Tensor):
-        idx = self.codes[batch]
-        labels = self.labels[batch] if self.recipe.prior.conditional else None
+        idx = self.codes[batch].to(self.device, non_blocking=True)
+        labels = self.labels[batch].to(self.device, non_blocking=True) if self.recipe.prior.conditional else None
         loss = F.cross_entropy(self.model(idx, labels), idx)  # nats per latent
         return loss, _scalars(loss=loss, bits_per_latent=_bits(loss))
 
@@ -227,12 +230,12 @@ class AudioTask(Task):
         if self.model.quantizer is None:
             raise VQVAEError("audio.kmeans_init needs codes (audio.use_codes: true)")
         x, _ = random_crops(self.train_set, self.recipe.train.crop_length, batch.tolist())
-        z = self.model.encode_continuous(x)  # (B, D, L)
+        z = self.model.encode_continuous(x.to(self.device))  # (B, D, L)
         return z.transpose(1, 2).reshape(-1, z.shape[1])
 
     def step(self, batch: torch.Tensor):
         x, speakers = random_crops(self.train_set, self.recipe.train.crop_length, batch.tolist())
-        res = self.model(x, speakers)
+        res = self.model(x.to(self.device, non_blocking=True), speakers.to(self.device, non_blocking=True))
         return res.loss, _scalars(loss=res.loss, bits_per_sample=_bits(res.recon_loss), vq_loss=res.vq_loss,
                                   perplexity=res.perplexity)
 
@@ -269,7 +272,8 @@ class AudioPriorTask(_PriorTask):
         return self.model
 
     def step(self, batch: torch.Tensor):
-        x, lengths, labels = code_crops(self.codes["train"], self.recipe.train.crop_length, batch.tolist())
+        x, lengths, labels = (t.to(self.device, non_blocking=True) for t in
+                              code_crops(self.codes["train"], self.recipe.train.crop_length, batch.tolist()))
         loss = self.model.nll(x, labels, lengths).sum() / lengths.sum()  # nats per code
         return loss, _scalars(loss=loss, bits_per_code=_bits(loss))
 
