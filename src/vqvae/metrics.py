@@ -159,7 +159,8 @@ class CodebookUsage:
     """Code counts accumulated over a whole split, and the usage statistics derived from them.
 
     ``update`` takes integer index tensors of any shape (e.g. (N, H', W') latent maps); counts
-    live on the CPU as int64 so they are exact however large the split.
+    are int64, so they are exact however large the split, and live on the device of the indices (no transfer per
+    update); every summary reads them on the CPU.
 
     Perplexity convention: ``exp(H)`` with ``H = -sum_{p_k > 0} p_k ln p_k`` over the whole-split
     frequencies ``p_k = counts_k / total``, i.e. the exact entropy of the empirical distribution.
@@ -191,13 +192,14 @@ class CodebookUsage:
             raise ValueError(f"code index {lo} is out of range [0, {self.num_embeddings})")
         if hi >= self.num_embeddings:
             raise ValueError(f"code index {hi} is out of range [0, {self.num_embeddings})")
-        # bincount on the indices' own device, then one small (K,) transfer instead of moving N indices.
-        self._counts += torch.bincount(flat.long(), minlength=self.num_embeddings).cpu()
+        if self._counts.device != flat.device:
+            self._counts = self._counts.to(flat.device)
+        self._counts += torch.bincount(flat.long(), minlength=self.num_embeddings)
 
     @property
     def counts(self) -> Tensor:
-        """(K,) int64: how often each code was seen (a copy)."""
-        return self._counts.clone()
+        """(K,) int64 on the CPU: how often each code was seen (a copy)."""
+        return self._counts.cpu().clone()
 
     @property
     def total(self) -> int:
@@ -213,7 +215,7 @@ class CodebookUsage:
     def histogram(self) -> Tensor:
         """(K,) float64 code frequencies ``counts / total``; they sum to 1."""
         total = self._require_data()
-        return self._counts.to(torch.float64) / total
+        return self.counts.to(torch.float64) / total
 
     @property
     def codes_used(self) -> int:
@@ -223,7 +225,7 @@ class CodebookUsage:
     @property
     def dead_codes(self) -> Tensor:
         """(K - codes_used,) int64: indices of the codes never seen, ascending."""
-        return torch.nonzero(self._counts == 0, as_tuple=False).reshape(-1)
+        return torch.nonzero(self.counts == 0, as_tuple=False).reshape(-1)
 
     @property
     def entropy_nats(self) -> float:

@@ -149,12 +149,13 @@ class Run:
         return bool((t.steps and self.step >= t.steps) or (t.max_seconds and self.elapsed >= t.max_seconds))
 
     def fit(self, step_fn, window_extra=lambda: {}) -> None:
-        """Optimise until the budget ends. ``step_fn(batch_indices)`` returns (loss, {field: float}); the CSV
-        gets the means of those fields over each log window plus ``window_extra()`` (called once a row)."""
+        """Optimise until the budget ends. ``step_fn(batch_indices)`` returns (loss, {field: scalar tensor or
+        float}); the CSV gets the means of those fields over each log window plus ``window_extra()`` (called once a
+        row). The sums stay on the device until a row is written."""
         t, model, opt = self.t, self.model, self.opt
         model.train()
         start = time.perf_counter() - self.elapsed
-        sums: dict[str, float] = {}
+        sums: dict[str, Any] = {}
         since_log, last_save = 0, time.perf_counter()
         bar = tqdm(total=t.steps or None, initial=self.step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, desc=f"train {self.kind}")
@@ -175,7 +176,7 @@ class Run:
                     sums[k] = sums.get(k, 0.0) + v
                 since_log += 1
                 if self.step % t.log_every == 0 or self.done():
-                    row = {k: v / since_log for k, v in sums.items()}
+                    row = {k: float(v) / since_log for k, v in sums.items()}
                     row.update(step=self.step, seconds=round(self.elapsed, 3), lr=lr, **window_extra())
                     self.csv.writerow(row)
                     self.csv_file.flush()

@@ -32,13 +32,15 @@ __all__ = ["AudioPriorTask", "AudioTask", "ImagePriorTask", "ImageTask", "Task",
            "train_audio_and_evaluate", "train_audio_prior_and_evaluate", "train_prior_and_evaluate"]
 
 
-def _scalars(**values: torch.Tensor | float) -> dict[str, float]:
-    return {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in values.items()}
+def _scalars(**values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A step's metrics as detached float64 scalars on their device: the loop sums them there and reads them only
+    when it writes a log row, so a step never waits for the device."""
+    return {k: v.detach().double() for k, v in values.items()}
 
 
-def _bits(nats: torch.Tensor) -> float:
-    """Nats (a tensor) in bits, divided in double precision."""
-    return float(nats.detach()) / math.log(2)
+def _bits(nats: torch.Tensor) -> torch.Tensor:
+    """Nats in bits, divided in double precision."""
+    return nats.detach().double() / math.log(2)
 
 
 class Task:
