@@ -20,10 +20,11 @@ from tqdm import tqdm
 
 from vqvae import checkpoint
 from vqvae.config import RECIPE_KINDS, RecipeSections, TrainConfig, recipe_with_overrides
-from vqvae.devices import autocast, grad_scaler, resolve_device
+from vqvae.devices import autocast, grad_scaler
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
 from vqvae.runs import prepare_out_dir
+from vqvae.train.distributed import Ranks, start
 
 __all__ = ["Batches", "Run", "lr_at", "resume_recipe", "train_task"]
 
@@ -93,26 +94,29 @@ class Run:
     the data order, a budget, logs (CSV, TensorBoard, progress bar), checkpoints and resume."""
 
     def __init__(self, out: Path, kind: str, model: torch.nn.Module, train: TrainConfig, n: int,
-                 extra: dict[str, Any], fields: list[str], resume: bool, progress: bool,
-                 device: torch.device = torch.device("cpu")):
+                 extra: dict[str, Any], fields: list[str], resume: bool, progress: bool, ranks: Ranks = Ranks()):
         self.out, self.kind, self.model, self.t, self.extra = out, kind, model, train, extra
-        self.device, self.scaler = device, grad_scaler(device, train.amp)
+        self.ranks, self.device = ranks, ranks.device
+        self.scaler = grad_scaler(self.device, train.amp)
         self.opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-        self.batches = Batches(n, min(train.batch_size, n), train.seed)
+        self.batches = Batches(n, min(train.batch_size, n), train.seed)  # the global batch, the same on every rank
         self.step, self.elapsed = 0, 0.0
         if resume:
             self._restore()
+        self.fields = ["step", "seconds", "lr", *fields]
+        self.progress = progress and ranks.main
+        if not ranks.main:  # only rank 0 writes
+            self.writer = self.csv_file = self.csv = None
+            return
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
         self.writer = SummaryWriter(str(out / "tb"), purge_step=self.step if resume else None)
-        self.fields = ["step", "seconds", "lr", *fields]
         csv_path = out / "metrics.csv"
         new_csv = not csv_path.exists()
         self.csv_file = csv_path.open("a", newline="")
         self.csv = csv.DictWriter(self.csv_file, fieldnames=self.fields)
         if new_csv:
             self.csv.writeheader()
-        self.progress = progress
 
     def _restore(self) -> None:
         out = self.out
@@ -134,9 +138,12 @@ class Run:
         if saved_step is not None and saved_step != self.step:
             raise VQVAEError(f"cannot resume from {out}: model.safetensors is from step {saved_step} but the "
                              f"trainer state from step {self.step} (a save was interrupted)")
-        _truncate_csv(out / "metrics.csv", self.step)
+        if self.ranks.main:
+            _truncate_csv(out / "metrics.csv", self.step)
 
     def save(self) -> None:
+        if not self.ranks.main:
+            return
         self.model.save_pretrained(self.out, {**self.extra, "step": self.step})
         state = {"torch": torch.get_rng_state(), **self.batches.state()}
         if self.device.type == "cuda":
@@ -175,7 +182,7 @@ class Run:
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
                 since_log += 1
-                if self.step % t.log_every == 0 or self.done():
+                if self.ranks.main and (self.step % t.log_every == 0 or self.done()):
                     row = {k: float(v) / since_log for k, v in sums.items()}
                     row.update(step=self.step, seconds=round(self.elapsed, 3), lr=lr, **window_extra())
                     self.csv.writerow(row)
@@ -194,12 +201,15 @@ class Run:
             raise
         finally:
             bar.close()
-            self.csv_file.close()
+            if self.csv_file is not None:
+                self.csv_file.close()
         self.save()
 
     def finish(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Record the final evaluation: eval.json and TensorBoard."""
+        """Record the final evaluation: eval.json and TensorBoard (rank 0)."""
         metrics.update(step=self.step, train_seconds=round(self.elapsed, 1))
+        if not self.ranks.main:
+            return metrics
         for k, v in metrics.items():
             if isinstance(v, (int, float)):
                 self.writer.add_scalar(f"test/{k}", v, self.step)
@@ -215,22 +225,27 @@ def train_task(task: Any, out_dir: str | Path, *, resume: bool = False, overwrit
     budget ends (resuming where the directory's checkpoint stopped), evaluate on the test split, and return the
     metrics written to ``eval.json``."""
     out, t = Path(out_dir), task.recipe.train
-    task.device = resolve_device(device)
+    ranks = start(device, t.batch_size)
+    task.device, task.ranks = ranks.device, ranks
     if resume:
         checkpoint.read_config(out, kind=task.kind)
     torch.manual_seed(t.seed)
     if t.threads:
         torch.set_num_threads(t.threads)
     task.load(out, resume, overwrite)  # data and checks first: a bad input leaves the directory as it was
-    if not resume:
+    if not resume and ranks.main:
         prepare_out_dir(out, overwrite)
+    ranks.barrier()
     model = task.build().to(task.device)
-    run = Run(out, task.kind, model, t, task.num_examples, task.extra(), task.fields, resume, progress, task.device)
+    task.net = ranks.wrap(model)  # what a training step calls: DDP over the model under torchrun
+    run = Run(out, task.kind, model, t, task.num_examples, task.extra(), task.fields, resume, progress, ranks)
     task.run = run
     if getattr(task.recipe.architecture, "kmeans_init", False) and run.step == 0:
-        with torch.no_grad():
-            vectors = [task.encoder_outputs(run.batches.next()) for _ in range(t.kmeans_batches)]
+        with torch.no_grad():  # each rank's shard; the layer broadcasts rank 0's centroids
+            vectors = [task.encoder_outputs(ranks.shard(run.batches.next())) for _ in range(t.kmeans_batches)]
             model.quantizer.initialize_from(torch.cat(vectors))
     run.fit(task.step, task.window_extra)
     model.eval()
-    return run.finish(task.evaluate(out, limit=t.eval_batches * t.batch_size if t.eval_batches else None))
+    limit = t.eval_batches * t.batch_size if t.eval_batches else None
+    metrics = ranks.broadcast(task.evaluate(out, limit=limit) if ranks.main else None)  # rank 0 evaluates
+    return run.finish(dict(metrics))

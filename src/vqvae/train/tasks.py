@@ -26,6 +26,7 @@ from vqvae.priors import GatedPixelCNN, WaveNetPrior
 from vqvae.priors.sampling import sample_images
 from vqvae.reconstruct import reconstruction_grid
 from vqvae.runs import check_out_dir, load_run, paired_vqvae, run_split
+from vqvae.train.distributed import Ranks
 from vqvae.train.loop import train_task
 
 __all__ = ["AudioPriorTask", "AudioTask", "ImagePriorTask", "ImageTask", "Task", "train_and_evaluate",
@@ -53,7 +54,8 @@ class Task:
 
     def __init__(self, recipe: Any):
         self.recipe, self.model, self.run, self.num_examples = recipe, None, None, 0
-        self.device = torch.device("cpu")  # set by train_task before build()
+        self.device, self.ranks = torch.device("cpu"), Ranks()  # set by train_task before load()
+        self.net = None  # what a step calls: the model, or DDP over it under torchrun (set by train_task)
 
     def extra(self) -> dict[str, Any]:
         """What config.json records beside the architecture."""
@@ -100,9 +102,11 @@ class ImageTask(Task):
         return to_float(self.images[batch].to(self.device, non_blocking=True))
 
     def step(self, batch: torch.Tensor):
-        res = self.model(self._batch(batch))
+        res = self.net(self._batch(self.ranks.shard(batch)))
         self.window.add_(torch.bincount(res.indices.reshape(-1), minlength=len(self.window)))
         run = self.run
+        if not self.ranks.main:  # rank 0 logs the usage of its shard
+            return res.loss, _scalars(**{f: getattr(res, f) for f in self.fields[:-1]})
         if run.batches.new_epoch and self.epoch_usage.total:  # usage over the whole epoch that just ended
             u = self.epoch_usage.as_dict()
             for name in ("codes_used", "dead_codes", "perplexity"):
@@ -151,6 +155,16 @@ class _PriorTask(Task):
         check_out_dir(out, overwrite)  # before the encoding, not after
         self.vq, self.vq_config = load_run(self.vqvae_dir, self.vqvae_kind, self.device)
 
+    def cached_codes(self) -> dict[str, np.ndarray]:
+        """The VQ-VAE's codes (:func:`vqvae.codes.cached_codes`): rank 0 encodes and writes the cache, the other
+        ranks read it after."""
+        if not self.ranks.main:
+            self.ranks.barrier()
+        codes = cached_codes(self.vqvae_dir, self.vq, self.vq_config)
+        if self.ranks.main:
+            self.ranks.barrier()
+        return codes
+
     def extra(self) -> dict[str, Any]:
         return {**super().extra(), "vqvae_dir": str(Path(self.vqvae_dir).resolve()),
                 "vqvae_weights_sha256": self.vq.weights_sha256}
@@ -165,7 +179,7 @@ class ImagePriorTask(_PriorTask):
 
     def load(self, out: Path, resume: bool, overwrite: bool) -> None:
         self.load_vqvae(out, resume, overwrite)
-        codes = cached_codes(self.vqvae_dir, self.vq, self.vq_config)
+        codes = self.cached_codes()
         self.codes = torch.from_numpy(codes["train_indices"].astype(np.int64))  # (N, h, w)
         self.labels = torch.from_numpy(codes["train_labels"])
         if len(self.codes) == 0 or len(codes["test_indices"]) == 0:
@@ -185,9 +199,10 @@ class ImagePriorTask(_PriorTask):
         return self.model
 
     def step(self, batch: torch.Tensor):
+        batch = self.ranks.shard(batch)
         idx = self.codes[batch].to(self.device, non_blocking=True)
         labels = self.labels[batch].to(self.device, non_blocking=True) if self.recipe.prior.conditional else None
-        loss = F.cross_entropy(self.model(idx, labels), idx)  # nats per latent
+        loss = F.cross_entropy(self.net(idx, labels), idx)  # nats per latent
         return loss, _scalars(loss=loss, bits_per_latent=_bits(loss))
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
@@ -236,8 +251,10 @@ class AudioTask(Task):
         return z.transpose(1, 2).reshape(-1, z.shape[1])
 
     def step(self, batch: torch.Tensor):
+        # the crops of the whole global batch (the same random draws on every rank), then this rank's shard
         x, speakers = random_crops(self.train_set, self.recipe.train.crop_length, batch.tolist())
-        res = self.model(x.to(self.device, non_blocking=True), speakers.to(self.device, non_blocking=True))
+        x, speakers = (self.ranks.shard(t).to(self.device, non_blocking=True) for t in (x, speakers))
+        res = self.net(x, speakers)
         return res.loss, _scalars(loss=res.loss, bits_per_sample=_bits(res.recon_loss), vq_loss=res.vq_loss,
                                   perplexity=res.perplexity)
 
@@ -274,9 +291,11 @@ class AudioPriorTask(_PriorTask):
         return self.model
 
     def step(self, batch: torch.Tensor):
-        x, lengths, labels = (t.to(self.device, non_blocking=True) for t in
+        x, lengths, labels = (self.ranks.shard(t).to(self.device, non_blocking=True) for t in
                               code_crops(self.codes["train"], self.recipe.train.crop_length, batch.tolist()))
-        loss = self.model.nll(x, labels, lengths).sum() / lengths.sum()  # nats per code
+        nll = F.cross_entropy(self.net(x, labels), x, reduction="none")  # (B, L), through DDP's forward
+        nll = nll * (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])  # padding counts 0
+        loss = nll.sum() / lengths.sum()  # nats per code
         return loss, _scalars(loss=loss, bits_per_code=_bits(loss))
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:

@@ -1,0 +1,81 @@
+"""Training under ``torchrun``: one process per device, DistributedDataParallel, gloo on the CPU and NCCL on CUDA.
+
+torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them a run is one process and nothing here does
+anything. ``train.batch_size`` is the *global* batch: every rank draws the same global batch from the same seeded
+order and trains on its own contiguous shard of ``batch_size / world_size`` examples, and DDP averages the
+gradients, so N ranks take the same steps as one process with the whole batch. Rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from vqvae.devices import resolve_device
+from vqvae.errors import VQVAEError
+
+__all__ = ["Ranks", "start"]
+
+
+@dataclass
+class Ranks:
+    """This process's place in the job: ``rank`` of ``world`` processes, on ``device``."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes logs, checkpoints and outputs."""
+        return self.rank == 0
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous part of a global batch of example indices."""
+        return batch if self.world == 1 else torch.tensor_split(batch, self.world)[self.rank]
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """The model the training step calls: DDP over ``model`` when there are several ranks. Buffers are not
+        broadcast: the quantizer keeps its codebook identical on every rank itself (all-reduced EMA statistics,
+        k-means and restarts broadcast from rank 0)."""
+        if self.world == 1:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def start(device: str | torch.device | None, batch_size: int) -> Ranks:
+    """This process's :class:`Ranks`; under torchrun, the process group is started here (once), and ``device`` is
+    the rank's own GPU (``cuda:LOCAL_RANK``) when it names CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks(device=resolve_device(device))
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    base = resolve_device(device)
+    dev = torch.device("cuda", local) if base.type == "cuda" else base
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if batch_size % world:
+        raise VQVAEError(f"train.batch_size {batch_size} (the global batch) must be a multiple of the "
+                         f"{world} processes")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=10))
+    return Ranks(rank, world, dev)
