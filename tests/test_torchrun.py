@@ -65,3 +65,19 @@ def test_each_rank_takes_its_contiguous_shard_of_the_global_batch():
     shards = [Ranks(rank=r, world=4).shard(batch) for r in range(4)]
     assert all(len(s) == 4 for s in shards) and torch.equal(torch.cat(shards), batch)
     assert Ranks(rank=0, world=4).main and not Ranks(rank=3, world=4).main
+
+
+@pytest.mark.slow
+def test_resume_under_two_ranks_and_under_another_world_size(small_fmnist, tmp_path):
+    base = ["--data", str(small_fmnist), "--quiet", "--device", "cpu", *TINY]
+    whole = tmp_path / "whole"
+    assert _run(["train", "--out", str(whole), "--steps", "6", *base], 2).returncode == 0
+    reference = load_file(whole / "model.safetensors")
+    for first, second in ((2, 2), (2, 1), (1, 2)):  # 3 steps with `first` ranks, then resumed with `second`
+        out = tmp_path / f"resumed{first}{second}"
+        assert _run(["train", "--out", str(out), "--steps", "3", *base], first).returncode == 0
+        done = _run(["train", "--resume", str(out), "--steps", "6", "--quiet", "--device", "cpu"], second)
+        assert done.returncode == 0, done.stderr[-2000:]
+        resumed = load_file(out / "model.safetensors")
+        for key in reference:  # the global batches and the averaged gradients do not depend on the world size
+            torch.testing.assert_close(resumed[key], reference[key], rtol=1e-5, atol=1e-6, msg=f"{first}->{second} {key}")
