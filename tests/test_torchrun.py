@@ -58,13 +58,17 @@ def test_a_global_batch_that_the_ranks_cannot_share_is_one_line(small_fmnist, tm
 
 
 def test_each_rank_takes_its_contiguous_shard_of_the_global_batch():
-    from vqvae.train.distributed import Ranks
+    from vqvae.distributed import Ranks
 
     batch = torch.arange(10, 26)
     assert torch.equal(Ranks().shard(batch), batch)
     shards = [Ranks(rank=r, world=4).shard(batch) for r in range(4)]
     assert all(len(s) == 4 for s in shards) and torch.equal(torch.cat(shards), batch)
     assert Ranks(rank=0, world=4).main and not Ranks(rank=3, world=4).main
+    # evaluation: the ranks' shares of a split's batches cover every batch exactly once
+    starts = range(0, 10000, 500)
+    shares = [list(Ranks(rank=r, world=3).mine(starts)) for r in range(3)]
+    assert sorted(sum(shares, [])) == list(starts) and [len(s) for s in shares] == [7, 7, 6]
 
 
 @pytest.mark.slow
@@ -81,3 +85,28 @@ def test_resume_under_two_ranks_and_under_another_world_size(small_fmnist, tmp_p
         resumed = load_file(out / "model.safetensors")
         for key in reference:  # the global batches and the averaged gradients do not depend on the world size
             torch.testing.assert_close(resumed[key], reference[key], rtol=1e-5, atol=1e-6, msg=f"{first}->{second} {key}")
+
+
+@pytest.mark.slow
+def test_evaluation_sharded_over_two_ranks_gives_the_one_process_figures(tmp_path):
+    vq, prior = tmp_path / "vq", tmp_path / "prior"
+    tiny = [*TINY, "model.recon_loss=logistic", "model.restart_threshold=1"]
+    assert _run(["train", "--data", "fashion-mnist", "--out", str(vq), "--steps", "4", "--quiet", *tiny],
+                1).returncode == 0
+    assert _run(["train-prior", str(vq), "--out", str(prior), "--steps", "2", "--quiet", "prior.num_layers=2",
+                 "prior.channels=8", "prior.head_channels=16", "train.eval_batches=1"], 1).returncode == 0
+    # the whole Fashion-MNIST test split: 20 batches of 500 images, 10 for each rank
+    for command in (["evaluate", str(vq)], ["evaluate-prior", str(prior)]):
+        results = []
+        for nproc in (1, 2):
+            done = _run([*command, "--json", "--device", "cpu"], nproc)
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert len(done.stdout.strip().splitlines()) == 1  # rank 0 alone prints
+            results.append(json.loads(done.stdout))
+        one, two = results
+        assert one.keys() == two.keys() and one["num_images"] == two["num_images"] == 10000
+        for key, value in one.items():
+            if isinstance(value, float):
+                assert two[key] == pytest.approx(value, rel=1e-9), key
+            else:
+                assert two[key] == value, key  # counts of codes exactly

@@ -22,6 +22,7 @@ from vqvae.codes import SpeechCodes
 from vqvae.data import ImageDataset, to_float
 from vqvae.data.audio import SpeechDataset, write_wav
 from vqvae.devices import model_device
+from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
 from vqvae.judges.audio import judge_conversion
 from vqvae.metrics import (CodebookUsage, MeanAccumulator, bits_per_dim, elbo_bits_per_dim, nats_to_bits,
@@ -43,19 +44,38 @@ def _count(n: int, limit: int | None, name: str, what: str) -> int:
     return n
 
 
+def _sums(ranks: Ranks, *names: str) -> MeanAccumulator:
+    """An accumulator with ``names`` registered in this order on every rank (so the ranks' sums line up)."""
+    sums = MeanAccumulator()
+    for name in names:
+        sums.add(name, 0.0, 0)
+    return sums
+
+
+def _reduce(ranks: Ranks, sums: MeanAccumulator, usage: CodebookUsage | None = None) -> None:
+    """Add up every rank's sums (and code counts): afterwards each rank holds the whole split's."""
+    if ranks.world > 1:
+        sums.merge(ranks.sum)
+        if usage is not None:
+            usage.merge(ranks.sum)
+
+
 def _usage_metrics(usage: CodebookUsage) -> dict[str, Any]:
     u = usage.as_dict()
     return {k: u[k] for k in ("perplexity", "codes_used", "num_embeddings", "dead_codes", "usage_fraction")}
 
 
 @torch.no_grad()
-def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None, batch_size: int = 500) -> dict[str, Any]:
-    """Reconstruction quality and codebook usage of ``model`` on ``data`` (the first ``limit`` images)."""
+def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None, batch_size: int = 500,
+                   ranks: Ranks = Ranks()) -> dict[str, Any]:
+    """Reconstruction quality and codebook usage of ``model`` on ``data`` (the first ``limit`` images); under
+    torchrun (``ranks``) each process takes every world-th batch and the sums are added up."""
     model.eval()
     n, dev = _count(len(data), limit, data.name, "images"), model_device(model)
-    usage, sums = CodebookUsage(model.config.num_embeddings), MeanAccumulator()
+    usage = CodebookUsage(model.config.num_embeddings)
+    sums = _sums(ranks, "nll_nats", "mse", "psnr_per_image", "ssim")
     logistic = model.config.recon_loss == "logistic"
-    for start in range(0, n, batch_size):
+    for start in ranks.mine(range(0, n, batch_size)):
         x = to_float(data.images[start : min(start + batch_size, n)].to(dev))
         idx = model.encode(x)  # (B, h, w)
         z_q = model.quantizer.lookup(idx).permute(0, 3, 1, 2)  # (B, D, h, w)
@@ -68,6 +88,7 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
         per_image = err.flatten(1).mean(1).double()
         sums.add("psnr_per_image", (10 * torch.log10(1.0 / per_image.clamp(min=1e-12))).sum(), len(x))
         sums.add("ssim", ssim(recon, x).double().sum(), len(x))
+    _reduce(ranks, sums, usage)
     mse, h, k = sums.mean("mse"), model.config.latent_size, model.config.num_embeddings
     out = {"split": data.name, "num_images": n, "mse": mse,
            "psnr": psnr_from_mse(max(mse, 1e-12)),  # capped at 120 dB so the JSON stays finite
@@ -82,7 +103,7 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
 
 @torch.no_grad()
 def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit: int | None = None,
-                   batch_size: int = 500) -> dict[str, Any]:
+                   batch_size: int = 500, ranks: Ranks = Ranks()) -> dict[str, Any]:
     """Likelihoods of a prior and its VQ-VAE over ``data`` (the first ``limit`` images), summed over the whole
     split before dividing:
 
@@ -103,14 +124,15 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
                          f"{prior.config.num_classes}")
     logistic = vq.config.recon_loss == "logistic"
     h, k = vq.config.latent_size, vq.config.num_embeddings
-    sums, dev = MeanAccumulator(), model_device(vq)  # nats per latent; decoder nats per dimension
-    for start in range(0, n, batch_size):
+    sums, dev = _sums(ranks, "prior", "decoder"), model_device(vq)  # nats per latent; decoder nats per dimension
+    for start in ranks.mine(range(0, n, batch_size)):
         x = to_float(data.images[start : min(start + batch_size, n)].to(dev))
         idx = vq.encode(x)  # (B, h, w)
         labels = data.labels[start : start + len(x)].to(dev) if conditional else None
         sums.add("prior", prior.nll(idx, labels).double().sum(), idx.numel())
         z_q = vq.quantizer.lookup(idx).permute(0, 3, 1, 2)
         sums.add("decoder", -vq.pixel_log_prob(x, z_q).double().sum() if logistic else 0.0, x.numel())
+    _reduce(ranks, sums)
     per_latent = sums.mean("prior")
     out: dict[str, Any] = {
         "split": data.name, "num_images": n, "latent_grid": [h, h], "num_embeddings": k,
@@ -133,7 +155,8 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
 
 
 @torch.no_grad()
-def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None = None) -> dict[str, Any]:
+def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None = None,
+                   ranks: Ranks = Ranks()) -> dict[str, Any]:
     """Over whole utterances (the first ``limit``; each cut to a multiple of the code hop): the decoder's NLL
     of the mu-law samples in bits per sample (given the codes and the speaker, as the model is conditioned),
     code usage and perplexity, and the latent bit rate: codes per second * log2 K (and * log2 perplexity, the
@@ -142,17 +165,19 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
     c = model.config
     n = len(data) if limit is None else min(limit, len(data))
     usage = CodebookUsage(c.num_embeddings) if model.quantizer is not None else None
-    sums, used, dev = MeanAccumulator(), 0, model_device(model)
-    for i in range(n):
+    sums, dev = _sums(ranks, "nats", "utterances"), model_device(model)
+    for i in ranks.mine(range(n)):
         length = len(data.waves[i]) // c.hop * c.hop
         if length == 0:
             continue
         x = torch.from_numpy(data.waves[i][:length])[None].to(dev)  # (1, T)
         idx = model.encode(x) if usage is not None else None
         sums.add("nats", model.nll(x, torch.tensor([data.labels[i]], device=dev), idx).double().sum(), length)
-        used += 1
+        sums.add("utterances", 0.0, 1)
         if usage is not None:
             usage.update(idx)
+    _reduce(ranks, sums, usage)
+    used = sums.count("utterances")
     if used == 0:
         raise VQVAEError(f"{data.name} has no utterance of at least one code ({c.hop} samples)")
     per_sample, samples = sums.mean("nats"), sums.count("nats")
@@ -171,16 +196,17 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
 
 @torch.no_grad()
 def evaluate_audio_prior(prior: WaveNetPrior, data: SpeechCodes, codes_per_second: float, *,
-                         limit: int | None = None) -> dict[str, Any]:
+                         limit: int | None = None, ranks: Ranks = Ranks()) -> dict[str, Any]:
     """The prior's NLL of whole code sequences (each from an empty context), in bits per code against the uniform
     prior's log2 K, and the bit rate it implies for the codes (codes per second * bits per code)."""
     prior.eval()
     n = len(data) if limit is None else min(limit, len(data))
-    sums, dev = MeanAccumulator(), model_device(prior)
-    for i in range(n):
+    sums, dev = _sums(ranks, "nats"), model_device(prior)
+    for i in ranks.mine(range(n)):
         q = torch.from_numpy(data.codes[i])[None].to(dev)
         speaker = torch.tensor([int(data.labels[i])], device=dev)
         sums.add("nats", prior.nll(q, speaker).double().sum(), q.shape[1])
+    _reduce(ranks, sums)
     k, per_code = prior.config.num_embeddings, sums.mean("nats")
     bits = nats_to_bits(per_code)
     return {"num_utterances": n, "num_codes": sums.count("nats"), "prior_nll_nats_per_code": per_code,
@@ -239,24 +265,27 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "
                  device: str | None = "auto") -> dict[str, Any]:
     """``vqvae evaluate``: :func:`evaluate_model` of the image VQ-VAE in ``run_dir`` on ``split`` of ``data``
     (default: the data it was trained on), on ``device``."""
-    model, config = load_run(run_dir, "vqvae", device)
-    return evaluate_model(model, run_split(model, config, data, split), limit=limit)
+    ranks = join(device)
+    model, config = load_run(run_dir, "vqvae", ranks.device)
+    return evaluate_model(model, run_split(model, config, data, split), limit=limit, ranks=ranks)
 
 
 def evaluate_prior_run(prior_dir: str | Path, *, split: str = "test", limit: int | None = None,
                        device: str | None = "auto") -> dict[str, Any]:
     """``vqvae evaluate-prior``: :func:`evaluate_prior` of the prior in ``prior_dir`` with its VQ-VAE, on ``split``
     of the VQ-VAE's data, on ``device``."""
-    prior, vq, _, vq_config = load_prior(prior_dir, "prior", device)
-    return evaluate_prior(prior, vq, run_split(vq, vq_config, None, split), limit=limit)
+    ranks = join(device)
+    prior, vq, _, vq_config = load_prior(prior_dir, "prior", ranks.device)
+    return evaluate_prior(prior, vq, run_split(vq, vq_config, None, split), limit=limit, ranks=ranks)
 
 
 def evaluate_audio_run(run_dir: str | Path, *, data: str | None = None, split: str = "test",
                        limit: int | None = None, device: str | None = "auto") -> dict[str, Any]:
     """``vqvae audio evaluate``: :func:`evaluate_audio` of the audio VQ-VAE in ``run_dir`` on ``split`` of ``data``
     (default: its own corpus), on ``device``."""
-    model, config = load_run(run_dir, "audio", device)
-    return evaluate_audio(model, run_split(model, config, data, split), limit=limit)
+    ranks = join(device)
+    model, config = load_run(run_dir, "audio", ranks.device)
+    return evaluate_audio(model, run_split(model, config, data, split), limit=limit, ranks=ranks)
 
 
 def evaluate_conversion_run(run_dir: str | Path, *, data: str | None = None, pairs: int = 16, seconds: float = 1.5,

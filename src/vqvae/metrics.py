@@ -196,6 +196,10 @@ class CodebookUsage:
             self._counts = self._counts.to(flat.device)
         self._counts += torch.bincount(flat.long(), minlength=self.num_embeddings)
 
+    def merge(self, reduce) -> None:
+        """Replace the counts by ``reduce`` of them (e.g. an all-reduce over processes, of an int64 (K,) tensor)."""
+        self._counts = reduce(self._counts.clone())
+
     @property
     def counts(self) -> Tensor:
         """(K,) int64 on the CPU: how often each code was seen (a copy)."""
@@ -292,6 +296,15 @@ class MeanAccumulator:
         if self._counts[name] == 0:
             raise ValueError(f"no items were counted under {name!r}, so its mean is undefined")
         return self._sums[name] / self._counts[name]
+
+    def merge(self, reduce) -> None:
+        """Replace the sums and counts by ``reduce`` of them (e.g. an all-reduce over processes): ``reduce`` takes and
+        returns a float64 tensor (2 * names,) of the sums, then the counts, in insertion order."""
+        names = list(self._sums)
+        packed = reduce(torch.tensor([self._sums[k] for k in names] + [self._counts[k] for k in names],
+                                     dtype=torch.float64))
+        for i, name in enumerate(names):
+            self._sums[name], self._counts[name] = float(packed[i]), int(packed[len(names) + i])
 
     def as_dict(self) -> dict[str, float]:
         """``{name: mean}`` for every name with a positive count, in insertion order."""

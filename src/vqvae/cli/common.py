@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vqvae.config import RecipeSections, load_recipe
+from vqvae.distributed import is_main_process
 from vqvae.errors import VQVAEError
 from vqvae.train import resume_recipe
 
@@ -36,7 +37,8 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 
 def print_result(result: dict[str, Any], as_json: bool, summary: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
-    print(json.dumps(result) if as_json else summary(result))
+    if is_main_process():  # under torchrun, rank 0 speaks for the job
+        print(json.dumps(result) if as_json else summary(result))
     return result
 
 
@@ -92,5 +94,6 @@ def run_training(a: argparse.Namespace, kind: str, train: Callable[..., dict[str
     m = train(recipe, *runs_on, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet,
               device=a.device)
     print_result(m, a.json, summary)
-    print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, {files})")
+    if is_main_process():
+        print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, {files})")
     return m

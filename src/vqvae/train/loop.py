@@ -24,7 +24,7 @@ from vqvae.devices import autocast, grad_scaler
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
 from vqvae.runs import prepare_out_dir
-from vqvae.train.distributed import Ranks, start
+from vqvae.distributed import Ranks, join
 
 __all__ = ["Batches", "Run", "lr_at", "resume_recipe", "train_task"]
 
@@ -225,7 +225,7 @@ def train_task(task: Any, out_dir: str | Path, *, resume: bool = False, overwrit
     budget ends (resuming where the directory's checkpoint stopped), evaluate on the test split, and return the
     metrics written to ``eval.json``."""
     out, t = Path(out_dir), task.recipe.train
-    ranks = start(device, t.batch_size)
+    ranks = join(device, t.batch_size)
     task.device, task.ranks = ranks.device, ranks
     if resume:
         checkpoint.read_config(out, kind=task.kind)
@@ -246,6 +246,5 @@ def train_task(task: Any, out_dir: str | Path, *, resume: bool = False, overwrit
             model.quantizer.initialize_from(torch.cat(vectors))
     run.fit(task.step, task.window_extra)
     model.eval()
-    limit = t.eval_batches * t.batch_size if t.eval_batches else None
-    metrics = ranks.broadcast(task.evaluate(out, limit=limit) if ranks.main else None)  # rank 0 evaluates
-    return run.finish(dict(metrics))
+    metrics = task.evaluate(out, limit=t.eval_batches * t.batch_size if t.eval_batches else None)  # sharded
+    return run.finish(metrics)

@@ -26,7 +26,7 @@ from vqvae.priors import GatedPixelCNN, WaveNetPrior
 from vqvae.priors.sampling import sample_images
 from vqvae.reconstruct import reconstruction_grid
 from vqvae.runs import check_out_dir, load_run, paired_vqvae, run_split
-from vqvae.train.distributed import Ranks
+from vqvae.distributed import Ranks
 from vqvae.train.loop import train_task
 
 __all__ = ["AudioPriorTask", "AudioTask", "ImagePriorTask", "ImageTask", "Task", "train_and_evaluate",
@@ -122,8 +122,9 @@ class ImageTask(Task):
         return {"codes_used": used}
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
-        metrics = evaluate_model(self.model, self.test_set, limit=limit)
-        reconstruction_grid(self.model, self.test_set, out / "reconstructions.png")
+        metrics = evaluate_model(self.model, self.test_set, limit=limit, ranks=self.ranks)
+        if self.ranks.main:
+            reconstruction_grid(self.model, self.test_set, out / "reconstructions.png")
         return metrics
 
 
@@ -207,7 +208,9 @@ class ImagePriorTask(_PriorTask):
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         test_set = run_split(self.vq, self.vq_config, None, "test")
-        metrics = evaluate_prior(self.model, self.vq, test_set, limit=limit)
+        metrics = evaluate_prior(self.model, self.vq, test_set, limit=limit, ranks=self.ranks)
+        if not self.ranks.main:
+            return metrics
         per_class = 10
         labels = torch.arange(len(self.classes)).repeat_interleave(per_class) if self.recipe.prior.conditional \
             else torch.zeros(10 * per_class, dtype=torch.long)
@@ -259,7 +262,7 @@ class AudioTask(Task):
                                   perplexity=res.perplexity)
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
-        return evaluate_audio(self.model, self.test_set, limit=limit)
+        return evaluate_audio(self.model, self.test_set, limit=limit, ranks=self.ranks)
 
 
 class AudioPriorTask(_PriorTask):
@@ -300,7 +303,7 @@ class AudioPriorTask(_PriorTask):
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         c = self.vq.config
-        return evaluate_audio_prior(self.model, self.codes["test"], c.sample_rate / c.hop, limit=limit)
+        return evaluate_audio_prior(self.model, self.codes["test"], c.sample_rate / c.hop, limit=limit, ranks=self.ranks)
 
 
 def train_and_evaluate(recipe: Recipe, out_dir: str | Path, **options: Any) -> dict[str, Any]:

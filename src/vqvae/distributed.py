@@ -1,9 +1,10 @@
-"""Training under ``torchrun``: one process per device, DistributedDataParallel, gloo on the CPU and NCCL on CUDA.
+"""Running under ``torchrun``: one process per device, gloo on the CPU and NCCL on CUDA.
 
-torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them a run is one process and nothing here does
-anything. ``train.batch_size`` is the *global* batch: every rank draws the same global batch from the same seeded
-order and trains on its own contiguous shard of ``batch_size / world_size`` examples, and DDP averages the
-gradients, so N ranks take the same steps as one process with the whole batch. Rank 0 alone writes files.
+torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them a command is one process and nothing here
+does anything. In training, ``train.batch_size`` is the *global* batch: every rank draws the same global batch from
+the same seeded order and trains on its own contiguous shard of ``batch_size / world_size`` examples, and DDP
+averages the gradients, so N ranks take the same steps as one process with the whole batch. Evaluation and encoding
+split a dataset's batches between the ranks and add up their sums. Rank 0 alone writes files and prints.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from torch.nn.parallel import DistributedDataParallel
 from vqvae.devices import resolve_device
 from vqvae.errors import VQVAEError
 
-__all__ = ["Ranks", "start"]
+__all__ = ["Ranks", "is_main_process", "join"]
+
+
+def is_main_process() -> bool:
+    """False in every process torchrun started but rank 0's."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 @dataclass
@@ -53,6 +59,26 @@ class Ranks:
         if self.world > 1:
             dist.barrier()
 
+    def mine(self, items: range) -> range:
+        """This rank's share of ``items`` (every ``world``-th, starting at ``rank``)."""
+        return items[self.rank :: self.world]
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of ``tensor`` over the ranks (on every rank), on the device ``tensor`` was on."""
+        if self.world == 1:
+            return tensor
+        reduced = tensor.to(self.device)  # NCCL reduces CUDA tensors only
+        dist.all_reduce(reduced)
+        return reduced.to(tensor.device)
+
+    def gather(self, obj) -> list:
+        """Every rank's ``obj``, in rank order (on every rank)."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
     def broadcast(self, obj):
         """Rank 0's ``obj`` on every rank."""
         if self.world == 1:
@@ -62,9 +88,10 @@ class Ranks:
         return box[0]
 
 
-def start(device: str | torch.device | None, batch_size: int) -> Ranks:
+def join(device: str | torch.device | None, batch_size: int = 0) -> Ranks:
     """This process's :class:`Ranks`; under torchrun, the process group is started here (once), and ``device`` is
-    the rank's own GPU (``cuda:LOCAL_RANK``) when it names CUDA."""
+    the rank's own GPU (``cuda:LOCAL_RANK``) when it names CUDA. A global ``batch_size`` (training) must be a
+    multiple of the number of processes."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Ranks(device=resolve_device(device))
@@ -73,7 +100,7 @@ def start(device: str | torch.device | None, batch_size: int) -> Ranks:
     dev = torch.device("cuda", local) if base.type == "cuda" else base
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if batch_size % world:
+    if batch_size and batch_size % world:
         raise VQVAEError(f"train.batch_size {batch_size} (the global batch) must be a multiple of the "
                          f"{world} processes")
     if not dist.is_initialized():
