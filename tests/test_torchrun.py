@@ -110,3 +110,27 @@ def test_evaluation_sharded_over_two_ranks_gives_the_one_process_figures(tmp_pat
                 assert two[key] == pytest.approx(value, rel=1e-9), key
             else:
                 assert two[key] == value, key  # counts of codes exactly
+
+
+@pytest.mark.slow
+def test_encoding_sharded_over_two_ranks_gives_the_one_process_codes(tmp_path):
+    import numpy as np
+
+    vq = tmp_path / "vq"
+    assert _run(["train", "--data", "fashion-mnist", "--out", str(vq), "--steps", "2", "--quiet", *TINY],
+                1).returncode == 0
+    for nproc in (1, 2):
+        done = _run(["encode", str(vq), "--out", str(tmp_path / f"codes{nproc}.npz"), "--device", "cpu"], nproc)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one, two = (np.load(tmp_path / f"codes{n}.npz") for n in (1, 2))
+    assert sorted(one.files) == sorted(two.files) and one["train_indices"].shape == (60000, 7, 7)
+    for key in one.files:
+        assert np.array_equal(one[key], two[key]), key
+    # the codes cache of train-prior, built by two ranks, holds the same codes
+    done = _run(["train-prior", str(vq), "--out", str(tmp_path / "prior"), "--steps", "1", "--quiet", "--device",
+                 "cpu", "prior.num_layers=1", "prior.channels=4", "prior.head_channels=8", "train.batch_size=16",
+                 "train.eval_batches=1"], 2)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cache = np.load(vq / "prior_codes.cache.npz")
+    for key in ("train_indices", "test_indices", "train_labels", "test_labels"):
+        assert np.array_equal(cache[key], one[key]), key

@@ -17,6 +17,7 @@ import torch
 from vqvae.data import ImageDataset, save_image_grid, to_float
 from vqvae.data.audio import SpeechDataset
 from vqvae.devices import model_device
+from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_npz, read_npz
 from vqvae.models import VQVAE, AudioVQVAE
@@ -33,43 +34,57 @@ def _index_dtype(num_embeddings: int) -> type:
 
 
 @torch.no_grad()
-def encode_images(model: VQVAE, data: ImageDataset, batch_size: int = 500) -> np.ndarray:
-    """Code indices of every image of ``data``: (N, h, w) int16 (K <= 32768) or int32."""
+def encode_images(model: VQVAE, data: ImageDataset, batch_size: int = 500, ranks: Ranks = Ranks()) -> np.ndarray:
+    """Code indices of every image of ``data``: (N, h, w) int16 (K <= 32768) or int32. Under torchrun
+    (``ranks``) each process encodes every world-th batch and every process gets the whole result."""
     model.eval()
     dtype, dev = _index_dtype(model.config.num_embeddings), model_device(model)
-    out = [model.encode(to_float(data.images[i : i + batch_size].to(dev))).cpu().numpy().astype(dtype)
-           for i in range(0, len(data), batch_size)]
+    mine = {i: model.encode(to_float(data.images[i : i + batch_size].to(dev))).cpu().numpy().astype(dtype)
+            for i in ranks.mine(range(0, len(data), batch_size))}
+    out = _in_order(ranks, mine)
     h = model.config.latent_size
     return np.concatenate(out) if out else np.zeros((0, h, h), dtype)
 
 
+def _in_order(ranks: Ranks, mine: dict[int, np.ndarray]) -> list[np.ndarray]:
+    """The pieces every rank made (keyed by their position), in order of position."""
+    pieces = {k: v for part in ranks.gather(mine) for k, v in part.items()}
+    return [pieces[k] for k in sorted(pieces)]
+
+
 @torch.no_grad()
-def encode_speech(model: AudioVQVAE, data: SpeechDataset) -> tuple[np.ndarray, np.ndarray]:
-    """The codes of every utterance (each cut to whole codes), concatenated: (flat codes (sum L_i,), lengths (N,))."""
+def encode_speech(model: AudioVQVAE, data: SpeechDataset, ranks: Ranks = Ranks()) -> tuple[np.ndarray, np.ndarray]:
+    """The codes of every utterance (each cut to whole codes), concatenated: (flat codes (sum L_i,), lengths (N,)).
+    Under torchrun each process encodes every world-th utterance and every process gets the whole result."""
     model.eval()
     hop, dev = model.config.hop, model_device(model)
-    seqs = [model.encode(torch.from_numpy(w[: len(w) // hop * hop])[None].to(dev))[0].cpu().numpy() if len(w) >= hop
-            else np.zeros(0, np.int64) for w in data.waves]
+    mine = {i: model.encode(torch.from_numpy(w[: len(w) // hop * hop])[None].to(dev))[0].cpu().numpy()
+            if len(w) >= hop else np.zeros(0, np.int64) for i, w in
+            ((i, data.waves[i]) for i in ranks.mine(range(len(data))))}
+    seqs = _in_order(ranks, mine)
     flat = np.concatenate(seqs) if seqs else np.zeros(0)
     return flat.astype(_index_dtype(model.config.num_embeddings)), np.array([len(q) for q in seqs], dtype=np.int64)
 
 
-def _encode_split(model: VQVAE | AudioVQVAE, data: ImageDataset | SpeechDataset, split: str) -> dict[str, np.ndarray]:
+def _encode_split(model: VQVAE | AudioVQVAE, data: ImageDataset | SpeechDataset, split: str,
+                  ranks: Ranks) -> dict[str, np.ndarray]:
     """``{split}_indices`` and ``{split}_labels`` (and for speech ``{split}_lengths``) of one split."""
     if isinstance(model, VQVAE):
-        return {f"{split}_indices": encode_images(model, data), f"{split}_labels": data.labels.numpy().astype(np.int64)}
-    flat, lengths = encode_speech(model, data)
+        return {f"{split}_indices": encode_images(model, data, ranks=ranks),
+                f"{split}_labels": data.labels.numpy().astype(np.int64)}
+    flat, lengths = encode_speech(model, data, ranks)
     return {f"{split}_indices": flat, f"{split}_lengths": lengths,
             f"{split}_labels": np.array(data.labels, dtype=np.int64)}
 
 
 def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[str, Any],
-                 splits: tuple[str, ...] = ("train", "test")) -> dict[str, np.ndarray]:
+                 splits: tuple[str, ...] = ("train", "test"), ranks: Ranks = Ranks()) -> dict[str, np.ndarray]:
     """The codes and labels of ``splits`` of the data the run in ``run_dir`` was trained on (``config``: its
     config.json), under ``model`` (loaded from there), encoded once and cached in ``run_dir/prior_codes.cache.npz``.
     Arrays ``{split}_indices``, ``{split}_labels``; for speech the sequences are concatenated and
     ``{split}_lengths`` splits them (see :func:`speech_codes`). A cache that is unreadable or keyed by other
-    weights or data is rebuilt; in a read-only directory it is kept in memory only."""
+    weights or data is rebuilt; in a read-only directory it is kept in memory only. Under torchrun every process
+    calls this together: they encode a share each, and rank 0 writes the cache."""
     if model.weights_sha256 is None:
         raise VQVAEError("cached_codes needs a model loaded with from_pretrained (its weights' fingerprint)")
     datasets = {s: run_split(model, config, None, s) for s in splits}
@@ -77,20 +92,23 @@ def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[st
                             **{f"{s}_data_sha256": ds.fingerprint() for s, ds in datasets.items()}}
     if isinstance(model, VQVAE):
         meta["latent_size"] = model.config.latent_size
-    path = Path(run_dir) / CACHE_NAME
+    path, arrays = Path(run_dir) / CACHE_NAME, None
     if path.exists():
         try:
             arrays = read_npz(path, "codes cache")
-            if all(k in arrays and str(arrays[k]) == str(v) for k, v in meta.items()):
-                return arrays
+            arrays = arrays if all(k in arrays and str(arrays[k]) == str(v) for k, v in meta.items()) else None
         except VQVAEError:
-            pass
-    arrays = {k: v for s, ds in datasets.items() for k, v in _encode_split(model, ds, s).items()}
+            arrays = None
+    if all(ranks.gather(arrays is not None)):  # every rank read the same valid cache
+        return arrays
+    arrays = {k: v for s, ds in datasets.items() for k, v in _encode_split(model, ds, s, ranks).items()}
     arrays.update({k: np.asarray(v) for k, v in meta.items()})
-    try:
-        atomic_write_npz(path, arrays)
-    except OSError:
-        pass
+    if ranks.main:
+        try:
+            atomic_write_npz(path, arrays)
+        except OSError:
+            pass
+    ranks.barrier()  # the cache is written before any rank goes on
     return arrays
 
 
@@ -168,12 +186,15 @@ def encode_run(run_dir: str | Path, out: str | Path, *, data: str | None = None,
     """``vqvae encode``: the codes and labels of ``splits`` under the image VQ-VAE in ``run_dir`` (run on
     ``device``), written to the .npz ``out``; returns the shape of each split's codes."""
     path = check_out_file(out, overwrite, (".npz",))
-    model, config = load_run(run_dir, "vqvae", device)
+    ranks = join(device)
+    model, config = load_run(run_dir, "vqvae", ranks.device)
     encoded = {}
     for split in splits:
         ds = run_split(model, config, data, split)
-        encoded[split] = (encode_images(model, ds), ds.labels.numpy())
-    save_codes(path, encoded, {"num_embeddings": model.config.num_embeddings, "latent_size": model.config.latent_size})
+        encoded[split] = (encode_images(model, ds, ranks=ranks), ds.labels.numpy())
+    if ranks.main:
+        meta = {"num_embeddings": model.config.num_embeddings, "latent_size": model.config.latent_size}
+        save_codes(path, encoded, meta)
     return {s: v[0].shape for s, v in encoded.items()}
 
 

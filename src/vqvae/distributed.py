@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vqvae.devices import resolve_device
 from vqvae.errors import VQVAEError
 
-__all__ = ["Ranks", "is_main_process", "join"]
+__all__ = ["Ranks", "is_main_process", "join", "leave"]
 
 
 def is_main_process() -> bool:
@@ -86,6 +86,16 @@ class Ranks:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+
+def leave(ok: bool) -> None:
+    """End this process's part in a torchrun job: after a command that succeeded, wait for every rank and close the
+    process group (a process that exits with it open can abort while a peer is still talking to it); after a
+    failure, close it without waiting (torchrun stops the other ranks)."""
+    if dist.is_available() and dist.is_initialized():
+        if ok:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def join(device: str | torch.device | None, batch_size: int = 0) -> Ranks:

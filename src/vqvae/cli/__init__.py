@@ -11,6 +11,7 @@ import sys
 
 from vqvae.cli.audio import add_audio_commands
 from vqvae.cli.image import add_image_commands
+from vqvae.distributed import leave
 from vqvae.errors import VQVAEError
 
 __all__ = ["build_parser", "main"]
@@ -32,12 +33,16 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    ok = False
     try:
         args.fn(args)
+        ok = True
     except (VQVAEError, OSError) as exc:  # OSError: unwritable output, full disk, ...: the system's own reason
         print(f"vqvae: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vqvae: interrupted (checkpoints written so far are intact)", file=sys.stderr)
         return 130
+    finally:
+        leave(ok)  # under torchrun: every rank done, then the process group closed
     return 0

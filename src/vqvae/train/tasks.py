@@ -157,14 +157,8 @@ class _PriorTask(Task):
         self.vq, self.vq_config = load_run(self.vqvae_dir, self.vqvae_kind, self.device)
 
     def cached_codes(self) -> dict[str, np.ndarray]:
-        """The VQ-VAE's codes (:func:`vqvae.codes.cached_codes`): rank 0 encodes and writes the cache, the other
-        ranks read it after."""
-        if not self.ranks.main:
-            self.ranks.barrier()
-        codes = cached_codes(self.vqvae_dir, self.vq, self.vq_config)
-        if self.ranks.main:
-            self.ranks.barrier()
-        return codes
+        """The VQ-VAE's codes (:func:`vqvae.codes.cached_codes`), encoded by all ranks together."""
+        return cached_codes(self.vqvae_dir, self.vq, self.vq_config, ranks=self.ranks)
 
     def extra(self) -> dict[str, Any]:
         return {**super().extra(), "vqvae_dir": str(Path(self.vqvae_dir).resolve()),
@@ -277,7 +271,7 @@ class AudioPriorTask(_PriorTask):
         if self.vq.quantizer is None:
             raise VQVAEError(f"{self.vqvae_dir} is a WaveNet without codes (audio.use_codes: false): there is nothing "
                              f"to model")
-        arrays = cached_codes(self.vqvae_dir, self.vq, self.vq_config)
+        arrays = self.cached_codes()
         data = self.vq_config.get("train", {}).get("data", "")
         self.codes = {s: speech_codes(arrays, s, data) for s in ("train", "test")}
         self.speakers = self.vq_config.get("speakers", [])
