@@ -134,3 +134,12 @@ def test_encoding_sharded_over_two_ranks_gives_the_one_process_codes(tmp_path):
     cache = np.load(vq / "prior_codes.cache.npz")
     for key in ("train_indices", "test_indices", "train_labels", "test_labels"):
         assert np.array_equal(cache[key], one[key]), key
+
+
+@pytest.mark.slow
+def test_a_wall_clock_budget_ends_every_rank_at_the_same_step(small_fmnist, tmp_path):
+    out = tmp_path / "timed"
+    done = _run(["train", "--data", str(small_fmnist), "--out", str(out), "--max-seconds", "4", "--quiet",
+                 "--device", "cpu", *TINY, "train.schedule=cosine", "train.steps=0"], 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((out / "eval.json").read_text())["train_seconds"] >= 4

@@ -10,6 +10,7 @@ split a dataset's batches between the ranks and add up their sums. Rank 0 alone 
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -53,11 +54,22 @@ class Ranks:
         if self.world == 1:
             return model
         ids = [self.device.index] if self.device.type == "cuda" else None
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+            return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
         return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
 
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+    def clock(self, seconds: float) -> float:
+        """Rank 0's ``seconds`` on every rank: one clock for the learning-rate schedule and the wall-clock budget,
+        so that no rank stops a step before the others."""
+        if self.world == 1:
+            return seconds
+        value = torch.tensor([seconds], dtype=torch.float64, device=self.device)
+        dist.broadcast(value, src=0)
+        return float(value)
 
     def mine(self, items: range) -> range:
         """This rank's share of ``items`` (every ``world``-th, starting at ``rank``)."""

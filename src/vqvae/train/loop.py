@@ -178,7 +178,8 @@ class Run:
                 self.scaler.step(opt)
                 self.scaler.update()
                 self.step += 1
-                self.elapsed = time.perf_counter() - start
+                # every rank goes by rank 0's clock: the schedule and the end of a wall-clock budget must agree
+                self.elapsed = self.ranks.clock(time.perf_counter() - start)
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
                 since_log += 1
