@@ -44,7 +44,7 @@ def _count(n: int, limit: int | None, name: str, what: str) -> int:
     return n
 
 
-def _sums(ranks: Ranks, *names: str) -> MeanAccumulator:
+def _sums(*names: str) -> MeanAccumulator:
     """An accumulator with ``names`` registered in this order on every rank (so the ranks' sums line up)."""
     sums = MeanAccumulator()
     for name in names:
@@ -73,7 +73,7 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
     model.eval()
     n, dev = _count(len(data), limit, data.name, "images"), model_device(model)
     usage = CodebookUsage(model.config.num_embeddings)
-    sums = _sums(ranks, "nll_nats", "mse", "psnr_per_image", "ssim")
+    sums = _sums("nll_nats", "mse", "psnr_per_image", "ssim")
     logistic = model.config.recon_loss == "logistic"
     for start in ranks.mine(range(0, n, batch_size)):
         x = to_float(data.images[start : min(start + batch_size, n)].to(dev))
@@ -124,7 +124,7 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
                          f"{prior.config.num_classes}")
     logistic = vq.config.recon_loss == "logistic"
     h, k = vq.config.latent_size, vq.config.num_embeddings
-    sums, dev = _sums(ranks, "prior", "decoder"), model_device(vq)  # nats per latent; decoder nats per dimension
+    sums, dev = _sums("prior", "decoder"), model_device(vq)  # nats per latent; decoder nats per dimension
     for start in ranks.mine(range(0, n, batch_size)):
         x = to_float(data.images[start : min(start + batch_size, n)].to(dev))
         idx = vq.encode(x)  # (B, h, w)
@@ -165,7 +165,7 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
     c = model.config
     n = len(data) if limit is None else min(limit, len(data))
     usage = CodebookUsage(c.num_embeddings) if model.quantizer is not None else None
-    sums, dev = _sums(ranks, "nats", "utterances"), model_device(model)
+    sums, dev = _sums("nats", "utterances"), model_device(model)
     for i in ranks.mine(range(n)):
         length = len(data.waves[i]) // c.hop * c.hop
         if length == 0:
@@ -201,7 +201,7 @@ def evaluate_audio_prior(prior: WaveNetPrior, data: SpeechCodes, codes_per_secon
     prior's log2 K, and the bit rate it implies for the codes (codes per second * bits per code)."""
     prior.eval()
     n = len(data) if limit is None else min(limit, len(data))
-    sums, dev = _sums(ranks, "nats"), model_device(prior)
+    sums, dev = _sums("nats"), model_device(prior)
     for i in ranks.mine(range(n)):
         q = torch.from_numpy(data.codes[i])[None].to(dev)
         speaker = torch.tensor([int(data.labels[i])], device=dev)

@@ -52,13 +52,12 @@ def resynthesize_file(run_dir: str | Path, wav: str | Path, out: str | Path, *, 
         raise VQVAEError(f"{run_dir} is a WaveNet without codes (audio.use_codes: false): nothing to encode")
     speakers = config.get("speakers", [])
     folder = Path(wav).parent.name  # a corpus file's folder names its speaker
-    ids = None
+    ids, dev = None, model_device(model)
     if model.num_speakers:
-        ids = torch.tensor([speaker_id(speaker, speakers, fallback=folder if folder in speakers else None)],
-                           device=model_device(model))
+        ids = torch.tensor([speaker_id(speaker, speakers, fallback=folder if folder in speakers else None)], device=dev)
     c = model.config
     x = read_utterance(wav, c.sample_rate, c.hop, max_seconds=seconds)  # (T,)
-    codes = model.encode(x[None].to(model_device(model)))
+    codes = model.encode(x[None].to(dev))
     y = model.decode_indices(codes, ids, temperature=temperature, generator=torch.Generator().manual_seed(seed))
     write_wav(path, y[0].cpu(), c.sample_rate)
     return {"seconds": len(x) / c.sample_rate, "codes": codes.shape[1],

@@ -21,10 +21,10 @@ from tqdm import tqdm
 from vqvae import checkpoint
 from vqvae.config import RECIPE_KINDS, RecipeSections, TrainConfig, recipe_with_overrides
 from vqvae.devices import autocast, grad_scaler
+from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
 from vqvae.runs import prepare_out_dir
-from vqvae.distributed import Ranks, join
 
 __all__ = ["Batches", "Run", "lr_at", "resume_recipe", "train_task"]
 

@@ -104,17 +104,20 @@ class ImageTask(Task):
     def step(self, batch: torch.Tensor):
         res = self.net(self._batch(self.ranks.shard(batch)))
         self.window.add_(torch.bincount(res.indices.reshape(-1), minlength=len(self.window)))
+        if self.ranks.main:  # rank 0 logs the usage of its shard
+            self._log_epoch_usage(res.indices)
+        return res.loss, _scalars(**{f: getattr(res, f) for f in self.fields[:-1]})
+
+    def _log_epoch_usage(self, indices: torch.Tensor) -> None:
+        """Code usage over each whole epoch, written to TensorBoard when the next epoch begins."""
         run = self.run
-        if not self.ranks.main:  # rank 0 logs the usage of its shard
-            return res.loss, _scalars(**{f: getattr(res, f) for f in self.fields[:-1]})
-        if run.batches.new_epoch and self.epoch_usage.total:  # usage over the whole epoch that just ended
+        if run.batches.new_epoch and self.epoch_usage.total:
             u = self.epoch_usage.as_dict()
             for name in ("codes_used", "dead_codes", "perplexity"):
                 run.writer.add_scalar(f"train_epoch/{name}", u[name], run.step)
             run.writer.add_histogram("train_epoch/code_frequency", self.epoch_usage.histogram(), run.step)
             self.epoch_usage.reset()
-        self.epoch_usage.update(res.indices)
-        return res.loss, _scalars(**{f: getattr(res, f) for f in self.fields[:-1]})
+        self.epoch_usage.update(indices)
 
     def window_extra(self) -> dict[str, Any]:
         used = int((self.window > 0).sum())
