@@ -47,7 +47,7 @@ def test_folder_grayscale(tmp_path):
     save_png(tmp_path / "x" / "red.png", red)
     ds = load_images(str(tmp_path), channels=1)
     assert ds.images.shape == (1, 1, 4, 4)
-    assert ds.images.unique().tolist() == [76]  # ITU-R 601-2 luma: 299/1000 * 255
+    assert ds.images[:].unique().tolist() == [76]  # ITU-R 601-2 luma: 299/1000 * 255
     gray_png = tmp_path / "y" / "gray.png"
     save_png(gray_png, np.full((4, 4), 200, dtype=np.uint8))
     rgb = load_images(str(tmp_path))
@@ -59,7 +59,7 @@ def test_folder_gif_first_frame(tmp_path):
     frames = [Image.new("L", (4, 4), 10), Image.new("L", (4, 4), 240)]
     frames[0].save(tmp_path / "g" / "anim.gif", save_all=True, append_images=frames[1:])
     ds = load_images(str(tmp_path), channels=1)
-    assert ds.images.unique().tolist() == [10]
+    assert ds.images[:].unique().tolist() == [10]
 
 
 def test_folder_deterministic_split(tmp_path):
@@ -72,7 +72,7 @@ def test_folder_deterministic_split(tmp_path):
     assert len(train) == 23 + 9 and train.labels.tolist() == [0] * 23 + [1] * 9
     assert 9 not in train.images[:23, 0, 0, 0].tolist()
     again = load_images(str(tmp_path), "train", channels=1)
-    assert torch.equal(again.images, train.images)
+    assert torch.equal(again.images[:], train.images[:])
 
 
 def test_folder_train_test_subfolders(tmp_path):
@@ -100,8 +100,9 @@ def test_folder_too_small_for_test_split(tmp_path):
 def test_folder_sizes_differ_without_image_size(tmp_path):
     save_png(tmp_path / "a" / "1.png", np.zeros((3, 3), dtype=np.uint8))
     save_png(tmp_path / "a" / "2.png", np.zeros((4, 5), dtype=np.uint8))
+    images = load_images(str(tmp_path)).images  # read on demand: the second image is refused when it is read
     with pytest.raises(VQVAEError, match=r"differ in size \(a/1\.png is 3x3, a/2\.png is 5x4\).*image size"):
-        load_images(str(tmp_path))
+        images[:]
 
 
 def test_folder_empty(tmp_path):
@@ -122,8 +123,10 @@ def test_folder_unreadable_image(tmp_path, content):
         bad.write_bytes(bad.read_bytes()[:200])
     else:
         bad.write_bytes(content)
+    images = load_images(str(tmp_path)).images  # read on demand: the bad file is refused when it is read
+    assert images[0].shape == (3, 8, 8)
     with pytest.raises(VQVAEError, match=r"cannot read image .*zbad\.png"):
-        load_images(str(tmp_path))
+        images[1]
 
 
 # ---- conversions and grids ----------------------------------------------------------------------------

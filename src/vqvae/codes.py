@@ -8,6 +8,7 @@ loaded from and of every split's data are unchanged; changed weights or data are
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 
 from vqvae.data import ImageDataset, save_image_grid, to_float
-from vqvae.data.audio import SpeechDataset
+from vqvae.data.audio import SpeechDataset, crop_starts
+from vqvae.data.loader import iter_batches, rows
 from vqvae.devices import model_device
 from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
@@ -34,13 +36,17 @@ def _index_dtype(num_embeddings: int) -> type:
 
 
 @torch.no_grad()
-def encode_images(model: VQVAE, data: ImageDataset, batch_size: int = 500, ranks: Ranks = Ranks()) -> np.ndarray:
-    """Code indices of every image of ``data``: (N, h, w) int16 (K <= 32768) or int32. Under torchrun
-    (``ranks``) each process encodes every world-th batch and every process gets the whole result."""
+def encode_images(model: VQVAE, data: ImageDataset, batch_size: int = 500, ranks: Ranks = Ranks(),
+                  num_workers: int = 0) -> np.ndarray:
+    """Code indices of every image of ``data``: (N, h, w) int16 (K <= 32768) or int32, the images read by
+    ``num_workers`` DataLoader workers when more than 0. Under torchrun (``ranks``) each process encodes every
+    world-th batch and every process gets the whole result."""
     model.eval()
     dtype, dev = _index_dtype(model.config.num_embeddings), model_device(model)
-    mine = {i: model.encode(to_float(data.images[i : i + batch_size].to(dev))).cpu().numpy().astype(dtype)
-            for i in ranks.mine(range(0, len(data), batch_size))}
+    starts = ranks.mine(range(0, len(data), batch_size))
+    batches = iter_batches(partial(rows, (data.images,)), starts, batch_size, len(data), num_workers)
+    mine = {i: model.encode(to_float(images.to(dev))).cpu().numpy().astype(dtype)
+            for i, (images,) in zip(starts, batches)}
     out = _in_order(ranks, mine)
     h = model.config.latent_size
     return np.concatenate(out) if out else np.zeros((0, h, h), dtype)
@@ -67,10 +73,10 @@ def encode_speech(model: AudioVQVAE, data: SpeechDataset, ranks: Ranks = Ranks()
 
 
 def _encode_split(model: VQVAE | AudioVQVAE, data: ImageDataset | SpeechDataset, split: str,
-                  ranks: Ranks) -> dict[str, np.ndarray]:
+                  ranks: Ranks, num_workers: int) -> dict[str, np.ndarray]:
     """``{split}_indices`` and ``{split}_labels`` (and for speech ``{split}_lengths``) of one split."""
     if isinstance(model, VQVAE):
-        return {f"{split}_indices": encode_images(model, data, ranks=ranks),
+        return {f"{split}_indices": encode_images(model, data, ranks=ranks, num_workers=num_workers),
                 f"{split}_labels": data.labels.numpy().astype(np.int64)}
     flat, lengths = encode_speech(model, data, ranks)
     return {f"{split}_indices": flat, f"{split}_lengths": lengths,
@@ -78,13 +84,15 @@ def _encode_split(model: VQVAE | AudioVQVAE, data: ImageDataset | SpeechDataset,
 
 
 def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[str, Any],
-                 splits: tuple[str, ...] = ("train", "test"), ranks: Ranks = Ranks()) -> dict[str, np.ndarray]:
+                 splits: tuple[str, ...] = ("train", "test"), ranks: Ranks = Ranks(), num_workers: int = 0
+                 ) -> dict[str, np.ndarray]:
     """The codes and labels of ``splits`` of the data the run in ``run_dir`` was trained on (``config``: its
     config.json), under ``model`` (loaded from there), encoded once and cached in ``run_dir/prior_codes.cache.npz``.
     Arrays ``{split}_indices``, ``{split}_labels``; for speech the sequences are concatenated and
     ``{split}_lengths`` splits them (see :func:`speech_codes`). A cache that is unreadable or keyed by other
     weights or data is rebuilt; in a read-only directory it is kept in memory only. Under torchrun every process
-    calls this together: they encode a share each, and rank 0 writes the cache."""
+    calls this together: they encode a share each, and rank 0 writes the cache. Images are read by ``num_workers``
+    DataLoader workers when more than 0."""
     if model.weights_sha256 is None:
         raise VQVAEError("cached_codes needs a model loaded with from_pretrained (its weights' fingerprint)")
     datasets = {s: run_split(model, config, None, s) for s in splits}
@@ -101,7 +109,7 @@ def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[st
             arrays = None
     if all(ranks.gather(arrays is not None)):  # every rank read the same valid cache
         return arrays
-    arrays = {k: v for s, ds in datasets.items() for k, v in _encode_split(model, ds, s, ranks).items()}
+    arrays = {k: v for s, ds in datasets.items() for k, v in _encode_split(model, ds, s, ranks, num_workers).items()}
     arrays.update({k: np.asarray(v) for k, v in meta.items()})
     if ranks.main:
         try:
@@ -137,15 +145,17 @@ def speech_codes(arrays: dict[str, np.ndarray], split: str, data: str = "the cor
     return out
 
 
-def code_crops(data: SpeechCodes, length: int, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A random crop of at most ``length`` codes of each utterance ``indices[i]`` (torch's global generator
-    picks the start): (codes (B, length) int64, zero-padded; valid lengths (B,); speaker labels (B,))."""
+def code_crops(data: SpeechCodes, length: int, indices: list[int], starts: list[int] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A crop of at most ``length`` codes of each utterance ``indices[i]``, starting at ``starts[i]`` (default:
+    drawn by :func:`vqvae.data.audio.crop_starts` from torch's global generator): (codes (B, length) int64,
+    zero-padded; valid lengths (B,); speaker labels (B,))."""
+    if starts is None:
+        starts = crop_starts([len(data.codes[i]) for i in indices], length)
     x = torch.zeros(len(indices), length, dtype=torch.long)
     lengths = torch.zeros(len(indices), dtype=torch.long)
-    for row, i in enumerate(indices):
-        q = data.codes[i]
-        start = int(torch.randint(max(1, len(q) - length + 1), (1,)))
-        piece = torch.from_numpy(q[start : start + length])
+    for row, (i, start) in enumerate(zip(indices, starts)):
+        piece = torch.from_numpy(data.codes[i][start : start + length].astype(np.int64))
         x[row, : len(piece)] = piece
         lengths[row] = len(piece)
     return x, lengths, torch.from_numpy(data.labels[indices]).long()

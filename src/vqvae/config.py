@@ -193,6 +193,7 @@ class TrainConfig:
     bf16: bool = False  # the former switch: true means precision "bf16"
     seed: int = 0
     threads: int = 0  # torch intra-op threads (0: leave PyTorch's default)
+    num_workers: int = 0  # DataLoader processes reading and decoding image folders / speech files (0: in-process)
     log_every: int = 50  # steps between CSV/TensorBoard rows
     checkpoint_every: float = 60.0  # seconds between checkpoints (one is always written at the end)
     eval_batches: int = 0  # test-split batches evaluated at the end of training (0: the whole split)
@@ -214,6 +215,7 @@ class TrainConfig:
         _check(not self.bf16 or self.precision in ("fp32", "bf16"), "train.bf16", self.bf16,
                f"false with train.precision {self.precision!r} (bf16: true means precision bf16)")
         _check(self.threads >= 0, "train.threads", self.threads, ">= 0")
+        _check(self.num_workers >= 0, "train.num_workers", self.num_workers, ">= 0")
         _check(self.log_every >= 1, "train.log_every", self.log_every, ">= 1")
         _check(self.checkpoint_every > 0, "train.checkpoint_every", self.checkpoint_every, "> 0")
         _check(self.eval_batches >= 0, "train.eval_batches", self.eval_batches, ">= 0")
@@ -291,9 +293,9 @@ def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
     key = f"{cls_name}.{f.name}"
     if isinstance(hint, types.UnionType):
         hint = next(t for t in typing.get_args(hint) if t is not type(None))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise VQVAEError(f"{key} must be true or false, got {value!r}")
+    if hint is bool or hint is str:
+        if not isinstance(value, hint):
+            raise VQVAEError(f"{key} must be {'true or false' if hint is bool else 'a string'}, got {value!r}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -308,10 +310,6 @@ def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise VQVAEError(f"{key} must be a number, got {value!r}")
         return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise VQVAEError(f"{key} must be a string, got {value!r}")
-        return value
     raise TypeError(f"unsupported config type {hint} for {key}")
 
 

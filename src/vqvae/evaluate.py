@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from vqvae.codes import SpeechCodes
 from vqvae.data import ImageDataset, to_float
 from vqvae.data.audio import SpeechDataset, write_wav
+from vqvae.data.loader import iter_batches, rows
 from vqvae.devices import model_device
 from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
@@ -60,6 +62,13 @@ def _reduce(ranks: Ranks, sums: MeanAccumulator, usage: CodebookUsage | None = N
             usage.merge(ranks.sum)
 
 
+def _image_batches(data: ImageDataset, ranks: Ranks, n: int, batch_size: int, num_workers: int,
+                   with_labels: bool = False):
+    """(images,) or (images, labels) of this rank's batches of the first ``n`` examples of ``data``."""
+    arrays = (data.images, data.labels) if with_labels else (data.images,)
+    return iter_batches(partial(rows, arrays), ranks.mine(range(0, n, batch_size)), batch_size, n, num_workers)
+
+
 def _usage_metrics(usage: CodebookUsage) -> dict[str, Any]:
     u = usage.as_dict()
     return {k: u[k] for k in ("perplexity", "codes_used", "num_embeddings", "dead_codes", "usage_fraction")}
@@ -67,16 +76,17 @@ def _usage_metrics(usage: CodebookUsage) -> dict[str, Any]:
 
 @torch.no_grad()
 def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None, batch_size: int = 500,
-                   ranks: Ranks = Ranks()) -> dict[str, Any]:
-    """Reconstruction quality and codebook usage of ``model`` on ``data`` (the first ``limit`` images); under
-    torchrun (``ranks``) each process takes every world-th batch and the sums are added up."""
+                   ranks: Ranks = Ranks(), num_workers: int = 0) -> dict[str, Any]:
+    """Reconstruction quality and codebook usage of ``model`` on ``data`` (the first ``limit`` images, read by
+    ``num_workers`` DataLoader workers when more than 0); under torchrun (``ranks``) each process takes every
+    world-th batch and the sums are added up."""
     model.eval()
     n, dev = _count(len(data), limit, data.name, "images"), model_device(model)
     usage = CodebookUsage(model.config.num_embeddings)
     sums = _sums("nll_nats", "mse", "psnr_per_image", "ssim")
     logistic = model.config.recon_loss == "logistic"
-    for start in ranks.mine(range(0, n, batch_size)):
-        x = to_float(data.images[start : min(start + batch_size, n)].to(dev))
+    for (images,) in _image_batches(data, ranks, n, batch_size, num_workers):
+        x = to_float(images.to(dev))
         idx = model.encode(x)  # (B, h, w)
         z_q = model.quantizer.lookup(idx).permute(0, 3, 1, 2)  # (B, D, h, w)
         recon = model.decode(z_q).clamp(0, 1).float()
@@ -103,7 +113,7 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
 
 @torch.no_grad()
 def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit: int | None = None,
-                   batch_size: int = 500, ranks: Ranks = Ranks()) -> dict[str, Any]:
+                   batch_size: int = 500, ranks: Ranks = Ranks(), num_workers: int = 0) -> dict[str, Any]:
     """Likelihoods of a prior and its VQ-VAE over ``data`` (the first ``limit`` images), summed over the whole
     split before dividing:
 
@@ -125,10 +135,10 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
     logistic = vq.config.recon_loss == "logistic"
     h, k = vq.config.latent_size, vq.config.num_embeddings
     sums, dev = _sums("prior", "decoder"), model_device(vq)  # nats per latent; decoder nats per dimension
-    for start in ranks.mine(range(0, n, batch_size)):
-        x = to_float(data.images[start : min(start + batch_size, n)].to(dev))
+    for images, labels in _image_batches(data, ranks, n, batch_size, num_workers, with_labels=True):
+        x = to_float(images.to(dev))
         idx = vq.encode(x)  # (B, h, w)
-        labels = data.labels[start : start + len(x)].to(dev) if conditional else None
+        labels = labels.to(dev) if conditional else None
         sums.add("prior", prior.nll(idx, labels).double().sum(), idx.numel())
         z_q = vq.quantizer.lookup(idx).permute(0, 3, 1, 2)
         sums.add("decoder", -vq.pixel_log_prob(x, z_q).double().sum() if logistic else 0.0, x.numel())

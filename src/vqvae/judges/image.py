@@ -122,7 +122,7 @@ def accuracy(model: Classifier, data: ImageDataset) -> float:
     """Fraction of ``data`` classified correctly."""
     if len(data) == 0:
         raise VQVAEError(f"{data.name} has no images to measure accuracy on")
-    preds, _ = predict(model, to_float(data.images))
+    preds, _ = predict(model, to_float(data.images[:]))
     return float((preds == data.labels).double().mean())
 
 

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from vqvae import checkpoint
+from vqvae.data.loader import Batches, Feed
 from vqvae.config import RECIPE_KINDS, RecipeSections, TrainConfig, recipe_with_overrides
 from vqvae.devices import autocast, grad_scaler
 from vqvae.distributed import Ranks, join
@@ -41,34 +42,6 @@ def lr_at(t: TrainConfig, step: int, elapsed: float) -> float:
         return t.lr
     progress = budget_used(t, step, elapsed)
     return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-class Batches:
-    """Epochs of random permutations from a seeded generator; its state is saved for exact resume."""
-
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size = n, batch_size
-        self.gen = torch.Generator().manual_seed(seed)
-        self.perm = torch.randperm(n, generator=self.gen)
-        self.pos = 0
-        self.new_epoch = False  # True right after next() began a new permutation
-
-    def next(self) -> torch.Tensor:
-        self.new_epoch = self.pos + self.batch_size > self.n
-        if self.new_epoch:
-            self.perm = torch.randperm(self.n, generator=self.gen)
-            self.pos = 0
-        idx = self.perm[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        return idx
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {"data_gen": self.gen.get_state(), "data_perm": self.perm, "data_pos": torch.tensor(self.pos)}
-
-    def restore(self, s: dict[str, torch.Tensor]) -> None:
-        self.gen.set_state(s["data_gen"])
-        self.perm = s["data_perm"]
-        self.pos = int(s["data_pos"])
 
 
 def resume_recipe(out_dir: str | Path, overrides: list[str] = (), kind: str = "vqvae") -> RecipeSections:
@@ -94,12 +67,15 @@ class Run:
     the data order, a budget, logs (CSV, TensorBoard, progress bar), checkpoints and resume."""
 
     def __init__(self, out: Path, kind: str, model: torch.nn.Module, train: TrainConfig, n: int,
-                 extra: dict[str, Any], fields: list[str], resume: bool, progress: bool, ranks: Ranks = Ranks()):
+                 extra: dict[str, Any], fields: list[str], resume: bool, progress: bool, ranks: Ranks = Ranks(),
+                 feed: tuple[Any, Any] = (lambda idx, number: idx, lambda idx: idx)):
         self.out, self.kind, self.model, self.t, self.extra = out, kind, model, train, extra
         self.ranks, self.device = ranks, ranks.device
         self.scaler = grad_scaler(self.device, train.amp)
         self.opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.batches = Batches(n, min(train.batch_size, n), train.seed)  # the global batch, the same on every rank
+        # feed = (plan, fetch) of the task (see vqvae.data.loader): what this rank's step gets of each global batch
+        self.feed = Feed(self.batches, *feed, num_workers=train.num_workers, pin_memory=self.device.type == "cuda")
         self.step, self.elapsed = 0, 0.0
         if resume:
             self._restore()
@@ -156,7 +132,7 @@ class Run:
         return bool((t.steps and self.step >= t.steps) or (t.max_seconds and self.elapsed >= t.max_seconds))
 
     def fit(self, step_fn, window_extra=lambda: {}) -> None:
-        """Optimise until the budget ends. ``step_fn(batch_indices)`` returns (loss, {field: scalar tensor or
+        """Optimise until the budget ends. ``step_fn(batch)`` (this rank's part of a global batch) returns (loss, {field: scalar tensor or
         float}); the CSV gets the means of those fields over each log window plus ``window_extra()`` (called once a
         row). The sums stay on the device until a row is written."""
         t, model, opt = self.t, self.model, self.opt
@@ -172,7 +148,7 @@ class Run:
                 for g in opt.param_groups:
                     g["lr"] = lr
                 with autocast(self.device, t.amp):
-                    loss, metrics = step_fn(self.batches.next())
+                    loss, metrics = step_fn(self.feed.next())
                 opt.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 self.scaler.step(opt)
@@ -201,6 +177,7 @@ class Run:
             self.save()  # Ctrl-C keeps the work done so far; `--resume` continues from here
             raise
         finally:
+            self.feed.close()
             bar.close()
             if self.csv_file is not None:
                 self.csv_file.close()
@@ -239,11 +216,12 @@ def train_task(task: Any, out_dir: str | Path, *, resume: bool = False, overwrit
     ranks.barrier()
     model = task.build().to(task.device)
     task.net = ranks.wrap(model)  # what a training step calls: DDP over the model under torchrun
-    run = Run(out, task.kind, model, t, task.num_examples, task.extra(), task.fields, resume, progress, ranks)
+    run = Run(out, task.kind, model, t, task.num_examples, task.extra(), task.fields, resume, progress, ranks,
+              feed=(task.plan, task.fetch))
     task.run = run
     if getattr(task.recipe.architecture, "kmeans_init", False) and run.step == 0:
         with torch.no_grad():  # each rank's shard; the layer broadcasts rank 0's centroids
-            vectors = [task.encoder_outputs(ranks.shard(run.batches.next())) for _ in range(t.kmeans_batches)]
+            vectors = [task.encoder_outputs(run.feed.next()) for _ in range(t.kmeans_batches)]
             model.quantizer.initialize_from(torch.cat(vectors))
     run.fit(task.step, task.window_extra)
     model.eval()

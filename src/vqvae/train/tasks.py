@@ -6,6 +6,7 @@ batch, and evaluates the trained model on the test split."""
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from vqvae import checkpoint
 from vqvae.codes import cached_codes, code_crops, speech_codes
 from vqvae.config import AudioPriorRecipe, AudioRecipe, PriorRecipe, Recipe
 from vqvae.data import load_images_for, save_image_grid, to_float
-from vqvae.data.audio import load_speech, random_crops
+from vqvae.data.audio import crop_starts, crops, load_speech
+from vqvae.data.loader import batch_generator, rows
 from vqvae.errors import VQVAEError
 from vqvae.evaluate import evaluate_audio, evaluate_audio_prior, evaluate_model, evaluate_prior
 from vqvae.metrics import CodebookUsage
@@ -44,10 +46,21 @@ def _bits(nats: torch.Tensor) -> torch.Tensor:
     return nats.detach().double() / math.log(2)
 
 
+# What a data worker runs (module-level functions over the data, so that they pickle where workers are spawned).
+def _speech_crops(data, length: int, plan: tuple[list[int], list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return crops(data, length, *plan)
+
+
+def _code_crops(codes, length: int, plan: tuple[list[int], list[int]]) -> tuple[torch.Tensor, ...]:
+    return code_crops(codes, length, *plan)
+
+
 class Task:
-    """What one kind of run adds to the loop. ``load`` reads the data (and fills ``recipe``, ``num_examples``);
-    ``build`` makes the model; ``step(batch_indices)`` returns (loss, {csv field: float}); ``evaluate`` scores
-    the trained model on the test split. ``run`` is the :class:`~vqvae.train.loop.Run` once training starts."""
+    """What one kind of run adds to the loop. ``load`` reads the data (and fills ``recipe``, ``num_examples``,
+    ``fetch``); ``build`` makes the model; ``plan(indices, number)`` and ``fetch(plan)`` make this rank's part of a
+    global batch (:mod:`vqvae.data.loader`); ``step(batch)`` returns (loss, {csv field: float}); ``evaluate``
+    scores the trained model on the test split. ``run`` is the :class:`~vqvae.train.loop.Run` once training
+    starts."""
 
     kind: str
     fields: list[str]
@@ -56,6 +69,18 @@ class Task:
         self.recipe, self.model, self.run, self.num_examples = recipe, None, None, 0
         self.device, self.ranks = torch.device("cpu"), Ranks()  # set by train_task before load()
         self.net = None  # what a step calls: the model, or DDP over it under torchrun (set by train_task)
+        self.fetch = None  # plan -> batch, run in the training process or in a data worker (set by load)
+
+    def plan(self, indices: torch.Tensor, number: int):
+        """What this rank fetches of global batch ``number`` (example ``indices``): its shard."""
+        return self.ranks.shard(indices)
+
+    def crop_plan(self, lengths, indices: torch.Tensor, number: int) -> tuple[list[int], list[int]]:
+        """This rank's shard of a global batch of crops: (indices, starts), the starts drawn for the whole global
+        batch from the batch's own generator (the same on every rank, resumable, whoever draws them)."""
+        starts = crop_starts([lengths[i] for i in indices.tolist()], self.recipe.train.crop_length,
+                             batch_generator(self.recipe.train.seed, number))
+        return self.ranks.shard(indices).tolist(), self.ranks.shard(torch.tensor(starts)).tolist()
 
     def extra(self) -> dict[str, Any]:
         """What config.json records beside the architecture."""
@@ -82,27 +107,28 @@ class ImageTask(Task):
         if len(self.train_set) == 0:
             raise VQVAEError(f"{self.train_set.name} has no images to train on")
         self.num_examples = len(self.train_set)
+        self.fetch = partial(rows, (self.train_set.images,))
 
     def extra(self) -> dict[str, Any]:
         return {**super().extra(), "classes": self.train_set.classes, "data_name": self.train_set.name}
 
     def build(self) -> VQVAE:
         self.model = VQVAE(self.recipe.model).to(memory_format=torch.channels_last)
-        self.images = self.train_set.images.contiguous(memory_format=torch.channels_last)
         k = self.recipe.model.num_embeddings
         self.window = torch.zeros(k, dtype=torch.long, device=self.device)  # codes used in the current log window
         self.epoch_usage = CodebookUsage(k)
         return self.model
 
-    def encoder_outputs(self, batch: torch.Tensor) -> torch.Tensor:
-        z = self.model.encode_continuous(self._batch(batch))  # (B, D, h, w)
+    def encoder_outputs(self, batch: tuple[torch.Tensor]) -> torch.Tensor:
+        z = self.model.encode_continuous(self._images(batch))  # (B, D, h, w)
         return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
 
-    def _batch(self, batch: torch.Tensor) -> torch.Tensor:
-        return to_float(self.images[batch].to(self.device, non_blocking=True))
+    def _images(self, batch: tuple[torch.Tensor]) -> torch.Tensor:
+        x = to_float(batch[0].to(self.device, non_blocking=True))
+        return x.contiguous(memory_format=torch.channels_last)
 
-    def step(self, batch: torch.Tensor):
-        res = self.net(self._batch(self.ranks.shard(batch)))
+    def step(self, batch: tuple[torch.Tensor]):
+        res = self.net(self._images(batch))
         self.window.add_(torch.bincount(res.indices.reshape(-1), minlength=len(self.window)))
         if self.ranks.main:  # rank 0 logs the usage of its shard
             self._log_epoch_usage(res.indices)
@@ -125,7 +151,8 @@ class ImageTask(Task):
         return {"codes_used": used}
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
-        metrics = evaluate_model(self.model, self.test_set, limit=limit, ranks=self.ranks)
+        metrics = evaluate_model(self.model, self.test_set, limit=limit, ranks=self.ranks,
+                                 num_workers=self.recipe.train.num_workers)
         if self.ranks.main:
             reconstruction_grid(self.model, self.test_set, out / "reconstructions.png")
         return metrics
@@ -161,7 +188,8 @@ class _PriorTask(Task):
 
     def cached_codes(self) -> dict[str, np.ndarray]:
         """The VQ-VAE's codes (:func:`vqvae.codes.cached_codes`), encoded by all ranks together."""
-        return cached_codes(self.vqvae_dir, self.vq, self.vq_config, ranks=self.ranks)
+        return cached_codes(self.vqvae_dir, self.vq, self.vq_config, ranks=self.ranks,
+                            num_workers=self.recipe.train.num_workers)
 
     def extra(self) -> dict[str, Any]:
         return {**super().extra(), "vqvae_dir": str(Path(self.vqvae_dir).resolve()),
@@ -188,6 +216,7 @@ class ImagePriorTask(_PriorTask):
         self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_embeddings,
                                                     num_classes=len(self.classes))
         self.num_examples = len(self.codes)
+        self.fetch = partial(rows, (self.codes, self.labels))
 
     def extra(self) -> dict[str, Any]:
         return {**super().extra(), "classes": self.classes, "latent_size": self.vq.config.latent_size}
@@ -196,16 +225,16 @@ class ImagePriorTask(_PriorTask):
         self.model = GatedPixelCNN(self.recipe.prior)
         return self.model
 
-    def step(self, batch: torch.Tensor):
-        batch = self.ranks.shard(batch)
-        idx = self.codes[batch].to(self.device, non_blocking=True)
-        labels = self.labels[batch].to(self.device, non_blocking=True) if self.recipe.prior.conditional else None
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]):
+        idx, labels = (t.to(self.device, non_blocking=True) for t in batch)
+        labels = labels if self.recipe.prior.conditional else None
         loss = F.cross_entropy(self.net(idx, labels), idx)  # nats per latent
         return loss, _scalars(loss=loss, bits_per_latent=_bits(loss))
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         test_set = run_split(self.vq, self.vq_config, None, "test")
-        metrics = evaluate_prior(self.model, self.vq, test_set, limit=limit, ranks=self.ranks)
+        metrics = evaluate_prior(self.model, self.vq, test_set, limit=limit, ranks=self.ranks,
+                                 num_workers=self.recipe.train.num_workers)
         if not self.ranks.main:
             return metrics
         per_class = 10
@@ -235,6 +264,10 @@ class AudioTask(Task):
                 raise VQVAEError(f"cannot resume {out}: its speakers {saved} are not the corpus's {self.train_set.speakers}")
         self.recipe = self.recipe.with_architecture(num_speakers=len(self.train_set.speakers))
         self.num_examples = len(self.train_set)
+        self.fetch = partial(_speech_crops, self.train_set, t.crop_length)
+
+    def plan(self, indices: torch.Tensor, number: int) -> tuple[list[int], list[int]]:
+        return self.crop_plan(self.train_set.lengths, indices, number)
 
     def extra(self) -> dict[str, Any]:
         return {**super().extra(), "speakers": self.train_set.speakers, "data_name": self.train_set.name}
@@ -243,17 +276,14 @@ class AudioTask(Task):
         self.model = AudioVQVAE(self.recipe.audio)
         return self.model
 
-    def encoder_outputs(self, batch: torch.Tensor) -> torch.Tensor:
+    def encoder_outputs(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         if self.model.quantizer is None:
             raise VQVAEError("audio.kmeans_init needs codes (audio.use_codes: true)")
-        x, _ = random_crops(self.train_set, self.recipe.train.crop_length, batch.tolist())
-        z = self.model.encode_continuous(x.to(self.device))  # (B, D, L)
+        z = self.model.encode_continuous(batch[0].to(self.device))  # (B, D, L)
         return z.transpose(1, 2).reshape(-1, z.shape[1])
 
-    def step(self, batch: torch.Tensor):
-        # the crops of the whole global batch (the same random draws on every rank), then this rank's shard
-        x, speakers = random_crops(self.train_set, self.recipe.train.crop_length, batch.tolist())
-        x, speakers = (self.ranks.shard(t).to(self.device, non_blocking=True) for t in (x, speakers))
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]):
+        x, speakers = (t.to(self.device, non_blocking=True) for t in batch)
         res = self.net(x, speakers)
         return res.loss, _scalars(loss=res.loss, bits_per_sample=_bits(res.recon_loss), vq_loss=res.vq_loss,
                                   perplexity=res.perplexity)
@@ -281,6 +311,11 @@ class AudioPriorTask(_PriorTask):
         self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_embeddings,
                                                     num_speakers=len(self.speakers))
         self.num_examples = len(self.codes["train"])
+        self.fetch = partial(_code_crops, self.codes["train"], self.recipe.train.crop_length)
+        self.code_lengths = [len(q) for q in self.codes["train"].codes]
+
+    def plan(self, indices: torch.Tensor, number: int) -> tuple[list[int], list[int]]:
+        return self.crop_plan(self.code_lengths, indices, number)
 
     def extra(self) -> dict[str, Any]:
         c = self.vq.config
@@ -290,9 +325,8 @@ class AudioPriorTask(_PriorTask):
         self.model = WaveNetPrior(self.recipe.wavenet_prior)
         return self.model
 
-    def step(self, batch: torch.Tensor):
-        x, lengths, labels = (self.ranks.shard(t).to(self.device, non_blocking=True) for t in
-                              code_crops(self.codes["train"], self.recipe.train.crop_length, batch.tolist()))
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]):
+        x, lengths, labels = (t.to(self.device, non_blocking=True) for t in batch)
         nll = F.cross_entropy(self.net(x, labels), x, reduction="none")  # (B, L), through DDP's forward
         nll = nll * (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])  # padding counts 0
         loss = nll.sum() / lengths.sum()  # nats per code

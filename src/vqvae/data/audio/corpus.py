@@ -10,6 +10,7 @@ Waveforms are float32 in [-1, 1]; the models see them as 256 mu-law classes
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,18 +18,53 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vqvae.data.audio.wav import read_wav, resample
+from vqvae.data.audio.wav import read_wav, resample, resampled_length, wav_frames
 from vqvae.errors import VQVAEError
 
-__all__ = ["SpeechDataset", "corpus_speakers", "load_speech", "random_crops", "split_files"]
+__all__ = ["SpeechDataset", "WaveFiles", "corpus_speakers", "crop_starts", "crops", "load_speech", "random_crops",
+           "split_files"]
 
 # -- corpora --------------------------------------------------------------------------------------
+class WaveFiles(Sequence):
+    """The utterances of a split, read from their files (and resampled) when indexed, never all at once:
+    ``files[i]`` is float32 ``(T_i,)`` at ``sample_rate``. ``lengths`` (samples at ``sample_rate``) come from the
+    WAV headers, so crops can be planned without reading a file. Paths are one numpy byte array, which worker
+    processes forked from this one share instead of copying."""
+
+    def __init__(self, paths: list[str], sample_rate: int):
+        self.paths = np.array([str(p).encode() for p in paths], dtype=np.bytes_)
+        self.sample_rate = sample_rate
+        lengths = []
+        for path in paths:
+            frames, rate = wav_frames(path)
+            if frames == 0:
+                raise VQVAEError(f"{path} holds no audio samples")
+            lengths.append(resampled_length(frames, rate, sample_rate))
+        self.lengths = np.array(lengths, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return [self[i] for i in range(len(self))[key]]
+        x, rate = read_wav(self.paths[key].decode())
+        return resample(x, rate, self.sample_rate)
+
+    def digest(self, h) -> None:
+        """Feed what identifies these utterances (paths, sizes, modification times) to hash ``h``."""
+        for p in self.paths:
+            stat = Path(p.decode()).stat()
+            h.update(p + f"|{stat.st_size}|{stat.st_mtime_ns}".encode())
+
+
 @dataclass
 class SpeechDataset:
-    """One split of a corpus in memory: ``waves[i]`` float32 (T_i,) at ``sample_rate``, spoken by
-    ``speakers[labels[i]]``; ``paths[i]`` is its file."""
+    """One split of a corpus: ``waves[i]`` float32 (T_i,) at ``sample_rate``, spoken by ``speakers[labels[i]]``;
+    ``paths[i]`` is its file. ``waves`` is a list in memory or a :class:`WaveFiles` that reads each utterance when
+    it is indexed (what :func:`load_speech` gives)."""
 
-    waves: list[np.ndarray]
+    waves: Sequence[np.ndarray]
     labels: list[int]
     speakers: list[str]
     paths: list[str]
@@ -39,15 +75,26 @@ class SpeechDataset:
         return len(self.waves)
 
     @property
+    def lengths(self) -> np.ndarray:
+        """Samples of each utterance, (N,) int64 (without reading a file)."""
+        if isinstance(self.waves, WaveFiles):
+            return self.waves.lengths
+        return np.array([len(w) for w in self.waves], dtype=np.int64)
+
+    @property
     def seconds(self) -> float:
-        return sum(len(w) for w in self.waves) / self.sample_rate
+        return float(self.lengths.sum()) / self.sample_rate
 
     def fingerprint(self) -> str:
-        """SHA-256 of the rate, the samples and the speaker labels: what cached codes are keyed by."""
+        """SHA-256 of the rate, the samples (for files: their paths, sizes and times) and the speaker labels: what
+        cached codes are keyed by."""
         h = hashlib.sha256(f"{self.sample_rate}:{len(self)}".encode())
-        for w, label in zip(self.waves, self.labels):
-            h.update(np.int64(label).tobytes())
-            h.update(np.ascontiguousarray(w).tobytes())
+        h.update(np.asarray(self.labels, dtype=np.int64).tobytes())
+        if isinstance(self.waves, WaveFiles):
+            self.waves.digest(h)
+        else:
+            for w in self.waves:
+                h.update(np.ascontiguousarray(w).tobytes())
         return h.hexdigest()
 
 
@@ -78,31 +125,40 @@ def split_files(root: str | Path, split: str, test_fraction: float = 0.1, seed: 
 
 
 def load_speech(root: str | Path, split: str, sample_rate: int = 16000, *, test_fraction: float = 0.1,
-                seed: int = 0) -> SpeechDataset:
-    """Read one split of a speaker-folder corpus, resampled to ``sample_rate`` (mono)."""
+                seed: int = 0, in_memory: bool = False) -> SpeechDataset:
+    """One split of a speaker-folder corpus, resampled to ``sample_rate`` (mono): its utterances are read from disk
+    when used (:class:`WaveFiles`), or all at once with ``in_memory``."""
     if sample_rate < 1:
         raise VQVAEError(f"sample rate must be positive, got {sample_rate}")
     speakers = corpus_speakers(root)
-    waves, labels, paths = [], [], []
-    for path, label in split_files(root, split, test_fraction, seed):
-        x, rate = read_wav(path)
-        waves.append(resample(x, rate, sample_rate))
-        labels.append(label)
-        paths.append(str(path))
-    return SpeechDataset(waves, labels, speakers, paths, sample_rate, f"{Path(root).expanduser().resolve().name}/{split}")
+    files = split_files(root, split, test_fraction, seed)
+    paths, labels = [str(path) for path, _ in files], [label for _, label in files]
+    waves = WaveFiles(paths, sample_rate)
+    return SpeechDataset(list(waves) if in_memory else waves, labels, speakers, paths, sample_rate,
+                         f"{Path(root).expanduser().resolve().name}/{split}")
+
+
+def crop_starts(lengths: Sequence[int], length: int, generator: torch.Generator | None = None) -> list[int]:
+    """Where a random crop of ``length`` items starts in each sequence of ``lengths`` items (0 when it is
+    shorter), drawn from ``generator`` (default: torch's global generator)."""
+    return [int(torch.randint(max(1, int(n) - length + 1), (1,), generator=generator)) for n in lengths]
+
+
+def crops(data: SpeechDataset, length: int, indices: list[int], starts: list[int]) -> tuple[Tensor, Tensor]:
+    """The crops of ``length`` samples of utterances ``indices`` starting at ``starts`` (zero-padded at the end
+    when the utterance is shorter): (waveforms (len(indices), length) float32, speaker labels (len(indices),))."""
+    out = torch.zeros(len(indices), length)
+    for row, (i, start) in enumerate(zip(indices, starts)):
+        piece = torch.from_numpy(np.ascontiguousarray(data.waves[i][start : start + length]))
+        out[row, : len(piece)] = piece
+    return out, torch.tensor([data.labels[i] for i in indices], dtype=torch.long)
 
 
 def random_crops(data: SpeechDataset, length: int, indices: list[int],
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """A random crop of ``length`` samples from each utterance ``indices[i]`` (zero-padded at the end when the
-    utterance is shorter): (waveforms (len(indices), length) float32, speaker labels (len(indices),)). Offsets
-    come from ``generator`` (default: torch's global generator, which a resumed run restores)."""
+    """A random crop of ``length`` samples from each utterance ``indices[i]`` (:func:`crop_starts` with
+    ``generator``, then :func:`crops`)."""
     if len(data) == 0:
         raise VQVAEError(f"{data.name} has no utterances")
-    out = torch.zeros(len(indices), length)
-    for row, i in enumerate(indices):
-        w = data.waves[i]
-        start = int(torch.randint(max(1, len(w) - length + 1), (1,), generator=generator))
-        piece = torch.from_numpy(w[start : start + length])
-        out[row, : len(piece)] = piece
-    return out, torch.tensor([data.labels[i] for i in indices], dtype=torch.long)
+    lengths = data.lengths
+    return crops(data, length, indices, crop_starts([lengths[i] for i in indices], length, generator))

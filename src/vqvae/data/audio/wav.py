@@ -14,7 +14,7 @@ from torch import Tensor
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
 
-__all__ = ["read_utterance", "read_wav", "resample", "write_wav"]
+__all__ = ["read_utterance", "read_wav", "resample", "resampled_length", "wav_frames", "write_wav"]
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
@@ -58,11 +58,25 @@ def write_wav(path: str | Path, waveform: np.ndarray | Tensor, rate: int) -> Non
     atomic_write_bytes(path, buf.getvalue())
 
 
+def wav_frames(path: str | Path) -> tuple[int, int]:
+    """(frames, sample rate) of a WAV file, from its header alone."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            return w.getnframes(), w.getframerate()
+    except (wave.Error, EOFError, OSError) as exc:
+        raise VQVAEError(f"cannot read WAV file {path}: {exc}") from None
+
+
+def resampled_length(n: int, rate_in: int, rate_out: int) -> int:
+    """Samples that :func:`resample` makes of ``n`` samples."""
+    return n if rate_in == rate_out or n == 0 else max(1, int(round(n * rate_out / rate_in)))
+
+
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """Band-limited resampling by the FFT (the spectrum is cut or zero-padded at the new Nyquist frequency)."""
     if rate_in == rate_out or len(x) == 0:
         return x.astype(np.float32)
-    n_out = max(1, int(round(len(x) * rate_out / rate_in)))
+    n_out = resampled_length(len(x), rate_in, rate_out)
     spec = np.fft.rfft(x.astype(np.float64))
     keep = n_out // 2 + 1
     out_spec = np.zeros(keep, dtype=np.complex128)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from vqvae.data.images.idx import IDX_DATASETS, is_idx_dir, load_idx_dir, load_idx_named, short_path
 from vqvae.data.images.cifar import cifar_search_dirs, is_cifar_dir, load_cifar_dir
-from vqvae.data.images.folder import load_image_folder
+from vqvae.data.images.folder import ImageFiles, image_folder_files
 from vqvae.config import ModelConfig
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
@@ -34,13 +34,15 @@ SPLITS = ("train", "test")
 
 @dataclass
 class ImageDataset:
-    """A whole split in memory.
+    """One split of a dataset.
 
-    ``images`` is uint8 ``(N, C, H, W)`` with C in {1, 3}; ``labels`` int64 ``(N,)`` indexes ``classes``;
-    ``name`` says where it came from, e.g. ``"fashion-mnist/train"``.
+    ``images`` is uint8 ``(N, C, H, W)`` with C in {1, 3}: a tensor in memory (IDX, CIFAR-10), or for an image
+    folder an :class:`~vqvae.data.images.folder.ImageFiles` that reads the images it is indexed with from disk
+    (``images[i]``, ``images[a:b]``, ``images[indices]``, ``images.shape`` work on both). ``labels`` int64
+    ``(N,)`` indexes ``classes``; ``name`` says where it came from, e.g. ``"fashion-mnist/train"``.
     """
 
-    images: torch.Tensor
+    images: torch.Tensor | ImageFiles
     labels: torch.Tensor
     classes: list[str]
     name: str
@@ -49,10 +51,14 @@ class ImageDataset:
         return self.images.shape[0]
 
     def fingerprint(self) -> str:
-        """SHA-256 of the pixels and labels: what cached codes are keyed by."""
+        """SHA-256 of the pixels (of the files' paths, sizes and times for a folder) and labels: what cached codes
+        are keyed by."""
         h = hashlib.sha256()
         h.update(str(tuple(self.images.shape)).encode())
-        h.update(self.images.contiguous().numpy().tobytes())
+        if isinstance(self.images, ImageFiles):
+            self.images.digest(h)
+        else:
+            h.update(self.images.contiguous().numpy().tobytes())
         h.update(self.labels.numpy().astype(np.int64).tobytes())
         return h.hexdigest()
 
@@ -91,7 +97,7 @@ def load_images(
     channels: int | None = None,
     download: bool = True,
 ) -> ImageDataset:
-    """Load one split of a dataset into memory.
+    """One split of a dataset: IDX and CIFAR-10 data read into memory, an image folder read on demand.
 
     ``spec`` is ``"fashion-mnist"``, ``"mnist"``, ``"cifar10"`` or a directory (the names win: write
     ``./mnist`` for a directory called mnist); ``split`` is ``"train"`` or ``"test"``. ``image_size``
@@ -108,7 +114,6 @@ def load_images(
     if image_size is not None and image_size < 1:
         raise VQVAEError(f"image size must be a positive number of pixels, got {image_size}")
 
-    native = True
     if spec in IDX_DATASETS:
         images, labels, source = load_idx_named(spec, split, download=download)
         classes, origin = list(source.classes), source.title
@@ -133,11 +138,10 @@ def load_images(
         elif is_cifar_dir(path):
             images, labels, classes = load_cifar_dir(path, split)
         else:
-            images, labels, classes = load_image_folder(path, split, image_size=image_size, channels=channels)
-            native = False
+            files, labels, classes = image_folder_files(path, split, image_size=image_size, channels=channels)
+            return ImageDataset(files, torch.from_numpy(labels), classes, f"{path.resolve().name}/{split}")
         spec = path.resolve().name
-    if native:
-        _check_native(images, origin, image_size, channels)
+    _check_native(images, origin, image_size, channels)
     return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), classes, f"{spec}/{split}")
 
 
@@ -145,7 +149,7 @@ def load_images_for(config: ModelConfig, spec: str, split: str) -> ImageDataset:
     """``split`` of ``spec`` at the image size and channel count of a VQ-VAE with ``config``; refused with a
     one-line error when the data cannot have that size."""
     data = load_images(spec, split, image_size=config.image_size, channels=config.in_channels)
-    _, c, h, w = data.images.shape
+    _, c, h, w = tuple(data.images.shape)
     want = (config.in_channels, config.image_size, config.image_size)
     if (c, h, w) != want:
         raise VQVAEError(

@@ -13,14 +13,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from vqvae.errors import VQVAEError
 
-__all__ = ["IMAGE_SUFFIXES", "TEST_EVERY", "load_image_folder"]
+__all__ = ["IMAGE_SUFFIXES", "TEST_EVERY", "ImageFiles", "image_folder_files", "load_image_folder"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif"})
 TEST_EVERY = 10
@@ -30,19 +32,21 @@ def _visible_dirs(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _image_files(directory: Path) -> list[Path]:
-    return sorted(
-        p for p in directory.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+def _image_files(directory: Path, prefix: str = "") -> list[str]:
+    """Sorted ``prefix + name`` of the image files in ``directory`` (strings: an ImageNet class folder lists
+    fast and small)."""
+    with os.scandir(directory) as entries:
+        names = [e.name for e in entries if not e.name.startswith(".") and e.is_file()
+                 and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES]
+    return [prefix + name for name in sorted(names)]
 
 
-def _class_files(class_root: Path) -> tuple[list[str], list[list[Path]]]:
-    """Class names and, per class, its sorted image files."""
+def _class_files(class_root: Path) -> tuple[list[str], list[list[str]]]:
+    """Class names and, per class, its sorted image files (paths relative to ``class_root``)."""
     class_dirs = _visible_dirs(class_root)
     if not class_dirs:
         return [class_root.name], [_image_files(class_root)]
-    return [d.name for d in class_dirs], [_image_files(d) for d in class_dirs]
+    return [d.name for d in class_dirs], [_image_files(d, f"{d.name}/") for d in class_dirs]
 
 
 def _open_image(path: Path, mode: str, image_size: int | None) -> np.ndarray:
@@ -65,13 +69,62 @@ def _open_image(path: Path, mode: str, image_size: int | None) -> np.ndarray:
     return np.asarray(image)
 
 
-def load_image_folder(
-    root: Path, split: str, *, image_size: int | None = None, channels: int | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images ``(N, C, H, W)`` uint8, labels ``(N,)`` int64 and class names of one split of ``root``.
+class ImageFiles:
+    """The images of one split of a folder, read from disk when indexed, never all at once: ``files[i]`` is
+    uint8 ``(C, H, W)``; ``files[indices]`` (a slice, a list or a tensor of indices) is ``(B, C, H, W)``.
+    ``shape`` is ``(N, C, H, W)``, from the first image (or ``image_size``). The paths are kept in one numpy
+    byte array, so worker processes forked from this one share it instead of copying it page by page."""
 
-    ``channels`` 1 converts to grayscale, 3 or None to RGB. See the module docstring for the layout.
-    """
+    dtype, ndim = torch.uint8, 4
+
+    def __init__(self, class_root: Path, paths: list[str], mode: str, image_size: int | None):
+        self.root, self.mode, self.image_size = class_root, mode, image_size
+        self.paths = np.array([p.encode() for p in paths], dtype=np.bytes_)
+        first = self._read(0)
+        self.shape = (len(paths), *((first.shape[2], *first.shape[:2]) if first.ndim == 3 else (1, *first.shape)))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _read(self, i: int) -> np.ndarray:
+        return _open_image(self.root / self.paths[i].decode(), self.mode, self.image_size)
+
+    def _image(self, i: int) -> np.ndarray:
+        pixels = self._read(i)
+        pixels = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        if pixels.shape != self.shape[1:]:
+            first, this = self.paths[0].decode(), self.paths[i].decode()
+            raise VQVAEError(
+                f"images in {self.root} differ in size ({first} is {self.shape[3]}x{self.shape[2]}, {this} is "
+                f"{pixels.shape[2]}x{pixels.shape[1]}): pass an image size to resize and centre-crop them"
+            )
+        return pixels
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, tuple):  # images first, then the rest of the key on the tensor they make
+            images = self[key[0]]
+            return images[key[1:] if images.ndim == 3 else (slice(None), *key[1:])]
+        if isinstance(key, (int, np.integer)) or (isinstance(key, torch.Tensor) and key.ndim == 0):
+            return torch.from_numpy(np.array(self._image(int(key))))
+        indices = range(len(self))[key] if isinstance(key, slice) else [int(i) for i in key]
+        out = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
+        for row, i in enumerate(indices):
+            out[row] = self._image(i)
+        return torch.from_numpy(out)
+
+    def digest(self, h) -> None:
+        """Feed what identifies these images (paths, sizes, modification times, mode, size) to hash ``h``."""
+        h.update(f"{self.root}|{self.mode}|{self.image_size}|{self.shape}".encode())
+        for p in self.paths:
+            stat = (self.root / p.decode()).stat()
+            h.update(p + f"|{stat.st_size}|{stat.st_mtime_ns}".encode())
+
+
+def image_folder_files(
+    root: Path, split: str, *, image_size: int | None = None, channels: int | None = None
+) -> tuple[ImageFiles, np.ndarray, list[str]]:
+    """The images (:class:`ImageFiles`, read when indexed), labels ``(N,)`` int64 and class names of one split of
+    ``root``. ``channels`` 1 converts to grayscale, 3 or None to RGB. See the module docstring for the layout."""
     has_splits = {"train", "test"} <= {d.name for d in _visible_dirs(root)}
     class_root = root / split if has_splits else root
     classes, files = _class_files(class_root)
@@ -95,18 +148,13 @@ def load_image_folder(
             f"image of each class is a test image, and no class has {TEST_EVERY}"
         )
     mode = "L" if channels == 1 else "RGB"
-    first = _open_image(samples[0][0], mode, image_size)
-    images = np.empty((len(samples), *first.shape), dtype=np.uint8)
-    images[0] = first
-    for index, (path, _) in enumerate(samples[1:], start=1):
-        pixels = _open_image(path, mode, image_size)
-        if pixels.shape != first.shape:
-            raise VQVAEError(
-                f"images in {class_root} differ in size ({samples[0][0].relative_to(class_root)} is "
-                f"{first.shape[1]}x{first.shape[0]}, {path.relative_to(class_root)} is "
-                f"{pixels.shape[1]}x{pixels.shape[0]}): pass an image size to resize and centre-crop them"
-            )
-        images[index] = pixels
-    images = images[:, None] if mode == "L" else images.transpose(0, 3, 1, 2)
-    labels = np.array([label for _, label in samples], dtype=np.int64)
-    return np.ascontiguousarray(images), labels, classes
+    images = ImageFiles(class_root, [path for path, _ in samples], mode, image_size)
+    return images, np.array([label for _, label in samples], dtype=np.int64), classes
+
+
+def load_image_folder(
+    root: Path, split: str, *, image_size: int | None = None, channels: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Like :func:`image_folder_files`, with every image read into one ``(N, C, H, W)`` uint8 array."""
+    images, labels, classes = image_folder_files(root, split, image_size=image_size, channels=channels)
+    return images[:].numpy(), labels, classes
