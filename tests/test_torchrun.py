@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -143,3 +144,110 @@ def test_a_wall_clock_budget_ends_every_rank_at_the_same_step(small_fmnist, tmp_
                  "--device", "cpu", *TINY, "train.schedule=cosine", "train.steps=0"], 2)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "eval.json").read_text())["train_seconds"] >= 4
+
+
+# -- the codebook agrees on every rank after every step ------------------------------------------------------------
+def _codebook_worker(rank: int, world: int, port: int, data: str, out: str, overrides: list[str], results) -> None:
+    """One rank of a real training run (the process group set up as torchrun would), recording the codebook before
+    and after every step."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from vqvae.config import load_recipe
+    from vqvae.distributed import leave
+    from vqvae.train.loop import train_task
+    from vqvae.train.tasks import ImageTask
+
+    task = ImageTask(load_recipe("fashion_mnist", [*overrides, f"train.data={data}"]))
+    seen, step = [], task.step
+
+    def recording_step(batch):
+        seen.append(task.model.quantizer.codebook.detach().clone())  # after k-means / the last optimiser step
+        result = step(batch)
+        seen.append(task.model.quantizer.codebook.detach().clone())  # after this step's EMA update and restarts
+        return result
+
+    task.step = recording_step
+    ok = False
+    try:
+        train_task(task, out, progress=False, device="cpu")
+        ok = True
+    finally:
+        leave(ok)
+    q = task.model.quantizer
+    results[rank] = (torch.stack(seen), int(q.restarts), bool(q.initialized))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantizer", ["ema", "vq"])
+def test_the_codebook_is_bitwise_identical_on_every_rank_after_every_step(small_fmnist, tmp_path, quantizer):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    overrides = [*[o for o in TINY if not o.startswith("model.restart_threshold")], "train.steps=8",
+                 f"model.quantizer={quantizer}", "model.kmeans_init=true", "train.kmeans_batches=2",
+                 "model.restart_threshold=4.0"]  # codes used < 4 times a step are restarted: some are, every step
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_codebook_worker, args=(2, port, str(small_fmnist), str(tmp_path / "run"), overrides, results),
+                 nprocs=2, join=True)
+        (seen0, restarts0, init0), (seen1, restarts1, init1) = results[0], results[1]
+    assert seen0.shape[0] == 16 and torch.equal(seen0, seen1)  # before and after each of the 8 steps
+    assert init0 and init1 and restarts0 == restarts1 > 0  # a k-means init and dead-code restarts happened
+    assert not torch.equal(seen0[0], seen0[-1])
+
+
+# -- a rank that fails ends the job ----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_rank_that_raises_ends_the_job(tmp_path):
+    """Rank 1 alone meets an unreadable image in its half of the first batch: the job ends non-zero with that
+    one-line error, rank 0 does not wait for it forever."""
+    from PIL import Image
+
+    from vqvae.data.loader import Batches
+
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        path = tmp_path / "data" / "c" / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(path)
+    train = [i for i in range(40) if (i + 1) % 10]  # every 10th image is a test image
+    first = Batches(len(train), 16, seed=0).next()
+    bad = train[int(first[8])]  # the first image of rank 1's half (rank 0 reads 0..7)
+    assert bad != 0  # the first file is read when the folder is listed (its size)
+    (tmp_path / "data" / "c" / f"{bad:03d}.png").write_bytes(b"not an image")
+    done = _run(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r"), "--steps", "3",
+                 "--quiet", "--device", "cpu", *TINY, "model.image_size=16"], 2)
+    assert done.returncode != 0
+    assert f"cannot read image {tmp_path / 'data' / 'c'}/{bad:03d}.png" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_rank_killed_with_sigkill_ends_the_job(small_fmnist, tmp_path):
+    import signal
+    import time
+
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vqvae"]
+    job = subprocess.Popen([*launcher, "train", "--data", str(small_fmnist), "--out", str(tmp_path / "r"),
+                            "--max-seconds", "300", "--quiet", "--device", "cpu", *TINY, "train.steps=0"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "r" / "metrics.csv").exists():  # training has begun on both ranks
+            assert job.poll() is None and time.monotonic() < deadline, "the job did not start training"
+            time.sleep(0.5)
+        children = open(f"/proc/{job.pid}/task/{job.pid}/children").read().split()
+        assert len(children) == 2  # torchrun's two workers
+        os.kill(int(children[1]), signal.SIGKILL)
+        killed = time.monotonic()
+        job.wait(timeout=120)
+        assert job.returncode != 0 and time.monotonic() - killed < 120
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
