@@ -198,7 +198,7 @@ class _PriorTask(Task):
 
 class ImagePriorTask(_PriorTask):
     """The Gated PixelCNN on the codes of an image VQ-VAE (encoded once, cached beside it); at the end
-    ``eval.json`` and ``samples.png`` (10 samples of every class)."""
+    ``eval.json`` and ``samples.png`` (10 samples of each of the first 10 classes)."""
 
     kind, vqvae_kind = "prior", "vqvae"
     fields = ["loss", "bits_per_latent"]
@@ -237,9 +237,9 @@ class ImagePriorTask(_PriorTask):
                                  num_workers=self.recipe.train.num_workers)
         if not self.ranks.main:
             return metrics
-        per_class = 10
-        labels = torch.arange(len(self.classes)).repeat_interleave(per_class) if self.recipe.prior.conditional \
-            else torch.zeros(10 * per_class, dtype=torch.long)
+        per_class = 10  # 10 samples of each of the first 10 classes (an ImageNet prior would otherwise draw 10,000)
+        labels = torch.arange(min(10, len(self.classes))).repeat_interleave(per_class) \
+            if self.recipe.prior.conditional else torch.zeros(10 * per_class, dtype=torch.long)
         images, _ = sample_images(self.model, self.vq, labels, seed=self.recipe.train.seed)
         save_image_grid(images, out / "samples.png", nrow=per_class)
         return metrics
