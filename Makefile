@@ -9,7 +9,7 @@ DEMO := runs/demo
 VQ := $(VENV)/bin/vqvae
 AUDIO := runs/demo-audio
 
-.PHONY: demo demo-audio demo-conversion test bench data clean-venv
+.PHONY: demo demo-audio demo-conversion test bench gpu-check data clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -81,3 +81,18 @@ demo-conversion: $(STAMP) data
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) benchmarks/quantizer_speed.py
+
+# On a machine with a CUDA GPU: the device-parametrised tests on CUDA (one process; two NCCL processes under torchrun
+# when two GPUs exist) and the training-speed benchmark in fp32 and bf16 (img/s). Without CUDA: one line, exit 0.
+GPUS = $(shell $(PY) -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)" 2>/dev/null)
+gpu-check: $(STAMP) data
+	@if [ "$(GPUS)" = "0" ] || [ -z "$(GPUS)" ]; then \
+	  echo "gpu-check: no CUDA GPU here (torch.cuda.is_available() is False): nothing to check"; exit 0; fi; \
+	set -e; \
+	$(PY) -c "import torch; print('gpu-check:', torch.cuda.get_device_name(0), 'x', torch.cuda.device_count())"; \
+	$(PY) -m pytest -q tests/test_devices.py; \
+	if [ "$(GPUS)" -ge 2 ]; then \
+	  $(PY) -m torch.distributed.run --standalone --nproc_per_node 2 -m vqvae train --device cuda --steps 200 \
+	    --out runs/gpu-check/ddp --overwrite --quiet --json; \
+	fi; \
+	$(PY) benchmarks/train_speed.py --device cuda --only "eager fp32" "eager bf16 channels_last" --psnr-steps 0

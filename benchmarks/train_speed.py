@@ -13,6 +13,7 @@ on the same batches, and their test PSNR (the first 2,000 test images) is compar
 eager fp32 img/s, PSNR within 0.2 dB.
 
 Usage: python benchmarks/train_speed.py [--rounds 5] [--steps 20] [--psnr-steps 1000] [--threads 0] [--no-compile]
+       [--device cpu|cuda] [--only CONTENDER ...]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from vqvae.config import load_recipe
 from vqvae.data import load_images, to_float
 from vqvae.data.loader import Batches
+from vqvae.devices import resolve_device
 from vqvae.evaluate import evaluate_model
 from vqvae.models import VQVAE
 
@@ -45,39 +47,44 @@ CONTENDERS = {  # name: (channels_last, precision, compile)
 class Trainer:
     """One contender: its own copy of the model and optimiser, and its step."""
 
-    def __init__(self, base: VQVAE, lr: float, channels_last: bool, precision: str, compiled: bool):
-        self.model = copy.deepcopy(base).train()
-        self.channels_last, self.precision = channels_last, precision
+    def __init__(self, base: VQVAE, lr: float, channels_last: bool, precision: str, compiled: bool,
+                 device: torch.device = torch.device("cpu")):
+        self.model = copy.deepcopy(base).to(device).train()
+        self.channels_last, self.precision, self.device = channels_last, precision, device
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=lr)
-        if compiled:  # the conv nets; the quantizer (data-dependent EMA updates and restarts) stays eager
+        if compiled:  # the conv nets, in place; the quantizer (data-dependent EMA updates, restarts) stays eager
             for name in ("encoder", "pre_quantize", "decoder"):
-                setattr(self.model, name, torch.compile(getattr(self.model, name)))
-        self.forward = self.model
+                getattr(self.model, name).compile()
 
     def step(self, x: torch.Tensor) -> None:
+        x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        amp = torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16" else nullcontext()
+        amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16" else nullcontext()
         with amp:
-            loss = self.forward(x).loss
+            loss = self.model(x).loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
 
 
-def gemm_rate(dtype: torch.dtype, n: int = 2048, rounds: int = 3) -> float:
+def gemm_rate(dtype: torch.dtype, device: torch.device, n: int = 2048, rounds: int = 3) -> float:
     """GFLOP/s of a square n^3 GEMM in ``dtype``, best of ``rounds``."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(rounds))
+    best = min(_timed(lambda: torch.mm(a, b), device) for _ in range(rounds))
     return 2 * n**3 / best / 1e9
 
 
-def _timed(fn) -> float:
+def _timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
@@ -98,7 +105,10 @@ def main() -> None:
     ap.add_argument("--psnr-steps", type=int, default=1000, help="steps of the quality check (0: skip it)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile contenders")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+    ap.add_argument("--only", nargs="+", choices=list(CONTENDERS), help="run these contenders only")
     args = ap.parse_args()
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = load_recipe("fashion_mnist_reference")
@@ -106,8 +116,9 @@ def main() -> None:
     train, test = load_images("fashion-mnist", "train"), load_images("fashion-mnist", "test")
     torch.manual_seed(0)
     base = VQVAE(recipe.model)
-    names = [n for n in CONTENDERS if not (args.no_compile and CONTENDERS[n][2])]
-    trainers = {n: Trainer(base, recipe.train.lr, *CONTENDERS[n]) for n in names}
+    names = [n for n in CONTENDERS if not (args.no_compile and CONTENDERS[n][2]) and (not args.only or n in args.only)]
+    names = list(dict.fromkeys(["eager fp32", *names]))  # the baseline is always measured
+    trainers = {n: Trainer(base, recipe.train.lr, *CONTENDERS[n], device=device) for n in names}
     x = to_float(train.images[:batch])
     for name, t in trainers.items():  # warm-up (and compilation) outside the timing
         start = time.perf_counter()
@@ -117,11 +128,12 @@ def main() -> None:
     rates: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(args.rounds):
         for name, t in trainers.items():
-            seconds = _timed(lambda: [t.step(x) for _ in range(args.steps)])
+            seconds = _timed(lambda: [t.step(x) for _ in range(args.steps)], device)
             rates[name].append(args.steps * batch / seconds)
     flops = step_flops(base, x)
-    fp32, bf16 = gemm_rate(torch.float32), gemm_rate(torch.bfloat16)
-    print(f"\nthreads {torch.get_num_threads()}, batch {batch}, one step = {flops / 1e9:.2f} GFLOP (forward + backward); "
+    fp32, bf16 = gemm_rate(torch.float32, device), gemm_rate(torch.bfloat16, device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, threads {torch.get_num_threads()}"
+    print(f"\n{where}, batch {batch}, one step = {flops / 1e9:.2f} GFLOP (forward + backward); "
           f"square GEMM: fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s")
     print(f"FLOP floor: fp32 {batch / (flops / (fp32 * 1e9)):.0f} img/s, bf16 {batch / (flops / (bf16 * 1e9)):.0f} img/s")
     eager = statistics.median(rates["eager fp32"])
@@ -132,14 +144,14 @@ def main() -> None:
     best = max(names, key=lambda n: statistics.median(rates[n]))
     print(f"fastest: {best}, {statistics.median(rates[best]) / eager:.2f}x eager fp32 (target >= 1.5x)")
     if args.psnr_steps:
-        quality(base, recipe.train.lr, train, test, best, args.psnr_steps, batch)
+        quality(base, recipe.train.lr, train, test, best, args.psnr_steps, batch, device)
 
 
-def quality(base: VQVAE, lr: float, train, test, best: str, steps: int, batch: int) -> None:
+def quality(base: VQVAE, lr: float, train, test, best: str, steps: int, batch: int, device: torch.device) -> None:
     """Test PSNR of eager fp32 and of ``best`` after the same steps on the same batches."""
     psnr = {}
     for name in dict.fromkeys(["eager fp32", best]):
-        t = Trainer(base, lr, *CONTENDERS[name])
+        t = Trainer(base, lr, *CONTENDERS[name], device=device)
         order = Batches(len(train), batch, seed=0)
         start = time.perf_counter()
         for _ in range(steps):
