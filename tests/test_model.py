@@ -87,3 +87,30 @@ def test_logistic_likelihood_model_and_its_bits_per_dim():
     assert metrics["elbo_bits_per_dim_uniform_prior"] - metrics["nll_bits_per_dim"] == pytest.approx(49 * 5 / 784)
     with pytest.raises(VQVAEError, match="no pixel likelihood"):
         VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32).pixel_log_prob(x, z_q)
+
+
+# -- several codes at each latent position (the paper's 8x8x10 CIFAR-10 layout) ---------------------------------------
+def test_several_codes_per_position_share_one_codebook():
+    from vqvae.config import ModelConfig
+    from vqvae.models import VQVAE
+
+    config = ModelConfig(in_channels=3, image_size=16, hidden=16, res_hidden=8, num_res_layers=1, embedding_dim=4,
+                         num_embeddings=8, latents_per_position=3)
+    torch.manual_seed(0)
+    model = VQVAE(config).eval()
+    x = torch.rand(2, 3, 16, 16)
+    assert model.code_shape == (3, 4, 4)
+    z = model.encode_continuous(x)  # (B, G*D, h, w), D innermost
+    assert z.shape == (2, 12, 4, 4)
+    vectors = z.unflatten(1, (3, 4)).permute(0, 1, 3, 4, 2)  # (B, G, h, w, D)
+    nearest = torch.cdist(vectors.reshape(-1, 4), model.quantizer.codebook).argmin(1).reshape(2, 3, 4, 4)
+    idx = model.encode(x)
+    assert torch.equal(idx, nearest)  # each of the G vectors quantised against the one codebook
+    z_q = model.embed(idx)
+    assert torch.equal(z_q.unflatten(1, (3, 4)).permute(0, 1, 3, 4, 2), model.quantizer.codebook[idx])
+    with torch.no_grad():
+        out = model(x)
+    assert torch.equal(out.indices, idx)
+    torch.testing.assert_close(model.decode_indices(idx), out.reconstruction)
+    with pytest.raises(VQVAEError, match=r"expected indices of shape \(B, 3, 4, 4\)"):
+        model.decode_indices(idx[:, 0])

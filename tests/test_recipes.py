@@ -123,14 +123,15 @@ def test_cifar10_recipe_is_section_4_1():
     assert (m.hidden, m.res_hidden, m.num_res_layers) == (256, 256, 2)  # "two residual blocks ... 256 hidden units"
     assert (t.lr, t.batch_size, t.steps, t.max_seconds, t.schedule) == (2e-4, 128, 250_000, 0, "constant")
     assert t.data == "cifar10"
-    assert m.latent_size == 8 and m.num_embeddings == 512  # the 8x8 grid of section 3.2 (one code per position)
+    assert m.latent_size == 8 and m.latents_per_position == 10 and m.num_embeddings == 512  # section 3.2's 8x8x10
     assert (m.quantizer, m.commitment_cost) == ("vq", 0.25)  # section 3.2: no EMA, beta 0.25
     model = VQVAE(m).eval()
     strided = [c for c in model.encoder.modules() if isinstance(c, torch.nn.Conv2d) and c.stride == (2, 2)]
     assert len(strided) == 2 and all(c.kernel_size == (4, 4) for c in strided)
     with torch.no_grad():
         out = model(torch.rand(2, 3, 32, 32))
-    assert out.indices.shape == (2, 8, 8) and out.reconstruction.shape == (2, 3, 32, 32)
+    assert out.indices.shape == (2, 10, 8, 8) and out.reconstruction.shape == (2, 3, 32, 32)
+    assert torch.equal(model.encode(x := torch.rand(2, 3, 32, 32)), model(x).indices)
 
 
 def test_imagenet128_recipe_is_section_4_2():
@@ -188,7 +189,8 @@ def _image_run(out: Path, latent: int, k: int) -> None:
     model = VQVAE.from_pretrained(out)
     assert model.config.num_embeddings == k and model.config.latent_size == latent
     size = model.config.image_size
-    assert model.encode(torch.rand(1, 3, size, size)).shape == (1, latent, latent)
+    assert model.encode(torch.rand(1, 3, size, size)).shape == (1, *model.code_shape)
+    assert model.code_shape[-2:] == (latent, latent)
 
 
 def _audio_run(out: Path) -> None:
@@ -205,9 +207,15 @@ def test_cifar10_recipe_trains(datasets, tmp_path, nproc, monkeypatch, capsys):
     out = tmp_path / "cifar10"
     _vqvae(capsys, ["train", "--config", "cifar10", "--out", out, "--steps", STEPS, *CIFAR_SMALL], nproc)
     metrics = _finished(out, STEPS)
-    assert metrics["latent_grid"] == [8, 8] and metrics["bits_per_image"] == 8 * 8 * 9  # K = 512: 9 bits a code
+    assert metrics["latent_grid"] == [8, 8] and metrics["bits_per_image"] == 8 * 8 * 10 * 9  # K = 512: 9 bits a code
     assert metrics["nll_bits_per_dim"] > 0  # the logistic likelihood gives bits/dim, the paper's measure
     _image_run(out, latent=8, k=512)
+    if nproc == 1:  # the paper trained no prior on these latents; the Gated PixelCNN models one code a position
+        from vqvae.cli import main
+
+        assert main(["train-prior", str(out), "--out", str(tmp_path / "prior"), "--steps", "1"]) == 2
+        assert "has 10 codes at each latent position" in capsys.readouterr().err
+        assert not (tmp_path / "prior").exists()
 
 
 @pytest.mark.slow

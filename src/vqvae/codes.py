@@ -48,8 +48,7 @@ def encode_images(model: VQVAE, data: ImageDataset, batch_size: int = 500, ranks
     mine = {i: model.encode(to_float(images.to(dev))).cpu().numpy().astype(dtype)
             for i, (images,) in zip(starts, batches)}
     out = _in_order(ranks, mine)
-    h = model.config.latent_size
-    return np.concatenate(out) if out else np.zeros((0, h, h), dtype)
+    return np.concatenate(out) if out else np.zeros((0, *model.code_shape), dtype)
 
 
 def _in_order(ranks: Ranks, mine: dict[int, np.ndarray]) -> list[np.ndarray]:
@@ -172,17 +171,19 @@ def save_codes(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]
     atomic_write_npz(path, {**arrays, **meta})
 
 
-def load_codes(path: str | Path, num_embeddings: int, latent_size: int) -> dict[str, np.ndarray]:
+def load_codes(path: str | Path, num_embeddings: int, latent_size: int | tuple[int, ...]) -> dict[str, np.ndarray]:
     """Read an .npz written by :func:`save_codes` (never with pickle) and check it fits a model with
-    ``num_embeddings`` codes on a ``latent_size`` x ``latent_size`` grid."""
+    ``num_embeddings`` codes of shape ``latent_size`` per image (an int: a square grid; or the model's
+    ``code_shape``)."""
+    shape = (latent_size, latent_size) if isinstance(latent_size, int) else tuple(latent_size)
     arrays = read_npz(path, "codes file")
     splits = [k[: -len("_indices")] for k in arrays if k.endswith("_indices")]
     if not splits:
         raise VQVAEError(f"{path} holds no *_indices array (written by `vqvae encode`?)")
     for split in splits:
         idx = arrays[f"{split}_indices"]
-        if idx.ndim != 3 or idx.shape[1:] != (latent_size, latent_size):
-            raise VQVAEError(f"{path}: {split}_indices has shape {idx.shape}, expected (N, {latent_size}, {latent_size})")
+        if idx.shape[1:] != shape:
+            raise VQVAEError(f"{path}: {split}_indices has shape {idx.shape}, expected (N, {', '.join(map(str, shape))})")
         if not np.issubdtype(idx.dtype, np.integer):
             raise VQVAEError(f"{path}: {split}_indices must be integers, got {idx.dtype}")
         if idx.size and (idx.min() < 0 or idx.max() >= num_embeddings):
@@ -215,7 +216,7 @@ def decode_run(run_dir: str | Path, codes: str | Path, out: str | Path, *, split
     by the image VQ-VAE in ``run_dir`` (on ``device``) into a PNG grid ``out``; returns how many images it holds."""
     path = check_out_file(out, overwrite, (".png",))
     model, _ = load_run(run_dir, "vqvae", device)
-    arrays = load_codes(codes, model.config.num_embeddings, model.config.latent_size)
+    arrays = load_codes(codes, model.config.num_embeddings, model.code_shape)
     key = f"{split}_indices"
     if key not in arrays:
         have = sorted(k[: -len("_indices")] for k in arrays if k.endswith("_indices"))

@@ -59,6 +59,7 @@ class ModelConfig(QuantizerConfig):
     # a discretized logistic likelihood of the 8-bit pixels, so log p(x|z) and bits/dim are real
     recon_loss: str = "mse"
     downsample: int = 4  # latent grid = image / downsample (a power of two)
+    latents_per_position: int = 1  # G codes (one codebook) at each grid position: the paper's CIFAR-10 has 8x8x10
 
     def validate(self) -> None:
         self.validate_quantizer("model")
@@ -69,6 +70,7 @@ class ModelConfig(QuantizerConfig):
         _check(self.num_res_layers >= 0, "model.num_res_layers", self.num_res_layers, ">= 0")
         d = self.downsample
         _check(d >= 2 and d & (d - 1) == 0, "model.downsample", d, "a power of two >= 2")
+        _check(self.latents_per_position >= 1, "model.latents_per_position", self.latents_per_position, ">= 1")
         _check(self.recon_loss in ("mse", "mse_in_range", "logistic"), "model.recon_loss", self.recon_loss,
                '"mse", "mse_in_range" or "logistic"')
 

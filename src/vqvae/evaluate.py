@@ -88,7 +88,7 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
     for (images,) in _image_batches(data, ranks, n, batch_size, num_workers):
         x = to_float(images.to(dev))
         idx = model.encode(x)  # (B, h, w)
-        z_q = model.quantizer.lookup(idx).permute(0, 3, 1, 2)  # (B, D, h, w)
+        z_q = model.embed(idx)  # (B, G*D, h, w)
         recon = model.decode(z_q).clamp(0, 1).float()
         if logistic:
             sums.add("nll_nats", -model.pixel_log_prob(x, z_q).double().sum(), 1)
@@ -100,14 +100,16 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
         sums.add("ssim", ssim(recon, x).double().sum(), len(x))
     _reduce(ranks, sums, usage)
     mse, h, k = sums.mean("mse"), model.config.latent_size, model.config.num_embeddings
+    codes = math.prod(model.code_shape)  # per image: h * w * G
     out = {"split": data.name, "num_images": n, "mse": mse,
            "psnr": psnr_from_mse(max(mse, 1e-12)),  # capped at 120 dB so the JSON stays finite
            "psnr_per_image": sums.mean("psnr_per_image"), "ssim": sums.mean("ssim"), **_usage_metrics(usage),
-           "latent_grid": [h, h], "bits_per_image": h * h * math.log2(k)}
+           "latent_grid": [h, h], "latents_per_position": model.config.latents_per_position,
+           "bits_per_image": codes * math.log2(k)}
     if logistic:  # the decoder's NLL, and the ELBO with the uniform prior (log K nats per latent)
         nll, pixels = sums.total("nll_nats"), sums.count("mse")
         out["nll_bits_per_dim"] = bits_per_dim(nll, pixels)
-        out["elbo_bits_per_dim_uniform_prior"] = elbo_bits_per_dim(nll, n * uniform_prior_nll_nats(h * h, k), pixels)
+        out["elbo_bits_per_dim_uniform_prior"] = elbo_bits_per_dim(nll, n * uniform_prior_nll_nats(codes, k), pixels)
     return out
 
 
@@ -140,7 +142,7 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
         idx = vq.encode(x)  # (B, h, w)
         labels = labels.to(dev) if conditional else None
         sums.add("prior", prior.nll(idx, labels).double().sum(), idx.numel())
-        z_q = vq.quantizer.lookup(idx).permute(0, 3, 1, 2)
+        z_q = vq.embed(idx)
         sums.add("decoder", -vq.pixel_log_prob(x, z_q).double().sum() if logistic else 0.0, x.numel())
     _reduce(ranks, sums)
     per_latent = sums.mean("prior")

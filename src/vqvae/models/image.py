@@ -68,12 +68,19 @@ class VQVAE(Pretrained, nn.Module):
         self.config = config
         c = config
         self.encoder = ImageEncoder(c.in_channels, c.hidden, c.res_hidden, c.num_res_layers, c.downsample)
-        self.pre_quantize = nn.Conv2d(c.hidden, c.embedding_dim, 1)
-        self.quantizer: VectorQuantizer | VectorQuantizerEMA = build_quantizer(c, dim=1)
+        g = c.latents_per_position  # G vectors of D at each position: (B, G*D, h, w) from the encoder
+        self.pre_quantize = nn.Conv2d(c.hidden, g * c.embedding_dim, 1)
+        self.quantizer: VectorQuantizer | VectorQuantizerEMA = build_quantizer(c, dim=1 if g == 1 else 2)
         # a logistic likelihood needs a location and a log-scale per pixel and channel
         out_channels = c.in_channels * (2 if c.recon_loss == "logistic" else 1)
-        self.decoder = ImageDecoder(c.embedding_dim, out_channels, c.hidden, c.res_hidden, c.num_res_layers,
+        self.decoder = ImageDecoder(g * c.embedding_dim, out_channels, c.hidden, c.res_hidden, c.num_res_layers,
                                     c.downsample)
+
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        """The codes of one image: (h, w), or (G, h, w) with ``latents_per_position`` G > 1."""
+        h, g = self.config.latent_size, self.config.latents_per_position
+        return (h, h) if g == 1 else (g, h, h)
 
     # -- shapes ----------------------------------------------------------------------------------
     def _check_images(self, x: Tensor) -> None:
@@ -94,19 +101,36 @@ class VQVAE(Pretrained, nn.Module):
 
     # -- the pipeline ------------------------------------------------------------------------------
     def encode_continuous(self, x: Tensor) -> Tensor:
-        """z_e: (B, C, H, W) images in [0, 1] -> (B, D, h, w)."""
+        """z_e: (B, C, H, W) images in [0, 1] -> (B, G*D, h, w) (G = ``latents_per_position``, D innermost)."""
         self._check_images(x)
         return self.pre_quantize(self.encoder(self._pad(x - 0.5)))
 
+    def _quantize(self, z_e: Tensor):
+        """The quantizer's output on z_e (B, G*D, h, w), with ``quantized`` (B, G*D, h, w), indices (B, *code_shape)."""
+        g = self.config.latents_per_position
+        if g == 1:
+            return self.quantizer(z_e)
+        q = self.quantizer(z_e.unflatten(1, (g, self.config.embedding_dim)))  # (B, G, D, h, w)
+        return dataclasses.replace(q, quantized=q.quantized.flatten(1, 2))
+
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
-        """Images (B, C, H, W) in [0, 1] -> code indices (B, h, w), int64. Never updates the codebook."""
+        """Images (B, C, H, W) in [0, 1] -> code indices (B, *code_shape), int64. Never updates the codebook."""
         was = self.quantizer.training
         self.quantizer.eval()
         try:
-            return self.quantizer(self.encode_continuous(x)).indices
+            return self._quantize(self.encode_continuous(x)).indices
         finally:
             self.quantizer.train(was)
+
+    def embed(self, indices: Tensor) -> Tensor:
+        """Code indices (B, *code_shape) -> quantised latents z_q (B, G*D, h, w), what the decoder takes."""
+        if indices.dim() != 1 + len(self.code_shape) or tuple(indices.shape[1:]) != self.code_shape:
+            raise VQVAEError(f"expected indices of shape (B, {', '.join(map(str, self.code_shape))}), "
+                             f"got {tuple(indices.shape)}")
+        z_q = self.quantizer.lookup(indices)  # (B, [G,] h, w, D)
+        z_q = z_q.permute(0, 3, 1, 2) if z_q.dim() == 4 else z_q.permute(0, 1, 4, 2, 3).flatten(1, 2)
+        return z_q.contiguous(memory_format=torch.channels_last)
 
     def decoder_output(self, z_q: Tensor) -> tuple[Tensor, Tensor | None]:
         """Quantised latents (B, D, h, w) -> (mean image (B, C, H, W) in [0, 1] scale, not clamped;
@@ -130,16 +154,12 @@ class VQVAE(Pretrained, nn.Module):
         return discretized_logistic_log_prob(2 * x.float() - 1, 2 * mean.float() - 1, log_scale.float())
 
     def decode_indices(self, indices: Tensor) -> Tensor:
-        """Code indices (B, h, w) -> images (B, C, H, W) in [0, 1] scale (not clamped)."""
-        h = self.config.latent_size
-        if indices.dim() != 3 or indices.shape[1:] != (h, h):
-            raise VQVAEError(f"expected indices of shape (B, {h}, {h}), got {tuple(indices.shape)}")
-        z_q = self.quantizer.lookup(indices).permute(0, 3, 1, 2)  # (B, D, h, w)
-        return self.decode(z_q.contiguous(memory_format=torch.channels_last))
+        """Code indices (B, *code_shape) -> images (B, C, H, W) in [0, 1] scale (not clamped)."""
+        return self.decode(self.embed(indices))
 
     def forward(self, x: Tensor) -> VQVAEOutput:
-        z_e = self.encode_continuous(x)  # (B, D, h, w)
-        q = self.quantizer(z_e)
+        z_e = self.encode_continuous(x)  # (B, G*D, h, w)
+        q = self._quantize(z_e)
         recon, log_scale = self.decoder_output(q.quantized)  # (B, C, H, W) each
         if log_scale is None:
             recon_loss = reconstruction_loss(recon.float(), x.float(), self.config.recon_loss)

@@ -120,8 +120,8 @@ class ImageTask(Task):
         return self.model
 
     def encoder_outputs(self, batch: tuple[torch.Tensor]) -> torch.Tensor:
-        z = self.model.encode_continuous(self._images(batch))  # (B, D, h, w)
-        return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        z = self.model.encode_continuous(self._images(batch))  # (B, G*D, h, w), D innermost
+        return z.permute(0, 2, 3, 1).reshape(-1, self.recipe.model.embedding_dim)
 
     def _images(self, batch: tuple[torch.Tensor]) -> torch.Tensor:
         x = to_float(batch[0].to(self.device, non_blocking=True))
@@ -205,6 +205,9 @@ class ImagePriorTask(_PriorTask):
 
     def load(self, out: Path, resume: bool, overwrite: bool) -> None:
         self.load_vqvae(out, resume, overwrite)
+        if self.vq.config.latents_per_position > 1:
+            raise VQVAEError(f"{self.vqvae_dir} has {self.vq.config.latents_per_position} codes at each latent position "
+                             f"(model.latents_per_position): the Gated PixelCNN models one")
         codes = self.cached_codes()
         self.codes = torch.from_numpy(codes["train_indices"].astype(np.int64))  # (N, h, w)
         self.labels = torch.from_numpy(codes["train_labels"])
