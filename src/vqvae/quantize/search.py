@@ -47,7 +47,7 @@ def nearest_codes(flat: Tensor, codebook: Tensor, chunk_size: int | None = None)
     "Nearest" is exactly :func:`reference_distances`' minimum, ties to the lowest index (see the module
     docstring). ``chunk_size``: rows per tile (default: 2^20 distances per tile). Memory beyond the inputs
     and the output: two tiles (8 MiB), at most 16 MiB of tile minima and 16 MiB of gathered rows, and a few
-    floats per row (the windows, with their temporaries). Inputs with NaN or infinity fall back to a
+    floats per row of a block. A block of rows (or a codebook) with NaN or infinity falls back to a
     chunked GEMM + ``argmin`` (no exactness claim).
     """
     if flat.dim() != 2 or codebook.dim() != 2 or flat.shape[1] != codebook.shape[1]:
@@ -66,22 +66,23 @@ def nearest_codes(flat: Tensor, codebook: Tensor, chunk_size: int | None = None)
     if n == 0:
         return out
     code_sq = codebook.pow(2).sum(1)  # (K,)
-    window, finite = _windows(flat, code_sq)  # (N,)
-    if not finite:
-        return _plain_argmin(flat, codebook, chunk_size or max(1, _TILE_ELEMENTS // k), out)
     tiles = _Tiles.of(codebook, code_sq, chunk_size)
     unsure = torch.empty(n, dtype=torch.bool, device=flat.device)
     # one pass (per tile: GEMM, minima, window sums) for few tiles; else two: the GEMM and minima of every
     # tile, then the window sums of each row's best tile only (its GEMM again: 1 / T more work)
-    search, block = _one_pass, n
-    if len(tiles.codes) >= _TWO_PASS_TILES:
-        search, block = _two_pass, max(tiles.rows, _MINIMA_ELEMENTS // max(len(tiles.codes), flat.shape[1]))
+    search = _one_pass if len(tiles.codes) < _TWO_PASS_TILES else _two_pass
+    block = max(tiles.rows, _MINIMA_ELEMENTS // max(len(tiles.codes), flat.shape[1]))
     for start in range(0, n, block):
         end = min(start + block, n)
-        search(flat[start:end], tiles, window[start:end], out[start:end], unsure[start:end])
+        window, finite = _windows(flat[start:end], code_sq)  # (B,)
+        if finite:
+            search(flat[start:end], tiles, window, out[start:end], unsure[start:end])
+        else:
+            _plain_argmin(flat[start:end], codebook, tiles.rows, out[start:end])
+            unsure[start:end] = False
     settle = unsure.nonzero().squeeze(1)  # (M,) rows with more than one code in their window
     if settle.numel() > 0:
-        out[settle] = _settle(flat[settle], codebook, code_sq, window[settle])
+        out[settle] = _settle(flat[settle], codebook, code_sq, _windows(flat[settle], code_sq)[0])
     return out
 
 
@@ -134,11 +135,14 @@ def _windows(flat: Tensor, code_sq: Tensor) -> tuple[Tensor, bool]:
     whose candidates the window cannot tell apart go to :func:`_settle`, so a loose window costs time only.
     """
     n_u = (flat.shape[1] + 3) * _gemm_unit_roundoff(flat.dtype)
-    gamma = n_u / (1 - n_u) if n_u < 0.5 else float("inf")
-    reach = flat.norm(dim=1) + code_sq.max().sqrt()  # (N,) bounds ||x|| + ||e|| for every code
-    tiny = torch.finfo(flat.dtype).tiny
-    finite = bool(torch.isfinite(reach.square()).all())  # NaN and infinity propagate into the norms
-    return 8 * gamma * reach.square() + 16 * n_u * tiny * (1 + reach).square(), finite
+    reach = flat.norm(dim=1).add_(code_sq.max().sqrt())  # (N,) bounds ||x|| + ||e|| for every code
+    window = reach.square()
+    finite = bool(torch.isfinite(window).all())  # NaN and infinity propagate into the norms
+    if n_u >= 0.5:  # no bound: every code is a candidate
+        return window.fill_(float("inf")), finite
+    gamma = n_u / (1 - n_u)
+    underflow = reach.add_(1).square_().mul_(16 * n_u * torch.finfo(flat.dtype).tiny)
+    return window.mul_(8 * gamma).add_(underflow), finite  # in place: O(N) memory, two vectors
 
 
 class _Tiles(NamedTuple):
@@ -290,7 +294,7 @@ def _first_of_duplicates(codebook: Tensor) -> Tensor:
 
 
 def _plain_argmin(flat: Tensor, codebook: Tensor, rows: int, out: Tensor) -> Tensor:
-    """The chunked GEMM + argmin of earlier versions, for inputs with NaN or infinity."""
+    """The chunked GEMM + argmin of earlier versions, for blocks of rows with NaN or infinity."""
     codebook_t = codebook.t().contiguous()
     code_sq = codebook.pow(2).sum(1)
     for start in range(0, flat.shape[0], rows):
