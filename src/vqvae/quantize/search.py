@@ -40,6 +40,7 @@ _MINIMA_ELEMENTS = 1 << 22
 _SETTLE_ELEMENTS = 1 << 20
 
 
+@torch.no_grad()
 def nearest_codes(flat: Tensor, codebook: Tensor, chunk_size: int | None = None) -> Tensor:
     """Index of the nearest code for every row of ``flat``.
 
