@@ -3,8 +3,8 @@ measured side by side in one run, beside the conv FLOP floor of this CPU.
 
 The step is the real one: forward (encoder, EMA quantizer in fp32, decoder, losses), backward, Adam. The model is
 ``fashion_mnist_reference`` (hidden 128, two residual blocks of 32, D=64, K=512), batches of 32 real 28x28
-Fashion-MNIST images. Contenders (each from the same initial weights): eager fp32; channels_last; bf16 autocast
-(+ channels_last); ``torch.compile`` in fp32 and in bf16. They run interleaved, round after round, and the medians
+Fashion-MNIST images. Contenders (each from the same initial weights): eager fp32 (Adam's default foreach
+kernels); channels_last; bf16 autocast (+ channels_last); the fused Adam kernel; ``torch.compile`` of the conv nets. They run interleaved, round after round, and the medians
 are printed. The floor: the step's FLOPs (counted by ``torch.utils.flop_counter``) at this CPU's rate for a square
 2048^3 GEMM measured in the same run (fp32, and bf16 for bf16 steps): no step can beat it.
 
@@ -33,27 +33,29 @@ from vqvae.devices import resolve_device
 from vqvae.evaluate import evaluate_model
 from vqvae.models import VQVAE
 
-CONTENDERS = {  # name: (channels_last, precision, compile)
-    "eager fp32": (False, "fp32", False),
-    "eager fp32 channels_last": (True, "fp32", False),
-    "eager bf16": (False, "bf16", False),
-    "eager bf16 channels_last": (True, "bf16", False),
-    "compile fp32": (False, "fp32", True),
-    "compile bf16": (False, "bf16", True),
-    "compile bf16 channels_last": (True, "bf16", True),
+CONTENDERS = {  # name: (channels_last, precision, compile, fused Adam)
+    "eager fp32": (False, "fp32", False, False),
+    "eager fp32 channels_last": (True, "fp32", False, False),
+    "eager fp32 fused Adam": (False, "fp32", False, True),
+    "eager bf16": (False, "bf16", False, False),
+    "eager bf16 channels_last": (True, "bf16", False, False),
+    "eager bf16 fused Adam": (False, "bf16", False, True),
+    "eager bf16 channels_last fused Adam": (True, "bf16", False, True),
+    "compile fp32": (False, "fp32", True, False),
+    "compile bf16 channels_last fused Adam": (True, "bf16", True, True),
 }
 
 
 class Trainer:
     """One contender: its own copy of the model and optimiser, and its step."""
 
-    def __init__(self, base: VQVAE, lr: float, channels_last: bool, precision: str, compiled: bool,
+    def __init__(self, base: VQVAE, lr: float, channels_last: bool, precision: str, compiled: bool, fused: bool,
                  device: torch.device = torch.device("cpu")):
         self.model = copy.deepcopy(base).to(device).train()
         self.channels_last, self.precision, self.device = channels_last, precision, device
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, fused=fused)
         if compiled:  # the conv nets, in place; the quantizer (data-dependent EMA updates, restarts) stays eager
             for name in ("encoder", "pre_quantize", "decoder"):
                 getattr(self.model, name).compile()

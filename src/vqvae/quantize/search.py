@@ -265,14 +265,16 @@ def _settle(flat: Tensor, codebook: Tensor, code_sq: Tensor, window: Tensor) -> 
 
 
 def _pair_distances(x: Tensor, codebook: Tensor, row: Tensor, code: Tensor) -> Tensor:
-    """The reference distance of the pairs (x[row[p]], codebook[code[p]]) -> (P,), gathering one component
-    at a time (memory O(P) whatever D is); the sums as in :func:`_sequential_dot`."""
-    xt, ct = x.t(), codebook.t()  # (D, c), (D, K)
-    xi, ci = xt[0][row], ct[0][code]
-    dot, x_sq, e_sq = xi * ci, xi * xi, ci * ci
-    for i in range(1, x.shape[1]):
-        xi, ci = xt[i][row], ct[i][code]
-        dot, x_sq, e_sq = dot + xi * ci, x_sq + xi * xi, e_sq + ci * ci
+    """The reference distance of the pairs (x[row[p]], codebook[code[p]]) -> (P,); the sums as in
+    :func:`_sequential_dot`. The three sums (x.e, x.x, e.e) advance together, one component at a time, on a
+    (D, 3, P) stack: two operations per component whatever P is."""
+    xr, cr = x[row].t(), codebook[code].t()  # (D, P) each
+    a = torch.stack([xr, xr, cr], 1)  # (D, 3, P)
+    b = torch.stack([cr, xr, cr], 1)
+    acc = a[0] * b[0]  # (3, P): x.e, x.x, e.e
+    for i in range(1, a.shape[0]):
+        acc = acc + a[i] * b[i]  # two operations: never an FMA, whatever the device
+    dot, x_sq, e_sq = acc
     return (e_sq - 2 * dot) + x_sq
 
 

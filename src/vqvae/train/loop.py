@@ -72,7 +72,9 @@ class Run:
         self.out, self.kind, self.model, self.t, self.extra = out, kind, model, train, extra
         self.ranks, self.device = ranks, ranks.device
         self.scaler = grad_scaler(self.device, train.amp)
-        self.opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        # the fused kernel (one pass over all parameters) where torch has it: measured 1.09x a bf16 step on this CPU
+        fused = self.device.type in ("cpu", "cuda")
+        self.opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=fused)
         self.batches = Batches(n, min(train.batch_size, n), train.seed)  # the global batch, the same on every rank
         # feed = (plan, fetch) of the task (see vqvae.data.loader): what this rank's step gets of each global batch
         self.feed = Feed(self.batches, *feed, num_workers=train.num_workers, pin_memory=self.device.type == "cuda")
