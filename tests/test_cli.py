@@ -44,10 +44,12 @@ def test_train_writes_a_complete_run_directory(trained):
 
 
 @pytest.mark.slow
-def test_resume_continues_exactly_where_it_stopped(small_fmnist, tmp_path, capsys):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # channels_last weights, fused Adam: moments keep the layout
+def test_resume_continues_exactly_where_it_stopped(small_fmnist, tmp_path, capsys, precision):
     a, b = tmp_path / "a", tmp_path / "b"
     # a constant schedule: the cosine one depends on the budget, which a resumed run extends
-    base = ["train", "--data", small_fmnist, "--quiet", *TINY, "train.schedule=constant", "model.restart_threshold=1.0"]
+    base = ["train", "--data", small_fmnist, "--quiet", *TINY, "train.schedule=constant", "model.restart_threshold=1.0",
+            f"train.precision={precision}"]
     assert run(capsys, *base, "--out", a, "--steps", 10)[0] == 0
     assert run(capsys, *base, "--out", b, "--steps", 6)[0] == 0
     assert run(capsys, "train", "--resume", b, "--steps", 10, "--quiet")[0] == 0

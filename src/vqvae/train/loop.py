@@ -102,6 +102,7 @@ class Run:
         try:
             self.model.load_state_dict(checkpoint.load_model_state(out)[0])
             rng, meta = checkpoint.load_trainer_state(out, self.opt)
+            self._match_layouts()
             torch.set_rng_state(rng["torch"])
             if "cuda" in rng and self.device.type == "cuda":
                 torch.cuda.set_rng_state(rng["cuda"], self.device)
@@ -118,6 +119,17 @@ class Run:
                              f"trainer state from step {self.step} (a save was interrupted)")
         if self.ranks.main:
             _truncate_csv(out / "metrics.csv", self.step)
+
+    def _match_layouts(self) -> None:
+        """Give the optimiser's moments the memory layout of their parameters (a checkpoint stores them
+        contiguous; a channels_last parameter has channels_last moments, and the fused Adam kernel pairs
+        elements by storage order, so a mismatch would pair the wrong ones)."""
+        for group in self.opt.param_groups:
+            for p in group["params"]:
+                state = self.opt.state.get(p, {})
+                for name, value in state.items():
+                    if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                        state[name] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
     def save(self) -> None:
         if not self.ranks.main:
