@@ -132,4 +132,17 @@ def load_trainer_state(
     for pid, values in info["optim_scalars"].items():
         state.setdefault(int(pid), {}).update(values)
     optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    _match_layouts(optimizer)
     return rng, info["meta"]
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give restored per-parameter state (Adam's moments) the memory layout of its parameter: it was saved
+    contiguous, a channels_last parameter has channels_last moments, and a fused optimiser kernel pairs elements by
+    storage order, so a mismatch would pair the wrong ones."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for name, value in state.items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    state[name] = torch.empty_like(p, dtype=value.dtype).copy_(value)

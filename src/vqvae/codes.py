@@ -8,7 +8,6 @@ loaded from and of every split's data are unchanged; changed weights or data are
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import torch
 
 from vqvae.data import ImageDataset, save_image_grid, to_float
 from vqvae.data.audio import SpeechDataset, crop_starts
-from vqvae.data.loader import iter_batches, rows
 from vqvae.devices import model_device
 from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
@@ -44,7 +42,7 @@ def encode_images(model: VQVAE, data: ImageDataset, batch_size: int = 500, ranks
     model.eval()
     dtype, dev = _index_dtype(model.config.num_embeddings), model_device(model)
     starts = ranks.mine(range(0, len(data), batch_size))
-    batches = iter_batches(partial(rows, (data.images,)), starts, batch_size, len(data), num_workers)
+    batches = data.batches(starts, batch_size, len(data), num_workers)
     mine = {i: model.encode(to_float(images.to(dev))).cpu().numpy().astype(dtype)
             for i, (images,) in zip(starts, batches)}
     out = _in_order(ranks, mine)

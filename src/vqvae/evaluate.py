@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ import torch
 from vqvae.codes import SpeechCodes
 from vqvae.data import ImageDataset, to_float
 from vqvae.data.audio import SpeechDataset, write_wav
-from vqvae.data.loader import iter_batches, rows
 from vqvae.devices import model_device
 from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
@@ -62,13 +60,6 @@ def _reduce(ranks: Ranks, sums: MeanAccumulator, usage: CodebookUsage | None = N
             usage.merge(ranks.sum)
 
 
-def _image_batches(data: ImageDataset, ranks: Ranks, n: int, batch_size: int, num_workers: int,
-                   with_labels: bool = False):
-    """(images,) or (images, labels) of this rank's batches of the first ``n`` examples of ``data``."""
-    arrays = (data.images, data.labels) if with_labels else (data.images,)
-    return iter_batches(partial(rows, arrays), ranks.mine(range(0, n, batch_size)), batch_size, n, num_workers)
-
-
 def _usage_metrics(usage: CodebookUsage) -> dict[str, Any]:
     u = usage.as_dict()
     return {k: u[k] for k in ("perplexity", "codes_used", "num_embeddings", "dead_codes", "usage_fraction")}
@@ -85,7 +76,7 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
     usage = CodebookUsage(model.config.num_embeddings)
     sums = _sums("nll_nats", "mse", "psnr_per_image", "ssim")
     logistic = model.config.recon_loss == "logistic"
-    for (images,) in _image_batches(data, ranks, n, batch_size, num_workers):
+    for (images,) in data.batches(ranks.mine(range(0, n, batch_size)), batch_size, n, num_workers):
         x = to_float(images.to(dev))
         idx = model.encode(x)  # (B, h, w)
         z_q = model.embed(idx)  # (B, G*D, h, w)
@@ -137,7 +128,8 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
     logistic = vq.config.recon_loss == "logistic"
     h, k = vq.config.latent_size, vq.config.num_embeddings
     sums, dev = _sums("prior", "decoder"), model_device(vq)  # nats per latent; decoder nats per dimension
-    for images, labels in _image_batches(data, ranks, n, batch_size, num_workers, with_labels=True):
+    for images, labels in data.batches(ranks.mine(range(0, n, batch_size)), batch_size, n, num_workers,
+                                       labels=True):
         x = to_float(images.to(dev))
         idx = vq.encode(x)  # (B, h, w)
         labels = labels.to(dev) if conditional else None

@@ -61,3 +61,11 @@ def read_npz(path: str | os.PathLike[str], what: str) -> dict[str, np.ndarray]:
             return {k: f[k] for k in f.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise VQVAEError(f"cannot read {what} {path}: {exc}") from None
+
+
+def hash_file_stamps(h: Any, names: Any, root: Path = Path()) -> None:
+    """Feed each file of ``names`` (bytes paths, relative to ``root``) to hash ``h`` as its name, size and
+    modification time: what identifies a dataset read from files without reading them."""
+    for name in names:
+        stat = (root / name.decode()).stat()
+        h.update(name + f"|{stat.st_size}|{stat.st_mtime_ns}".encode())

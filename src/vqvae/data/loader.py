@@ -71,8 +71,9 @@ def batch_generator(seed: int, number: int) -> torch.Generator:
 
 
 def rows(arrays: tuple, indices: Any) -> tuple:
-    """``(a[indices] for a in arrays)``: the fetch of examples held in tensors or in files read on demand (:class:`vqvae.data.images.folder.ImageFiles`)
-    sequences (a module-level function, so that ``functools.partial(rows, arrays)`` pickles for spawned workers)."""
+    """``(a[indices] for a in arrays)``: the fetch of examples held in tensors or read from files on demand
+    (:class:`vqvae.data.images.folder.ImageFiles`); a module-level function, so that ``functools.partial(rows,
+    arrays)`` pickles for spawned workers."""
     return tuple(a[indices] for a in arrays)
 
 

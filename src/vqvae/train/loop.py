@@ -67,8 +67,8 @@ class Run:
     the data order, a budget, logs (CSV, TensorBoard, progress bar), checkpoints and resume."""
 
     def __init__(self, out: Path, kind: str, model: torch.nn.Module, train: TrainConfig, n: int,
-                 extra: dict[str, Any], fields: list[str], resume: bool, progress: bool, ranks: Ranks = Ranks(),
-                 feed: tuple[Any, Any] = (lambda idx, number: idx, lambda idx: idx)):
+                 extra: dict[str, Any], fields: list[str], resume: bool, progress: bool, ranks: Ranks,
+                 feed: tuple[Any, Any]):
         self.out, self.kind, self.model, self.t, self.extra = out, kind, model, train, extra
         self.ranks, self.device = ranks, ranks.device
         self.scaler = grad_scaler(self.device, train.amp)
@@ -102,7 +102,6 @@ class Run:
         try:
             self.model.load_state_dict(checkpoint.load_model_state(out)[0])
             rng, meta = checkpoint.load_trainer_state(out, self.opt)
-            self._match_layouts()
             torch.set_rng_state(rng["torch"])
             if "cuda" in rng and self.device.type == "cuda":
                 torch.cuda.set_rng_state(rng["cuda"], self.device)
@@ -119,17 +118,6 @@ class Run:
                              f"trainer state from step {self.step} (a save was interrupted)")
         if self.ranks.main:
             _truncate_csv(out / "metrics.csv", self.step)
-
-    def _match_layouts(self) -> None:
-        """Give the optimiser's moments the memory layout of their parameters (a checkpoint stores them
-        contiguous; a channels_last parameter has channels_last moments, and the fused Adam kernel pairs
-        elements by storage order, so a mismatch would pair the wrong ones)."""
-        for group in self.opt.param_groups:
-            for p in group["params"]:
-                state = self.opt.state.get(p, {})
-                for name, value in state.items():
-                    if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
-                        state[name] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
     def save(self) -> None:
         if not self.ranks.main:

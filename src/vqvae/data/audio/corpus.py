@@ -20,6 +20,7 @@ from torch import Tensor
 
 from vqvae.data.audio.wav import read_wav, resample, resampled_length, wav_frames
 from vqvae.errors import VQVAEError
+from vqvae.fileio import hash_file_stamps
 
 __all__ = ["SpeechDataset", "WaveFiles", "corpus_speakers", "crop_starts", "crops", "load_speech", "random_crops",
            "split_files"]
@@ -53,9 +54,7 @@ class WaveFiles(Sequence):
 
     def digest(self, h) -> None:
         """Feed what identifies these utterances (paths, sizes, modification times) to hash ``h``."""
-        for p in self.paths:
-            stat = Path(p.decode()).stat()
-            h.update(p + f"|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        hash_file_stamps(h, self.paths)
 
 
 @dataclass

@@ -13,6 +13,8 @@ import hashlib
 import io
 import math
 import os
+from collections.abc import Iterable, Iterator
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from vqvae.data.images.idx import IDX_DATASETS, is_idx_dir, load_idx_dir, load_i
 from vqvae.data.images.cifar import cifar_search_dirs, is_cifar_dir, load_cifar_dir
 from vqvae.data.images.folder import ImageFiles, image_folder_files
 from vqvae.config import ModelConfig
+from vqvae.data.loader import iter_batches, rows
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
 
@@ -49,6 +52,13 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def batches(self, starts: Iterable[int], batch_size: int, n: int, num_workers: int = 0, labels: bool = False
+                ) -> Iterator[tuple[torch.Tensor, ...]]:
+        """(images,) -- or (images, labels) -- of the batches of ``batch_size`` starting at each of ``starts`` among
+        the first ``n`` examples, in order, read by ``num_workers`` DataLoader workers when more than 0."""
+        arrays = (self.images, self.labels) if labels else (self.images,)
+        return iter_batches(partial(rows, arrays), starts, batch_size, n, num_workers)
 
     def fingerprint(self) -> str:
         """SHA-256 of the pixels (of the files' paths, sizes and times for a folder) and labels: what cached codes

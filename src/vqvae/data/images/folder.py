@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from vqvae.errors import VQVAEError
+from vqvae.fileio import hash_file_stamps
 
 __all__ = ["IMAGE_SUFFIXES", "TEST_EVERY", "ImageFiles", "image_folder_files", "load_image_folder"]
 
@@ -115,9 +116,7 @@ class ImageFiles:
     def digest(self, h) -> None:
         """Feed what identifies these images (paths, sizes, modification times, mode, size) to hash ``h``."""
         h.update(f"{self.root}|{self.mode}|{self.image_size}|{self.shape}".encode())
-        for p in self.paths:
-            stat = (self.root / p.decode()).stat()
-            h.update(p + f"|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        hash_file_stamps(h, self.paths, self.root)
 
 
 def image_folder_files(
