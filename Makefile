@@ -90,7 +90,7 @@ gpu-check: $(STAMP) data
 	  echo "gpu-check: no CUDA GPU here (torch.cuda.is_available() is False): nothing to check"; exit 0; fi; \
 	set -e; \
 	$(PY) -c "import torch; print('gpu-check:', torch.cuda.get_device_name(0), 'x', torch.cuda.device_count())"; \
-	$(PY) -m pytest -q tests/test_devices.py; \
+	$(PY) -m pytest -q tests/test_devices.py tests/test_quantize.py tests/test_model.py; \
 	if [ "$(GPUS)" -ge 2 ]; then \
 	  $(PY) -m torch.distributed.run --standalone --nproc_per_node 2 -m vqvae train --device cuda --steps 200 \
 	    --out runs/gpu-check/ddp --overwrite --quiet --json; \

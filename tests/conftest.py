@@ -4,6 +4,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# The devices this machine has: the CPU, and CUDA and MPS when present. Tests that take the `device` fixture run
+# once on each (on this project's CPU machine: the CPU alone).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
+    ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    return torch.device(request.param)
 
 def write_idx(directory: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
     n, h, w = images.shape

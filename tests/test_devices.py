@@ -15,8 +15,8 @@ from vqvae.errors import VQVAEError
 from vqvae.nets import WaveNet
 from vqvae.priors import GatedPixelCNN
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
-    ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
+from tests.conftest import DEVICES
+
 TINY = ["model.hidden=16", "model.res_hidden=8", "model.embedding_dim=8", "model.num_embeddings=32",
         "train.batch_size=16", "train.warmup_steps=1", "train.log_every=1", "train.eval_batches=2"]
 

@@ -14,12 +14,13 @@ from vqvae.models import VQVAE
         (dict(quantizer="vq", image_size=16, downsample=2), 8),
     ],
 )
-def test_shapes_and_decode_of_encode_equals_forward(kw, latent):
+def test_shapes_and_decode_of_encode_equals_forward(kw, latent, device):
     torch.manual_seed(0)
-    m = VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32, **kw).eval()
+    m = VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32, **kw).eval().to(device)
     c, s = m.config.in_channels, m.config.image_size
-    x = torch.rand(3, c, s, s)
+    x = torch.rand(3, c, s, s).to(device)
     out = m(x)
+    assert out.reconstruction.device.type == out.indices.device.type == device.type
     assert out.reconstruction.shape == x.shape
     assert out.indices.shape == (3, latent, latent) and out.indices.dtype == torch.int64
     idx = m.encode(x)
@@ -27,10 +28,10 @@ def test_shapes_and_decode_of_encode_equals_forward(kw, latent):
     torch.testing.assert_close(m.decode_indices(idx), out.reconstruction)
 
 
-def test_loss_is_reconstruction_plus_vq_and_training_updates_only_in_train_mode():
+def test_loss_is_reconstruction_plus_vq_and_training_updates_only_in_train_mode(device):
     torch.manual_seed(0)
-    m = VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32)
-    x = torch.rand(2, 1, 28, 28)
+    m = VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32).to(device)
+    x = torch.rand(2, 1, 28, 28).to(device)
     out = m(x)
     torch.testing.assert_close(out.loss, out.recon_loss + out.vq_loss)
     torch.testing.assert_close(out.vq_loss, 0.25 * out.commitment_loss)

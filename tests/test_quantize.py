@@ -60,33 +60,34 @@ class NpEMA:
 
 # ---- VectorQuantizer ------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(5, D), (2, 3, 4, D), (1, 1, D)])
-def test_vq_matches_reference_values_and_gradients(shape):
+def test_vq_matches_reference_values_and_gradients(shape, device):
     torch.manual_seed(0)
-    vq = VectorQuantizer(D, K, commitment_cost=0.25)
-    x = torch.randn(*shape, requires_grad=True)
-    g = torch.randn(*shape)
+    vq = VectorQuantizer(D, K, commitment_cost=0.25).to(device)
+    x = torch.randn(*shape).to(device).requires_grad_()
+    g = torch.randn(*shape).to(device)
     out = vq(x)
     (out.quantized * g).sum().add(out.loss).backward()
+    assert out.indices.device.type == out.quantized.device.type == device.type
 
-    cb = vq.codebook.detach().double().numpy()
-    xn = x.detach().double().numpy()
+    cb = vq.codebook.detach().double().cpu().numpy()
+    xn = x.detach().double().cpu().numpy()
     idx, q, cl, ml, ppl, m = np_vq(xn, cb, 0.25)
-    np.testing.assert_array_equal(out.indices.numpy(), idx)
+    np.testing.assert_array_equal(out.indices.cpu().numpy(), idx)
     assert out.indices.dtype == torch.int64 and out.indices.shape == shape[:-1]
-    np.testing.assert_allclose(out.quantized.detach().numpy(), q, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(out.quantized.detach().cpu().numpy(), q, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(out.codebook_loss.item(), cl, rtol=1e-5)
     np.testing.assert_allclose(out.commitment_loss.item(), ml, rtol=1e-5)
     np.testing.assert_allclose(out.loss.item(), cl + 0.25 * ml, rtol=1e-5)
     np.testing.assert_allclose(out.perplexity.item(), ppl, rtol=1e-5)
     # d/dx: straight-through g, plus beta * 2 (x - q) / m from the commitment term
-    np.testing.assert_allclose(x.grad.numpy(), g.numpy() + 0.25 * 2 * (xn - q) / m, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(x.grad.cpu().numpy(), g.cpu().numpy() + 0.25 * 2 * (xn - q) / m, rtol=1e-4, atol=1e-6)
     # d/dcodebook: only the codebook term, 2 (e - x) / m summed over the vectors assigned to each code
     gcb = np.zeros_like(cb)
     np.add.at(gcb, idx.reshape(-1), 2 * (q - xn).reshape(-1, D) / m)
-    np.testing.assert_allclose(vq.codebook.grad.numpy(), gcb, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(vq.codebook.grad.cpu().numpy(), gcb, rtol=1e-4, atol=1e-6)
     enc = out.encodings
     assert enc.shape == (int(np.prod(shape[:-1])), K)
-    np.testing.assert_array_equal(enc.argmax(1).numpy(), idx.reshape(-1))
+    np.testing.assert_array_equal(enc.argmax(1).cpu().numpy(), idx.reshape(-1))
 
 
 def test_beta_multiplies_the_commitment_term_only():
@@ -184,25 +185,26 @@ def test_empty_batch_works():
 
 
 # ---- VectorQuantizerEMA ---------------------------------------------------------------------------
-def test_ema_matches_reference_over_several_steps():
+def test_ema_matches_reference_over_several_steps(device):
     torch.manual_seed(0)
-    ema = VectorQuantizerEMA(D, K, commitment_cost=0.25, decay=0.9, epsilon=1e-5)
-    ref = NpEMA(ema.codebook.numpy(), 0.9, 1e-5)
+    ema = VectorQuantizerEMA(D, K, commitment_cost=0.25, decay=0.9, epsilon=1e-5).to(device)
+    ref = NpEMA(ema.codebook.cpu().numpy(), 0.9, 1e-5)
     for step in range(6):
-        x = torch.randn(4, 5, D) * (1 + step) + step
+        x = (torch.randn(4, 5, D) * (1 + step) + step).to(device)
         x.requires_grad_()
         before = ema.codebook.clone()
         out = ema(x)
-        idx, q = ref(x.detach().numpy())
-        np.testing.assert_array_equal(out.indices.numpy(), idx)
+        xn = x.detach().cpu().numpy()
+        idx, q = ref(xn)
+        np.testing.assert_array_equal(out.indices.cpu().numpy(), idx)
         # quantized uses the codebook from before this step's update
         torch.testing.assert_close(out.quantized.detach(), before[out.indices])
-        np.testing.assert_allclose(out.quantized.detach().numpy(), q, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(ema.codebook.numpy(), ref.w, rtol=1e-4, atol=1e-5)
-        ml = ((x.detach().numpy() - q) ** 2).mean()
+        np.testing.assert_allclose(out.quantized.detach().cpu().numpy(), q, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(ema.codebook.cpu().numpy(), ref.w, rtol=1e-4, atol=1e-5)
+        ml = ((xn - q) ** 2).mean()
         np.testing.assert_allclose(out.loss.item(), 0.25 * ml, rtol=1e-5)
         out.loss.backward()
-        np.testing.assert_allclose(x.grad.numpy(), 0.25 * 2 * (x.detach().numpy() - q) / x.numel(), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(x.grad.cpu().numpy(), 0.25 * 2 * (xn - q) / x.numel(), rtol=1e-4, atol=1e-7)
 
 
 def test_ema_eval_mode_changes_nothing():
