@@ -16,6 +16,12 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
 def device(request) -> torch.device:
     return torch.device(request.param)
 
+
+def float64_on(device: torch.device) -> None:
+    """Skip where a device lacks float64 (MPS): the exact-causality tests differentiate in float64."""
+    if device.type == "mps":
+        pytest.skip("MPS has no float64")
+
 def write_idx(directory: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
     n, h, w = images.shape
     (directory / f"{prefix}-images-idx3-ubyte.gz").write_bytes(

@@ -14,6 +14,8 @@ from vqvae.errors import VQVAEError
 from vqvae.likelihoods import mu_law_decode, mu_law_encode
 from vqvae.nets import WaveNet
 
+from .conftest import float64_on
+
 
 # -- mu-law -------------------------------------------------------------------------------------------
 def test_mu_law_round_trip_and_error_bound():
@@ -183,11 +185,12 @@ def test_speakers_start_equal_and_the_gradient_separates_them():
 
 
 @pytest.mark.parametrize("conditioned", [True, False])
-def test_incremental_generation_equals_naive(conditioned):
-    model = _tiny(local_channels=3 if conditioned else 0, num_globals=4 if conditioned else 0)
+def test_incremental_generation_equals_naive(conditioned, device):
+    float64_on(device)
+    model = _tiny(local_channels=3 if conditioned else 0, num_globals=4 if conditioned else 0).to(device)
     T = 50  # longer than the receptive field (15), so the queues wrap around
-    local = torch.randn(3, 3, T, dtype=torch.float64) if conditioned else None
-    g = torch.tensor([0, 3, 1]) if conditioned else None
+    local = torch.randn(3, 3, T, dtype=torch.float64).to(device) if conditioned else None
+    g = torch.tensor([0, 3, 1], device=device) if conditioned else None
     for temperature in (1.0, 0.7):
         naive = model.generate_naive(3, T, local, g, temperature, torch.Generator().manual_seed(4))
         fast = model.generate(3, T, local, g, temperature, torch.Generator().manual_seed(4))
@@ -211,24 +214,26 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_audio_model_shapes_and_conditioning():
+def test_audio_model_shapes_and_conditioning(device):
     from vqvae.models import AudioVQVAE
 
     torch.manual_seed(0)
     model = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8, skip_channels=8,
-                       max_dilation=8, num_speakers=3)
-    x = torch.rand(2, 640) * 2 - 1
-    out = model(x, torch.tensor([0, 2]))
+                       max_dilation=8, num_speakers=3).to(device)
+    x = (torch.rand(2, 640) * 2 - 1).to(device)
+    out = model(x, torch.tensor([0, 2], device=device))
     assert out.indices.shape == (2, 10) and out.recon_loss > 0 and out.loss >= out.recon_loss
     out.loss.backward()
     assert model.encoder.net[0].weight.grad.abs().sum() > 0  # the straight-through gradient reaches the encoder
     with pytest.raises(VQVAEError, match="multiple of 64"):
-        model(torch.zeros(2, 100), torch.tensor([0, 1]))
+        model(torch.zeros(2, 100, device=device), torch.tensor([0, 1], device=device))
     with pytest.raises(VQVAEError, match="speaker ids must lie in"):
-        model(x, torch.tensor([0, 3]))
+        model(x, torch.tensor([0, 3], device=device))
     codes = model.eval().encode(x)
-    y = model.decode_indices(codes[:, :2], torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0))
-    assert y.shape == (2, 128) and float(y.abs().max()) <= 1
+    y = model.decode_indices(codes[:, :2], torch.tensor([0, 1], device=device),
+                             generator=torch.Generator().manual_seed(0))
+    assert y.shape == (2, 128) and float(y.abs().max()) <= 1 and y.device.type == device.type
+    x = x.cpu()
     normed = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8, skip_channels=8,
                         max_dilation=8, num_speakers=3, encoder_norm="instance")
     z = normed.encoder(x[:, None])  # (2, 4, 10): every channel standardised over time, so never constant

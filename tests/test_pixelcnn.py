@@ -8,21 +8,25 @@ import torch
 from vqvae.errors import VQVAEError
 from vqvae.priors import GatedPixelCNN
 
+from .conftest import float64_on
+
 
 def _grad_map(model, h, w, i, j, labels=None):
     """|d logits(i, j) / d input| summed over channels: (H, W)."""
     x = torch.randn(1, model.config.channels, h, w, dtype=torch.float64, requires_grad=True)
+    x = x.to(next(model.parameters()).device).detach().requires_grad_()
     model.forward_embedded(x, labels)[0, :, i, j].sum().backward()
     return x.grad.abs().sum(1)[0]
 
 
 @pytest.mark.parametrize("kernel_size", [3, 5])
-def test_causal_and_no_blind_spot(kernel_size):
+def test_causal_and_no_blind_spot(kernel_size, device):
+    float64_on(device)
     torch.manual_seed(0)
     h = w = 6
     model = GatedPixelCNN(num_embeddings=7, num_classes=3, channels=8, num_layers=6, kernel_size=kernel_size,
-                          head_channels=8).double()
-    labels = torch.tensor([1])
+                          head_channels=8).double().to(device)
+    labels = torch.tensor([1], device=device)
     for i in range(h):
         for j in range(w):
             g = _grad_map(model, h, w, i, j, labels)
@@ -34,21 +38,21 @@ def test_causal_and_no_blind_spot(kernel_size):
                         assert g[a, b] > 0, (i, j, a, b)
 
 
-def test_label_changes_the_output_and_shapes():
+def test_label_changes_the_output_and_shapes(device):
     torch.manual_seed(0)
-    model = GatedPixelCNN(num_embeddings=11, num_classes=4, channels=8, num_layers=3, head_channels=16)
-    idx = torch.randint(11, (2, 5, 7))
-    a = model(idx, torch.tensor([0, 0]))
-    b = model(idx, torch.tensor([3, 3]))
-    assert a.shape == (2, 11, 5, 7)
+    model = GatedPixelCNN(num_embeddings=11, num_classes=4, channels=8, num_layers=3, head_channels=16).to(device)
+    idx = torch.randint(11, (2, 5, 7)).to(device)
+    a = model(idx, torch.tensor([0, 0], device=device))
+    b = model(idx, torch.tensor([3, 3], device=device))
+    assert a.shape == (2, 11, 5, 7) and a.device.type == device.type
     assert not torch.allclose(a, b)
-    assert model.nll(idx, torch.tensor([0, 1])).shape == (2,)
+    assert model.nll(idx, torch.tensor([0, 1], device=device)).shape == (2,)
 
 
-def test_naive_sampling_is_seeded_and_respects_temperature_and_labels():
+def test_naive_sampling_is_seeded_and_respects_temperature_and_labels(device):
     torch.manual_seed(0)
-    model = GatedPixelCNN(num_embeddings=5, num_classes=2, channels=8, num_layers=2, head_channels=8)
-    labels = torch.tensor([0, 1, 1])
+    model = GatedPixelCNN(num_embeddings=5, num_classes=2, channels=8, num_layers=2, head_channels=8).to(device)
+    labels = torch.tensor([0, 1, 1], device=device)
     s1 = model.sample_naive((3, 4), labels, generator=torch.Generator().manual_seed(1))
     s2 = model.sample_naive((3, 4), labels, generator=torch.Generator().manual_seed(1))
     assert s1.shape == (3, 3, 4) and torch.equal(s1, s2) and int(s1.max()) < 5
@@ -67,11 +71,12 @@ def test_bad_inputs():
 
 
 @pytest.mark.parametrize("kernel_size, conditional", [(3, True), (5, False)])
-def test_cached_sampler_equals_naive_sampler(kernel_size, conditional):
+def test_cached_sampler_equals_naive_sampler(kernel_size, conditional, device):
+    float64_on(device)
     torch.manual_seed(0)
     model = GatedPixelCNN(num_embeddings=6, num_classes=3 if conditional else 0, channels=8, num_layers=4,
-                          kernel_size=kernel_size, head_channels=8).double()
-    labels = torch.tensor([0, 2, 1])
+                          kernel_size=kernel_size, head_channels=8).double().to(device)
+    labels = torch.tensor([0, 2, 1], device=device)
     for temperature in (1.0, 0.7):
         naive = model.sample_naive((5, 6), labels, temperature, torch.Generator().manual_seed(3))
         fast = model.sample((5, 6), labels, temperature, torch.Generator().manual_seed(3))

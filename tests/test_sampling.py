@@ -2,6 +2,8 @@
 ask for, the WaveNet prior over code sequences (exact causality, its NLL, speaker conditioning, sampling, save
 and load), and the random crops of code sequences it is trained on."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -29,23 +31,32 @@ def prior():
     return GatedPixelCNN(num_embeddings=K, num_classes=3, channels=8, num_layers=2, head_channels=16).eval()
 
 
+def on(device, *models):
+    """Copies of the models on ``device`` (the module's fixtures stay where they are)."""
+    return [copy.deepcopy(m).to(device) for m in models]
+
+
 # -- image samples -------------------------------------------------------------------------------------------
-def test_sample_images_shapes_and_decoding(prior, vq):
+def test_sample_images_shapes_and_decoding(prior, vq, device):
+    prior, vq = on(device, prior, vq)
     labels = torch.tensor([0, 1, 2, 2, 0])
     images, indices = sample_images(prior, vq, labels, seed=3)
     assert images.shape == (5, 1, 28, 28) and indices.shape == (5, 7, 7)
     assert indices.dtype == torch.int64 and int(indices.min()) >= 0 and int(indices.max()) < K
-    assert torch.equal(images, vq.decode_indices(indices).clamp(0, 1))
+    assert torch.equal(images, vq.decode_indices(indices.to(device)).clamp(0, 1).cpu())
     assert float(images.min()) >= 0 and float(images.max()) <= 1
 
 
-def test_sample_images_is_the_prior_sample_of_a_seeded_generator(prior, vq):
+def test_sample_images_is_the_prior_sample_of_a_seeded_generator(prior, vq, device):
+    cpu_prior = prior
+    prior, vq = on(device, prior, vq)
     labels = torch.tensor([2, 0, 1, 1])
     _, indices = sample_images(prior, vq, labels, seed=5)
-    expected = prior.sample((7, 7), labels, 1.0, torch.Generator().manual_seed(5))
-    assert torch.equal(indices, expected)
+    expected = prior.sample((7, 7), labels.to(device), 1.0, torch.Generator().manual_seed(5))
+    assert torch.equal(indices, expected.cpu())
+    assert torch.equal(indices, cpu_prior.sample((7, 7), labels, 1.0, torch.Generator().manual_seed(5)))
     _, cold = sample_images(prior, vq, labels, seed=5, temperature=0.5)
-    assert torch.equal(cold, prior.sample((7, 7), labels, 0.5, torch.Generator().manual_seed(5)))
+    assert torch.equal(cold, prior.sample((7, 7), labels.to(device), 0.5, torch.Generator().manual_seed(5)).cpu())
 
 
 def test_sample_images_same_seed_same_samples(prior, vq):
@@ -134,10 +145,11 @@ def wavenet_prior(**changes) -> WaveNetPrior:
     return model
 
 
-def test_wavenet_prior_logits_shape():
-    model = wavenet_prior()
-    codes = torch.randint(0, 8, (3, 11))
-    assert model(codes, torch.tensor([0, 1, 1])).shape == (3, 8, 11)
+def test_wavenet_prior_logits_shape(device):
+    model = wavenet_prior().to(device)
+    codes = torch.randint(0, 8, (3, 11)).to(device)
+    logits = model(codes, torch.tensor([0, 1, 1], device=device))
+    assert logits.shape == (3, 8, 11) and logits.device.type == device.type
 
 
 def test_wavenet_prior_is_exactly_causal():
@@ -173,16 +185,16 @@ def test_wavenet_prior_gradient_is_causal():
             assert float(grad[:, :, l - 1].abs().max()) > 0, l
 
 
-def test_wavenet_prior_nll():
-    model = wavenet_prior()
-    codes = torch.randint(0, 8, (3, 9), generator=torch.Generator().manual_seed(2))
-    speakers = torch.tensor([0, 1, 0])
+def test_wavenet_prior_nll(device):
+    model = wavenet_prior().to(device)
+    codes = torch.randint(0, 8, (3, 9), generator=torch.Generator().manual_seed(2)).to(device)
+    speakers = torch.tensor([0, 1, 0], device=device)
     nll = model.nll(codes, speakers)
     reference = F.cross_entropy(model(codes, speakers), codes, reduction="none")
     assert torch.allclose(nll, reference, rtol=0, atol=1e-6)
     logp = torch.log_softmax(model(codes, speakers), 1).gather(1, codes[:, None])[:, 0]
     assert torch.allclose(nll, -logp, atol=1e-5)
-    lengths = torch.tensor([9, 4, 0])
+    lengths = torch.tensor([9, 4, 0], device=device)
     masked = model.nll(codes, speakers, lengths)
     for b, n in enumerate(lengths.tolist()):
         assert torch.equal(masked[b, :n], nll[b, :n])
@@ -210,11 +222,11 @@ def test_wavenet_prior_speaker_conditioning():
                        off.sample(2, 6, None, generator=torch.Generator().manual_seed(0)))
 
 
-def test_wavenet_prior_sample():
-    model = wavenet_prior()
-    speakers = torch.tensor([0, 1, 1])
+def test_wavenet_prior_sample(device):
+    model = wavenet_prior().to(device)
+    speakers = torch.tensor([0, 1, 1], device=device)
     s = model.sample(3, 20, speakers, generator=torch.Generator().manual_seed(7))
-    assert s.shape == (3, 20) and s.dtype == torch.int64
+    assert s.shape == (3, 20) and s.dtype == torch.int64 and s.device.type == device.type
     assert int(s.min()) >= 0 and int(s.max()) < 8
     assert torch.equal(s, model.sample(3, 20, speakers, generator=torch.Generator().manual_seed(7)))
     assert not torch.equal(s, model.sample(3, 20, speakers, generator=torch.Generator().manual_seed(8)))
@@ -223,14 +235,14 @@ def test_wavenet_prior_sample():
     assert torch.equal(s, naive)
 
 
-def test_wavenet_prior_save_and_load(tmp_path):
-    model = wavenet_prior().train()
-    model.save_pretrained(tmp_path)
+def test_wavenet_prior_save_and_load(tmp_path, device):
+    model = wavenet_prior().train().to(device)
+    model.save_pretrained(tmp_path)  # saved from any device, loaded on the CPU
     loaded = WaveNetPrior.from_pretrained(tmp_path)
     assert loaded.training is False and loaded.config == model.config
     codes = torch.randint(0, 8, (2, 10), generator=torch.Generator().manual_seed(4))
     speakers = torch.tensor([1, 0])
-    assert torch.equal(loaded(codes, speakers), model(codes, speakers))
+    assert torch.equal(loaded(codes, speakers), model.cpu()(codes, speakers))
 
 
 # -- random crops of code sequences --------------------------------------------------------------------------
