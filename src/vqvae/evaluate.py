@@ -24,6 +24,7 @@ from vqvae.data.audio import SpeechDataset, write_wav
 from vqvae.devices import model_device
 from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
+from vqvae.fileio import check_out_dir
 from vqvae.judges.audio import judge_conversion
 from vqvae.metrics import (CodebookUsage, MeanAccumulator, bits_per_dim, elbo_bits_per_dim, nats_to_bits,
                            psnr_from_mse, ssim, uniform_prior_nll_nats)
@@ -31,7 +32,7 @@ from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors.pixelcnn import GatedPixelCNN
 from vqvae.priors.sampling import check_generation_options
 from vqvae.priors.wavenet import WaveNetPrior
-from vqvae.runs import check_out_dir, load_prior, load_run, run_split
+from vqvae.runs import load_prior, load_run, run_split
 
 __all__ = ["evaluate_audio", "evaluate_audio_prior", "evaluate_audio_run", "evaluate_conversion",
            "evaluate_conversion_run", "evaluate_model", "evaluate_prior", "evaluate_prior_run", "evaluate_run"]

@@ -20,11 +20,12 @@ from vqvae.data import ImageDataset, load_images_for
 from vqvae.data.audio import SpeechDataset, load_speech
 from vqvae.devices import resolve_device
 from vqvae.errors import VQVAEError
+from vqvae.fileio import check_out_dir
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors.pixelcnn import GatedPixelCNN
 from vqvae.priors.wavenet import WaveNetPrior
 
-__all__ = ["MODEL_CLASSES", "VQVAE_KIND_OF_PRIOR", "check_out_dir", "check_out_file", "data_spec", "load_prior",
+__all__ = ["MODEL_CLASSES", "VQVAE_KIND_OF_PRIOR", "check_out_file", "data_spec", "load_prior",
            "load_run", "paired_vqvae", "prepare_out_dir", "run_split"]
 
 MODEL_CLASSES = {"vqvae": VQVAE, "prior": GatedPixelCNN, "audio": AudioVQVAE, "audio_prior": WaveNetPrior}
@@ -94,19 +95,6 @@ def check_out_file(path: str | Path, overwrite: bool, suffixes: tuple[str, ...])
     if p.is_dir():
         raise VQVAEError(f"{p} is a directory")
     return p
-
-
-def check_out_dir(path: str | Path, overwrite: bool, *, is_file: str = "output path {out} exists and is not a directory",
-                  not_empty: str = "output directory {out} is not empty: pass --resume to continue it or --overwrite "
-                                   "to replace it") -> Path:
-    """An output directory: refused (with the message ``is_file`` or ``not_empty``, where ``{out}`` is the path)
-    when it is a file, or not empty and ``overwrite`` is false."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise VQVAEError(is_file.format(out=out))
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise VQVAEError(not_empty.format(out=out))
-    return out
 
 
 def prepare_out_dir(out: Path, overwrite: bool) -> None:

@@ -2,6 +2,7 @@
 and prints the result.
 
     vqvae data speech --out DIR                     # the espeak-ng multi-speaker corpus
+    vqvae data fsdd --out DIR [--from RECORDINGS]   # the Free Spoken Digit Dataset as a speaker-folder corpus
     vqvae audio train [--config speech] [--data DIR] [--out DIR] [--steps N] [--max-seconds S] [key=value ...]
     vqvae audio evaluate DIR [--split test] [--json]
     vqvae audio reconstruct DIR input.wav [--speaker NAME] --out out.wav
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vqvae.cli.common import add_device, add_training_command, positive, print_result, run_training, seed
+from vqvae.data.audio.fsdd import arrange_fsdd
 from vqvae.data.audio.synthesis import synthesize_corpus
 from vqvae.errors import VQVAEError
 from vqvae.evaluate import evaluate_audio_run, evaluate_conversion_run
@@ -58,6 +60,13 @@ def cmd_data_speech(a: argparse.Namespace) -> dict[str, Any]:
                                 overwrite=a.overwrite, progress=not a.quiet)
     return print_result(summary, a.json, lambda s: f"wrote {s['utterances']} utterances ({s['hours'] * 60:.1f} "
                                                    f"minutes) by {len(s['speakers'])} speakers to {a.out}")
+
+
+def cmd_data_fsdd(a: argparse.Namespace) -> dict[str, Any]:
+    summary = arrange_fsdd(a.out, a.source, overwrite=a.overwrite)
+    return print_result(summary, a.json, lambda s: f"wrote {s['utterances']} recordings by {len(s['speakers'])} "
+                                                   f"speakers of the digits {', '.join(s['digits'])} to {a.out} "
+                                                   f"({s['train']} train, {s['test']} test: FSDD's own split)")
 
 
 def cmd_audio_train(a: argparse.Namespace) -> dict[str, Any]:
@@ -115,6 +124,13 @@ def _data_commands(sub) -> None:
     for flag in ("--overwrite", "--quiet", "--json"):
         sp.add_argument(flag, action="store_true")
     sp.set_defaults(fn=cmd_data_speech)
+    fs = data.add_parser("fsdd", help="arrange the Free Spoken Digit Dataset (real speech, 8 kHz) as a corpus")
+    fs.add_argument("--out", required=True, help="corpus directory (one sub-folder per speaker, utterances.tsv)")
+    fs.add_argument("--from", dest="source", help="the dataset's recordings/ folder (default: download release "
+                                                  "v1.0.9 and check its SHA-256)")
+    for flag in ("--overwrite", "--json"):
+        fs.add_argument(flag, action="store_true")
+    fs.set_defaults(fn=cmd_data_fsdd)
 
 
 def add_audio_commands(sub) -> None:

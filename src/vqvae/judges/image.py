@@ -23,10 +23,10 @@ from vqvae import checkpoint
 from vqvae.data import ImageDataset, load_images, to_float
 from vqvae.devices import model_device, resolve_device
 from vqvae.errors import VQVAEError
-from vqvae.fileio import atomic_write_json, read_npz
+from vqvae.fileio import atomic_write_json, check_out_dir, read_npz
 from vqvae.metrics import frechet_distance
 from vqvae.models import Pretrained
-from vqvae.runs import check_out_dir, load_run
+from vqvae.runs import load_run
 
 __all__ = ["Classifier", "ClassifierConfig", "accuracy", "judge", "predict", "score_samples", "train_classifier",
            "train_classifier_run"]

@@ -22,12 +22,13 @@ from vqvae.data.audio import crop_starts, crops, load_speech
 from vqvae.data.loader import batch_generator, rows
 from vqvae.errors import VQVAEError
 from vqvae.evaluate import evaluate_audio, evaluate_audio_prior, evaluate_model, evaluate_prior
+from vqvae.fileio import check_out_dir
 from vqvae.metrics import CodebookUsage
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors import GatedPixelCNN, WaveNetPrior
 from vqvae.priors.sampling import sample_images
 from vqvae.reconstruct import reconstruction_grid
-from vqvae.runs import check_out_dir, load_run, paired_vqvae, run_split
+from vqvae.runs import load_run, paired_vqvae, run_split
 from vqvae.distributed import Ranks
 from vqvae.train.loop import train_task
 

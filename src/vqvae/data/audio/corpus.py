@@ -3,6 +3,9 @@
 A corpus is a directory with one sub-folder per speaker holding ``*.wav`` files (PCM 8/16/24/32-bit, any
 sample rate, mono or stereo: channels are averaged, then resampled to the configured rate). Utterances are
 split into train and test by a seeded shuffle of each speaker's files, so every speaker is in both splits.
+An optional ``utterances.tsv`` at the corpus root (columns ``file``, ``class``, ``split``; ``file`` as
+``speaker/name.wav``) gives every utterance a class (what is said, e.g. the digit) and, where its ``split``
+column is filled, a fixed split instead of the shuffle.
 Waveforms are float32 in [-1, 1]; the models see them as 256 mu-law classes
 (:func:`vqvae.likelihoods.mu_law_encode`).
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +23,13 @@ from torch import Tensor
 
 from vqvae.data.audio.wav import read_wav, resample, resampled_length, wav_frames
 from vqvae.errors import VQVAEError
-from vqvae.fileio import hash_file_stamps
+from vqvae.fileio import atomic_write_bytes, hash_file_stamps
 
-__all__ = ["SpeechDataset", "WaveFiles", "corpus_speakers", "crop_starts", "crops", "load_speech", "random_crops",
-           "split_files"]
+__all__ = ["UTTERANCES", "SpeechDataset", "WaveFiles", "corpus_speakers", "crop_starts", "crops", "load_speech",
+           "random_crops", "read_utterances", "split_files", "write_utterances"]
+
+UTTERANCES = "utterances.tsv"  # optional, at a corpus's root: every file's class and split
+_COLUMNS = ("file", "class", "split")
 
 # -- corpora --------------------------------------------------------------------------------------
 class WaveFiles(Sequence):
@@ -61,7 +67,8 @@ class WaveFiles(Sequence):
 class SpeechDataset:
     """One split of a corpus: ``waves[i]`` float32 (T_i,) at ``sample_rate``, spoken by ``speakers[labels[i]]``;
     ``paths[i]`` is its file. ``waves`` is a list in memory or a :class:`WaveFiles` that reads each utterance when
-    it is indexed (what :func:`load_speech` gives)."""
+    it is indexed (what :func:`load_speech` gives). Where the corpus has classes (``utterances.tsv``), utterance
+    i says ``class_names[classes[i]]``; ``classes`` is empty when it has none."""
 
     waves: Sequence[np.ndarray]
     labels: list[int]
@@ -69,6 +76,8 @@ class SpeechDataset:
     paths: list[str]
     sample_rate: int
     name: str
+    classes: list[int] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.waves)
@@ -89,6 +98,8 @@ class SpeechDataset:
         cached codes are keyed by."""
         h = hashlib.sha256(f"{self.sample_rate}:{len(self)}".encode())
         h.update(np.asarray(self.labels, dtype=np.int64).tobytes())
+        if self.classes:
+            h.update(("|".join(self.class_names) + "|").encode() + np.asarray(self.classes, dtype=np.int64).tobytes())
         if isinstance(self.waves, WaveFiles):
             self.waves.digest(h)
         else:
@@ -108,14 +119,49 @@ def corpus_speakers(root: str | Path) -> list[str]:
     return speakers
 
 
+def write_utterances(path: str | Path, rows: Sequence[tuple[str, str, str]]) -> None:
+    """Write ``utterances.tsv``: one (file as ``speaker/name.wav``, class, split) row per utterance."""
+    lines = ["\t".join(_COLUMNS)] + ["\t".join(row) for row in rows]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+
+
+def read_utterances(root: str | Path) -> dict[str, tuple[str, str]]:
+    """``speaker/name.wav`` -> (class, split) from the corpus's ``utterances.tsv`` ({} when it has none); a class
+    or split may be empty, a split is ``train``, ``test`` or empty."""
+    path = Path(root).expanduser() / UTTERANCES
+    if not path.exists():
+        return {}
+    lines = path.read_text().splitlines()
+    if not lines or tuple(lines[0].split("\t")) != _COLUMNS:
+        raise VQVAEError(f"{path}: the first line must be the header {chr(9).join(_COLUMNS)!r} (tab-separated)")
+    table = {}
+    for n, line in enumerate(lines[1:], start=2):
+        cells = line.split("\t")
+        if len(cells) != 3 or cells[2] not in ("train", "test", ""):
+            raise VQVAEError(f"{path}, line {n}: expected file, class and split (train, test or empty), got {line!r}")
+        table[cells[0]] = (cells[1], cells[2])
+    return table
+
+
 def split_files(root: str | Path, split: str, test_fraction: float = 0.1, seed: int = 0) -> list[tuple[Path, int]]:
-    """(file, speaker index) of ``split``: each speaker's files are shuffled with ``seed`` and the first
-    ``test_fraction`` of them (at least one, when the speaker has two or more) are the test split."""
+    """(file, speaker index) of ``split``: the split ``utterances.tsv`` gives each file, where it gives one to
+    every file; otherwise each speaker's files are shuffled with ``seed`` and the first ``test_fraction`` of them
+    (at least one, when the speaker has two or more) are the test split."""
     if split not in ("train", "test"):
         raise VQVAEError(f"unknown split {split!r}: expected 'train' or 'test'")
+    table = read_utterances(root)
+    fixed = bool(table) and all(s for _, s in table.values())
+    if table and not fixed and any(s for _, s in table.values()):
+        raise VQVAEError(f"{Path(root) / UTTERANCES} gives a split to some files only: fill every split or none")
     out = []
     for label, speaker in enumerate(corpus_speakers(root)):
         files = sorted((Path(root).expanduser() / speaker).glob("*.wav"))
+        missing = [f"{speaker}/{f.name}" for f in files if table and f"{speaker}/{f.name}" not in table]
+        if missing:
+            raise VQVAEError(f"{Path(root) / UTTERANCES} has no row for {missing[0]} ({len(missing)} files missing)")
+        if fixed:
+            out.extend((f, label) for f in files if table[f"{speaker}/{f.name}"][1] == split)
+            continue
         order = np.random.default_rng(seed).permutation(len(files))
         n_test = min(len(files) - 1, max(1, round(len(files) * test_fraction))) if len(files) > 1 else 0
         chosen = order[:n_test] if split == "test" else order[n_test:]
@@ -133,8 +179,12 @@ def load_speech(root: str | Path, split: str, sample_rate: int = 16000, *, test_
     files = split_files(root, split, test_fraction, seed)
     paths, labels = [str(path) for path, _ in files], [label for _, label in files]
     waves = WaveFiles(paths, sample_rate)
+    table = read_utterances(root)
+    names = sorted({c for c, _ in table.values() if c})
+    index = {c: i for i, c in enumerate(names)}  # an utterance without a class: -1
+    classes = [index.get(table[f"{speakers[s]}/{Path(p).name}"][0], -1) for p, s in zip(paths, labels)] if names else []
     return SpeechDataset(list(waves) if in_memory else waves, labels, speakers, paths, sample_rate,
-                         f"{Path(root).expanduser().resolve().name}/{split}")
+                         f"{Path(root).expanduser().resolve().name}/{split}", classes, names)
 
 
 def crop_starts(lengths: Sequence[int], length: int, generator: torch.Generator | None = None) -> list[int]:
