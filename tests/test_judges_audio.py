@@ -1,4 +1,6 @@
-"""The audio judges: log-mel statistics, the speaker classifier and the pitch tracker."""
+"""The audio judges: log-mel statistics and course, the speaker and content classifiers, the pitch tracker."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,3 +75,41 @@ def test_pitch_of_harmonic_tones_and_of_noise():
     assert np.isnan(pitch_hz(brown, 16000)[0])
     assert np.isnan(pitch_hz(np.zeros(16000), 16000)[0])  # silence
     assert np.isnan(pitch_hz(np.zeros(100), 16000)[0])  # shorter than one frame
+
+
+def test_log_mel_course_invariants():
+    from vqvae.judges.audio import log_mel_course
+
+    rng = np.random.default_rng(0)
+    t = np.arange(4000) / 8000
+    word = (np.sin(2 * np.pi * (300 + 900 * t) * t) * np.hanning(len(t)) * 0.3).astype(np.float32)  # a rising chirp
+    f = log_mel_course(word, 8000)
+    assert f.shape == (320,) and float(f.max()) <= 0.0  # 32 bands x 10 stretches, relative to the loudest bin
+    assert torch.allclose(log_mel_course(2.5 * word, 8000), f, atol=1e-4)  # loudness does not count
+    for before in (2400, 3000):  # nor the silence around the word (aligned with the frames or not)
+        padded = np.concatenate([np.zeros(before, np.float32), word, np.zeros(5000, np.float32)])
+        assert float((log_mel_course(padded, 8000) - f).abs().mean()) < 0.05
+    falling = word[::-1].copy()
+    assert float((log_mel_course(falling, 8000) - f).abs().mean()) > 0.3  # but the course of the spectrum does
+    hiss = padded + 1e-4 * rng.standard_normal(len(padded)).astype(np.float32)
+    assert float((log_mel_course(hiss, 8000) - log_mel_course(padded, 8000)).abs().mean()) < 0.05
+
+
+FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd-digits0-4"
+
+
+@pytest.mark.skipif(not FSDD.is_dir(), reason="../shared/data/fsdd-digits0-4 is not beside the project")
+def test_the_judges_recognise_real_recordings(tmp_path):
+    """The content judge (which digit) and the speaker judge, trained on FSDD's train takes, on its 150 real test
+    takes: the issue asks >= 95% of the content judge (measured: 100% and 98.7%)."""
+    from vqvae.data.audio.fsdd import arrange_fsdd
+    from vqvae.judges.audio import ContentClassifier, SpeakerClassifier
+
+    arrange_fsdd(tmp_path / "fsdd", FSDD)
+    train, test = (load_speech(tmp_path / "fsdd", s, 8000, in_memory=True) for s in ("train", "test"))
+    content = ContentClassifier(8000, len(train.class_names)).fit(train.waves, train.classes)
+    assert float((content.predict(test.waves) == torch.tensor(test.classes)).double().mean()) >= 0.95
+    speaker = SpeakerClassifier(8000, len(train.speakers)).fit(train.waves, train.labels)
+    assert float((speaker.predict(test.waves) == torch.tensor(test.labels)).double().mean()) >= 0.95
+    with pytest.raises(Exception, match="content classifier is not trained yet"):
+        ContentClassifier(8000, 5).predict(test.waves[:1])
