@@ -133,3 +133,45 @@ def test_the_shared_real_corpus(tmp_path):
     assert summary["speakers"] == ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
     test = load_speech(tmp_path / "fsdd", "test", 8000)
     assert np.bincount(test.classes).tolist() == [30] * 5 and np.bincount(test.labels).tolist() == [25] * 6
+
+
+AUDIO_TINY = ["audio.sample_rate=8000", "audio.hidden=8", "audio.embedding_dim=4", "audio.num_embeddings=16",
+              "audio.local_channels=8", "audio.channels=8", "audio.skip_channels=8", "audio.max_dilation=8",
+              "train.batch_size=2", "train.crop_length=512", "train.eval_batches=2", "train.warmup_steps=1"]
+PRIOR_TINY = ["wavenet_prior.channels=8", "wavenet_prior.skip_channels=8", "wavenet_prior.max_dilation=4",
+              "train.batch_size=2", "train.crop_length=16", "train.eval_batches=2", "train.warmup_steps=1"]
+
+
+def test_a_class_conditional_audio_prior_from_the_command_line(tmp_path, capsys):
+    import json
+
+    from vqvae.data.audio import read_wav
+
+    corpus = tmp_path / "corpus"
+    arrange_fsdd(corpus, recordings(tmp_path / "rec", takes=6))
+    vq, prior = tmp_path / "vq", tmp_path / "prior"
+    assert main(["audio", "train", "--data", str(corpus), "--out", str(vq), "--steps", "2", "--quiet", *AUDIO_TINY]) == 0
+    assert json.loads((vq / "config.json").read_text())["classes"] == ["0", "1", "2"]
+    capsys.readouterr()
+    assert main(["audio", "train-prior", str(vq), "--out", str(prior), "--steps", "2", "--quiet", "--json",
+                 *PRIOR_TINY]) == 0
+    m = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert m["num_utterances"] == 4 and 0 < m["prior_bits_per_code"] < 8  # train.eval_batches=2 of 2
+    config = json.loads((prior / "config.json").read_text())
+    assert config["wavenet_prior"]["num_classes"] == 3 and config["classes"] == ["0", "1", "2"]
+    assert np.array_equal(np.load(vq / "prior_codes.cache.npz")["test_classes"][:5], [0] * 5)
+    out = tmp_path / "two.wav"
+    assert main(["audio", "sample", str(prior), "--speaker", "bob", "--class", "2", "--seconds", "0.1",
+                 "--out", str(out)]) == 0
+    assert "as bob saying 2" in capsys.readouterr().out and len(read_wav(out)[0]) == 768
+    for argv, message in ((["--class", "7"], "unknown class '7': this prior knows 0, 1, 2"),
+                          ([], "pass --class: this prior knows 0, 1, 2")):
+        assert main(["audio", "sample", str(prior), "--speaker", "bob", *argv, "--out", str(tmp_path / "x.wav")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
+    # without class conditioning the prior takes no --class
+    assert main(["audio", "train-prior", str(vq), "--out", str(tmp_path / "p2"), "--steps", "1", "--quiet",
+                 *PRIOR_TINY, "wavenet_prior.class_conditioning=false"]) == 0
+    assert main(["audio", "sample", str(tmp_path / "p2"), "--speaker", "bob", "--class", "1",
+                 "--out", str(tmp_path / "x.wav")]) == 2
+    assert "not conditioned on classes" in capsys.readouterr().err

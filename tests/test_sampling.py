@@ -250,7 +250,7 @@ def speech_codes_data() -> SpeechCodes:
     # distinct values within each utterance, so a window identifies its start
     lengths = [12, 3, 5, 8]
     codes = [np.arange(n, dtype=np.int64) + 100 * (i + 1) for i, n in enumerate(lengths)]
-    return SpeechCodes(codes, np.array([1, 0, 2, 1], dtype=np.int64))
+    return SpeechCodes(codes, np.array([1, 0, 2, 1], dtype=np.int64), np.array([4, -1, 0, 4], dtype=np.int64))
 
 
 def test_code_crops_are_windows_of_their_utterance():
@@ -258,9 +258,11 @@ def test_code_crops_are_windows_of_their_utterance():
     length = 5
     indices = [0, 1, 2, 3, 0, 1]
     torch.manual_seed(0)
-    x, lengths, labels = code_crops(data, length, indices)
+    x, lengths, labels, classes = code_crops(data, length, indices)
     assert x.shape == (6, length) and x.dtype == torch.int64
     assert labels.tolist() == [int(data.labels[i]) for i in indices]
+    assert classes.tolist() == [int(data.classes[i]) for i in indices]
+    assert SpeechCodes(data.codes, data.labels).classes.tolist() == [-1] * 4  # a corpus without classes
     for row, i in enumerate(indices):
         q = data.codes[i]
         n = min(len(q), length)
@@ -275,7 +277,7 @@ def test_code_crops_are_windows_of_their_utterance():
 def test_code_crops_cover_every_start_and_follow_the_global_generator():
     data = speech_codes_data()
     torch.manual_seed(1)
-    x, _, _ = code_crops(data, 5, [0] * 300)
+    x = code_crops(data, 5, [0] * 300)[0]
     starts = {int(row[0]) - 100 for row in x}
     assert starts == set(range(12 - 5 + 1))  # every window of the utterance, the last one included
     torch.manual_seed(123)
@@ -287,3 +289,45 @@ def test_code_crops_cover_every_start_and_follow_the_global_generator():
     first = code_crops(data, 4, [0] * 20)[0]
     second = code_crops(data, 4, [0] * 20)[0]  # the generator went on: other starts (9 in 9^20 to repeat)
     assert not torch.equal(first, second)
+
+
+# -- the class-conditional WaveNet prior (speaker + what is said) ---------------------------------------------
+def test_class_conditional_prior_embeddings_add_up_and_are_checked(device):
+    model = wavenet_prior(num_classes=3).to(device)
+    assert model.net.num_globals == 2 + 3  # speakers first, classes after them, in one table
+    codes = torch.randint(0, 8, (1, 12), generator=torch.Generator().manual_seed(3)).repeat(2, 1).to(device)
+    spk, cls = torch.tensor([1, 1], device=device), torch.tensor([0, 2], device=device)
+    fresh = wavenet_prior(num_classes=3).to(device)
+    with torch.no_grad():  # class embeddings start at zero: every class starts alike
+        for layer in fresh.net.layers:
+            layer.glob.weight[2:] = 0
+    assert torch.equal(*fresh(codes, spk, cls).unbind(0))
+    logits = model(codes, spk, cls)
+    assert not torch.allclose(logits[0], logits[1])  # the class changes the prediction
+    with torch.no_grad():  # the embeddings of speaker s and class c add up: a net whose table is e_s + e_c
+        one = model.net.layers[0].glob.weight
+        expected = one[1] + one[2 + 2]
+        assert torch.allclose(model.net.layers[0].conditioning(None, torch.tensor([[1, 4]], device=device))[0, :, 0],
+                              expected)
+    with pytest.raises(VQVAEError, match=r"conditioned on the utterance's class: pass classes in \[0, 3\)"):
+        model(codes, spk)
+    with pytest.raises(VQVAEError, match=r"classes must lie in \[0, 3\), got \[0, 3\]"):
+        model(codes, spk, torch.tensor([0, 3], device=device))
+    off = wavenet_prior(num_classes=3, class_conditioning=False)
+    assert off.config.num_classes == 0 and off.net.num_globals == 2
+    assert torch.equal(off(codes.cpu(), spk.cpu()), off(codes.cpu(), spk.cpu(), cls.cpu()))  # classes ignored
+    only = wavenet_prior(num_classes=3, speaker_conditioning=False)
+    assert only.net.num_globals == 3 and only(codes.cpu(), None, cls.cpu()).shape == (2, 8, 12)
+
+
+def test_class_conditional_prior_sampling_is_exact_and_the_gradient_finds_the_class(device):
+    model = wavenet_prior(num_classes=3).to(device)
+    spk, cls = torch.tensor([0, 1, 1], device=device), torch.tensor([2, 0, 2], device=device)
+    s = model.sample(3, 15, spk, generator=torch.Generator().manual_seed(5), classes=cls)
+    ids = torch.stack([spk, cls + 2], 1)
+    assert torch.equal(s, model.net.generate_naive(3, 15, None, ids, 1.0, torch.Generator().manual_seed(5)))
+    codes = torch.randint(0, 8, (2, 10), generator=torch.Generator().manual_seed(1)).to(device)
+    model.zero_grad()
+    model.nll(codes, spk[:2], classes=torch.tensor([1, 1], device=device)).mean().backward()
+    grad = model.net.layers[0].glob.weight.grad.abs().sum(1)
+    assert grad[2 + 1] > 0 and grad[2 + 0] == 0 and grad[2 + 2] == 0  # only the class seen learns

@@ -76,8 +76,9 @@ def _encode_split(model: VQVAE | AudioVQVAE, data: ImageDataset | SpeechDataset,
         return {f"{split}_indices": encode_images(model, data, ranks=ranks, num_workers=num_workers),
                 f"{split}_labels": data.labels.numpy().astype(np.int64)}
     flat, lengths = encode_speech(model, data, ranks)
+    classes = data.classes or [-1] * len(data)  # -1: the corpus gives the utterance no class
     return {f"{split}_indices": flat, f"{split}_lengths": lengths,
-            f"{split}_labels": np.array(data.labels, dtype=np.int64)}
+            f"{split}_labels": np.array(data.labels, dtype=np.int64), f"{split}_classes": np.array(classes, np.int64)}
 
 
 def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[str, Any],
@@ -120,10 +121,15 @@ def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[st
 @dataclass
 class SpeechCodes:
     """The code sequences of one split of a corpus: ``codes[i]`` (L_i,) int64 of utterance i by speaker
-    ``labels[i]``."""
+    ``labels[i]``, saying class ``classes[i]`` (-1: none; all -1 when ``classes`` is not given)."""
 
     codes: list[np.ndarray]
     labels: np.ndarray
+    classes: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.classes is None:
+            self.classes = np.full(len(self.codes), -1, dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -136,7 +142,8 @@ def speech_codes(arrays: dict[str, np.ndarray], split: str, data: str = "the cor
     flat = arrays[f"{split}_indices"].astype(np.int64)
     keep = lengths > 0
     seqs = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
-    out = SpeechCodes([q for q, k in zip(seqs, keep) if k], arrays[f"{split}_labels"][keep])
+    classes = arrays.get(f"{split}_classes", np.full(len(lengths), -1, dtype=np.int64))
+    out = SpeechCodes([q for q, k in zip(seqs, keep) if k], arrays[f"{split}_labels"][keep], classes[keep])
     if len(out) == 0:
         raise VQVAEError(f"{data}: no {split} utterance is long enough for one code")
     return out
@@ -146,7 +153,7 @@ def code_crops(data: SpeechCodes, length: int, indices: list[int], starts: list[
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A crop of at most ``length`` codes of each utterance ``indices[i]``, starting at ``starts[i]`` (default:
     drawn by :func:`vqvae.data.audio.crop_starts` from torch's global generator): (codes (B, length) int64,
-    zero-padded; valid lengths (B,); speaker labels (B,))."""
+    zero-padded; valid lengths (B,); speaker labels (B,); classes (B,), -1 where none)."""
     if starts is None:
         starts = crop_starts([len(data.codes[i]) for i in indices], length)
     x = torch.zeros(len(indices), length, dtype=torch.long)
@@ -155,7 +162,7 @@ def code_crops(data: SpeechCodes, length: int, indices: list[int], starts: list[
         piece = torch.from_numpy(data.codes[i][start : start + length].astype(np.int64))
         x[row, : len(piece)] = piece
         lengths[row] = len(piece)
-    return x, lengths, torch.from_numpy(data.labels[indices]).long()
+    return x, lengths, torch.from_numpy(data.labels[indices]).long(), torch.from_numpy(data.classes[indices]).long()
 
 
 # -- the files of `vqvae encode` / `vqvae decode` ---------------------------------------------------------------

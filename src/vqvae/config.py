@@ -1,9 +1,8 @@
 """Configuration: the architecture (:class:`ModelConfig`) is kept apart from the run
 (:class:`TrainConfig`); both are saved in every checkpoint, so evaluating or sampling needs no flags.
 
-Recipes are YAML files with two sections, ``model:`` and ``train:``. Command-line overrides use
-dotted keys (``model.hidden=64 train.lr=3e-4``). Unknown keys and wrong types are rejected with a
-message naming them.
+Recipes are YAML files with two sections, ``model:`` and ``train:``. Command-line overrides use dotted keys
+(``model.hidden=64 train.lr=3e-4``). Unknown keys and wrong types are rejected with a message naming them.
 """
 
 from __future__ import annotations
@@ -82,8 +81,7 @@ class ModelConfig(QuantizerConfig):
 
 @dataclass
 class PixelCNNConfig:
-    """Architecture of the Gated PixelCNN prior. ``num_embeddings`` and ``num_classes`` are filled in
-    from the VQ-VAE and its data by ``vqvae train-prior``."""
+    """The Gated PixelCNN prior's architecture; ``num_embeddings`` and ``num_classes`` come from the VQ-VAE's data."""
 
     num_embeddings: int = 512  # K: codes per position (the VQ-VAE's codebook size)
     num_classes: int = 10  # labels for conditioning (0: unconditional)
@@ -153,12 +151,14 @@ class AudioModelConfig(QuantizerConfig):
 
 @dataclass
 class AudioPriorConfig:
-    """Architecture of the audio prior: a WaveNet over code sequences (K-way softmax), optionally
-    speaker-conditioned. ``num_embeddings`` and ``num_speakers`` come from the VQ-VAE."""
+    """Architecture of the audio prior: a WaveNet over code sequences (K-way softmax), optionally conditioned on the
+    speaker and on the utterance's class (e.g. the digit said). The counts come from the VQ-VAE's corpus."""
 
     num_embeddings: int = 512
     num_speakers: int = 0
     speaker_conditioning: bool = True
+    num_classes: int = 0  # classes of the corpus's utterances.tsv (0: none)
+    class_conditioning: bool = True
     channels: int = 64
     skip_channels: int = 128
     max_dilation: int = 64  # dilations 1 .. max_dilation, repeated dilation_cycles times
@@ -169,7 +169,8 @@ class AudioPriorConfig:
             _check(getattr(self, name) >= 1, f"wavenet_prior.{name}", getattr(self, name), ">= 1")
         d = self.max_dilation
         _check(d >= 1 and d & (d - 1) == 0, "wavenet_prior.max_dilation", d, "a power of two")
-        _check(self.num_speakers >= 0, "wavenet_prior.num_speakers", self.num_speakers, ">= 0")
+        for name in ("num_speakers", "num_classes"):
+            _check(getattr(self, name) >= 0, f"wavenet_prior.{name}", getattr(self, name), ">= 0")
 
     @property
     def dilations(self) -> list[int]:
@@ -262,8 +263,7 @@ class Recipe(RecipeSections):
 
 @dataclass
 class PriorRecipe(RecipeSections):
-    """A prior recipe: sections ``prior`` and ``train`` (``train.data`` is not used: the prior is trained
-    on the codes of the data its VQ-VAE was trained on)."""
+    """A prior recipe: sections ``prior`` and ``train`` (trained on the codes of its VQ-VAE's data)."""
 
     prior: PixelCNNConfig = field(default_factory=PixelCNNConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -209,8 +209,8 @@ def evaluate_audio_prior(prior: WaveNetPrior, data: SpeechCodes, codes_per_secon
     sums, dev = _sums("nats"), model_device(prior)
     for i in ranks.mine(range(n)):
         q = torch.from_numpy(data.codes[i])[None].to(dev)
-        speaker = torch.tensor([int(data.labels[i])], device=dev)
-        sums.add("nats", prior.nll(q, speaker).double().sum(), q.shape[1])
+        speaker, klass = (torch.tensor([int(a[i])], device=dev) for a in (data.labels, data.classes))
+        sums.add("nats", prior.nll(q, speaker, classes=klass).double().sum(), q.shape[1])
     _reduce(ranks, sums)
     k, per_code = prior.config.num_embeddings, sums.mean("nats")
     bits = nats_to_bits(per_code)

@@ -8,7 +8,7 @@ and prints the result.
     vqvae audio reconstruct DIR input.wav [--speaker NAME] --out out.wav
     vqvae audio convert DIR input.wav --speaker NAME --out out.wav
     vqvae audio train-prior VQVAE_DIR [--config speech_prior] [--out DIR] [--steps N] [--max-seconds S]
-    vqvae audio sample PRIOR_DIR --speaker NAME [--seconds 2] --out out.wav
+    vqvae audio sample PRIOR_DIR --speaker NAME [--class NAME] [--seconds 2] --out out.wav
     vqvae audio conversion DIR [--pairs 16] [--wav-dir DIR] [--json]
 """
 
@@ -95,8 +95,9 @@ def cmd_audio_train_prior(a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_audio_sample(a: argparse.Namespace) -> None:
     r = sample_audio_file(a.prior_dir, a.out, speaker=a.speaker, seconds=a.seconds, temperature=a.temperature,
-                          seed=a.seed, overwrite=a.overwrite, device=a.device)
-    print(f"wrote {Path(a.out)} ({r['seconds']:.2f} s, {r['codes']} codes from the prior, as {a.speaker})")
+                          seed=a.seed, overwrite=a.overwrite, device=a.device, class_=a.class_)
+    said = f" saying {a.class_}" if a.class_ is not None else ""
+    print(f"wrote {Path(a.out)} ({r['seconds']:.2f} s, {r['codes']} codes from the prior, as {a.speaker}{said})")
 
 
 def cmd_audio_conversion(a: argparse.Namespace) -> dict[str, Any]:
@@ -165,6 +166,7 @@ def add_audio_commands(sub) -> None:
     sa = asub.add_parser("sample", help="codes from the prior, decoded for a speaker, to a WAV file")
     sa.add_argument("prior_dir", help="run directory written by `vqvae audio train-prior`")
     sa.add_argument("--speaker", required=True, help="the voice to decode with (and to condition the prior on)")
+    sa.add_argument("--class", dest="class_", help="what to say, for a prior conditioned on classes (e.g. a digit)")
     _generation_options(sa, 2.0, "length (default 2 s)")
     sa.add_argument("--out", required=True, help="output .wav")
     sa.add_argument("--overwrite", action="store_true")

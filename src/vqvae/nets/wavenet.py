@@ -44,7 +44,8 @@ class WaveNetLayer(nn.Module):
         if self.local is not None and local is not None:
             c = self.local(local)
         if self.glob is not None and globals_ is not None:
-            c = c + self.glob(globals_)[:, :, None]
+            g = self.glob(globals_)  # (B, 2C), or (B, G, 2C) for G ids each: their embeddings add up
+            c = c + (g.sum(1) if g.dim() == 3 else g)[:, :, None]
         return c
 
     def forward(self, h: Tensor, cond: Tensor | float) -> tuple[Tensor, Tensor]:
@@ -55,8 +56,9 @@ class WaveNetLayer(nn.Module):
 
 
 class WaveNet(nn.Module):
-    """Classes (B, T) int64 [+ local (B, L, T)] [+ globals (B,)] -> logits (B, num_classes, T); the logits at
-    step t predict class t from classes < t.
+    """Classes (B, T) int64 [+ local (B, L, T)] [+ globals (B,) or (B, G)] -> logits (B, num_classes, T); the
+    logits at step t predict class t from classes < t. Global ids index one table of ``num_globals`` embeddings;
+    with G ids per sequence (e.g. a speaker and a word class, offset into the table) their embeddings add up.
 
     ``dilations``: one layer per entry, e.g. ``[1, 2, 4, ..., 512] * 2``; the receptive field is
     ``sum(dilations) + 1`` steps of input before the step predicted.
@@ -97,8 +99,8 @@ class WaveNet(nn.Module):
         elif local is not None:
             raise VQVAEError("this WaveNet has no local conditioning")
         if self.num_globals:
-            if globals_ is None or globals_.shape != (batch,):
-                raise VQVAEError(f"this WaveNet is globally conditioned: pass ids of shape ({batch},)")
+            if globals_ is None or globals_.dim() not in (1, 2) or globals_.shape[0] != batch:
+                raise VQVAEError(f"this WaveNet is globally conditioned: pass ids of shape ({batch},) or ({batch}, G)")
             if globals_.numel() and (int(globals_.min()) < 0 or int(globals_.max()) >= self.num_globals):
                 raise VQVAEError(f"global ids must lie in [0, {self.num_globals}), got "
                                  f"[{int(globals_.min())}, {int(globals_.max())}]")

@@ -99,18 +99,31 @@ def sample_image_file(prior_dir: str | Path, out: str | Path, *, class_: int | N
 
 @torch.no_grad()
 def sample_audio(prior: WaveNetPrior, vq: AudioVQVAE, speaker: int, seconds: float, *, temperature: float = 1.0,
-                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``seconds`` of audio for ``speaker``: codes drawn from the prior (conditioned on the speaker when it is),
-    decoded by the VQ-VAE's WaveNet (both at ``temperature``, from one generator seeded with ``seed``).
-    Returns (waveform (T,) in [-1, 1], codes (L,))."""
+                 seed: int = 0, class_: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``seconds`` of audio for ``speaker`` saying class ``class_``: codes drawn from the prior (conditioned on the
+    speaker and the class where it is), decoded by the VQ-VAE's WaveNet (both at ``temperature``, from one generator
+    seeded with ``seed``). Returns (waveform (T,) in [-1, 1], codes (L,))."""
     c = vq.config
     length = max(1, int(seconds * c.sample_rate) // c.hop)
     ids = torch.tensor([speaker], device=model_device(prior))
+    classes = None if class_ is None else torch.tensor([class_], device=model_device(prior))
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same samples on every device
-    codes = prior.sample(1, length, ids, temperature, gen).to(model_device(vq))
+    codes = prior.sample(1, length, ids, temperature, gen, classes=classes).to(model_device(vq))
     ids = ids.to(model_device(vq))
     wave = vq.decode_indices(codes, ids if vq.num_speakers else None, temperature=temperature, generator=gen)
     return wave[0].cpu(), codes[0].cpu()
+
+
+def class_id(name: str | None, classes: list[str]) -> int | None:
+    """The index of class ``name`` among a prior's ``classes`` (None for a prior without classes)."""
+    if not classes:
+        if name is not None:
+            raise VQVAEError("this prior is not conditioned on classes: it takes no --class")
+        return None
+    if name is None or name not in classes:
+        raise VQVAEError(f"{'unknown class ' + repr(name) if name else 'pass --class'}: this prior knows "
+                         f"{', '.join(classes)}")
+    return classes.index(name)
 
 
 def speaker_id(name: str | None, speakers: list[str], fallback: str | None = None) -> int:
@@ -124,14 +137,16 @@ def speaker_id(name: str | None, speakers: list[str], fallback: str | None = Non
 
 
 def sample_audio_file(prior_dir: str | Path, out: str | Path, *, speaker: str, seconds: float = 2.0,
-                      temperature: float = 1.0, seed: int = 0, overwrite: bool = False,
-                      device: str | None = "auto") -> dict[str, float | int]:
-    """``vqvae audio sample``: :func:`sample_audio` of the prior in ``prior_dir`` for the speaker named
-    ``speaker``, written to the WAV file ``out``. Returns its length in seconds and in codes."""
+                      temperature: float = 1.0, seed: int = 0, overwrite: bool = False, device: str | None = "auto",
+                      class_: str | None = None) -> dict[str, float | int]:
+    """``vqvae audio sample``: :func:`sample_audio` of the prior in ``prior_dir`` for the speaker named ``speaker``
+    (saying the class named ``class_``, for a class-conditional prior), written to the WAV file ``out``. Returns its
+    length in seconds and in codes."""
     path = check_out_file(out, overwrite, (".wav",))
     check_generation_options(temperature, seconds)
     prior, vq, config, _ = load_prior(prior_dir, "audio_prior", device)
+    classes = config.get("classes", []) if prior.config.num_classes else []
     wave, codes = sample_audio(prior, vq, speaker_id(speaker, config.get("speakers", [])), seconds,
-                               temperature=temperature, seed=seed)
+                               temperature=temperature, seed=seed, class_=class_id(class_, classes))
     write_wav(path, wave, vq.config.sample_rate)
     return {"seconds": len(wave) / vq.config.sample_rate, "codes": len(codes)}

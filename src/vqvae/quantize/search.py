@@ -62,7 +62,7 @@ def nearest_codes(flat: Tensor, codebook: Tensor, chunk_size: int | None = None)
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     dtype = _search_dtype(flat.dtype, codebook.dtype)
     flat, codebook = flat.to(dtype), codebook.to(device=flat.device, dtype=dtype)
-    n, k = flat.shape[0], codebook.shape[0]
+    n = flat.shape[0]
     out = torch.empty(n, dtype=torch.long, device=flat.device)
     if n == 0:
         return out

@@ -274,7 +274,8 @@ class AudioTask(Task):
         return self.crop_plan(self.train_set.lengths, indices, number)
 
     def extra(self) -> dict[str, Any]:
-        return {**super().extra(), "speakers": self.train_set.speakers, "data_name": self.train_set.name}
+        return {**super().extra(), "speakers": self.train_set.speakers, "classes": self.train_set.class_names,
+                "data_name": self.train_set.name}
 
     def build(self) -> AudioVQVAE:
         self.model = AudioVQVAE(self.recipe.audio)
@@ -311,9 +312,14 @@ class AudioPriorTask(_PriorTask):
         arrays = self.cached_codes()
         data = self.vq_config.get("train", {}).get("data", "")
         self.codes = {s: speech_codes(arrays, s, data) for s in ("train", "test")}
-        self.speakers = self.vq_config.get("speakers", [])
+        self.speakers, self.classes = self.vq_config.get("speakers", []), self.vq_config.get("classes", [])
+        if self.classes and self.recipe.wavenet_prior.class_conditioning:
+            for split, q in self.codes.items():
+                if (q.classes < 0).any():
+                    raise VQVAEError(f"{data}: {int((q.classes < 0).sum())} {split} utterances have no class in "
+                                     f"utterances.tsv (or train with wavenet_prior.class_conditioning=false)")
         self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_embeddings,
-                                                    num_speakers=len(self.speakers))
+                                                    num_speakers=len(self.speakers), num_classes=len(self.classes))
         self.num_examples = len(self.codes["train"])
         self.fetch = partial(_code_crops, self.codes["train"], self.recipe.train.crop_length)
         self.code_lengths = [len(q) for q in self.codes["train"].codes]
@@ -323,15 +329,16 @@ class AudioPriorTask(_PriorTask):
 
     def extra(self) -> dict[str, Any]:
         c = self.vq.config
-        return {**super().extra(), "speakers": self.speakers, "codes_per_second": c.sample_rate / c.hop}
+        return {**super().extra(), "speakers": self.speakers, "classes": self.classes,
+                "codes_per_second": c.sample_rate / c.hop}
 
     def build(self) -> WaveNetPrior:
         self.model = WaveNetPrior(self.recipe.wavenet_prior)
         return self.model
 
-    def step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]):
-        x, lengths, labels = (t.to(self.device, non_blocking=True) for t in batch)
-        nll = F.cross_entropy(self.net(x, labels), x, reduction="none")  # (B, L), through DDP's forward
+    def step(self, batch: tuple[torch.Tensor, ...]):
+        x, lengths, labels, classes = (t.to(self.device, non_blocking=True) for t in batch)
+        nll = F.cross_entropy(self.net(x, labels, classes), x, reduction="none")  # (B, L), through DDP's forward
         nll = nll * (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])  # padding counts 0
         loss = nll.sum() / lengths.sum()  # nats per code
         return loss, _scalars(loss=loss, bits_per_code=_bits(loss))
