@@ -380,3 +380,21 @@ def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
     code, _, err = run(capsys, "audio", "train", "--data", tiny_corpus, "--out", tmp_path / "r2", "--steps", 1,
                        "--quiet", *AUDIO_TINY, "train.crop_length=500")
     assert code == 2 and "multiple of the code hop" in err
+
+
+def test_decode_many_decodes_sequences_of_different_lengths_in_one_batch(device):
+    from vqvae.models import AudioVQVAE
+
+    torch.manual_seed(0)
+    model = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8, skip_channels=8,
+                       max_dilation=8, num_speakers=3).eval().to(device)
+    codes = torch.randint(16, (2, 5), generator=torch.Generator().manual_seed(1)).to(device)
+    speakers = torch.tensor([2, 0], device=device)
+    together = model.decode_many(list(codes), speakers, generator=torch.Generator().manual_seed(4))
+    stacked = model.decode_indices(codes, speakers, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(torch.stack(together), stacked)  # equal lengths: exactly decode_indices of the stack
+    ragged = model.decode_many([codes[0, :2], codes[1]], speakers, generator=torch.Generator().manual_seed(4))
+    assert [len(w) for w in ragged] == [2 * 64, 5 * 64] and float(ragged[0].abs().max()) <= 1
+    # the longest one is decoded as alone with the same uniforms: the padding of the other never reaches it
+    assert torch.equal(ragged[1], stacked[1])
+    assert model.decode_many([], speakers[:0]) == []

@@ -169,6 +169,21 @@ def test_a_class_conditional_audio_prior_from_the_command_line(tmp_path, capsys)
         assert main(["audio", "sample", str(prior), "--speaker", "bob", *argv, "--out", str(tmp_path / "x.wav")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
+    # the judges (trained on the corpus's train split) on reconstructions, conversions and prior samples
+    assert main(["audio", "conversion", str(vq), "--pairs", "4", "--json"]) == 0
+    cm = json.loads(capsys.readouterr().out)
+    for key in ("reconstructions_recognised_as_class", "converted_recognised_as_class", "reconstructions_voiced",
+                "content_classifier_test_accuracy", "decoder_real_time_factor"):
+        assert cm[key] is not None and cm[key] >= 0, key
+    assert cm["pairs"] == 4 and cm["decode_batch_size"] == 4
+    wavs = tmp_path / "samples"
+    assert main(["audio", "score", str(prior), "--per", "2", "--wav-dir", str(wavs)]) == 0
+    text = capsys.readouterr().out
+    assert "12 prior samples: recognised as the speaker asked for" in text and "as the class asked for" in text
+    names = sorted(p.name for p in wavs.glob("*.wav"))
+    assert len(names) == 12 and names[0] == "000_anna_says_0.wav" and names[-1] == "011_bob_says_2.wav"
+    assert main(["audio", "score", str(prior), "--wav-dir", str(wavs)]) == 2  # nothing overwritten
+    assert "not empty" in capsys.readouterr().err
     # without class conditioning the prior takes no --class
     assert main(["audio", "train-prior", str(vq), "--out", str(tmp_path / "p2"), "--steps", "1", "--quiet",
                  *PRIOR_TINY, "wavenet_prior.class_conditioning=false"]) == 0

@@ -11,6 +11,7 @@ data and returns the metrics.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from vqvae.devices import model_device
 from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
 from vqvae.fileio import check_out_dir
-from vqvae.judges.audio import judge_conversion
+from vqvae.judges.audio import SpeechJudges
 from vqvae.metrics import (CodebookUsage, MeanAccumulator, bits_per_dim, elbo_bits_per_dim, nats_to_bits,
                            psnr_from_mse, ssim, uniform_prior_nll_nats)
 from vqvae.models import VQVAE, AudioVQVAE
@@ -223,11 +224,12 @@ def evaluate_audio_prior(prior: WaveNetPrior, data: SpeechCodes, codes_per_secon
 @torch.no_grad()
 def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDataset, *, pairs: int = 16,
                         seconds: float = 1.5, seed: int = 0, temperature: float = 1.0,
-                        wav_dir: str | Path | None = None) -> dict[str, Any]:
+                        wav_dir: str | Path | None = None, batch_size: int = 32) -> dict[str, Any]:
     """Speaker conversion: ``pairs`` test utterances (the first ``seconds`` of each) are each encoded and decoded
-    once as another speaker (drawn with ``seed``) and once as their own (the reconstruction), then judged by
-    :func:`vqvae.judges.audio.judge_conversion` (a speaker classifier and the pitch). ``wav_dir`` receives every
-    input, reconstruction and conversion."""
+    once as another speaker (drawn with ``seed``) and once as their own (the reconstruction), ``batch_size`` at a
+    time, then judged by :class:`vqvae.judges.audio.SpeechJudges` (speaker, content where the corpus has classes,
+    pitch). Also the decoder's real-time factor: seconds of audio generated per second of compute, in batches.
+    ``wav_dir`` receives every input, reconstruction and conversion."""
     c = model.config
     if model.quantizer is None or not model.num_speakers:
         raise VQVAEError("speaker conversion needs a model conditioned on codes and on the speaker")
@@ -236,33 +238,39 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
     model.eval()
     rng, dev = np.random.default_rng(seed), model_device(model)
     gen = torch.Generator().manual_seed(seed)
-    inputs, converted, rebuilt, sources, targets = [], [], [], [], []
+    inputs, codes, sources, targets, classes = [], [], [], [], []
     for i in rng.permutation(len(test))[:pairs]:
         w = test.waves[i][: int(seconds * c.sample_rate)]
         w = w[: len(w) // c.hop * c.hop]
         if len(w) == 0:
             continue
         x = torch.from_numpy(np.ascontiguousarray(w))[None]
-        source = test.labels[i]
-        target = int(rng.choice([s for s in range(model.num_speakers) if s != source]))
-        codes = model.encode(x.to(dev))
-        for out, who in ((converted, target), (rebuilt, source)):
-            ids = torch.tensor([who], device=dev)
-            out.append(model.decode_indices(codes, ids, temperature=temperature, generator=gen)[0].cpu())
         inputs.append(x[0])
-        sources.append(source)
-        targets.append(target)
-    if not converted:
+        codes.append(model.encode(x.to(dev))[0])
+        sources.append(test.labels[i])
+        targets.append(int(rng.choice([s for s in range(model.num_speakers) if s != sources[-1]])))
+        classes.append(test.classes[i] if test.classes else -1)
+    if not codes:
         raise VQVAEError(f"{test.name} has no utterance of at least one code")
+    start = time.perf_counter()
+    converted, rebuilt = [], []
+    for lo in range(0, len(codes), batch_size):
+        chunk = codes[lo : lo + batch_size]
+        for out, who in ((converted, targets), (rebuilt, sources)):
+            ids = torch.tensor(who[lo : lo + batch_size], device=dev)
+            out.extend(w.cpu() for w in model.decode_many(chunk, ids, temperature=temperature, generator=gen))
+    compute = time.perf_counter() - start
     if wav_dir is not None:
         for n, (x, y, r, s, t) in enumerate(zip(inputs, converted, rebuilt, sources, targets)):
             stem = Path(wav_dir) / f"{n:02d}_{test.speakers[s]}"
             write_wav(f"{stem}_input.wav", x, c.sample_rate)
             write_wav(f"{stem}_reconstructed.wav", r, c.sample_rate)
             write_wav(f"{stem}_as_{test.speakers[t]}.wav", y, c.sample_rate)
-    m = judge_conversion(train, test, converted, rebuilt, sources, targets, seed=seed)
-    first = {k: m.pop(k) for k in ("speaker_classifier_test_accuracy", "pairs")}
-    return {**first, "seconds_each": seconds, **m}
+    m = SpeechJudges(train, test, seed=seed).conversion(inputs, converted, rebuilt, sources, targets,
+                                                        classes if test.classes else None)
+    generated = sum(len(w) for w in converted + rebuilt) / c.sample_rate
+    return {**m, "seconds_each": seconds, "decoder_real_time_factor": generated / compute,
+            "decode_batch_size": min(batch_size, len(codes))}
 
 
 # -- the commands ------------------------------------------------------------------------------------------------

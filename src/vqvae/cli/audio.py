@@ -10,6 +10,7 @@ and prints the result.
     vqvae audio train-prior VQVAE_DIR [--config speech_prior] [--out DIR] [--steps N] [--max-seconds S]
     vqvae audio sample PRIOR_DIR --speaker NAME [--class NAME] [--seconds 2] --out out.wav
     vqvae audio conversion DIR [--pairs 16] [--wav-dir DIR] [--json]
+    vqvae audio score PRIOR_DIR [--per 5] [--wav-dir DIR] [--json]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from vqvae.data.audio.fsdd import arrange_fsdd
 from vqvae.data.audio.synthesis import synthesize_corpus
 from vqvae.errors import VQVAEError
 from vqvae.evaluate import evaluate_audio_run, evaluate_conversion_run
-from vqvae.priors.sampling import sample_audio_file
+from vqvae.priors.sampling import sample_audio_file, score_audio_prior
 from vqvae.reconstruct import resynthesize_file
 from vqvae.train import train_audio_and_evaluate, train_audio_prior_and_evaluate
 
@@ -43,15 +44,41 @@ def _prior_summary(m: dict[str, Any]) -> str:
             f"uniform prior's {m['uniform_bits_per_code']:g}): {m['bit_rate_with_prior']:.0f} bits/s for the codes")
 
 
+def _pct(m: dict[str, Any], key: str) -> str:
+    return "n/a" if m.get(key) is None else f"{100 * m[key]:.1f}%"
+
+
+def _judges_summary(m: dict[str, Any]) -> str:
+    line = f"judges on real test utterances: speaker {_pct(m, 'speaker_classifier_test_accuracy')}"
+    if "content_classifier_test_accuracy" in m:
+        line += f", content {_pct(m, 'content_classifier_test_accuracy')}"
+    return line
+
+
 def _conversion_summary(m: dict[str, Any]) -> str:
-    return (f"{m['pairs']} conversions: recognised as the target speaker {m['converted_recognised_as_target']:.3f}, "
-            f"as the source {m['converted_recognised_as_source']:.3f} (reconstructions as the source "
-            f"{m['reconstructions_recognised_as_source']:.3f}; classifier accuracy on real test utterances "
-            f"{m['speaker_classifier_test_accuracy']:.3f}); voiced conversions {m['converted_voiced']:.3f}"
-            + ("" if m["pitch_pairs"] == 0 else
-               f"; over the {m['pitch_pairs']} pairs of distinct pitch, the pitch is nearer the target's "
-               f"{m['converted_pitch_nearer_target']:.3f}, the source's {m['converted_pitch_nearer_source']:.3f} "
-               f"(reconstructions nearer the source's {m['reconstructions_pitch_nearer_source']:.3f})"))
+    said = "converted_recognised_as_class" in m
+    lines = [_judges_summary(m),
+             f"{m['pairs']} reconstructions: own speaker {_pct(m, 'reconstructions_recognised_as_source')}"
+             + (f", words kept {_pct(m, 'reconstructions_recognised_as_class')}" if said else "")
+             + f", voiced {_pct(m, 'reconstructions_voiced')}, pitch within 10% of the input's "
+               f"{_pct(m, 'reconstructions_pitch_within_10pct')}",
+             f"{m['pairs']} conversions: target speaker {_pct(m, 'converted_recognised_as_target')}, source "
+             f"{_pct(m, 'converted_recognised_as_source')}"
+             + (f", words kept {_pct(m, 'converted_recognised_as_class')}" if said else "")
+             + f", voiced {_pct(m, 'converted_voiced')}; over the {m['pitch_pairs']} pairs of distinct pitch, nearer "
+               f"the target's {_pct(m, 'converted_pitch_nearer_target')}, the source's "
+               f"{_pct(m, 'converted_pitch_nearer_source')}",
+             f"decoder: {m['decoder_real_time_factor']:.3f} s of audio per second (batches of {m['decode_batch_size']})"]
+    return "\n".join(lines)
+
+
+def _score_summary(m: dict[str, Any]) -> str:
+    line = (f"{m['samples']} prior samples: recognised as the speaker asked for "
+            f"{_pct(m, 'samples_recognised_as_speaker')}")
+    if "samples_recognised_as_class" in m:
+        line += f", as the class asked for {_pct(m, 'samples_recognised_as_class')}"
+    return (f"{_judges_summary(m)}\n{line}, voiced {_pct(m, 'samples_voiced')}\nprior + decoder: "
+            f"{m['prior_and_decoder_real_time_factor']:.3f} s of audio per second")
 
 
 def cmd_data_speech(a: argparse.Namespace) -> dict[str, Any]:
@@ -98,6 +125,12 @@ def cmd_audio_sample(a: argparse.Namespace) -> None:
                           seed=a.seed, overwrite=a.overwrite, device=a.device, class_=a.class_)
     said = f" saying {a.class_}" if a.class_ is not None else ""
     print(f"wrote {Path(a.out)} ({r['seconds']:.2f} s, {r['codes']} codes from the prior, as {a.speaker}{said})")
+
+
+def cmd_audio_score(a: argparse.Namespace) -> dict[str, Any]:
+    m = score_audio_prior(a.prior_dir, per=a.per, temperature=a.temperature, seed=a.seed, wav_dir=a.wav_dir,
+                          overwrite=a.overwrite, device=a.device)
+    return print_result(m, a.json, _score_summary)
 
 
 def cmd_audio_conversion(a: argparse.Namespace) -> dict[str, Any]:
@@ -151,7 +184,7 @@ def add_audio_commands(sub) -> None:
     e.add_argument("--json", action="store_true")
     add_device(e)
     e.set_defaults(fn=cmd_audio_evaluate)
-    cv = asub.add_parser("conversion", help="judge speaker conversion with a speaker classifier")
+    cv = asub.add_parser("conversion", help="judge reconstructions and speaker conversions (speaker, words, pitch)")
     cv.add_argument("run_dir")
     cv.add_argument("--data", help="corpus (default: the one the model was trained on)")
     cv.add_argument("--pairs", type=positive, default=16, help="test utterances converted (default 16)")
@@ -171,6 +204,16 @@ def add_audio_commands(sub) -> None:
     sa.add_argument("--out", required=True, help="output .wav")
     sa.add_argument("--overwrite", action="store_true")
     sa.set_defaults(fn=cmd_audio_sample)
+    sc = asub.add_parser("score", help="judge samples of the prior: speaker, class (what is said) and voicing")
+    sc.add_argument("prior_dir", help="run directory written by `vqvae audio train-prior`")
+    sc.add_argument("--per", type=positive, default=5, help="samples per speaker (and class) (default 5)")
+    sc.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
+    sc.add_argument("--seed", type=seed, default=0)
+    sc.add_argument("--wav-dir", help="write every sample here")
+    for flag in ("--overwrite", "--json"):
+        sc.add_argument(flag, action="store_true")
+    add_device(sc)
+    sc.set_defaults(fn=cmd_audio_score)
     for name, help in (("reconstruct", "encode a WAV file and decode it again"),
                        ("convert", "encode a WAV file and decode it as another speaker")):
         r = asub.add_parser(name, help=help)

@@ -1,6 +1,7 @@
-"""Independent judges of generated audio: a speaker classifier (logistic regression on log-mel statistics) and
-a pitch tracker, and :func:`judge_conversion`, which scores speaker conversions with both. Generating the
-conversions is not judging: see :func:`vqvae.evaluate.evaluate_conversion`."""
+"""Independent judges of generated audio: a speaker classifier (logistic regression on log-mel statistics), a
+content classifier (what is said: logistic regression on the log-mel spectrum's course), a pitch tracker, and
+:class:`SpeechJudges`, which trains them on a corpus and scores conversions, reconstructions and prior samples.
+Generating the audio is not judging: see :func:`vqvae.evaluate.evaluate_conversion`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 from vqvae.data.audio import SpeechDataset
 from vqvae.errors import VQVAEError
 
-__all__ = ["ContentClassifier", "SpeakerClassifier", "judge_conversion", "log_mel_course", "log_mel_stats",
+__all__ = ["ContentClassifier", "SpeakerClassifier", "SpeechJudges", "judge_conversion", "log_mel_course", "log_mel_stats",
            "mel_filterbank", "pitch_hz"]
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 50.0) -> Tensor:
@@ -187,51 +188,93 @@ def speaker_pitches(train: SpeechDataset, speakers: list[int], per_speaker: int 
     reference = {}
     for s in speakers:
         own = [w for w, label in zip(train.waves, train.labels) if label == s][:per_speaker]
-        reference[s] = float(np.nanmedian([pitch_hz(w, train.sample_rate)[0] for w in own])) if own else float("nan")
+        f0 = [f for f in (pitch_hz(w, train.sample_rate)[0] for w in own) if not np.isnan(f)]
+        reference[s] = float(np.median(f0)) if f0 else float("nan")
     return reference
 
 
+class SpeechJudges:
+    """The independent judges of generated speech, trained once on a corpus's ``train`` split and scored on its real
+    ``test`` utterances: who speaks (:class:`SpeakerClassifier`), what is said (:class:`ContentClassifier`, where
+    the corpus has classes) and the pitch (:func:`pitch_hz`; each speaker's reference is the median over up to 20
+    of their train utterances). Pitch judges only pairs of speakers whose references differ by at least
+    ``pitch_margin`` (5%)."""
+
+    def __init__(self, train: SpeechDataset, test: SpeechDataset, *, seed: int = 0, pitch_margin: float = 0.05):
+        self.rate, self.speakers, self.pitch_margin = train.sample_rate, train.speakers, pitch_margin
+        self.speaker = SpeakerClassifier(self.rate, len(train.speakers)).fit(train.waves, train.labels, seed=seed)
+        self.accuracy = {"speaker_classifier_test_accuracy": _rate(self.speaker.predict(test.waves), test.labels)}
+        self.content = None
+        if train.class_names and test.class_names == train.class_names:
+            self.content = ContentClassifier(self.rate, len(train.class_names)).fit(train.waves, train.classes,
+                                                                                    seed=seed)
+            self.accuracy["content_classifier_test_accuracy"] = _rate(self.content.predict(test.waves), test.classes)
+        self.reference = speaker_pitches(train, list(range(len(train.speakers))))
+
+    def _distinct(self, a: int, b: int) -> bool:
+        return bool(abs(np.log(self.reference[a] / self.reference[b])) >= np.log1p(self.pitch_margin))
+
+    def _nearer(self, f0: float, to: int, other: int) -> bool:  # False for nan (no pitch)
+        return bool(abs(np.log(f0 / self.reference[to])) < abs(np.log(f0 / self.reference[other])))
+
+    def conversion(self, inputs: list[Tensor], converted: list[Tensor], rebuilt: list[Tensor], sources: list[int],
+                   targets: list[int], classes: list[int] | None = None) -> dict[str, Any]:
+        """``converted[i]``: ``inputs[i]`` (speaker ``sources[i]``, saying ``classes[i]``) decoded as ``targets[i]``;
+        ``rebuilt[i]``: the same decoded as its own speaker. Fractions of conversions heard as the target / the
+        source / saying the input's class / voiced with a pitch nearer the target's (over the pairs the pitch can
+        tell apart), and of reconstructions heard as their speaker / saying their class / voiced / within 10% of
+        the input's own pitch (over the inputs that have one)."""
+        conv_f0 = [pitch_hz(w, self.rate)[0] for w in converted]  # nan: no pitch
+        rec_f0 = [pitch_hz(w, self.rate)[0] for w in rebuilt]
+        in_f0 = [pitch_hz(w, self.rate)[0] for w in inputs]
+        conv_who, rec_who = self.speaker.predict(converted), self.speaker.predict(rebuilt)
+        pairs = [i for i, (a, b) in enumerate(zip(sources, targets)) if self._distinct(a, b)]
+        pitched = [i for i, f in enumerate(in_f0) if not np.isnan(f)]
+
+        def over(idx, hit) -> float | None:
+            return sum(bool(hit(i)) for i in idx) / len(idx) if idx else None
+
+        m = {**self.accuracy, "pairs": len(converted),
+             "converted_recognised_as_target": _rate(conv_who, targets),
+             "converted_recognised_as_source": _rate(conv_who, sources),
+             "reconstructions_recognised_as_source": _rate(rec_who, sources),
+             "pitch_pairs": len(pairs),
+             "converted_pitch_nearer_target": over(pairs, lambda i: self._nearer(conv_f0[i], targets[i], sources[i])),
+             "converted_pitch_nearer_source": over(pairs, lambda i: self._nearer(conv_f0[i], sources[i], targets[i])),
+             "reconstructions_pitch_nearer_source": over(pairs, lambda i: self._nearer(rec_f0[i], sources[i],
+                                                                                      targets[i])),
+             "converted_voiced": _voiced(conv_f0), "reconstructions_voiced": _voiced(rec_f0),
+             "reconstructions_pitch_within_10pct": over(pitched, lambda i: abs(rec_f0[i] / in_f0[i] - 1) <= 0.1)}
+        if self.content is not None and classes is not None:
+            m["converted_recognised_as_class"] = _rate(self.content.predict(converted), classes)
+            m["reconstructions_recognised_as_class"] = _rate(self.content.predict(rebuilt), classes)
+        m["speaker_median_pitch_hz"] = {self.speakers[s]: None if np.isnan(f) else round(f, 1)
+                                        for s, f in self.reference.items() if s in set(sources) | set(targets)}
+        return m
+
+    def samples(self, waves: list[Tensor], speakers: list[int], classes: list[int] | None = None) -> dict[str, Any]:
+        """Generated utterances asked for speaker ``speakers[i]`` (and class ``classes[i]``): the fractions heard as
+        that speaker, as saying that class, and voiced."""
+        m = {**self.accuracy, "samples": len(waves),
+             "samples_recognised_as_speaker": _rate(self.speaker.predict(waves), speakers)}
+        if self.content is not None and classes is not None:
+            m["samples_recognised_as_class"] = _rate(self.content.predict(waves), classes)
+        m["samples_voiced"] = _voiced([pitch_hz(w, self.rate)[0] for w in waves])
+        return m
+
+
+def _rate(predicted: Tensor, truth) -> float:
+    return float((predicted == torch.as_tensor(truth)).double().mean())
+
+
+def _voiced(f0s: list[float]) -> float:
+    return float(np.mean([not np.isnan(f) for f in f0s]))
+
+
 def judge_conversion(train: SpeechDataset, test: SpeechDataset, converted: list[Tensor], rebuilt: list[Tensor],
-                     sources: list[int], targets: list[int], *, seed: int = 0) -> dict[str, Any]:
-    """Score speaker conversions with two independent judges.
-
-    ``converted[i]`` is an utterance of speaker ``sources[i]`` decoded as ``targets[i]``, ``rebuilt[i]`` the same
-    decoded as its own speaker. A speaker classifier trained on ``train`` (its accuracy on the real ``test``
-    utterances is reported) says how often conversions are heard as the target and as the source. The pitch is
-    the second judge: each speaker's median pitch over (up to 20 of) their train utterances is the reference, and
-    a conversion counts for the target when its own median pitch is nearer (on a log scale) to the target's
-    reference than to the source's. Output that is not mostly voiced (noise: see :func:`pitch_hz`) has no pitch
-    and counts for neither (``converted_voiced`` is the fraction of conversions with a pitch). Only pairs whose
-    references differ by more than 10% are judged by pitch (``pitch_pairs``; the fractions are None when there
-    is none)."""
-    rate = train.sample_rate
-    clf = SpeakerClassifier(rate, len(train.speakers)).fit(train.waves, train.labels, seed=seed)
-    accuracy = float((clf.predict(test.waves) == torch.tensor(test.labels)).double().mean())
-    src, tgt = torch.tensor(sources), torch.tensor(targets)
-    conv_pred, rec_pred = clf.predict(converted), clf.predict(rebuilt)
-    reference = speaker_pitches(train, sorted(set(sources) | set(targets)))
-    conv_f0 = [pitch_hz(w, rate)[0] for w in converted]  # nan: no pitch
-    rec_f0 = [pitch_hz(w, rate)[0] for w in rebuilt]
-    # pitch decides only between speakers whose pitches differ by more than 10% (three of the espeak-ng voices
-    # share ~86 Hz); the fractions are over those pairs
-    distinct = [i for i, (a, b) in enumerate(zip(sources, targets))
-                if abs(np.log(reference[a] / reference[b])) > np.log(1.1)]
-
-    def nearer(f0s, to, other) -> float | None:  # fraction whose pitch is nearer to speaker `to` than to `other`
-        if not distinct:
-            return None
-        hits = sum(bool(abs(np.log(f0s[i] / reference[to[i]])) < abs(np.log(f0s[i] / reference[other[i]])))
-                   for i in distinct)  # False for nan
-        return hits / len(distinct)
-
-    return {"speaker_classifier_test_accuracy": accuracy, "pairs": len(converted),
-            "converted_recognised_as_target": float((conv_pred == tgt).double().mean()),
-            "converted_recognised_as_source": float((conv_pred == src).double().mean()),
-            "reconstructions_recognised_as_source": float((rec_pred == src).double().mean()),
-            "pitch_pairs": len(distinct),
-            "converted_pitch_nearer_target": nearer(conv_f0, targets, sources),
-            "converted_pitch_nearer_source": nearer(conv_f0, sources, targets),
-            "reconstructions_pitch_nearer_source": nearer(rec_f0, sources, targets),
-            "converted_voiced": float(np.mean([not np.isnan(f) for f in conv_f0])),
-            "speaker_median_pitch_hz": {test.speakers[s]: None if np.isnan(f) else round(f, 1)
-                                        for s, f in reference.items()}}
+                     sources: list[int], targets: list[int], *, seed: int = 0, inputs: list[Tensor] | None = None,
+                     classes: list[int] | None = None) -> dict[str, Any]:
+    """:meth:`SpeechJudges.conversion` with judges trained on ``train`` (the reconstructions are their own inputs
+    when ``inputs`` is not given)."""
+    return SpeechJudges(train, test, seed=seed).conversion(rebuilt if inputs is None else inputs, converted, rebuilt,
+                                                           sources, targets, classes)

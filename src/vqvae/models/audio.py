@@ -138,6 +138,24 @@ class AudioVQVAE(Pretrained, nn.Module):
         return self.decoder.nll(target, local, g)
 
     @torch.no_grad()
+    def decode_many(self, codes: list[Tensor], speakers: Tensor | None = None, *, temperature: float = 1.0,
+                    generator: torch.Generator | None = None) -> list[Tensor]:
+        """Decode code sequences of different lengths ((L_i,) each) in one batch -> waveforms (L_i * hop,). Each
+        sequence's local features are made alone (the upsampler never sees padding) and zero-padded; the WaveNet is
+        causal, so nothing after a sequence's end reaches it. Sequences of equal length decode exactly as
+        :meth:`decode_indices` of their stack does."""
+        if self.quantizer is None:
+            raise VQVAEError("decode_many needs a model with codes (audio.use_codes: true)")
+        if not codes:
+            return []
+        feats = [self.local_features(c[None])[0] for c in codes]
+        longest = max(f.shape[1] for f in feats)
+        local = torch.stack([F.pad(f, (0, longest - f.shape[1])) for f in feats])
+        g = self._speakers(speakers, len(codes))
+        out = mu_law_decode(self.decoder.generate(len(codes), longest, local, g, temperature, generator))
+        return [o[: f.shape[1]] for o, f in zip(out, feats)]
+
+    @torch.no_grad()
     def decode_indices(self, indices: Tensor | None, speakers: Tensor | None = None, *, length: int | None = None,
                        temperature: float = 1.0, generator: torch.Generator | None = None,
                        naive: bool = False) -> Tensor:

@@ -4,7 +4,9 @@ from a WaveNet prior decoded into waveforms by the audio VQ-VAE's WaveNet; and t
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,14 +15,15 @@ from vqvae.data import save_image_grid, to_uint8
 from vqvae.data.audio import write_wav
 from vqvae.devices import model_device
 from vqvae.errors import VQVAEError
-from vqvae.fileio import atomic_write_npz
+from vqvae.fileio import atomic_write_npz, check_out_dir
+from vqvae.judges.audio import SpeechJudges
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors.pixelcnn import GatedPixelCNN
 from vqvae.priors.wavenet import WaveNetPrior
-from vqvae.runs import check_out_file, load_prior
+from vqvae.runs import check_out_file, load_prior, run_split
 
-__all__ = ["check_generation_options", "sample_audio", "sample_audio_file", "sample_image_file", "sample_images",
-           "sample_labels", "speaker_id"]
+__all__ = ["check_generation_options", "class_id", "sample_audio", "sample_audio_file", "sample_image_file",
+           "sample_images", "sample_labels", "sample_utterances", "score_audio_prior", "speaker_id"]
 
 
 @torch.no_grad()
@@ -112,6 +115,60 @@ def sample_audio(prior: WaveNetPrior, vq: AudioVQVAE, speaker: int, seconds: flo
     ids = ids.to(model_device(vq))
     wave = vq.decode_indices(codes, ids if vq.num_speakers else None, temperature=temperature, generator=gen)
     return wave[0].cpu(), codes[0].cpu()
+
+
+@torch.no_grad()
+def sample_utterances(prior: WaveNetPrior, vq: AudioVQVAE, speakers: list[int], classes: list[int] | None,
+                      lengths: list[int], *, temperature: float = 1.0, seed: int = 0, batch_size: int = 64
+                      ) -> list[torch.Tensor]:
+    """Utterance i: ``lengths[i]`` codes drawn from the prior for speaker ``speakers[i]`` (saying ``classes[i]``),
+    decoded by the VQ-VAE's WaveNet, ``batch_size`` at a time (each batch's codes are drawn to its longest
+    length and cut: the prior is causal). Returns waveforms (lengths[i] * hop,) on the CPU."""
+    dev, gen, waves = model_device(prior), torch.Generator().manual_seed(seed), []
+    for lo in range(0, len(speakers), batch_size):
+        spk = torch.tensor(speakers[lo : lo + batch_size], device=dev)
+        cls = None if classes is None else torch.tensor(classes[lo : lo + batch_size], device=dev)
+        n = lengths[lo : lo + batch_size]
+        codes = prior.sample(len(n), max(n), spk, temperature, gen, classes=cls).to(model_device(vq))
+        ids = spk.to(model_device(vq)) if vq.num_speakers else None
+        waves.extend(w.cpu() for w in vq.decode_many([q[:k] for q, k in zip(codes, n)], ids, temperature=temperature,
+                                                     generator=gen))
+    return waves
+
+
+def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float = 1.0, seed: int = 0,
+                      wav_dir: str | Path | None = None, overwrite: bool = False,
+                      device: str | None = "auto") -> dict[str, Any]:
+    """``vqvae audio score``: ``per`` samples of the prior in ``prior_dir`` for every speaker (and every class, for a
+    class-conditional prior), each as long as the median train utterance of its speaker (and class), judged by
+    :class:`~vqvae.judges.audio.SpeechJudges` trained on the VQ-VAE's corpus: heard as the speaker asked for, as
+    the class asked for, voiced. Also the real-time factor of prior + decoder (seconds of audio per second)."""
+    if wav_dir is not None:
+        check_out_dir(wav_dir, overwrite, is_file="--wav-dir {out} is a file, not a directory",
+                      not_empty="{out} already exists and is not empty: pass --overwrite to write into it")
+    check_generation_options(temperature)
+    prior, vq, config, vq_config = load_prior(prior_dir, "audio_prior", device)
+    train, test = (run_split(vq, vq_config, None, s) for s in ("train", "test"))
+    hop, names = vq.config.hop, config.get("classes", []) if prior.config.num_classes else []
+    asked = [(s, k) for s in range(len(train.speakers)) for k in (range(len(names)) if names else [None])]
+    speakers, classes, lengths = [], [], []
+    for s, k in asked:
+        own = [n for n, who, c in zip(train.lengths, train.labels, train.classes or [None] * len(train))
+               if who == s and (k is None or c == k)]
+        n = max(1, int(np.median(own)) // hop) if own else max(1, int(np.median(train.lengths)) // hop)
+        speakers += [s] * per
+        classes += [k] * per
+        lengths += [n] * per
+    start = time.perf_counter()
+    waves = sample_utterances(prior, vq, speakers, classes if names else None, lengths, temperature=temperature,
+                              seed=seed)
+    rtf = sum(len(w) for w in waves) / vq.config.sample_rate / (time.perf_counter() - start)
+    if wav_dir is not None:
+        for i, (w, s, k) in enumerate(zip(waves, speakers, classes)):
+            said = "" if k is None else f"_says_{names[k]}"
+            write_wav(Path(wav_dir) / f"{i:03d}_{train.speakers[s]}{said}.wav", w, vq.config.sample_rate)
+    m = SpeechJudges(train, test, seed=seed).samples(waves, speakers, classes if names else None)
+    return {**m, "per_speaker_and_class": per, "prior_and_decoder_real_time_factor": rtf}
 
 
 def class_id(name: str | None, classes: list[str]) -> int | None:
