@@ -78,9 +78,9 @@ demo-conversion: $(STAMP) data
 	$(VQ) audio evaluate $(AUDIO)/conversion --json
 	$(VQ) audio conversion $(AUDIO)/conversion --pairs 32 --seconds 1 --wav-dir $(AUDIO)/conversion_wav --overwrite --json
 
-# Real speech (about 55 minutes): the Free Spoken Digit Dataset (six speakers, digits 0-4, 8 kHz; from
+# Real speech (about 45 minutes): the Free Spoken Digit Dataset (six speakers, digits 0-4, 8 kHz; from
 # ../shared/data when it is there, else downloaded) -> the fsdd recipe (40 minutes) -> the class-conditional WaveNet
-# prior (speaker + digit, 10 minutes) -> reconstructions and conversions of all 150 test takes and 150 prior samples,
+# prior (speaker + digit, 2 minutes) -> reconstructions and conversions of all 150 test takes and 150 prior samples,
 # judged by a speaker classifier, a digit classifier and the pitch, all trained on the corpus's real train takes.
 FSDD := runs/demo-speech
 FSDD_SRC := $(wildcard ../shared/data/fsdd-digits0-4)

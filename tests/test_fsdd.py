@@ -190,3 +190,8 @@ def test_a_class_conditional_audio_prior_from_the_command_line(tmp_path, capsys)
     assert main(["audio", "sample", str(tmp_path / "p2"), "--speaker", "bob", "--class", "1",
                  "--out", str(tmp_path / "x.wav")]) == 2
     assert "not conditioned on classes" in capsys.readouterr().err
+    # a corpus where a take has no class cannot train a class-conditional prior
+    table = corpus / UTTERANCES
+    table.write_text(table.read_text().replace("anna/0_anna_0.wav\t0\t", "anna/0_anna_0.wav\t\t"))
+    assert main(["audio", "train-prior", str(vq), "--out", str(tmp_path / "p3"), "--steps", "1", *PRIOR_TINY]) == 2
+    assert "1 test utterances have no class in utterances.tsv" in capsys.readouterr().err
