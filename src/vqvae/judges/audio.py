@@ -5,6 +5,8 @@ Generating the audio is not judging: see :func:`vqvae.evaluate.evaluate_conversi
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 import numpy as np
@@ -202,13 +204,16 @@ class SpeechJudges:
 
     def __init__(self, train: SpeechDataset, test: SpeechDataset, *, seed: int = 0, pitch_margin: float = 0.05):
         self.rate, self.speakers, self.pitch_margin = train.sample_rate, train.speakers, pitch_margin
+        # read once: a corpus read from disk (WaveFiles) would otherwise be read again by every judge
+        train = dataclasses.replace(train, waves=list(train.waves))
+        test_waves = list(test.waves)
         self.speaker = SpeakerClassifier(self.rate, len(train.speakers)).fit(train.waves, train.labels, seed=seed)
-        self.accuracy = {"speaker_classifier_test_accuracy": _rate(self.speaker.predict(test.waves), test.labels)}
+        self.accuracy = {"speaker_classifier_test_accuracy": _rate(self.speaker.predict(test_waves), test.labels)}
         self.content = None
         if train.class_names and test.class_names == train.class_names:
             self.content = ContentClassifier(self.rate, len(train.class_names)).fit(train.waves, train.classes,
                                                                                     seed=seed)
-            self.accuracy["content_classifier_test_accuracy"] = _rate(self.content.predict(test.waves), test.classes)
+            self.accuracy["content_classifier_test_accuracy"] = _rate(self.content.predict(test_waves), test.classes)
         self.reference = speaker_pitches(train, list(range(len(train.speakers))))
 
     def _distinct(self, a: int, b: int) -> bool:

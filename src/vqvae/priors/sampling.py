@@ -106,34 +106,32 @@ def sample_audio(prior: WaveNetPrior, vq: AudioVQVAE, speaker: int, seconds: flo
     """``seconds`` of audio for ``speaker`` saying class ``class_``: codes drawn from the prior (conditioned on the
     speaker and the class where it is), decoded by the VQ-VAE's WaveNet (both at ``temperature``, from one generator
     seeded with ``seed``). Returns (waveform (T,) in [-1, 1], codes (L,))."""
-    c = vq.config
-    length = max(1, int(seconds * c.sample_rate) // c.hop)
-    ids = torch.tensor([speaker], device=model_device(prior))
-    classes = None if class_ is None else torch.tensor([class_], device=model_device(prior))
-    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same samples on every device
-    codes = prior.sample(1, length, ids, temperature, gen, classes=classes).to(model_device(vq))
-    ids = ids.to(model_device(vq))
-    wave = vq.decode_indices(codes, ids if vq.num_speakers else None, temperature=temperature, generator=gen)
-    return wave[0].cpu(), codes[0].cpu()
+    length = max(1, int(seconds * vq.config.sample_rate) // vq.config.hop)
+    waves, codes = sample_utterances(prior, vq, [speaker], None if class_ is None else [class_], [length],
+                                     temperature=temperature, seed=seed)
+    return waves[0], codes[0]
 
 
 @torch.no_grad()
 def sample_utterances(prior: WaveNetPrior, vq: AudioVQVAE, speakers: list[int], classes: list[int] | None,
                       lengths: list[int], *, temperature: float = 1.0, seed: int = 0, batch_size: int = 64
-                      ) -> list[torch.Tensor]:
+                      ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Utterance i: ``lengths[i]`` codes drawn from the prior for speaker ``speakers[i]`` (saying ``classes[i]``),
     decoded by the VQ-VAE's WaveNet, ``batch_size`` at a time (each batch's codes are drawn to its longest
-    length and cut: the prior is causal). Returns waveforms (lengths[i] * hop,) on the CPU."""
-    dev, gen, waves = model_device(prior), torch.Generator().manual_seed(seed), []
+    length and cut: the prior is causal), prior and decoder at ``temperature`` from one generator seeded with
+    ``seed`` (on the CPU: the same samples on every device). Returns (waveforms (lengths[i] * hop,), codes
+    (lengths[i],)), on the CPU."""
+    dev, gen, waves, drawn = model_device(prior), torch.Generator().manual_seed(seed), [], []
     for lo in range(0, len(speakers), batch_size):
         spk = torch.tensor(speakers[lo : lo + batch_size], device=dev)
         cls = None if classes is None else torch.tensor(classes[lo : lo + batch_size], device=dev)
         n = lengths[lo : lo + batch_size]
         codes = prior.sample(len(n), max(n), spk, temperature, gen, classes=cls).to(model_device(vq))
+        codes = [q[:k] for q, k in zip(codes, n)]
         ids = spk.to(model_device(vq)) if vq.num_speakers else None
-        waves.extend(w.cpu() for w in vq.decode_many([q[:k] for q, k in zip(codes, n)], ids, temperature=temperature,
-                                                     generator=gen))
-    return waves
+        waves.extend(w.cpu() for w in vq.decode_many(codes, ids, temperature=temperature, generator=gen))
+        drawn.extend(q.cpu() for q in codes)
+    return waves, drawn
 
 
 def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float = 1.0, seed: int = 0,
@@ -159,15 +157,15 @@ def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float
         speakers += [s] * per
         classes += [k] * per
         lengths += [n] * per
+    asked_classes = classes if names else None
     start = time.perf_counter()
-    waves = sample_utterances(prior, vq, speakers, classes if names else None, lengths, temperature=temperature,
-                              seed=seed)
+    waves, _ = sample_utterances(prior, vq, speakers, asked_classes, lengths, temperature=temperature, seed=seed)
     rtf = sum(len(w) for w in waves) / vq.config.sample_rate / (time.perf_counter() - start)
     if wav_dir is not None:
         for i, (w, s, k) in enumerate(zip(waves, speakers, classes)):
             said = "" if k is None else f"_says_{names[k]}"
             write_wav(Path(wav_dir) / f"{i:03d}_{train.speakers[s]}{said}.wav", w, vq.config.sample_rate)
-    m = SpeechJudges(train, test, seed=seed).samples(waves, speakers, classes if names else None)
+    m = SpeechJudges(train, test, seed=seed).samples(waves, speakers, asked_classes)
     return {**m, "per_speaker_and_class": per, "prior_and_decoder_real_time_factor": rtf}
 
 

@@ -143,13 +143,15 @@ def read_utterances(root: str | Path) -> dict[str, tuple[str, str]]:
     return table
 
 
-def split_files(root: str | Path, split: str, test_fraction: float = 0.1, seed: int = 0) -> list[tuple[Path, int]]:
+def split_files(root: str | Path, split: str, test_fraction: float = 0.1, seed: int = 0,
+                table: dict[str, tuple[str, str]] | None = None) -> list[tuple[Path, int]]:
     """(file, speaker index) of ``split``: the split ``utterances.tsv`` gives each file, where it gives one to
     every file; otherwise each speaker's files are shuffled with ``seed`` and the first ``test_fraction`` of them
-    (at least one, when the speaker has two or more) are the test split."""
+    (at least one, when the speaker has two or more) are the test split. ``table``: the corpus's
+    :func:`read_utterances`, when the caller has read it already."""
     if split not in ("train", "test"):
         raise VQVAEError(f"unknown split {split!r}: expected 'train' or 'test'")
-    table = read_utterances(root)
+    table = read_utterances(root) if table is None else table
     fixed = bool(table) and all(s for _, s in table.values())
     if table and not fixed and any(s for _, s in table.values()):
         raise VQVAEError(f"{Path(root) / UTTERANCES} gives a split to some files only: fill every split or none")
@@ -176,10 +178,10 @@ def load_speech(root: str | Path, split: str, sample_rate: int = 16000, *, test_
     if sample_rate < 1:
         raise VQVAEError(f"sample rate must be positive, got {sample_rate}")
     speakers = corpus_speakers(root)
-    files = split_files(root, split, test_fraction, seed)
+    table = read_utterances(root)
+    files = split_files(root, split, test_fraction, seed, table)
     paths, labels = [str(path) for path, _ in files], [label for _, label in files]
     waves = WaveFiles(paths, sample_rate)
-    table = read_utterances(root)
     names = sorted({c for c, _ in table.values() if c})
     index = {c: i for i, c in enumerate(names)}  # an utterance without a class: -1
     classes = [index.get(table[f"{speakers[s]}/{Path(p).name}"][0], -1) for p, s in zip(paths, labels)] if names else []
