@@ -261,8 +261,9 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
             out.extend(w.cpu() for w in model.decode_many(chunk, ids, temperature=temperature, generator=gen))
     compute = time.perf_counter() - start
     if wav_dir is not None:
+        digits = max(2, len(str(len(inputs) - 1)))  # names that sort in order: 000 .. 149
         for n, (x, y, r, s, t) in enumerate(zip(inputs, converted, rebuilt, sources, targets)):
-            stem = Path(wav_dir) / f"{n:02d}_{test.speakers[s]}"
+            stem = Path(wav_dir) / f"{n:0{digits}d}_{test.speakers[s]}"
             write_wav(f"{stem}_input.wav", x, c.sample_rate)
             write_wav(f"{stem}_reconstructed.wav", r, c.sample_rate)
             write_wav(f"{stem}_as_{test.speakers[t]}.wav", y, c.sample_rate)
