@@ -207,7 +207,11 @@ def test_classifier_takes_its_former_positional_arguments_and_refuses_bad_config
     assert c(torch.rand(2, 3, 32, 32)).shape == (2, 5)
     c.save_pretrained(tmp_path / "clf")
     config = json.loads((tmp_path / "clf" / "config.json").read_text())
-    for bad in ({"in_channels": "1"}, {"num_classes": 0}, {"image_size": -4}, {"colour": True}):
-        (tmp_path / "clf" / "config.json").write_text(json.dumps({**config, "model": {**config["model"], **bad}}))
-        with pytest.raises(VQVAEError, match="classifier"):
+    (tmp_path / "clf" / "manifest.json").unlink()  # a checkpoint from before manifests: its config is what is checked
+    for bad, says in (({"in_channels": "1"}, "classifier in_channels must be an integer"),
+                      ({"num_classes": 0}, "classifier num_classes must be"),
+                      ({"image_size": -4}, "classifier image_size must be"), ({"colour": True}, "colour")):
+        edited = {**config, "format_version": 1, "model": {**config["model"], **bad}}
+        (tmp_path / "clf" / "config.json").write_text(json.dumps(edited))
+        with pytest.raises(VQVAEError, match=says):
             Classifier.from_pretrained(tmp_path / "clf")

@@ -1,14 +1,20 @@
 """Checkpoint directories: ``config.json`` + ``model.safetensors`` (+ ``trainer_state.json`` and
-``trainer_state.safetensors`` for resuming). Nothing is ever loaded with pickle.
+``trainer_state.safetensors`` for resuming) + ``manifest.json``. Nothing is ever loaded with pickle.
 
-Every file is written to a temporary name in the same directory and renamed over the target,
-so an interrupted save leaves the previous file intact, never a half-written one.
+A checkpoint is whole or refused. Every file is written to a temporary name and renamed over its target, and
+``manifest.json`` -- the step and the SHA-256 of every file -- is written last; each file is checked against it
+when read, so files from different saves (a save cut short, a file copied in from elsewhere, a truncated one) are
+refused with one line. While a new checkpoint is being written the last complete one is kept in ``.previous/``
+(hard links: no copy), and :func:`recover` puts it back, so ``--resume`` always has a whole checkpoint to use.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +30,13 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
-FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+FILES = (CONFIG, WEIGHTS, STATE_JSON, STATE_TENSORS)  # what a manifest may list
+PREVIOUS = ".previous"  # the last complete checkpoint while a new one is written
+FORMAT_VERSION = 2  # 2: with manifest.json (version 1 checkpoints, without one, still load)
+# fault injection for the kill tests: VQVAE_FAULT_KILL_AFTER_FILE=N kills the process (SIGKILL) right after the Nth
+# file of a checkpoint save is written (the manifest counts as the last one); unset in normal use
+_FAULT = "VQVAE_FAULT_KILL_AFTER_FILE"
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> bytes:
@@ -33,10 +45,163 @@ def _tensors(state: dict[str, torch.Tensor]) -> bytes:
 
 
 def save_model(directory: str | Path, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> None:
-    """Write the weights, then the config (the config names what the weights are)."""
+    """Write a model checkpoint whole: the weights, the config (which names what the weights are), the manifest."""
+    write_checkpoint(directory, {WEIGHTS: _tensors(state_dict), CONFIG: _config_bytes(config)}, config.get("step"))
+
+
+def _config_bytes(config: dict[str, Any]) -> bytes:
+    return (json.dumps({**config, "format_version": FORMAT_VERSION}, indent=2, sort_keys=True) + "\n").encode()
+
+
+def write_checkpoint(directory: str | Path, files: dict[str, bytes], step: int | None) -> None:
+    """Write ``files`` (name -> bytes) as one checkpoint of ``step``: the complete checkpoint already there is kept
+    in ``.previous/`` first; each file is replaced atomically; ``manifest.json`` (the step and every file's SHA-256)
+    comes last and makes the new checkpoint whole."""
     directory = Path(directory)
-    atomic_write_bytes(directory / WEIGHTS, _tensors(state_dict))
-    atomic_write_json(directory / CONFIG, {"format_version": FORMAT_VERSION, **config})
+    directory.mkdir(parents=True, exist_ok=True)
+    _keep_previous(directory)
+    # from here until the new manifest is written the directory has none: a torn save never looks whole (so a
+    # second save cut short cannot take it for the previous checkpoint)
+    (directory / MANIFEST).unlink(missing_ok=True)
+    _remove_temporaries(directory)
+    for i, (name, data) in enumerate(files.items(), 1):
+        atomic_write_bytes(directory / name, data)
+        _fault(i)
+    files_sha = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    atomic_write_json(directory / MANIFEST, {"format_version": FORMAT_VERSION, "step": step, "files": files_sha})
+    _fault(len(files) + 1)
+
+
+def _remove_temporaries(directory: Path) -> None:
+    """Temporary files of checkpoint writes that a kill left behind (see :func:`vqvae.fileio.atomic_write_bytes`)."""
+    for name in (*FILES, MANIFEST):
+        for tmp in directory.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def _fault(n: int) -> None:
+    if os.environ.get(_FAULT) == str(n):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _manifest(directory: Path) -> dict[str, Any] | None:
+    """The manifest of ``directory`` (None when there is none); a one-line error when it is unreadable."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        m = json.loads(path.read_text())
+        if not (isinstance(m, dict) and isinstance(m.get("files"), dict) and set(m["files"]) <= set(FILES)
+                and all(isinstance(v, str) for v in m["files"].values())):
+            raise ValueError("not a manifest")
+        return m
+    except (ValueError, UnicodeDecodeError):
+        raise VQVAEError(f"{path} is damaged (not a checkpoint manifest): the checkpoint cannot be trusted") from None
+
+
+def _keep_previous(directory: Path) -> None:
+    """Hard-link the checkpoint now in ``directory`` (the files its manifest lists) into ``.previous/``, replacing
+    the one there; at every moment one of the two is whole."""
+    try:
+        listed = _manifest(directory)
+    except VQVAEError:
+        return
+    if listed is None or not all((directory / n).is_file() for n in listed["files"]):
+        return
+    tmp, prev, old = directory / f"{PREVIOUS}.tmp", directory / PREVIOUS, directory / f"{PREVIOUS}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for name in [*listed["files"], MANIFEST]:
+        try:
+            os.link(directory / name, tmp / name)
+        except OSError:  # a file system without hard links
+            shutil.copy2(directory / name, tmp / name)
+    shutil.rmtree(old, ignore_errors=True)
+    if prev.exists():
+        os.replace(prev, old)
+    os.replace(tmp, prev)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_file(directory: Path, name: str, raw: bytes) -> None:
+    """Refuse ``raw`` (the bytes of ``directory/name`` just read) unless the manifest lists exactly these bytes;
+    checkpoints written before manifests existed (format version 1) are not checked."""
+    m = _manifest(directory)
+    if m is None:
+        if _written_with_manifest(directory):
+            raise VQVAEError(f"{directory} has no {MANIFEST}: its last save did not complete (torn checkpoint)")
+        return
+    want = m["files"].get(name)
+    if want is None:
+        raise VQVAEError(f"{directory / name} is not part of the checkpoint in {directory} (not in its {MANIFEST})")
+    if hashlib.sha256(raw).hexdigest() != want:
+        raise VQVAEError(f"{directory / name} is not the file the checkpoint's {MANIFEST} (step {m.get('step')}) "
+                         "lists: a save was cut short, or the file was changed or copied in (torn checkpoint)")
+
+
+def _written_with_manifest(directory: Path) -> bool:
+    """Whether the config.json of ``directory`` says a manifest was written with it (format version 2 on); an
+    unreadable one is reported as such where it is read."""
+    try:
+        return int(json.loads((directory / CONFIG).read_text()).get("format_version", 1)) >= 2
+    except (OSError, ValueError, TypeError, AttributeError):
+        return False
+
+
+def verify(directory: str | Path) -> dict[str, Any]:
+    """The manifest of a whole checkpoint in ``directory``: every file it lists is there with its SHA-256; a
+    one-line error otherwise."""
+    directory = Path(directory)
+    m = _manifest(directory)
+    if m is None:
+        raise VQVAEError(f"{directory} has no complete checkpoint (no {MANIFEST})")
+    for name in m["files"]:
+        try:
+            raw = (directory / name).read_bytes()
+        except OSError:
+            raise VQVAEError(f"{directory / name} is missing: the checkpoint is torn") from None
+        _check_file(directory, name, raw)
+    return m
+
+
+def whole(directory: str | Path) -> bool:
+    """Whether ``directory`` needs no :func:`recover`: its checkpoint is whole, or it is not a checkpoint written
+    with a manifest at all."""
+    directory = Path(directory)
+    if not (directory / MANIFEST).exists() and not _written_with_manifest(directory):
+        return True
+    try:
+        verify(directory)
+        return True
+    except VQVAEError:
+        return False
+
+
+def recover(directory: str | Path) -> str | None:
+    """Make the checkpoint in ``directory`` whole before resuming: when it is torn (a save was killed) and
+    ``.previous/`` holds a whole one, put that back (each file atomically, the manifest last) and say so; refused
+    in one line when neither is whole."""
+    directory = Path(directory)
+    if whole(directory):
+        return None  # whole, not a checkpoint, or one from before manifests (read_config says which)
+    try:
+        verify(directory)
+    except VQVAEError as torn:
+        prev = directory / PREVIOUS
+        try:
+            m = verify(prev)
+        except VQVAEError:
+            raise VQVAEError(f"cannot resume from {directory}: {torn} and there is no earlier complete checkpoint "
+                             "(start again with --overwrite)") from None
+    else:
+        return None
+    (directory / MANIFEST).unlink(missing_ok=True)
+    for name in m["files"]:
+        atomic_write_bytes(directory / name, (prev / name).read_bytes())
+    atomic_write_bytes(directory / MANIFEST, (prev / MANIFEST).read_bytes())
+    _remove_temporaries(directory)
+    return (f"the last save in {directory} was cut short: resuming from the complete checkpoint before it "
+            f"(step {m.get('step')})")
 
 
 def read_config(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
@@ -47,8 +212,10 @@ def read_config(directory: str | Path, kind: str | None = None) -> dict[str, Any
     path = directory / CONFIG
     if not path.is_file() or not (directory / WEIGHTS).is_file():
         raise VQVAEError(f"{directory} is not a checkpoint directory (needs {CONFIG} and {WEIGHTS})")
+    raw = path.read_bytes()
+    _check_file(directory, CONFIG, raw)
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise VQVAEError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(config, dict):
@@ -63,9 +230,13 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], bytes]:
+    """The tensors of a checkpoint's file ``path`` (checked against its manifest) and the bytes read."""
     try:
         raw = path.read_bytes()
+        _check_file(path.parent, path.name, raw)
         return st_load(raw), raw
+    except VQVAEError:
+        raise
     except (SafetensorError, OSError, ValueError) as exc:
         raise VQVAEError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
@@ -84,14 +255,23 @@ def load_weights(model: torch.nn.Module, directory: str | Path) -> str:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise VQVAEError(f"weights in {directory} do not match its config.json: {str(exc).splitlines()[0]}") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        raise VQVAEError(f"weights in {directory} do not match its config.json: {lines[min(1, len(lines) - 1)]}") \
+            from None
     return sha
 
 
-def save_trainer_state(
-    directory: str | Path, optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
-) -> None:
-    """Optimiser state, RNG states (as ``tensors``) and JSON-able progress (``meta``) for ``--resume``."""
+def save_training(directory: str | Path, config: dict[str, Any], model_state: dict[str, torch.Tensor],
+                  optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """A training checkpoint, whole: the model (as :func:`save_model`) with the optimiser state, RNG states (as
+    ``tensors``) and JSON-able progress (``meta``, with its ``step``) for ``--resume``."""
+    files = {WEIGHTS: _tensors(model_state), CONFIG: _config_bytes(config),
+             **_trainer_files(optimizer, tensors, meta)}
+    write_checkpoint(directory, files, meta["step"])
+
+
+def _trainer_files(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                   meta: dict[str, Any]) -> dict[str, bytes]:
     opt = optimizer.state_dict()
     flat: dict[str, torch.Tensor] = {f"rng.{k}": v for k, v in tensors.items()}
     scalars: dict[str, dict[str, Any]] = {}
@@ -101,12 +281,8 @@ def save_trainer_state(
                 flat[f"optim.{pid}.{name}"] = value
             else:
                 scalars.setdefault(str(pid), {})[name] = value
-    directory = Path(directory)
-    atomic_write_bytes(directory / STATE_TENSORS, _tensors(flat))
-    atomic_write_json(
-        directory / STATE_JSON,
-        {"meta": meta, "param_groups": opt["param_groups"], "optim_scalars": scalars},
-    )
+    info = {"meta": meta, "param_groups": opt["param_groups"], "optim_scalars": scalars}
+    return {STATE_TENSORS: _tensors(flat), STATE_JSON: (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()}
 
 
 def load_trainer_state(
@@ -116,24 +292,29 @@ def load_trainer_state(
     directory = Path(directory)
     if not (directory / STATE_JSON).is_file() or not (directory / STATE_TENSORS).is_file():
         raise VQVAEError(f"{directory} has no trainer state to resume from ({STATE_JSON}, {STATE_TENSORS})")
-    try:
-        info = json.loads((directory / STATE_JSON).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise VQVAEError(f"{directory / STATE_JSON} is not valid JSON ({exc})") from None
+    raw = (directory / STATE_JSON).read_bytes()
+    _check_file(directory, STATE_JSON, raw)
     flat = load_tensors(directory / STATE_TENSORS)
-    state: dict[int, dict[str, Any]] = {}
-    rng: dict[str, torch.Tensor] = {}
-    for key, value in flat.items():
-        if key.startswith("rng."):
-            rng[key[4:]] = value
-        else:
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
-    for pid, values in info["optim_scalars"].items():
-        state.setdefault(int(pid), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    try:
+        info = json.loads(raw)
+        state: dict[int, dict[str, Any]] = {}
+        rng: dict[str, torch.Tensor] = {}
+        for key, value in flat.items():
+            if key.startswith("rng."):
+                rng[key[4:]] = value
+            else:
+                _, pid, name = key.split(".", 2)
+                state.setdefault(int(pid), {})[name] = value
+        for pid, values in info["optim_scalars"].items():
+            state.setdefault(int(pid), {}).update(values)
+        optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+        meta = info["meta"]
+        int(meta["step"]), float(meta["seconds"])
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
+        raise VQVAEError(f"{directory / STATE_JSON} does not hold a trainer state this run can use "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'malformed'})") from None
     _match_layouts(optimizer)
-    return rng, info["meta"]
+    return rng, meta
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:

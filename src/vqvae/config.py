@@ -1,13 +1,13 @@
-"""Configuration: the architecture (:class:`ModelConfig`) is kept apart from the run
-(:class:`TrainConfig`); both are saved in every checkpoint, so evaluating or sampling needs no flags.
+"""Configuration: the architecture (:class:`ModelConfig`) is kept apart from the run (:class:`TrainConfig`); both
+are saved in every checkpoint, so evaluating or sampling needs no flags.
 
-Recipes are YAML files with two sections, ``model:`` and ``train:``. Command-line overrides use dotted keys
-(``model.hidden=64 train.lr=3e-4``). Unknown keys and wrong types are rejected with a message naming them.
-"""
+Recipes are YAML files with two sections, ``model:`` and ``train:``; overrides use dotted keys (``model.hidden=64
+train.lr=3e-4``). Unknown keys, wrong types and numbers that are not finite are rejected with a message naming them."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -108,13 +108,11 @@ class AudioModelConfig(QuantizerConfig):
     sample_rate: int = 16000  # Hz; every waveform is resampled to it
     num_downsamples: int = 6  # strided convs (window 4, stride 2): one code per 2^6 = 64 samples
     hidden: int = 64  # encoder channels
-    # "instance": every channel of the encoder output normalised to zero mean and unit variance over time
-    # (per utterance or crop), so it cannot collapse to a constant that the codebook then follows; "none" as in
-    # the paper
+    # "instance": each encoder output channel normalised to zero mean, unit variance over time (per utterance or
+    # crop), so it cannot collapse to a constant that the codebook then follows; "none" as in the paper
     encoder_norm: str = "none"
-    # training only: each code is replaced by its left neighbour with this probability and by its right one with
-    # the same probability (time jitter, Chorowski et al. 2019, arXiv:1901.08810), so the decoder cannot read
-    # fine timing such as pitch pulses from the codes; 0 as in the paper
+    # training only: each code replaced by its left and by its right neighbour with this probability each (time
+    # jitter, Chorowski et al. 2019, arXiv:1901.08810): no fine timing (pitch pulses) in the codes; 0 as in the paper
     jitter: float = 0.0
     use_codes: bool = True  # false: no encoder, a plain WaveNet (the baseline that shows what the codes carry)
     speaker_conditioning: bool = True  # a learned speaker embedding in every WaveNet layer
@@ -201,6 +199,8 @@ class TrainConfig:
     checkpoint_every: float = 60.0  # seconds between checkpoints (one is always written at the end)
     eval_batches: int = 0  # test-split batches evaluated at the end of training (0: the whole split)
     crop_length: int = 8192  # audio only: samples per training crop (codes per crop for an audio prior)
+    # a step with a non-finite loss or gradient is undone ("skip": logged; 50 in a row stop the run) or ends the run
+    on_nonfinite: str = "skip"
 
     def validate(self) -> None:
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
@@ -223,6 +223,7 @@ class TrainConfig:
         _check(self.checkpoint_every > 0, "train.checkpoint_every", self.checkpoint_every, "> 0")
         _check(self.eval_batches >= 0, "train.eval_batches", self.eval_batches, ">= 0")
         _check(self.crop_length >= 1, "train.crop_length", self.crop_length, ">= 1")
+        _check(self.on_nonfinite in ("skip", "stop"), "train.on_nonfinite", self.on_nonfinite, '"skip" or "stop"')
 
     @property
     def amp(self) -> str:
@@ -309,8 +310,9 @@ def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
                 value = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise VQVAEError(f"{key} must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                isinstance(value, float) or abs(value) < 10**308) or not math.isfinite(value):  # ints beyond floats
+            raise VQVAEError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     raise TypeError(f"unsupported config type {hint} for {key}")
 
@@ -319,9 +321,9 @@ _CLASSES = {"model": ModelConfig, "prior": PixelCNNConfig, "train": TrainConfig,
             "wavenet_prior": AudioPriorConfig}
 # recipe kind -> (class, its sections, the built-in recipe used when none is named)
 RECIPE_KINDS = {"vqvae": (Recipe, ("model", "train"), "fashion_mnist"),
-          "prior": (PriorRecipe, ("prior", "train"), "fashion_mnist_prior"),
-          "audio": (AudioRecipe, ("audio", "train"), "speech"),
-          "audio_prior": (AudioPriorRecipe, ("wavenet_prior", "train"), "speech_prior")}
+                "prior": (PriorRecipe, ("prior", "train"), "fashion_mnist_prior"),
+                "audio": (AudioRecipe, ("audio", "train"), "speech"),
+                "audio_prior": (AudioPriorRecipe, ("wavenet_prior", "train"), "speech_prior")}
 
 
 def section_from_dict(name: str, values: dict[str, Any]) -> Any:
@@ -358,9 +360,7 @@ def load_recipe(spec: str | Path | None, overrides: list[str] = (), kind: str = 
     return recipe_with_overrides(_read_yaml(spec if spec is not None else RECIPE_KINDS[kind][2]), overrides, kind)
 
 
-def recipe_with_overrides(
-    d: dict[str, Any], overrides: list[str] = (), kind: str = "vqvae"
-) -> RecipeSections:
+def recipe_with_overrides(d: dict[str, Any], overrides: list[str] = (), kind: str = "vqvae") -> RecipeSections:
     """A validated recipe from a ``{"model": ..., "train": ...}`` dict with ``key=value`` overrides applied."""
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     for item in overrides:

@@ -15,7 +15,7 @@ from torch import nn
 
 from vqvae.errors import VQVAEError
 
-__all__ = ["PRECISIONS", "autocast", "grad_scaler", "model_device", "resolve_device"]
+__all__ = ["PRECISIONS", "autocast", "available_memory", "grad_scaler", "model_device", "resolve_device"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -70,3 +70,19 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """Loss scaling for fp16 on CUDA (small gradients would underflow in fp16); a disabled scaler otherwise."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device``: CUDA's free memory, or the system's available memory for the CPU
+    (Linux: MemAvailable); None where it cannot be told."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None

@@ -7,8 +7,6 @@ import io
 import json
 import os
 import secrets
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +52,21 @@ def read_npz(path: str | os.PathLike[str], what: str) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise VQVAEError(f"{what} not found: {path}")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if not (magic.startswith(b"PK") or magic == b"\x93NUMPY"):
+            raise VQVAEError(f"cannot read {what} {path}: it is not an .npz archive (not a zip file)")
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):  # a single .npy array under an .npz name
             raise VQVAEError(f"cannot read {what} {path}: it holds one bare array, not an .npz archive of named arrays")
         with loaded as f:
             return {k: f[k] for k in f.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise VQVAEError(f"cannot read {what} {path}: {exc}") from None
+    except VQVAEError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- an untrusted file: whatever its bytes break is "cannot read"
+        why = "it holds pickled objects, which are never loaded" if "pickle" in str(exc) else (str(exc) or
+                                                                                            type(exc).__name__)
+        raise VQVAEError(f"cannot read {what} {path}: {why}") from None
 
 
 def hash_file_stamps(h: Any, names: Any, root: Path = Path()) -> None:

@@ -30,8 +30,11 @@ __all__ = ["MODEL_CLASSES", "VQVAE_KIND_OF_PRIOR", "check_out_file", "data_spec"
 
 MODEL_CLASSES = {"vqvae": VQVAE, "prior": GatedPixelCNN, "audio": AudioVQVAE, "audio_prior": WaveNetPrior}
 VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
-# what a training command writes into its run directory (and a new run with --overwrite removes)
-RUN_FILES = ("metrics.csv", checkpoint.STATE_JSON, checkpoint.STATE_TENSORS, "eval.json", "reconstructions.png")
+# what a training command writes into its run directory (and a new run with --overwrite removes: nothing else, and
+# under tb/ only TensorBoard's event files)
+RUN_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.STATE_JSON, checkpoint.STATE_TENSORS,
+             checkpoint.MANIFEST, "metrics.csv", "eval.json", "reconstructions.png", "samples.png")
+RUN_DIRS = (checkpoint.PREVIOUS, f"{checkpoint.PREVIOUS}.tmp", f"{checkpoint.PREVIOUS}.old")
 
 
 def load_run(run_dir: str | Path, kind: str, device: str | torch.device | None = "cpu") -> tuple[Any, dict[str, Any]]:
@@ -98,9 +101,18 @@ def check_out_file(path: str | Path, overwrite: bool, suffixes: tuple[str, ...])
 
 
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """A new run's directory: refuse a non-empty one unless ``overwrite``; then clear the old run's files."""
+    """A new run's directory: refuse a non-empty one unless ``overwrite``; then remove the files a run writes
+    (:data:`RUN_FILES`, :data:`RUN_DIRS`, TensorBoard events under ``tb/``) and nothing else: what the user put
+    there stays."""
     check_out_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     for stale in RUN_FILES:
         (out / stale).unlink(missing_ok=True)
-    shutil.rmtree(out / "tb", ignore_errors=True)
+    for stale in RUN_DIRS:
+        shutil.rmtree(out / stale, ignore_errors=True)
+    tb = out / "tb"
+    if tb.is_dir():
+        for events in tb.glob("events.out.tfevents.*"):
+            events.unlink()
+        if not any(tb.iterdir()):
+            tb.rmdir()

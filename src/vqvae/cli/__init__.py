@@ -1,24 +1,33 @@
 """``vqvae`` command line: a thin shell over importable functions (image commands: :mod:`vqvae.cli.image`;
 ``vqvae audio ...`` and ``vqvae data speech``: :mod:`vqvae.cli.audio`).
 
-Problems the user can fix print one line (``vqvae: error: ...``) and exit with status 2.
+Problems the user can fix print one line (``vqvae: error: ...``) and exit with status 2; Ctrl-C exits 130 and
+SIGTERM 143 (after saving the checkpoint); anything else is a bug: its traceback, a line that says so, status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 from vqvae.cli.audio import add_audio_commands
 from vqvae.cli.image import add_image_commands
 from vqvae.distributed import leave
-from vqvae.errors import VQVAEError
+from vqvae.errors import Preempted, VQVAEError
 
 __all__ = ["build_parser", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (not the usage block): ``vqvae train: error: ... (see --help)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vqvae", description="VQ-VAE: train, evaluate, encode, decode.")
+    p = _Parser(prog="vqvae", description="VQ-VAE: train, evaluate, encode, decode.")
     sub = p.add_subparsers(dest="command", required=True)
     add_image_commands(sub)
     add_audio_commands(sub)
@@ -40,9 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     except (VQVAEError, OSError) as exc:  # OSError: unwritable output, full disk, ...: the system's own reason
         print(f"vqvae: error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:  # SIGTERM: the checkpoint of the last step is saved
+        print(f"vqvae: {exc}: the checkpoint is saved; --resume continues", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("vqvae: interrupted (checkpoints written so far are intact)", file=sys.stderr)
         return 130
+    except Exception:  # not the user's doing: the traceback is for the bug report
+        traceback.print_exc()
+        print("vqvae: internal error (a bug in vqvae, not in your input): please report it with the traceback above",
+              file=sys.stderr)
+        return 1
     finally:
         leave(ok)  # under torchrun: every rank done, then the process group closed
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,9 @@ class VQVAE(Pretrained, nn.Module):
                 f"expected images of shape (B, {c.in_channels}, {c.image_size}, {c.image_size}), "
                 f"got {tuple(x.shape)}"
             )
+        if not x.is_floating_point():
+            raise VQVAEError(f"expected floating-point images in [0, 1], got dtype {x.dtype} (uint8 pixels: divide "
+                             f"by 255)")
 
     def _pad(self, x: Tensor) -> Tensor:
         extra = self.config.latent_size * self.config.downsample - self.config.image_size
@@ -115,7 +119,15 @@ class VQVAE(Pretrained, nn.Module):
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
-        """Images (B, C, H, W) in [0, 1] -> code indices (B, *code_shape), int64. Never updates the codebook."""
+        """Images (B, C, H, W) in [0, 1] -> code indices (B, *code_shape), int64. Never updates the codebook.
+        Images that are not finite or not in [0, 1] are refused (one line naming what was found)."""
+        self._check_images(x)
+        if x.numel():
+            lo, hi = float(x.min()), float(x.max())
+            if not (math.isfinite(lo) and math.isfinite(hi)):  # min and max carry a NaN through
+                raise VQVAEError("expected finite images in [0, 1], got NaN or infinite values")
+            if lo < -1e-3 or hi > 1 + 1e-3:
+                raise VQVAEError(f"expected images in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
         was = self.quantizer.training
         self.quantizer.eval()
         try:

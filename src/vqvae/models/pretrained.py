@@ -11,6 +11,7 @@ import torch
 
 from vqvae import checkpoint
 from vqvae.config import section_from_dict
+from vqvae.errors import VQVAEError
 
 __all__ = ["Pretrained"]
 
@@ -32,15 +33,27 @@ class Pretrained:
         """The architecture config from its config.json section (unknown keys and bad types refused)."""
         return section_from_dict(cls.config_section, values)
 
+    def checkpoint_config(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What ``config.json`` holds: the kind, the architecture and ``extra`` (e.g. the run's recipe)."""
+        return {"kind": self.checkpoint_kind, self.config_section: dataclasses.asdict(self.config), **(extra or {})}
+
     def save_pretrained(self, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
-        """Write ``config.json`` (architecture + ``extra``, e.g. the run's recipe) and ``model.safetensors``."""
-        config = {"kind": self.checkpoint_kind, self.config_section: dataclasses.asdict(self.config), **(extra or {})}
-        checkpoint.save_model(directory, config, self.state_dict())
+        """Write ``config.json`` (architecture + ``extra``, e.g. the run's recipe), ``model.safetensors`` and the
+        ``manifest.json`` that makes them one checkpoint."""
+        checkpoint.save_model(directory, self.checkpoint_config(extra), self.state_dict())
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> Any:
         """The model saved in ``directory``, on ``map_location``, in eval mode, with ``weights_sha256`` set."""
         config = checkpoint.read_config(directory, kind=cls.checkpoint_kind)
-        model = cls(cls.config_from_dict(config.get(cls.config_section, {})))
-        model.weights_sha256 = checkpoint.load_weights(model, directory)
+        section = config.get(cls.config_section, {})
+        model = cls(cls.config_from_dict(section))
+        try:
+            model.weights_sha256 = checkpoint.load_weights(model, directory)
+        except VQVAEError as exc:
+            missing = [f.name for f in dataclasses.fields(model.config) if f.name not in section]
+            if missing:  # the defaults stood in for them, and the weights say they were not the values trained
+                raise VQVAEError(f"{Path(directory) / checkpoint.CONFIG} lacks {cls.config_section}."
+                                 f"{', '.join(missing)}: {exc}") from None
+            raise
         return model.to(map_location).eval()

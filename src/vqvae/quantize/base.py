@@ -117,12 +117,12 @@ class Quantizer(nn.Module):
             raise ValueError(f"embedding_dim must be a positive integer, got {embedding_dim!r}")
         if not isinstance(num_embeddings, int) or num_embeddings < 1:
             raise ValueError(f"num_embeddings must be a positive integer, got {num_embeddings!r}")
-        if not commitment_cost >= 0:
-            raise ValueError(f"commitment_cost must be >= 0, got {commitment_cost!r}")
+        if not (commitment_cost >= 0 and math.isfinite(commitment_cost)):
+            raise ValueError(f"commitment_cost must be finite and >= 0, got {commitment_cost!r}")
         if kmeans_iters < 1:
             raise ValueError(f"kmeans_iters must be >= 1, got {kmeans_iters!r}")
-        if not restart_threshold >= 0:
-            raise ValueError(f"restart_threshold must be >= 0, got {restart_threshold!r}")
+        if not (restart_threshold >= 0 and math.isfinite(restart_threshold)):
+            raise ValueError(f"restart_threshold must be finite and >= 0, got {restart_threshold!r}")
         self.embedding_dim = embedding_dim
         self.num_embeddings = num_embeddings
         self.commitment_cost = float(commitment_cost)
@@ -202,14 +202,18 @@ class Quantizer(nn.Module):
                 self.initialize_from(flat.detach())
             with torch.no_grad():
                 idx = nearest_codes(flat.detach(), self.codebook.detach())  # (N,)
-                counts = torch.bincount(idx, minlength=self.num_embeddings).float()  # (K,)
+                # in training, a non-finite vector (NaN / inf) is left out of every statistic the codebook learns
+                # from (its loss is NaN, which the training loop's guard sees): without a host sync, so all ranks agree
+                finite = torch.isfinite(flat).all(1) if self.training else None
+                counts = torch.bincount(idx, weights=None if finite is None else finite.float(),
+                                        minlength=self.num_embeddings).float()  # (K,)
             codes, codebook_loss, commitment_loss = self._codes_and_losses(x, idx.view(lead))
             loss = self._objective(codebook_loss, commitment_loss)
             probs = counts / max(flat.shape[0], 1)  # this replica's batch (before any all-reduce)
             perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
             if self.training and flat.shape[0] > 0:
                 with torch.no_grad():
-                    self._train_step(flat.detach(), idx, counts.clone())
+                    self._train_step(flat.detach(), idx, counts.clone(), finite)
             quantized = StraightThrough.apply(x, codes)
         quantized = self._from_channels_last(quantized.to(out_dtype), inputs.dim())
         return QuantizerOutput(
@@ -228,7 +232,9 @@ class Quantizer(nn.Module):
     def _objective(self, codebook_loss: Tensor, commitment_loss: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def _train_step(self, flat: Tensor, idx: Tensor, counts: Tensor) -> None:
+    def _train_step(self, flat: Tensor, idx: Tensor, counts: Tensor, finite: Tensor) -> None:
+        """Learn from one training batch ``flat`` (N, D): ``finite`` (N,) marks the rows that count (the others are
+        left out of every statistic); ``counts`` (K,) holds the finite rows per code."""
         raise NotImplementedError
 
     # -- improvements (opt-in) -----------------------------------------------------------------
@@ -239,6 +245,7 @@ class Quantizer(nn.Module):
         Under ``torch.distributed`` rank 0's result is broadcast so every replica agrees.
         """
         vectors = vectors.detach().float().reshape(-1, self.embedding_dim)
+        vectors = vectors[torch.isfinite(vectors).all(1)]  # k-means of the finite vectors only
         centroids, counts = kmeans(vectors, self.num_embeddings, self.kmeans_iters)
         if self.sync_distributed and distributed():
             dist.broadcast(centroids, 0)
@@ -255,7 +262,7 @@ class Quantizer(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def _restart_dead_codes(self, flat: Tensor) -> None:
+    def _restart_dead_codes(self, flat: Tensor, finite: Tensor) -> None:
         """Re-seed codes whose moving-average usage fell below ``restart_threshold`` with
         randomly chosen vectors of the current batch (rank 0's choice under torch.distributed)."""
         usage = self._usage()
@@ -264,8 +271,13 @@ class Quantizer(nn.Module):
         if num_dead == 0:
             return
         rows = dead.nonzero().squeeze(1)
-        pick = torch.randint(flat.shape[0], (num_dead,), device=flat.device)
-        vectors = flat[pick].clone()
+        candidates = flat if bool(finite.all()) else flat[finite]  # never seeded from a non-finite vector
+        if candidates.shape[0] == 0:
+            if not (self.sync_distributed and distributed()):
+                return
+            candidates = flat.new_zeros(1, flat.shape[1])  # still joins the broadcast below (the step is undone)
+        pick = torch.randint(candidates.shape[0], (num_dead,), device=flat.device)
+        vectors = candidates[pick].clone()
         if self.sync_distributed and distributed():
             dist.broadcast(vectors, 0)
         # A restarted code starts at the average usage, so it has a grace period to attract vectors.

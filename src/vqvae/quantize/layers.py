@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -36,6 +38,8 @@ class VectorQuantizer(Quantizer):
         sync_distributed: under torch.distributed, broadcast k-means and restart choices from rank 0.
 
     ``codebook`` is an ``nn.Parameter`` of shape (K, D); overwrite it in place under ``torch.no_grad()``.
+    In training, non-finite input vectors are left out of the usage statistics and of restarts; their loss (and
+    so the codebook's gradient) is not finite, which the training loop's guard catches before any update.
     """
 
     def __init__(
@@ -79,12 +83,12 @@ class VectorQuantizer(Quantizer):
     def _objective(self, codebook_loss, commitment_loss):
         return codebook_loss + self.commitment_cost * commitment_loss
 
-    def _train_step(self, flat, idx, counts):
+    def _train_step(self, flat, idx, counts, finite):
         if self.restart_threshold > 0:
             if self.sync_distributed and distributed():
                 dist.all_reduce(counts)
             self.usage.update(counts)
-            self._restart_dead_codes(flat)
+            self._restart_dead_codes(flat, finite)
 
     def _usage(self):
         return self.usage.average
@@ -103,6 +107,8 @@ class VectorQuantizerEMA(Quantizer):
     ``codebook_i = m_i / N_i``. The returned ``quantized`` uses the codebook from before the update.
     In eval mode nothing changes. ``codebook_loss`` is reported for monitoring (it equals the
     commitment loss in value) and carries no gradient: the codebook is not a parameter.
+    A non-finite input vector (NaN or inf) is left out of the counts and sums (and of restarts), so it cannot
+    poison a codebook row; the loss of such a batch is not finite, which the training loop's guard catches.
 
     Args: as :class:`VectorQuantizer`, plus ``decay`` (of the EMAs) and ``epsilon`` (Laplace smoothing).
     Under torch.distributed (``sync_distributed``) the per-step counts and sums are all-reduced, so
@@ -135,8 +141,8 @@ class VectorQuantizerEMA(Quantizer):
         )
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay!r}")
-        if not epsilon > 0:
-            raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
+        if not (epsilon > 0 and math.isfinite(epsilon)):
+            raise ValueError(f"epsilon must be finite and > 0, got {epsilon!r}")
         self.decay = float(decay)
         self.epsilon = float(epsilon)
         self.register_buffer("embeddings", self._uniform_init(num_embeddings, embedding_dim))
@@ -155,8 +161,10 @@ class VectorQuantizerEMA(Quantizer):
     def _objective(self, codebook_loss, commitment_loss):
         return self.commitment_cost * commitment_loss
 
-    def _train_step(self, flat, idx, counts):
-        dw = torch.zeros_like(self.embeddings).index_add_(0, idx, flat)  # (K, D) per-code sums
+    def _train_step(self, flat, idx, counts, finite):
+        # (K, D) per-code sums; a non-finite row goes to a spare row K that is dropped (no copy of ``flat``)
+        spare = torch.where(finite, idx, self.num_embeddings)
+        dw = flat.new_zeros(self.num_embeddings + 1, self.embedding_dim).index_add_(0, spare, flat)[:-1]
         if self.sync_distributed and distributed():
             dist.all_reduce(counts)
             dist.all_reduce(dw)
@@ -164,9 +172,10 @@ class VectorQuantizerEMA(Quantizer):
         ema_dw = self.ema_dw.update(dw)
         n = cluster_size.sum()
         smoothed = (cluster_size + self.epsilon) / (n + self.num_embeddings * self.epsilon) * n
-        self.embeddings.copy_(ema_dw / smoothed[:, None])
+        # n == 0 only when no vector has counted yet (a first batch wholly non-finite): keep the codebook
+        self.embeddings.copy_(torch.where(n > 0, ema_dw / smoothed[:, None], self.embeddings))
         if self.restart_threshold > 0:
-            self._restart_dead_codes(flat)
+            self._restart_dead_codes(flat, finite)
 
     def _usage(self):
         return self.ema_cluster_size.average

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import csv
 import math
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,10 +24,11 @@ from tqdm import tqdm
 from vqvae import checkpoint
 from vqvae.data.loader import Batches, Feed
 from vqvae.config import RECIPE_KINDS, RecipeSections, TrainConfig, recipe_with_overrides
-from vqvae.devices import autocast, grad_scaler
-from vqvae.distributed import Ranks, join
-from vqvae.errors import VQVAEError
+from vqvae.devices import autocast, available_memory, grad_scaler
+from vqvae.distributed import Ranks, is_main_process, join
+from vqvae.errors import Preempted, VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
+from vqvae.quantize.base import Quantizer
 from vqvae.runs import prepare_out_dir
 
 __all__ = ["Batches", "Run", "lr_at", "resume_recipe", "train_task"]
@@ -46,6 +50,7 @@ def lr_at(t: TrainConfig, step: int, elapsed: float) -> float:
 
 def resume_recipe(out_dir: str | Path, overrides: list[str] = (), kind: str = "vqvae") -> RecipeSections:
     """The recipe saved in a run directory, with ``overrides`` (e.g. a new ``train.steps`` total) applied."""
+    _recover(out_dir)
     saved = checkpoint.read_config(out_dir, kind=kind)
     section = RECIPE_KINDS[kind][1][0]  # the architecture section: model, prior, audio, ...
     if not isinstance(saved.get("train"), dict) or not isinstance(saved.get(section), dict):
@@ -78,10 +83,12 @@ class Run:
         self.batches = Batches(n, min(train.batch_size, n), train.seed)  # the global batch, the same on every rank
         # feed = (plan, fetch) of the task (see vqvae.data.loader): what this rank's step gets of each global batch
         self.feed = Feed(self.batches, *feed, num_workers=train.num_workers, pin_memory=self.device.type == "cuda")
-        self.step, self.elapsed = 0, 0.0
+        self.step, self.elapsed, self.skipped = 0, 0.0, 0
+        self.signal: int | None = None  # SIGTERM seen (on this rank): save and stop after this step
+        self.stopping = False  # ... on any rank
         if resume:
             self._restore()
-        self.fields = ["step", "seconds", "lr", *fields]
+        self.fields = ["step", "seconds", "lr", *fields, "skipped"]
         self.progress = progress and ranks.main
         if not ranks.main:  # only rank 0 writes
             self.writer = self.csv_file = self.csv = None
@@ -91,8 +98,10 @@ class Run:
         self.writer = SummaryWriter(str(out / "tb"), purge_step=self.step if resume else None)
         csv_path = out / "metrics.csv"
         new_csv = not csv_path.exists()
+        # a resumed run keeps the columns its metrics.csv has (one from an older version lacks "skipped")
+        header = None if new_csv else next(csv.reader(csv_path.open()), None)
         self.csv_file = csv_path.open("a", newline="")
-        self.csv = csv.DictWriter(self.csv_file, fieldnames=self.fields)
+        self.csv = csv.DictWriter(self.csv_file, fieldnames=header or self.fields, extrasaction="ignore")
         if new_csv:
             self.csv.writeheader()
 
@@ -109,10 +118,12 @@ class Run:
                 self.scaler.load_state_dict(meta["grad_scaler"])
             self.batches.restore(rng)
             self.step, self.elapsed = int(meta["step"]), float(meta["seconds"])
-        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            self.skipped = int(meta.get("skipped", 0))
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as exc:
             if isinstance(exc, VQVAEError):
                 raise
-            raise VQVAEError(f"cannot resume from {out}: its checkpoint does not match its recipe ({exc})") from None
+            why = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
+            raise VQVAEError(f"cannot resume from {out}: its checkpoint does not match its recipe ({why})") from None
         if saved_step is not None and saved_step != self.step:
             raise VQVAEError(f"cannot resume from {out}: model.safetensors is from step {saved_step} but the "
                              f"trainer state from step {self.step} (a save was interrupted)")
@@ -120,14 +131,22 @@ class Run:
             _truncate_csv(out / "metrics.csv", self.step)
 
     def save(self) -> None:
+        """Write the checkpoint of this step, whole (see :mod:`vqvae.checkpoint`); never one with a non-finite
+        weight or buffer (then the last checkpoint stays and the run stops with one line)."""
+        model_state = self.model.state_dict()  # the same on every rank: every rank refuses together
+        bad = [k for k, v in model_state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise VQVAEError(f"step {self.step}: {bad[0]} is not finite: not saved, the last checkpoint in {self.out} "
+                             f"is kept (lower train.lr, check the data)")
         if not self.ranks.main:
             return
-        self.model.save_pretrained(self.out, {**self.extra, "step": self.step})
+        config = self.model.checkpoint_config({**self.extra, "step": self.step})
         state = {"torch": torch.get_rng_state(), **self.batches.state()}
         if self.device.type == "cuda":
             state["cuda"] = torch.cuda.get_rng_state(self.device)
-        meta = {"step": self.step, "seconds": self.elapsed, "grad_scaler": self.scaler.state_dict()}
-        checkpoint.save_trainer_state(self.out, self.opt, state, meta)
+        meta = {"step": self.step, "seconds": self.elapsed, "grad_scaler": self.scaler.state_dict(),
+                "skipped": self.skipped}
+        checkpoint.save_training(self.out, config, model_state, self.opt, state, meta)
 
     def done(self) -> bool:
         t = self.t
@@ -136,54 +155,102 @@ class Run:
     def fit(self, step_fn, window_extra=lambda: {}) -> None:
         """Optimise until the budget ends. ``step_fn(batch)`` (this rank's part of a global batch) returns (loss, {field: scalar tensor or
         float}); the CSV gets the means of those fields over each log window plus ``window_extra()`` (called once a
-        row). The sums stay on the device until a row is written."""
-        t, model, opt = self.t, self.model, self.opt
+        row) and the count of skipped steps. The sums stay on the device until a row is written.
+
+        A step whose loss or gradient is not finite touches nothing: the model's buffers (the EMA codebook and its
+        statistics) are put back as they were and the optimiser does not step; ``train.on_nonfinite`` says whether
+        the run goes on (``skip``, counted in ``skipped``; 50 such steps in a row stop it) or stops (``stop``). SIGTERM
+        (how clusters preempt) saves and stops after the current step, as Ctrl-C does."""
+        t, model = self.t, self.model
         model.train()
         start = time.perf_counter() - self.elapsed
-        sums: dict[str, Any] = {}
-        since_log, last_save = 0, time.perf_counter()
+        self._sums, self._since_log, last_save, in_a_row = {}, 0, time.perf_counter(), 0
         bar = tqdm(total=t.steps or None, initial=self.step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, desc=f"train {self.kind}")
+        on_term = _catch_sigterm(self)
         try:
             while not self.done():
                 lr = lr_at(t, self.step, self.elapsed)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                with autocast(self.device, t.amp):
-                    loss, metrics = step_fn(self.feed.next())
-                opt.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(opt)
-                self.scaler.update()
-                self.step += 1
+                if self._step(step_fn, lr):
+                    in_a_row = 0
+                    self.step += 1
+                    bar.update(1)
+                else:
+                    self.skipped, in_a_row = self.skipped + 1, in_a_row + 1
+                    if t.on_nonfinite == "stop" or in_a_row >= MAX_NONFINITE_IN_A_ROW:
+                        self._stop_nonfinite(in_a_row)
+                if self.stopping:  # SIGTERM on any rank, seen by all after this step
+                    raise Preempted(f"stopped by signal {signal.SIGTERM.value} at step {self.step}")
                 # every rank goes by rank 0's clock: the schedule and the end of a wall-clock budget must agree
                 self.elapsed = self.ranks.clock(time.perf_counter() - start)
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                since_log += 1
-                if self.ranks.main and (self.step % t.log_every == 0 or self.done()):
-                    row = {k: float(v) / since_log for k, v in sums.items()}
-                    row.update(step=self.step, seconds=round(self.elapsed, 3), lr=lr, **window_extra())
-                    self.csv.writerow(row)
-                    self.csv_file.flush()
-                    for k, v in row.items():
-                        if k != "step":
-                            self.writer.add_scalar(f"train/{k}", v, self.step)
-                    bar.set_postfix({k: f"{row[k]:.4g}" for k in self.fields[3:]}, refresh=False)
-                    sums, since_log = {}, 0
-                bar.update(1)
+                if self.ranks.main and self._since_log and (self.step % t.log_every == 0 or self.done()):
+                    self._log_row(lr, window_extra, bar)
                 if time.perf_counter() - last_save >= t.checkpoint_every:
                     self.save()
                     last_save = time.perf_counter()
         except KeyboardInterrupt:
-            self.save()  # Ctrl-C keeps the work done so far; `--resume` continues from here
+            self.save()  # Ctrl-C and SIGTERM keep the work done so far; `--resume` continues from here
             raise
         finally:
+            on_term()
             self.feed.close()
             bar.close()
             if self.csv_file is not None:
                 self.csv_file.close()
         self.save()
+
+    def _step(self, step_fn, lr: float) -> bool:
+        """One optimisation step on the next batch; False (and nothing changed) when it was not finite."""
+        opt, model = self.opt, self.model
+        for g in opt.param_groups:
+            g["lr"] = lr
+        # what a forward pass may change: buffers (the EMA codebook, its statistics, ...) and a gradient-learned
+        # codebook (dead-code restarts)
+        buffers = [*model.buffers(), *(m.codebook for m in model.modules()
+                                       if isinstance(m, Quantizer) and isinstance(m.codebook, torch.nn.Parameter))]
+        before = [b.detach().clone() for b in buffers]
+        with autocast(self.device, self.t.amp):
+            loss, metrics = step_fn(self.feed.next())
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        finite = torch.isfinite(loss.detach()).float()
+        if not self.scaler.is_enabled():  # with fp16 loss scaling, an overflowing gradient is the scaler's to skip
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if grads:
+                finite = finite * torch.isfinite(torch.nn.utils.get_total_norm(grads, float("inf"))).float()
+        # one sum over the ranks: every rank skips the same steps and stops at the same step on SIGTERM
+        flags = self.ranks.sum(torch.stack([finite, finite.new_tensor(float(self.signal is not None))])).tolist()
+        self.stopping = flags[1] > 0
+        if flags[0] < self.ranks.world:
+            with torch.no_grad():
+                for b, old in zip(buffers, before):
+                    b.copy_(old)
+            opt.zero_grad(set_to_none=True)
+            return False
+        self.scaler.step(opt)
+        self.scaler.update()
+        for k, v in metrics.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        self._since_log += 1
+        return True
+
+    def _log_row(self, lr: float, window_extra, bar) -> None:
+        row = {k: float(v) / self._since_log for k, v in self._sums.items()}
+        row.update(step=self.step, seconds=round(self.elapsed, 3), lr=lr, skipped=self.skipped, **window_extra())
+        self.csv.writerow(row)
+        self.csv_file.flush()
+        for k, v in row.items():
+            if k != "step":
+                self.writer.add_scalar(f"train/{k}", v, self.step)
+        bar.set_postfix({k: f"{row[k]:.4g}" for k in self.fields[3:]}, refresh=False)
+        self._sums, self._since_log = {}, 0
+
+    def _stop_nonfinite(self, in_a_row: int) -> None:
+        why = ("train.on_nonfinite is stop" if self.t.on_nonfinite == "stop"
+               else f"{in_a_row} such steps in a row: the run has diverged")
+        self.save()  # the state of the last good step (the bad one changed nothing)
+        raise VQVAEError(f"step {self.step + 1}: the loss or a gradient is not finite ({why}); the checkpoint of "
+                         f"step {self.step} is saved in {self.out} (check the data, lower train.lr)")
 
     def finish(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """Record the final evaluation: eval.json and TensorBoard (rank 0)."""
@@ -198,6 +265,67 @@ class Run:
         return metrics
 
 
+def _recover(out_dir: str | Path, wait: float = 120.0) -> None:
+    """A run directory whose last save was cut short gets its previous complete checkpoint back (see
+    :func:`vqvae.checkpoint.recover`), by rank 0; under torchrun the other ranks (before any process group
+    exists) wait until the directory holds a whole checkpoint again."""
+    if not Path(out_dir).is_dir():
+        return
+    if is_main_process():
+        note = checkpoint.recover(out_dir)
+        if note:
+            print(f"vqvae: {note}", file=sys.stderr)
+        return
+    deadline = time.monotonic() + wait
+    while not checkpoint.whole(out_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)  # still torn after the wait: read_config refuses it in one line
+
+
+def _build(task: Any) -> torch.nn.Module:
+    """``task.build()`` on the CPU, after checking on the meta device (no memory used, no random numbers drawn)
+    that training it fits in the memory of ``task.device``: one line instead of an allocation error or the
+    out-of-memory killer after the directory was touched."""
+    rng = torch.get_rng_state()
+    try:
+        with torch.device("meta"):
+            probe = task.build()
+    except Exception:  # noqa: BLE001 -- a module that cannot be built on the meta device: no estimate, build it
+        probe = None
+    torch.set_rng_state(rng)
+    if probe is not None:
+        params = sum(p.numel() * p.element_size() for p in probe.parameters())
+        need = 4 * params + sum(b.numel() * b.element_size() for b in probe.buffers())  # + grads + Adam's 2 moments
+        free = available_memory(task.device)
+        short = torch.tensor(float(free is not None and need > free))
+        if float(task.ranks.sum(short)) > 0:  # decided together: no rank waits in a barrier for one that raised
+            free = free or 0
+            raise VQVAEError(f"training this model needs about {need / 2**30:.3g} GiB (weights, gradients, Adam's "
+                             f"moments) but {task.device} has {free / 2**30:.3g} GiB free: make it smaller "
+                             f"(e.g. num_embeddings, channels)")
+    try:
+        return task.build()
+    except (RuntimeError, MemoryError) as exc:
+        if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower() and "alloc" not in str(exc).lower():
+            raise  # not an allocation failure: a bug, with its traceback
+        raise VQVAEError(f"cannot allocate the model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
+                         f"(make it smaller, e.g. num_embeddings, channels)") from None
+
+
+MAX_NONFINITE_IN_A_ROW = 50  # skipped steps in a row after which a run with on_nonfinite: skip stops
+
+
+def _catch_sigterm(run: Run):
+    """Until the returned function is called, SIGTERM asks ``run`` to save and stop after the current step (from
+    the main thread only, where Python delivers signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def ask(signum, frame):  # noqa: ARG001
+        run.signal = signum
+    previous = signal.signal(signal.SIGTERM, ask)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def train_task(task: Any, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
                progress: bool = True, device: str | torch.device | None = "auto") -> dict[str, Any]:
     """Run one training task (:class:`vqvae.train.tasks.Task`) into ``out_dir`` on ``device`` (see
@@ -208,15 +336,17 @@ def train_task(task: Any, out_dir: str | Path, *, resume: bool = False, overwrit
     ranks = join(device, t.batch_size)
     task.device, task.ranks = ranks.device, ranks
     if resume:
+        _recover(out)
         checkpoint.read_config(out, kind=task.kind)
     torch.manual_seed(t.seed)
     if t.threads:
         torch.set_num_threads(t.threads)
     task.load(out, resume, overwrite)  # data and checks first: a bad input leaves the directory as it was
+    model = _build(task)  # ... and a model that fits in memory
     if not resume and ranks.main:
         prepare_out_dir(out, overwrite)
     ranks.barrier()
-    model = task.build().to(task.device)
+    model = model.to(task.device)
     task.net = ranks.wrap(model)  # what a training step calls: DDP over the model under torchrun
     run = Run(out, task.kind, model, t, task.num_examples, task.extra(), task.fields, resume, progress, ranks,
               feed=(task.plan, task.fetch))

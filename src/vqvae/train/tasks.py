@@ -105,8 +105,12 @@ class ImageTask(Task):
     def load(self, out: Path, resume: bool, overwrite: bool) -> None:
         m, t = self.recipe.model, self.recipe.train
         self.train_set, self.test_set = (load_images_for(m, t.data, s) for s in ("train", "test"))
-        if len(self.train_set) == 0:
-            raise VQVAEError(f"{self.train_set.name} has no images to train on")
+        if len(self.train_set) == 0 or len(self.test_set) == 0:
+            empty = self.train_set if len(self.train_set) == 0 else self.test_set
+            raise VQVAEError(f"{empty.name} has no images (training needs a train and a test split)")
+        k, top = len(self.train_set.classes), int(self.test_set.labels.max())
+        if top >= k:  # checked now, not after the budget is spent
+            raise VQVAEError(f"{self.test_set.name} has labels up to {top} but the train split has {k} classes")
         self.num_examples = len(self.train_set)
         self.fetch = partial(rows, (self.train_set.images,))
 

@@ -23,9 +23,13 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     try:
         with wave.open(str(path), "rb") as w:
             rate, channels, width, frames = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
+            _check_header(path, rate, channels)
             raw = w.readframes(frames)
-    except (wave.Error, EOFError, OSError) as exc:
-        raise VQVAEError(f"cannot read WAV file {path}: {exc}") from None
+            raw = raw[: len(raw) // (width * channels) * width * channels] if width else raw  # whole frames only
+    except VQVAEError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- an untrusted header: whatever the wave module trips on
+        raise VQVAEError(f"cannot read WAV file {path}: {_reason(exc)}") from None
     if width == 1:  # 8-bit WAV is unsigned
         data = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
     elif width == 2:
@@ -62,9 +66,28 @@ def wav_frames(path: str | Path) -> tuple[int, int]:
     """(frames, sample rate) of a WAV file, from its header alone."""
     try:
         with wave.open(str(path), "rb") as w:
+            _check_header(path, w.getframerate(), w.getnchannels())
             return w.getnframes(), w.getframerate()
-    except (wave.Error, EOFError, OSError) as exc:
-        raise VQVAEError(f"cannot read WAV file {path}: {exc}") from None
+    except VQVAEError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- an untrusted header: whatever the wave module trips on
+        raise VQVAEError(f"cannot read WAV file {path}: {_reason(exc)}") from None
+
+
+def _check_header(path: str | Path, rate: int, channels: int) -> None:
+    if rate < 1:
+        raise VQVAEError(f"cannot read WAV file {path}: its header says the sample rate is {rate} Hz")
+    if channels < 1:
+        raise VQVAEError(f"cannot read WAV file {path}: its header says it has {channels} channels")
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a WAV file could not be read, never empty (a file cut short raises a bare EOFError)."""
+    if isinstance(exc, EOFError):
+        return "the file ends inside its header (truncated)"
+    if isinstance(exc, (wave.Error, OSError)) and str(exc):
+        return str(exc)
+    return f"not a valid WAV file ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
 
 
 def resampled_length(n: int, rate_in: int, rate_out: int) -> int:

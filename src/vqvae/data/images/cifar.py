@@ -89,6 +89,8 @@ def safe_load_pickle(path: Path) -> Any:
         OverflowError,
     ) as err:
         raise VQVAEError(f"{path} is not a valid CIFAR-10 pickle ({type(err).__name__}: {err})") from None
+    except MemoryError:  # numpy's ArrayMemoryError: a header declaring an array larger than memory
+        raise VQVAEError(f"{path} is not a valid CIFAR-10 pickle: it declares an array too large to allocate") from None
 
 
 def _field(batch: Any, key: str, path: Path) -> Any:
