@@ -17,18 +17,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Debian's dataset-fashion-mnist (images) and espeak-ng (the synthesised speech corpus), when missing.
+# Debian's dataset-fashion-mnist (images), espeak-ng (the synthesised speech corpus) and chromium (the browser
+# the report test opens reports in), when missing.
 data:
 	@missing=""; \
 	[ -e $(FMNIST) ] || missing="$$missing dataset-fashion-mnist"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "installing Debian's$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
 	    echo "missing:$$missing (not root with apt-get: Fashion-MNIST will be downloaded to ~/.cache/vqvae;"; \
-	    echo "  install espeak-ng yourself for the speech corpus)"; \
+	    echo "  install espeak-ng yourself for the speech corpus, chromium for the browser test)"; \
 	  fi; \
 	fi
 
@@ -50,6 +52,7 @@ demo: $(STAMP) data
 	@echo "demo outputs: $(DEMO)/vqvae (autoencoder: checkpoint, metrics.csv, eval.json, reconstructions.png, tb/),"
 	@echo "              $(DEMO)/prior (prior: checkpoint, metrics.csv, eval.json, tb/), $(DEMO)/samples.png (one row"
 	@echo "              per class), $(DEMO)/samples.npz, $(DEMO)/classifier (the judge)"
+	@$(VQ) report $(DEMO)/vqvae $(DEMO)/prior $(DEMO)/classifier --out $(DEMO)/report.html --overwrite
 
 # The paper's audio pipeline on a speech corpus synthesised here with espeak-ng (8 voices): the audio VQ-VAE
 # (WaveNet decoder on codes + speaker), the same WaveNet without codes for the same budget (the baseline its

@@ -31,7 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     add_image_commands(sub)
     add_audio_commands(sub)
+    r = sub.add_parser("report", help="one self-contained HTML page of one run or several side by side")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (any kind)")
+    r.add_argument("--out", required=True, help="the .html file to write")
+    r.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    r.set_defaults(fn=_report)
     return p
+
+
+def _report(a: argparse.Namespace) -> None:
+    from vqvae.report import build_report  # imported late: matplotlib is slow to import
+
+    print(f"report: {build_report(a.run_dirs, a.out, overwrite=a.overwrite).resolve()}")
 
 
 def main(argv: list[str] | None = None) -> int:

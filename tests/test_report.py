@@ -1,0 +1,111 @@
+"""``vqvae report``: one self-contained HTML page per run (or several side by side), a run still training renders
+what exists, and bad input is one line with exit 2."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from vqvae.cli import main
+from vqvae.report import build_report, read_metrics
+from vqvae.errors import VQVAEError
+
+TINY = ["model.hidden=16", "model.res_hidden=8", "model.embedding_dim=8", "model.num_embeddings=32",
+        "train.batch_size=16", "train.log_every=2", "train.warmup_steps=2", "train.eval_batches=2"]
+
+
+@pytest.fixture(scope="module")
+def runs(small_fmnist, tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    for name, k in (("a", 32), ("b", 16)):
+        assert main(["train", "--data", str(small_fmnist), "--out", str(root / name), "--steps", "6", "--quiet",
+                     *TINY, f"model.num_embeddings={k}"]) == 0
+    return root
+
+
+def _srcs(page: str) -> list[str]:
+    return re.findall(r'(?:src|href)="([^"]*)"', page)
+
+
+@pytest.mark.slow
+def test_one_run_is_one_self_contained_page(runs, tmp_path, capsys):
+    out = tmp_path / "r.html"
+    assert main(["report", str(runs / "a"), "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    page = out.read_text()
+    assert all(s.startswith("data:") for s in _srcs(page))  # every image and sound inline: no request anywhere
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    for part in ("training curves", "metrics (eval.json)", "codebook", "originals above reconstructions",
+                 "model.num_embeddings", "<details>", "psnr"):
+        assert part in page, part
+    assert len(re.findall(r"<img ", page)) >= 2 * 5 + 2 + 1  # curves against steps and time, usage, grid
+
+
+@pytest.mark.slow
+def test_two_runs_side_by_side_highlight_what_differs(runs, tmp_path):
+    page = build_report([runs / "a", runs / "b"], tmp_path / "r.html").read_text()
+    assert re.search(r'<tr class="diff"><td class=\'key\'>model.num_embeddings</td><td>32</td><td>16</td>', page)
+    assert not re.search(r'<tr class="diff"><td class=\'key\'>model.hidden<', page)
+
+
+@pytest.mark.slow
+def test_a_run_still_training_renders_what_exists(runs, tmp_path):
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    rows = (runs / "a" / "metrics.csv").read_text().splitlines(keepends=True)
+    (partial / "metrics.csv").write_text("".join(rows[:3]) + rows[3][:9])  # the last row half written
+    assert len(read_metrics(partial / "metrics.csv")["step"]) == 2
+    page = build_report([partial], tmp_path / "p.html").read_text()
+    assert "No eval.json yet" in page and "training curves" in page
+
+
+def test_bad_input_is_one_line_and_nothing_is_overwritten(runs, tmp_path, capfd):
+    not_a_run = tmp_path / "mine"
+    not_a_run.mkdir()
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "metrics.csv").write_text("step,loss\n1,0.5\n2,zero\n3,0.1\n")
+    existing = tmp_path / "old.html"
+    existing.write_text("mine")
+    for argv, says in (([str(not_a_run)], "is not a run directory"), ([str(corrupt)], "line 3"),
+                       ([str(tmp_path / "nowhere")], "not found")):
+        assert main(["report", *argv, "--out", str(tmp_path / "x.html")]) == 2
+        err = capfd.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+    with pytest.raises(VQVAEError, match="already exists"):
+        build_report([not_a_run], existing)
+    assert existing.read_text() == "mine"
+    with pytest.raises(VQVAEError, match="must end in .html"):
+        build_report([not_a_run], tmp_path / "r.pdf")
+    assert not (tmp_path / "x.html").exists()
+
+
+@pytest.mark.slow
+def test_the_report_opens_in_a_real_browser(runs, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium here (make installs Debian's chromium when it runs as root with apt-get)")
+    from .browser import open_page
+
+    import numpy as np
+
+    from vqvae.data.audio import write_wav
+
+    run = tmp_path / "a"
+    shutil.copytree(runs / "a", run)
+    write_wav(run / "wav" / "tone.wav", 0.3 * np.sin(np.arange(8000) * 2 * np.pi * 220 / 8000), 8000)
+    out = build_report([run], tmp_path / "r.html")
+    result = open_page(chromium, out, tmp_path / "shot.png")
+    assert result["console_errors"] == [] and result["requests"] == []
+    assert result["images"] > 10 and result["broken_images"] == 0
+    assert result["audios"] == 1 and result["silent_audios"] == 0
+    assert result["screenshot_variance"] > 10.0
+    # and the check can fail: a broken image, a request to the network, an unplayable sound, a blank page
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!doctype html><html><body><img src="data:image/png;base64,AAAA">'
+                   '<img src="http://192.0.2.1/x.png"><audio src="data:audio/wav;base64,AAAA"></audio></body></html>')
+    result = open_page(chromium, bad, tmp_path / "bad.png")
+    assert result["broken_images"] == 2 and result["silent_audios"] == 1
+    assert result["requests"] == ["http://192.0.2.1/x.png"] and result["screenshot_variance"] < 10.0
