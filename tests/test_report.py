@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 from vqvae.cli import main
+from vqvae.data.audio import write_wav
 from vqvae.report import build_report, read_metrics
 from vqvae.errors import VQVAEError
 
@@ -82,16 +84,55 @@ def test_bad_input_is_one_line_and_nothing_is_overwritten(runs, tmp_path, capfd)
     assert not (tmp_path / "x.html").exists()
 
 
-@pytest.mark.slow
-def test_the_report_opens_in_a_real_browser(runs, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
+AUDIO = ["audio.sample_rate=8000", "audio.num_downsamples=2", "audio.hidden=8", "audio.embedding_dim=4",
+         "audio.num_embeddings=8", "audio.local_channels=8", "audio.channels=8", "audio.skip_channels=8",
+         "audio.max_dilation=4", "audio.dilation_cycles=1", "train.batch_size=2", "train.crop_length=256",
+         "train.warmup_steps=1", "train.log_every=1", "train.eval_batches=1"]
+
+
+def _chromium():
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
         pytest.skip("no chromium here (make installs Debian's chromium when it runs as root with apt-get)")
+    return found
+
+
+@pytest.mark.slow
+def test_a_report_of_every_kind_of_run_opens_in_a_real_browser(runs, small_fmnist, tmp_path):
+    """Image prior, classifier, audio VQ-VAE and audio prior, as the tiny end-to-end runs make them."""
     from .browser import open_page
 
-    import numpy as np
+    chromium = _chromium()
+    tones = tmp_path / "tones"
+    t = np.arange(3200) / 8000
+    for s, f0 in enumerate((110.0, 190.0, 300.0)):
+        for i in range(3):
+            write_wav(tones / f"spk{s}" / f"u{i}.wav", 0.3 * np.sin(2 * np.pi * f0 * (1 + 0.02 * i) * t), 8000)
+    made = {
+        "prior": ["train-prior", str(runs / "a"), "--steps", "3", "prior.channels=8", "prior.num_layers=2",
+                  "prior.head_channels=16", "train.batch_size=16", "train.eval_batches=1"],
+        "classifier": ["train-classifier", "--data", str(small_fmnist), "--epochs", "1", "--max-seconds", "3"],
+        "audio": ["audio", "train", "--data", str(tones), "--steps", "3", *AUDIO],
+    }
+    for name, argv in made.items():
+        assert main([*argv, "--out", str(tmp_path / name), *(["--quiet"] if name != "classifier" else [])]) == 0
+    assert main(["audio", "train-prior", str(tmp_path / "audio"), "--out", str(tmp_path / "audio_prior"), "--steps",
+                 "3", "--quiet", "wavenet_prior.channels=8", "wavenet_prior.skip_channels=8",
+                 "wavenet_prior.max_dilation=4", "wavenet_prior.dilation_cycles=1", "train.batch_size=2",
+                 "train.crop_length=16", "train.warmup_steps=1", "train.eval_batches=1"]) == 0
+    for name in ("prior", "classifier", "audio", "audio_prior"):
+        out = build_report([tmp_path / name], tmp_path / f"{name}.html")
+        result = open_page(chromium, out, tmp_path / f"{name}.png")
+        assert result["console_errors"] == [] and result["requests"] == [], name
+        assert result["broken_images"] == 0 and result["screenshot_variance"] > 10.0, name
+        assert result["images"] >= (0 if name == "classifier" else 4), (name, result)  # no metrics.csv: no curves
 
-    from vqvae.data.audio import write_wav
+
+@pytest.mark.slow
+def test_the_report_opens_in_a_real_browser(runs, tmp_path):
+    from .browser import open_page
+
+    chromium = _chromium()
 
     run = tmp_path / "a"
     shutil.copytree(runs / "a", run)
