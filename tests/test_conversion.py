@@ -1,6 +1,7 @@
 """Speaker conversion: the judge (a speaker classifier and the pitch) on synthetic "speakers" whose answers
 are known -- harmonic tones at clearly different pitches -- and the conversion evaluation that feeds it."""
 
+import json
 import re
 
 import numpy as np
@@ -140,8 +141,10 @@ def test_evaluate_conversion_writes_and_judges_every_pair(data, tmp_path):
     m = evaluate_conversion(model, train, test, pairs=3, seconds=0.1, wav_dir=wavs)
     assert m["pairs"] == 3 and m["seconds_each"] == 0.1
     assert 0 <= m["converted_recognised_as_target"] <= 1 and m["speaker_classifier_test_accuracy"] == 1
-    names = sorted(p.name for p in wavs.iterdir())
+    names = sorted(p.name for p in wavs.glob("*.wav"))
     assert len(names) == 9
+    verdicts = json.loads((wavs / "verdicts.json").read_text())  # what the judges heard in each file
+    assert sorted(verdicts) == names and all(set(v) == {"speaker", "pitch_hz"} for v in verdicts.values())
     for n in range(3):
         own = [x for x in names if x.startswith(f"{n:02d}_")]
         assert len(own) == 3, own

@@ -3,6 +3,7 @@ what exists, and bad input is one line with exit 2."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
@@ -120,12 +121,22 @@ def test_a_report_of_every_kind_of_run_opens_in_a_real_browser(runs, small_fmnis
                  "3", "--quiet", "wavenet_prior.channels=8", "wavenet_prior.skip_channels=8",
                  "wavenet_prior.max_dilation=4", "wavenet_prior.dilation_cycles=1", "train.batch_size=2",
                  "train.crop_length=16", "train.warmup_steps=1", "train.eval_batches=1"]) == 0
+    wavs = tmp_path / "wavs"  # conversions written outside the run, with what the judges heard in each
+    assert main(["audio", "conversion", str(tmp_path / "audio"), "--pairs", "2", "--seconds", "0.1", "--wav-dir",
+                 str(wavs)]) == 0
+    verdicts = json.loads((wavs / "verdicts.json").read_text())
+    assert sorted(verdicts) == sorted(p.name for p in wavs.glob("*.wav")) and len(verdicts) == 6
+    assert all(v["speaker"] in ("spk0", "spk1", "spk2") and "pitch_hz" in v for v in verdicts.values())
     for name in ("prior", "classifier", "audio", "audio_prior"):
-        out = build_report([tmp_path / name], tmp_path / f"{name}.html")
+        media = [wavs] if name == "audio" else []
+        out = build_report([tmp_path / name], tmp_path / f"{name}.html", media=media)
         result = open_page(chromium, out, tmp_path / f"{name}.png")
         assert result["console_errors"] == [] and result["requests"] == [], name
         assert result["broken_images"] == 0 and result["screenshot_variance"] > 10.0, name
         assert result["images"] >= (0 if name == "classifier" else 4), (name, result)  # no metrics.csv: no curves
+        if media:
+            assert result["audios"] == 6 and result["silent_audios"] == 0, result
+            assert out.read_text().count("the judges hear: speaker spk") == 2 * 6  # the caption and the alt text
 
 
 @pytest.mark.slow

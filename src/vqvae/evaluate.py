@@ -26,7 +26,7 @@ from vqvae.devices import model_device
 from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
 from vqvae.fileio import check_out_dir
-from vqvae.judges.audio import SpeechJudges
+from vqvae.judges.audio import SpeechJudges, write_verdicts
 from vqvae.metrics import (CodebookUsage, MeanAccumulator, bits_per_dim, elbo_bits_per_dim, nats_to_bits,
                            psnr_from_mse, ssim, uniform_prior_nll_nats)
 from vqvae.models import VQVAE, AudioVQVAE
@@ -260,15 +260,19 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
             ids = torch.tensor(who[lo : lo + batch_size], device=dev)
             out.extend(w.cpu() for w in model.decode_many(chunk, ids, temperature=temperature, generator=gen))
     compute = time.perf_counter() - start
+    judges = SpeechJudges(train, test, seed=seed)
     if wav_dir is not None:
         digits = max(2, len(str(len(inputs) - 1)))  # names that sort in order: 000 .. 149
+        names, waves = [], []
         for n, (x, y, r, s, t) in enumerate(zip(inputs, converted, rebuilt, sources, targets)):
-            stem = Path(wav_dir) / f"{n:0{digits}d}_{test.speakers[s]}"
-            write_wav(f"{stem}_input.wav", x, c.sample_rate)
-            write_wav(f"{stem}_reconstructed.wav", r, c.sample_rate)
-            write_wav(f"{stem}_as_{test.speakers[t]}.wav", y, c.sample_rate)
-    m = SpeechJudges(train, test, seed=seed).conversion(inputs, converted, rebuilt, sources, targets,
-                                                        classes if test.classes else None)
+            stem = f"{n:0{digits}d}_{test.speakers[s]}"
+            for name, w in ((f"{stem}_input.wav", x), (f"{stem}_reconstructed.wav", r),
+                            (f"{stem}_as_{test.speakers[t]}.wav", y)):
+                write_wav(Path(wav_dir) / name, w, c.sample_rate)
+                names.append(name)
+                waves.append(w)
+        write_verdicts(Path(wav_dir) / "verdicts.json", names, judges.verdicts(waves))
+    m = judges.conversion(inputs, converted, rebuilt, sources, targets, classes if test.classes else None)
     generated = sum(len(w) for w in converted + rebuilt) / c.sample_rate
     return {**m, "seconds_each": seconds, "decoder_real_time_factor": generated / compute,
             "decode_batch_size": min(batch_size, len(codes))}

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (any kind)")
     r.add_argument("--out", required=True, help="the .html file to write")
     r.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    r.add_argument("--media", action="append", default=[], metavar="DIR",
+                   help="also show this folder's WAV files (with the judges' verdicts.json) and images, e.g. the "
+                        "--wav-dir of `vqvae audio conversion` (repeatable)")
     r.set_defaults(fn=_report)
     return p
 
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _report(a: argparse.Namespace) -> None:
     from vqvae.report import build_report  # imported late: matplotlib is slow to import
 
-    print(f"report: {build_report(a.run_dirs, a.out, overwrite=a.overwrite).resolve()}")
+    print(f"report: {build_report(a.run_dirs, a.out, overwrite=a.overwrite, media=a.media).resolve()}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,8 +17,10 @@ from torch import Tensor, nn
 
 from vqvae.data.audio import SpeechDataset
 from vqvae.errors import VQVAEError
+from vqvae.fileio import atomic_write_json
 
 __all__ = ["ContentClassifier", "SpeakerClassifier", "SpeechJudges", "judge_conversion", "log_mel_course", "log_mel_stats",
+           "write_verdicts",
            "mel_filterbank", "pitch_hz"]
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 50.0) -> Tensor:
@@ -204,6 +207,7 @@ class SpeechJudges:
 
     def __init__(self, train: SpeechDataset, test: SpeechDataset, *, seed: int = 0, pitch_margin: float = 0.05):
         self.rate, self.speakers, self.pitch_margin = train.sample_rate, train.speakers, pitch_margin
+        self.class_names = list(train.class_names or [])
         # read once: a corpus read from disk (WaveFiles) would otherwise be read again by every judge
         train = dataclasses.replace(train, waves=list(train.waves))
         test_waves = list(test.waves)
@@ -266,6 +270,26 @@ class SpeechJudges:
             m["samples_recognised_as_class"] = _rate(self.content.predict(waves), classes)
         m["samples_voiced"] = _voiced([pitch_hz(w, self.rate)[0] for w in waves])
         return m
+
+
+    def verdicts(self, waves: list[Tensor]) -> list[dict[str, Any]]:
+        """What the judges hear in each of ``waves``: the speaker, the class (where the corpus has classes) and the
+        pitch in Hz (None: unvoiced) -- written beside WAV files as ``verdicts.json`` for a person (and a report)."""
+        who = self.speaker.predict(waves).tolist()
+        said = self.content.predict(waves).tolist() if self.content is not None else [None] * len(waves)
+        out = []
+        for w, s, c in zip(waves, who, said):
+            f0 = pitch_hz(w, self.rate)[0]
+            v = {"speaker": self.speakers[s], "pitch_hz": None if np.isnan(f0) else round(float(f0), 1)}
+            if c is not None:
+                v["class"] = self.class_names[c]
+            out.append(v)
+        return out
+
+
+def write_verdicts(path: str | Path, names: list[str], verdicts: list[dict[str, Any]]) -> None:
+    """``verdicts.json``: file name -> what the judges heard in it."""
+    atomic_write_json(path, dict(zip(names, verdicts)))
 
 
 def _rate(predicted: Tensor, truth) -> float:

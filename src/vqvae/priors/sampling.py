@@ -16,7 +16,7 @@ from vqvae.data.audio import write_wav
 from vqvae.devices import model_device
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_npz, check_out_dir
-from vqvae.judges.audio import SpeechJudges
+from vqvae.judges.audio import SpeechJudges, write_verdicts
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors.pixelcnn import GatedPixelCNN
 from vqvae.priors.wavenet import WaveNetPrior
@@ -161,11 +161,15 @@ def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float
     start = time.perf_counter()
     waves, _ = sample_utterances(prior, vq, speakers, asked_classes, lengths, temperature=temperature, seed=seed)
     rtf = sum(len(w) for w in waves) / vq.config.sample_rate / (time.perf_counter() - start)
+    judges = SpeechJudges(train, test, seed=seed)
     if wav_dir is not None:
+        files = []
         for i, (w, s, k) in enumerate(zip(waves, speakers, classes)):
             said = "" if k is None else f"_says_{names[k]}"
-            write_wav(Path(wav_dir) / f"{i:03d}_{train.speakers[s]}{said}.wav", w, vq.config.sample_rate)
-    m = SpeechJudges(train, test, seed=seed).samples(waves, speakers, asked_classes)
+            files.append(f"{i:03d}_{train.speakers[s]}{said}.wav")
+            write_wav(Path(wav_dir) / files[-1], w, vq.config.sample_rate)
+        write_verdicts(Path(wav_dir) / "verdicts.json", files, judges.verdicts(waves))
+    m = judges.samples(waves, speakers, asked_classes)
     return {**m, "per_speaker_and_class": per, "prior_and_decoder_real_time_factor": rtf}
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
 from vqvae.report import plots
-from vqvae.report.sections import DESCRIPTIONS, codebook_section, media_sections
+from vqvae.report.sections import DESCRIPTIONS, codebook_section, media_dir_section, media_sections
 
 __all__ = ["build_report", "read_metrics"]
 
@@ -160,9 +160,10 @@ def _config(runs: list[dict[str, Any]]) -> str:
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool = False,
-                 usage_examples: int = 2000) -> Path:
+                 usage_examples: int = 2000, media: list[str | Path] = ()) -> Path:
     """Write the report of ``run_dirs`` to ``out`` (an ``.html`` file, refused when it exists unless
-    ``overwrite``); return its path. ``usage_examples``: test examples encoded for an image VQ-VAE's codebook usage."""
+    ``overwrite``); return its path. ``usage_examples``: test examples encoded for an image VQ-VAE's codebook usage;
+    ``media``: folders of outputs written outside the runs (WAV files with their judges' verdicts, images)."""
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise VQVAEError(f"--out {out} must end in .html")
@@ -173,6 +174,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool
     if not run_dirs:
         raise VQVAEError("give at least one run directory")
     runs = [_load(Path(d)) for d in run_dirs]
+    media_parts = [media_dir_section(Path(d), _img, _uri) for d in media]  # checked before anything is drawn
     names = [r["name"] for r in runs]
     if len(set(names)) < len(names):  # two runs named alike: tell them apart by their parent folder
         for r in runs:
@@ -185,6 +187,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool
     body.append(f"<h2>metrics (eval.json)</h2>{_metrics_table(runs)}")
     for r in runs:
         body += [codebook_section(r, usage_examples, _img), *media_sections(r, _img, _uri)]
+    body += media_parts
     body.append(f"<h2>config</h2>{_config(runs)}")
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
             f'content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title><style>{CSS}</style>'

@@ -14,7 +14,7 @@ import torch
 from vqvae.errors import VQVAEError
 from vqvae.report import plots
 
-__all__ = ["DESCRIPTIONS", "codebook_section", "media_sections"]
+__all__ = ["DESCRIPTIONS", "codebook_section", "media_dir_section", "media_sections"]
 
 DESCRIPTIONS = {
     "psnr": "peak signal-to-noise ratio of the reconstructions, dB (higher is better)",
@@ -91,10 +91,37 @@ def media_sections(run: dict[str, Any], img: Callable[..., str], uri: Callable[[
     return out
 
 
-def _wav(path: Path, root: Path, uri: Callable[[bytes, str], str]) -> str:
+def media_dir_section(d: Path, img: Callable[..., str], uri: Callable[[bytes, str], str]) -> str:
+    """A folder of outputs a command wrote outside its run (``--wav-dir`` of ``vqvae audio conversion`` / ``audio
+    score``, sample grids): its images, and its WAV files with what the judges heard in each (``verdicts.json``)."""
+    if not d.is_dir():
+        raise VQVAEError(f"--media {d} is not a directory")
+    verdicts = {}
+    if (d / "verdicts.json").is_file():
+        import json
+
+        try:
+            verdicts = json.loads((d / "verdicts.json").read_text())
+        except ValueError as exc:
+            raise VQVAEError(f"{d / 'verdicts.json'} is not valid JSON ({exc})") from None
+    pngs = sorted(d.glob("*.png"))[:MAX_WAVS]
+    wavs = sorted(d.glob("*.wav"))[:MAX_WAVS]
+    parts = [img(p.read_bytes(), p.name) for p in pngs]
+    parts += [_wav(p, d, uri, verdicts.get(p.name) if isinstance(verdicts, dict) else None) for p in wavs]
+    more = len(list(d.glob("*.wav"))) - len(wavs)
+    note = f"<p>{more} more WAV files in the folder are not shown.</p>" if more > 0 else ""
+    return f"<h2>{html.escape(str(d))}</h2><div class='grid'>{''.join(parts)}</div>{note}"
+
+
+def _wav(path: Path, root: Path, uri: Callable[[bytes, str], str], verdict: Any = None) -> str:
     from vqvae.data.audio import read_wav
 
     label = html.escape(str(path.relative_to(root)))
+    if isinstance(verdict, dict):
+        pitch = verdict.get("pitch_hz")
+        heard = [f"speaker {verdict.get('speaker')}", *([f"says {verdict['class']}"] if "class" in verdict else []),
+                 f"pitch {pitch} Hz" if pitch is not None else "unvoiced"]
+        label += f" -- the judges hear: {html.escape(', '.join(heard))}"
     try:
         x, rate = read_wav(path)
     except VQVAEError as exc:
