@@ -168,10 +168,14 @@ class Run:
         bar = tqdm(total=t.steps or None, initial=self.step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, desc=f"train {self.kind}")
         on_term = _catch_sigterm(self)
+        # what a forward pass may change, put back when a step is not finite: buffers (the EMA codebook, its
+        # statistics, ...) and a gradient-learned codebook (dead-code restarts); found once, not every step
+        undo = [*model.buffers(), *(m.codebook for m in model.modules()
+                                    if isinstance(m, Quantizer) and isinstance(m.codebook, torch.nn.Parameter))]
         try:
             while not self.done():
                 lr = lr_at(t, self.step, self.elapsed)
-                if self._step(step_fn, lr):
+                if self._step(step_fn, lr, undo):
                     in_a_row = 0
                     self.step += 1
                     bar.update(1)
@@ -199,16 +203,13 @@ class Run:
                 self.csv_file.close()
         self.save()
 
-    def _step(self, step_fn, lr: float) -> bool:
-        """One optimisation step on the next batch; False (and nothing changed) when it was not finite."""
+    def _step(self, step_fn, lr: float, undo: list[torch.Tensor]) -> bool:
+        """One optimisation step on the next batch; False (and nothing changed: ``undo`` is put back) when it was
+        not finite."""
         opt, model = self.opt, self.model
         for g in opt.param_groups:
             g["lr"] = lr
-        # what a forward pass may change: buffers (the EMA codebook, its statistics, ...) and a gradient-learned
-        # codebook (dead-code restarts)
-        buffers = [*model.buffers(), *(m.codebook for m in model.modules()
-                                       if isinstance(m, Quantizer) and isinstance(m.codebook, torch.nn.Parameter))]
-        before = [b.detach().clone() for b in buffers]
+        before = [b.detach().clone() for b in undo]
         with autocast(self.device, self.t.amp):
             loss, metrics = step_fn(self.feed.next())
         opt.zero_grad(set_to_none=True)
@@ -223,7 +224,7 @@ class Run:
         self.stopping = flags[1] > 0
         if flags[0] < self.ranks.world:
             with torch.no_grad():
-                for b, old in zip(buffers, before):
+                for b, old in zip(undo, before):
                     b.copy_(old)
             opt.zero_grad(set_to_none=True)
             return False
