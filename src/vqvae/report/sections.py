@@ -5,6 +5,7 @@ its test split, sorted, dead codes marked, and a 2-D projection of the codebook)
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,17 +99,14 @@ def media_dir_section(d: Path, img: Callable[..., str], uri: Callable[[bytes, st
         raise VQVAEError(f"--media {d} is not a directory")
     verdicts = {}
     if (d / "verdicts.json").is_file():
-        import json
-
         try:
             verdicts = json.loads((d / "verdicts.json").read_text())
         except ValueError as exc:
             raise VQVAEError(f"{d / 'verdicts.json'} is not valid JSON ({exc})") from None
-    pngs = sorted(d.glob("*.png"))[:MAX_WAVS]
-    wavs = sorted(d.glob("*.wav"))[:MAX_WAVS]
+    pngs, wavs = sorted(d.glob("*.png"))[:MAX_WAVS], sorted(d.glob("*.wav"))
     parts = [img(p.read_bytes(), p.name) for p in pngs]
-    parts += [_wav(p, d, uri, verdicts.get(p.name) if isinstance(verdicts, dict) else None) for p in wavs]
-    more = len(list(d.glob("*.wav"))) - len(wavs)
+    parts += [_wav(p, d, uri, verdicts.get(p.name) if isinstance(verdicts, dict) else None) for p in wavs[:MAX_WAVS]]
+    more = len(wavs) - MAX_WAVS
     note = f"<p>{more} more WAV files in the folder are not shown.</p>" if more > 0 else ""
     return f"<h2>{html.escape(str(d))}</h2><div class='grid'>{''.join(parts)}</div>{note}"
 
