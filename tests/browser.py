@@ -16,6 +16,9 @@ import numpy as np
 from PIL import Image
 
 CHECK = """<script>
+// inside a box that scrolls or clips (a wide table in its own scroller) an element does not widen the page
+const clipped = e => { for (let p = e.parentElement; p && p !== document.body; p = p.parentElement)
+  if (getComputedStyle(p).overflowX !== 'visible') return true; return false; };
 window.addEventListener('load', async () => {
   const imgs = [...document.images];
   const audios = [...document.querySelectorAll('audio')];
@@ -25,6 +28,8 @@ window.addEventListener('load', async () => {
   const out = document.createElement('pre'); out.id = 'vqvae-check';
   out.textContent = JSON.stringify({images: imgs.length, broken_images: imgs.filter(i => !i.complete || i.naturalWidth === 0).length,
     audios: audios.length, silent_audios: durations.filter(d => !(d > 0)).length,
+    overflow: Math.max(0, ...[...document.body.querySelectorAll('*')].filter(e => !clipped(e))
+      .map(e => e.getBoundingClientRect().right)) - document.documentElement.offsetWidth,
     requests: performance.getEntriesByType('resource').map(e => e.name)
       .filter(u => !u.startsWith('data:') && !u.startsWith('file:'))});
   document.body.appendChild(out);
@@ -42,17 +47,23 @@ def _chromium(binary: str, *args: str, timeout: float = 120) -> subprocess.Compl
     return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def open_page(binary: str, page: Path, screenshot: Path) -> dict:
-    checked = page.with_name(page.stem + ".checked.html")
-    checked.write_text(page.read_text().replace("</body>", CHECK + "</body>"))
-    dom = _chromium(binary, "--virtual-time-budget=15000", "--dump-dom", checked.as_uri())
+def open_page(binary: str, page: Path, screenshot: Path, width: int = 1100) -> dict:
+    """``width``: of the page in CSS pixels (390: a phone; headless Chromium's window is at least 500 wide, so the
+    page's root element is set to ``width``); ``overflow`` in the result is how far the content reaches beyond it
+    (> 0: a reader would scroll sideways)."""
+    sized = page.read_text().replace("</head>", f"<style>html{{width:{width}px}}</style></head>", 1)
+    checked, shown = page.with_name(page.stem + ".checked.html"), page.with_name(page.stem + ".sized.html")
+    checked.write_text(sized.replace("</body>", CHECK + "</body>"))
+    shown.write_text(sized)
+    window = f"--window-size={max(width, 500)},1400"
+    dom = _chromium(binary, "--virtual-time-budget=15000", window, "--dump-dom", checked.as_uri())
     found = re.search(r'<pre id="vqvae-check">(.*?)</pre>', dom.stdout, re.S)
     if not found:
         raise RuntimeError(f"chromium did not run the check: {dom.stderr[-2000:]}")
     result = json.loads(found.group(1).replace("&quot;", '"'))
     result["console_errors"] = [line for line in dom.stderr.splitlines()
                                 if "CONSOLE" in line and ("error" in line.lower()) and "vqvae-check" not in line]
-    shot = _chromium(binary, f"--screenshot={screenshot}", "--window-size=1100,1400", page.as_uri())
+    shot = _chromium(binary, f"--screenshot={screenshot}", window, shown.as_uri())
     if not screenshot.exists():
         raise RuntimeError(f"chromium wrote no screenshot: {shot.stderr[-2000:]}")
     result["screenshot_variance"] = float(np.asarray(Image.open(screenshot).convert("L"), dtype=np.float64).var())

@@ -2,6 +2,7 @@
 reconstruct -> encode -> decode, and the one-line errors of bad input."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -274,15 +275,28 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
     assert code == 2 and "already exists" in err
     samples = tmp_path / "s.npz"
     assert run(capsys, "sample", prior, "--per-class", 3, "--out", samples)[0] == 0
-    code, text, err = run(capsys, "score", samples, "--classifier", clf, "--json")
+    code, text, err = run(capsys, "score", samples, "--classifier", clf, "--json", "--out", prior / "score.json")
     assert code == 0, err
     sc = json.loads(text)
+    assert json.loads((prior / "score.json").read_text()) == sc  # kept beside the prior for its report
     assert {"samples", "real_test", "reconstructions"} <= set(sc)
     assert sc["samples"]["num_images"] == sc["reconstructions"]["num_images"] == 30
     assert sc["target_images"] == 256 - 30
     for row in ("samples", "real_test", "reconstructions"):
         assert 0 <= sc[row]["recognised"] <= 1 and sc[row]["frechet_distance"] >= 0
     assert len(sc["samples"]["recognised_per_class"]) == 10
+    (prior / "score.json").write_text("mine")
+    code, _, err = run(capsys, "score", samples, "--classifier", clf, "--out", prior / "score.json")
+    assert code == 2 and "already exists" in err and (prior / "score.json").read_text() == "mine"
+    (prior / "score.json").write_text(json.dumps(sc))
+    code, _, err = run(capsys, "report", prior, clf, "--out", tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert code == 0 and "samples judged by a classifier" in page and "recognised per class" in page, err
+    per_class = page.split("recognised per class")[1].split("</table>")[0]
+    for name, rate in sc["samples"]["recognised_per_class"].items():  # a row per class: samples, real, recon
+        assert re.search(rf"<tr><td>{re.escape(name)}</td><td>{rate:.1%}</td><td>[0-9.]+%</td><td>[0-9.]+%</td>",
+                         per_class), name
+    assert re.search(r"<th>budget</th><td>2 epochs</td>", page)  # the classifier's header
 
     bad = tmp_path / "bad.npz"
     np.savez(bad, images=np.zeros((4, 32, 32), np.uint8))

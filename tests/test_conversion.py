@@ -144,7 +144,7 @@ def test_evaluate_conversion_writes_and_judges_every_pair(data, tmp_path):
     names = sorted(p.name for p in wavs.glob("*.wav"))
     assert len(names) == 9
     verdicts = json.loads((wavs / "verdicts.json").read_text())  # what the judges heard in each file
-    assert sorted(verdicts) == names and all(set(v) == {"speaker", "pitch_hz"} for v in verdicts.values())
+    assert sorted(verdicts) == names and all(set(v) == {"speaker", "pitch_hz", "expected"} for v in verdicts.values())
     for n in range(3):
         own = [x for x in names if x.startswith(f"{n:02d}_")]
         assert len(own) == 3, own
@@ -154,6 +154,11 @@ def test_evaluate_conversion_writes_and_judges_every_pair(data, tmp_path):
         (conv,) = [x for x in own if "_as_" in x]
         target = re.fullmatch(rf"{n:02d}_{source}_as_(\w+)\.wav", conv)[1]
         assert source in test.speakers and target in test.speakers and target != source
+        # beside what the judges heard: whom each file should sound like (a reconstruction: its input's pitch too)
+        assert verdicts[inp]["expected"] == {"speaker": source}
+        assert verdicts[conv]["expected"] == {"speaker": target}
+        assert verdicts[f"{n:02d}_{source}_reconstructed.wav"]["expected"] == {
+            "speaker": source, "pitch_hz": verdicts[inp]["pitch_hz"]}
         # the input is the first 0.1 s of a test utterance of the source speaker
         x, rate = read_wav(wavs / f"{n:02d}_{source}_input.wav")
         assert rate == RATE and len(x) == 800

@@ -182,6 +182,11 @@ def test_a_class_conditional_audio_prior_from_the_command_line(tmp_path, capsys)
     assert "12 prior samples: recognised as the speaker asked for" in text and "as the class asked for" in text
     names = sorted(p.name for p in wavs.glob("*.wav"))
     assert len(names) == 12 and names[0] == "000_anna_says_0.wav" and names[-1] == "011_bob_says_2.wav"
+    verdicts = json.loads((wavs / "verdicts.json").read_text())  # what was asked of each, beside what was heard
+    assert sorted(verdicts) == names
+    for name, v in verdicts.items():
+        _, who, _, digit = name[:-4].split("_")
+        assert v["expected"] == {"speaker": who, "class": digit} and v["class"] in ("0", "1", "2"), (name, v)
     assert main(["audio", "score", str(prior), "--wav-dir", str(wavs)]) == 2  # nothing overwritten
     assert "not empty" in capsys.readouterr().err
     # without class conditioning the prior takes no --class

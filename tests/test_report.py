@@ -85,6 +85,49 @@ def test_bad_input_is_one_line_and_nothing_is_overwritten(runs, tmp_path, capfd)
     assert not (tmp_path / "x.html").exists()
 
 
+def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
+    """150 conversions (450 files): a report plays whole triples (input, reconstruction, conversion), every
+    speaker before any speaker twice, a digit each speaker has not had yet first; the verdicts are marked against
+    what each file should be heard as."""
+    from vqvae.report.sections import MAX_WAVS, media_dir_section, pick_wavs
+
+    speakers, wavs, verdicts = ["ann", "bob", "cy"], [], {}
+    for n in range(150):
+        s, t, k = speakers[n % 3], speakers[(n + 1) % 3], str(n // 3 % 5)
+        for role, who in (("input", s), ("reconstructed", s), (f"as_{t}", t)):
+            name = f"{n:03d}_{s}_{role}.wav"
+            wavs.append(tmp_path / name)
+            verdicts[name] = {"speaker": who, "class": k, "pitch_hz": 120.0, "expected": {"speaker": who, "class": k}}
+    groups = pick_wavs(sorted(wavs), verdicts)
+    assert sum(map(len, groups)) <= MAX_WAVS and len(groups) == MAX_WAVS // 3
+    for g in groups:  # whole takes, in the order input, reconstruction, conversion
+        assert [p.name.split("_", 2)[2] for p in g][:2] == ["input.wav", "reconstructed.wav"] and len(g) == 3
+        assert len({p.name[:3] for p in g}) == 1
+    takes = [(verdicts[g[0].name]["expected"]["speaker"], verdicts[g[0].name]["class"]) for g in groups]
+    assert sorted(s for s, _ in takes) == sorted(speakers * 2 + speakers[:2])  # each speaker in turn
+    for s in speakers:
+        digits = [k for who, k in takes if who == s]
+        assert len(set(digits)) == len(digits)  # no digit twice for a speaker while others are left
+    few = sorted(wavs)[:6]  # what fits is all shown, input first
+    assert pick_wavs(few, verdicts) == [[few[1], few[2], few[0]], [few[4], few[5], few[3]]]
+
+    folder = tmp_path / "conv"
+    for name, (f0, heard_as) in {"00_ann_input.wav": (120, "ann"), "00_ann_reconstructed.wav": (240, "ann"),
+                                 "00_ann_as_bob.wav": (150, "cy")}.items():
+        write_wav(folder / name, 0.3 * np.sin(2 * np.pi * f0 * np.arange(800) / 8000), 8000)
+    (folder / "verdicts.json").write_text(json.dumps({
+        "00_ann_input.wav": {"speaker": "ann", "pitch_hz": 120.0, "expected": {"speaker": "ann"}},
+        "00_ann_reconstructed.wav": {"speaker": "ann", "pitch_hz": 240.0,
+                                     "expected": {"speaker": "ann", "pitch_hz": 120.0}},
+        "00_ann_as_bob.wav": {"speaker": "cy", "pitch_hz": None, "expected": {"speaker": "bob"}}}))
+    from vqvae.report import _img, _uri
+
+    page = media_dir_section(folder, _img, _uri)
+    assert "the judges hear: speaker ann \u2713, pitch 120.0 Hz (0.10 s)" in page  # an input's pitch is its own
+    assert "speaker ann \u2713, pitch 240.0 Hz \u2717 (input 120.0 Hz)" in page  # an octave off
+    assert "speaker cy \u2717 (expected bob), unvoiced" in page
+
+
 AUDIO = ["audio.sample_rate=8000", "audio.num_downsamples=2", "audio.hidden=8", "audio.embedding_dim=4",
          "audio.num_embeddings=8", "audio.local_channels=8", "audio.channels=8", "audio.skip_channels=8",
          "audio.max_dilation=4", "audio.dilation_cycles=1", "train.batch_size=2", "train.crop_length=256",
@@ -153,11 +196,17 @@ def test_the_report_opens_in_a_real_browser(runs, tmp_path):
     assert result["console_errors"] == [] and result["requests"] == []
     assert result["images"] > 10 and result["broken_images"] == 0
     assert result["audios"] == 1 and result["silent_audios"] == 0
-    assert result["screenshot_variance"] > 10.0
-    # and the check can fail: a broken image, a request to the network, an unplayable sound, a blank page
+    assert result["screenshot_variance"] > 10.0 and result["overflow"] <= 0
+    # on a phone (390 CSS pixels) nothing makes the reader scroll sideways: wide tables scroll in their own box
+    phone = open_page(chromium, build_report([run, runs / "b"], tmp_path / "two.html"), tmp_path / "phone.png", 390)
+    assert phone["overflow"] <= 0 and phone["broken_images"] == 0 and phone["screenshot_variance"] > 10.0, phone
+    # and the check can fail: a broken image, a request to the network, an unplayable sound, a page too wide for a
+    # phone, a blank page
     bad = tmp_path / "bad.html"
-    bad.write_text('<!doctype html><html><body><img src="data:image/png;base64,AAAA">'
+    bad.write_text('<!doctype html><html><head></head><body><img src="data:image/png;base64,AAAA">'
                    '<img src="http://192.0.2.1/x.png"><audio src="data:audio/wav;base64,AAAA"></audio></body></html>')
     result = open_page(chromium, bad, tmp_path / "bad.png")
     assert result["broken_images"] == 2 and result["silent_audios"] == 1
     assert result["requests"] == ["http://192.0.2.1/x.png"] and result["screenshot_variance"] < 10.0
+    bad.write_text('<!doctype html><html><head></head><body><div style="width:900px">wide</div></body></html>')
+    assert open_page(chromium, bad, tmp_path / "bad.png", 390)["overflow"] > 400

@@ -263,15 +263,20 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
     judges = SpeechJudges(train, test, seed=seed)
     if wav_dir is not None:
         digits = max(2, len(str(len(inputs) - 1)))  # names that sort in order: 000 .. 149
-        names, waves = [], []
-        for n, (x, y, r, s, t) in enumerate(zip(inputs, converted, rebuilt, sources, targets)):
+        names, waves, expected = [], [], []
+        for n, (x, y, r, s, t, k) in enumerate(zip(inputs, converted, rebuilt, sources, targets, classes)):
             stem = f"{n:0{digits}d}_{test.speakers[s]}"
-            for name, w in ((f"{stem}_input.wav", x), (f"{stem}_reconstructed.wav", r),
-                            (f"{stem}_as_{test.speakers[t]}.wav", y)):
+            said = {"class": test.class_names[k]} if k >= 0 and test.class_names else {}
+            for name, w, who in ((f"{stem}_input.wav", x, s), (f"{stem}_reconstructed.wav", r, s),
+                                 (f"{stem}_as_{test.speakers[t]}.wav", y, t)):
                 write_wav(Path(wav_dir) / name, w, c.sample_rate)
                 names.append(name)
                 waves.append(w)
-        write_verdicts(Path(wav_dir) / "verdicts.json", names, judges.verdicts(waves))
+                expected.append({"speaker": test.speakers[who], **said})
+        heard = judges.verdicts(waves)
+        for i in range(0, len(heard), 3):  # a reconstruction should keep the pitch the judges hear in its input
+            expected[i + 1]["pitch_hz"] = heard[i]["pitch_hz"]
+        write_verdicts(Path(wav_dir) / "verdicts.json", names, heard, expected)
     m = judges.conversion(inputs, converted, rebuilt, sources, targets, classes if test.classes else None)
     generated = sum(len(w) for w in converted + rebuilt) / c.sample_rate
     return {**m, "seconds_each": seconds, "decoder_real_time_factor": generated / compute,

@@ -10,7 +10,7 @@
     vqvae sample PRIOR_DIR [--per-class P | --class C --n N] [--temperature T] [--seed S] --out FILE.png|.npz
     vqvae evaluate-prior PRIOR_DIR [--split test] [--json]
     vqvae train-classifier [--data D] [--out DIR]
-    vqvae score SAMPLES.npz --classifier DIR [--vqvae DIR] [--json]
+    vqvae score SAMPLES.npz --classifier DIR [--vqvae DIR] [--out score.json] [--json]
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ from typing import Any
 from vqvae.cli.common import add_device, add_training_command, positive, print_result, run_training, seed
 from vqvae.codes import decode_run, encode_run
 from vqvae.evaluate import evaluate_prior_run, evaluate_run
+from vqvae.fileio import atomic_write_json
 from vqvae.judges.image import score_samples, train_classifier_run
 from vqvae.priors.sampling import sample_image_file
 from vqvae.reconstruct import write_reconstructions
+from vqvae.runs import check_out_file
 from vqvae.train import train_and_evaluate, train_prior_and_evaluate
 
 __all__ = ["add_image_commands"]
@@ -103,7 +105,10 @@ def cmd_train_classifier(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_score(a: argparse.Namespace) -> dict[str, Any]:
+    out = check_out_file(a.out, a.overwrite, (".json",)) if a.out else None  # refused before the work, not after
     m = score_samples(a.samples, a.classifier, vqvae=a.vqvae, seed=a.seed, device=a.device)
+    if out is not None:
+        atomic_write_json(out, m)
     return print_result(m, a.json, _score_summary)
 
 
@@ -190,6 +195,9 @@ def _add_judge_commands(sub) -> None:
     sc.add_argument("--classifier", required=True, help="directory written by `vqvae train-classifier`")
     sc.add_argument("--vqvae", help="VQ-VAE whose reconstructions are the reference (default: the samples' own)")
     sc.add_argument("--seed", type=seed, default=0, help="which test images are the held-out references")
+    sc.add_argument("--out", help="also write the scores to this .json (as score.json in the prior's run "
+                                  "directory, `vqvae report` shows them with the prior)")
+    sc.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
     sc.add_argument("--json", action="store_true")
     add_device(sc)
     sc.set_defaults(fn=cmd_score)

@@ -287,9 +287,14 @@ class SpeechJudges:
         return out
 
 
-def write_verdicts(path: str | Path, names: list[str], verdicts: list[dict[str, Any]]) -> None:
-    """``verdicts.json``: file name -> what the judges heard in it."""
-    atomic_write_json(path, dict(zip(names, verdicts)))
+def write_verdicts(path: str | Path, names: list[str], verdicts: list[dict[str, Any]],
+                   expected: list[dict[str, Any]]) -> None:
+    """``verdicts.json``: file name -> what the judges heard in it, with what it should be heard as under
+    ``"expected"`` (the speaker and class of an input, the speaker asked of a conversion or sample, the input's
+    pitch for a reconstruction)."""
+    if len(expected) != len(names):
+        raise ValueError(f"{len(names)} files, {len(expected)} expectations")
+    atomic_write_json(path, {n: {**v, "expected": e} for n, v, e in zip(names, verdicts, expected)})
 
 
 def _rate(predicted: Tensor, truth) -> float:

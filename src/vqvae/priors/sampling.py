@@ -163,12 +163,13 @@ def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float
     rtf = sum(len(w) for w in waves) / vq.config.sample_rate / (time.perf_counter() - start)
     judges = SpeechJudges(train, test, seed=seed)
     if wav_dir is not None:
-        files = []
+        files, expected = [], []
         for i, (w, s, k) in enumerate(zip(waves, speakers, classes)):
             said = "" if k is None else f"_says_{names[k]}"
             files.append(f"{i:03d}_{train.speakers[s]}{said}.wav")
+            expected.append({"speaker": train.speakers[s], **({} if k is None else {"class": names[k]})})
             write_wav(Path(wav_dir) / files[-1], w, vq.config.sample_rate)
-        write_verdicts(Path(wav_dir) / "verdicts.json", files, judges.verdicts(waves))
+        write_verdicts(Path(wav_dir) / "verdicts.json", files, judges.verdicts(waves), expected)
     m = judges.samples(waves, speakers, asked_classes)
     return {**m, "per_speaker_and_class": per, "prior_and_decoder_real_time_factor": rtf}
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
+from vqvae.runs import check_out_file
 from vqvae.report import plots
 from vqvae.report.sections import DESCRIPTIONS, codebook_section, media_dir_section, media_sections
 
@@ -26,7 +27,9 @@ h1{font-size:1.4em}h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bott
 table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left}
 .grid{display:flex;flex-wrap:wrap;gap:8px}.grid figure{margin:0}img{max-width:100%;height:auto}
 .diff{background:#fff3b0}.key{color:#555}abbr{text-decoration:underline dotted}
-figcaption{font-size:.8em;color:#555;max-width:420px}audio{width:100%}details{margin:8px 0}"""
+figcaption{font-size:.8em;color:#555;max-width:420px}audio{width:100%}details{margin:8px 0}
+.wide{overflow-x:auto;max-width:100%}h1,h2,figcaption,td{overflow-wrap:anywhere}.grid figure{max-width:100%}
+.take{border:1px solid #e4e4e4;border-radius:4px;padding:4px;margin:6px 0}"""
 
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
@@ -89,18 +92,22 @@ def _header(info: dict[str, Any]) -> str:
     c, e = info["config"], info["eval"]
     train = c.get("train", {}) if isinstance(c.get("train"), dict) else {}
     m = info["metrics"]
-    steps = e.get("step", c.get("step", int(m["step"][-1]) if len(m.get("step", [])) else 0))
+    steps = e.get("step", c.get("step", int(m["step"][-1]) if len(m.get("step", [])) else "-"))
     seconds = e.get("train_seconds", float(m["seconds"][-1]) if len(m.get("seconds", [])) else 0.0)
     status = "finished" if e else "in progress (no eval.json yet)"
-    facts = [("kind", info["kind"]), ("data", c.get("data_name") or train.get("data", "?")),
-             ("budget", f"{train.get('steps') or '-'} steps / {train.get('max_seconds') or '-'} s"),
-             ("steps", steps), ("wall time", f"{float(seconds):.0f} s"), ("precision", train.get("precision", "?")),
+    data = c.get("data_name") or train.get("data") or (c["data"] if isinstance(c.get("data"), str) else "?")
+    limits = [f"{train['steps']} steps" if train.get("steps") else "",
+              f"{float(train['max_seconds']):g} s" if train.get("max_seconds") else ""]
+    budget = (" or ".join(x for x in limits if x) or "none" if train  # whichever comes first
+              else f"{c['epochs']} epochs" if "epochs" in c else "-")  # a classifier counts epochs
+    facts = [("kind", info["kind"]), ("data", data), ("budget", budget), ("steps", steps),
+             ("wall time", f"{float(seconds):.0f} s"), ("precision", train.get("precision", "fp32" if not train else "?")),
              ("status", status)]
     key = [k for k in ("psnr", "ssim", "bits_per_dim", "bits_per_sample", "prior_bits_per_code",
                        "prior_nll_bits_per_latent", "codes_used", "perplexity", "test_accuracy") if k in e]
     facts += [(k, _fmt(e[k])) for k in key[:5]]
-    return "<table>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                               for k, v in facts) + "</table>"
+    return "<div class='wide'><table>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                                               for k, v in facts) + "</table></div>"
 
 
 def _fmt(v: Any) -> str:
@@ -132,7 +139,7 @@ def _metrics_table(runs: list[dict[str, Any]]) -> str:
             notes.append(f"<li><b>{html.escape(k)}</b>: {html.escape(desc)}</li>")
         cells = "".join(f"<td>{html.escape(_fmt(r['eval'][k])) if k in r['eval'] else ''}</td>" for r in runs)
         rows.append(f"<tr><td>{label}</td>{cells}</tr>")
-    return (f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
+    return (f"<div class='wide'><table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table></div>"
             f"<details><summary>what each figure means</summary><ul>{''.join(notes)}</ul></details>")
 
 
@@ -156,7 +163,8 @@ def _config(runs: list[dict[str, Any]]) -> str:
                     + "".join(f"<td>{html.escape(v)}</td>" for v in values) + "</tr>")
     head = "".join(f"<th>{html.escape(r['name'])}</th>" for r in runs)
     summary = "config" + (" (values that differ are highlighted)" if len(runs) > 1 else "")
-    return f"<details><summary>{summary}</summary><table><tr><th>key</th>{head}</tr>{''.join(rows)}</table></details>"
+    return (f"<details><summary>{summary}</summary><div class='wide'><table><tr><th>key</th>{head}</tr>"
+            f"{''.join(rows)}</table></div></details>")
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool = False,
@@ -164,13 +172,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool
     """Write the report of ``run_dirs`` to ``out`` (an ``.html`` file, refused when it exists unless
     ``overwrite``); return its path. ``usage_examples``: test examples encoded for an image VQ-VAE's codebook usage;
     ``media``: folders of outputs written outside the runs (WAV files with their judges' verdicts, images)."""
-    out = Path(out)
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise VQVAEError(f"--out {out} must end in .html")
-    if out.exists() and not overwrite:
-        raise VQVAEError(f"{out} already exists: pass --overwrite to replace it")
-    if out.is_dir():
-        raise VQVAEError(f"{out} is a directory")
+    out = check_out_file(out, overwrite, (".html", ".htm"))
     if not run_dirs:
         raise VQVAEError("give at least one run directory")
     runs = [_load(Path(d)) for d in run_dirs]

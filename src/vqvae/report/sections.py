@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +16,7 @@ import torch
 from vqvae.errors import VQVAEError
 from vqvae.report import plots
 
-__all__ = ["DESCRIPTIONS", "codebook_section", "media_dir_section", "media_sections"]
+__all__ = ["DESCRIPTIONS", "codebook_section", "media_dir_section", "media_sections", "pick_wavs", "score_section"]
 
 DESCRIPTIONS = {
     "psnr": "peak signal-to-noise ratio of the reconstructions, dB (higher is better)",
@@ -82,14 +83,43 @@ def media_sections(run: dict[str, Any], img: Callable[..., str], uri: Callable[[
     if grids:
         out.append(f"<h2>{name}: images</h2><div class='grid'>"
                    + "".join(img((d / p).read_bytes(), cap) for p, cap in grids) + "</div>")
-    per_class = run["eval"].get("recognised_per_class")
-    if isinstance(per_class, dict) and per_class:
-        rows = "".join(f"<tr><td>{html.escape(str(c))}</td><td>{float(v):.1%}</td></tr>" for c, v in per_class.items())
-        out.append(f"<h2>{name}: samples recognised, per class</h2><table>{rows}</table>")
-    wavs = sorted(p for p in d.rglob("*.wav") if ".previous" not in p.parts)[:MAX_WAVS]
+    if (d / "score.json").is_file():
+        out.append(score_section(d / "score.json", name))
+    wavs = sorted(p for p in d.rglob("*.wav") if ".previous" not in p.parts)
     if wavs:
-        out.append(f"<h2>{name}: audio</h2><div class='grid'>" + "".join(_wav(p, d, uri) for p in wavs) + "</div>")
+        out.append(f"<h2>{name}: audio</h2>{_wav_gallery(wavs, d, uri, {})}")
     return out
+
+
+def score_section(path: Path, name: str) -> str:
+    """The judgement of ``vqvae score --out score.json``: for the samples, real test images and their
+    reconstructions, the Fréchet distance of the classifier's features to held-out test images and the fraction
+    recognised as the class asked for, overall and per class."""
+    try:
+        score = json.loads(path.read_text())
+        sets = {k: v for k, v in score.items() if isinstance(v, dict) and "frechet_distance" in v}
+        rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{int(v['num_images'])}</td>"
+                       f"<td>{float(v['frechet_distance']):.3f}</td><td>{_percent(v.get('recognised'))}</td></tr>"
+                       for k, v in sets.items())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise VQVAEError(f"{path} is not a score.json written by `vqvae score --out` ({exc})") from None
+    if not sets:
+        raise VQVAEError(f"{path} is not a score.json written by `vqvae score --out` (no scored set)")
+    per_class = {k: v["recognised_per_class"] for k, v in sets.items() if isinstance(v.get("recognised_per_class"), dict)}
+    classes = list(dict.fromkeys(c for v in per_class.values() for c in v))
+    table = "".join(f"<tr><td>{html.escape(c)}</td>" + "".join(f"<td>{_percent(v.get(c))}</td>"
+                                                              for v in per_class.values()) + "</tr>" for c in classes)
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in per_class)
+    accuracy = score.get("classifier_test_accuracy")
+    judge = f" (the judge recognises {float(accuracy):.1%} of real test images)" if accuracy is not None else ""
+    return (f"<h2>{name}: samples judged by a classifier{html.escape(judge)}</h2><div class='wide'><table><tr><th>set"
+            f"</th><th>images</th><th>Fréchet distance</th><th>recognised as their class</th></tr>{rows}</table></div>"
+            + (f"<h3>recognised per class</h3><div class='wide'><table><tr><th>class</th>{head}</tr>{table}</table>"
+               f"</div>" if per_class else ""))
+
+
+def _percent(x: Any) -> str:
+    return f"{float(x):.1%}" if isinstance(x, (int, float)) else ""
 
 
 def media_dir_section(d: Path, img: Callable[..., str], uri: Callable[[bytes, str], str]) -> str:
@@ -103,12 +133,77 @@ def media_dir_section(d: Path, img: Callable[..., str], uri: Callable[[bytes, st
             verdicts = json.loads((d / "verdicts.json").read_text())
         except ValueError as exc:
             raise VQVAEError(f"{d / 'verdicts.json'} is not valid JSON ({exc})") from None
+    if not isinstance(verdicts, dict):
+        raise VQVAEError(f"{d / 'verdicts.json'} must map file names to what the judges heard")
     pngs, wavs = sorted(d.glob("*.png"))[:MAX_WAVS], sorted(d.glob("*.wav"))
-    parts = [img(p.read_bytes(), p.name) for p in pngs]
-    parts += [_wav(p, d, uri, verdicts.get(p.name) if isinstance(verdicts, dict) else None) for p in wavs[:MAX_WAVS]]
-    more = len(wavs) - MAX_WAVS
-    note = f"<p>{more} more WAV files in the folder are not shown.</p>" if more > 0 else ""
-    return f"<h2>{html.escape(str(d))}</h2><div class='grid'>{''.join(parts)}</div>{note}"
+    images = f"<div class='grid'>{''.join(img(p.read_bytes(), p.name) for p in pngs)}</div>" if pngs else ""
+    score = score_section(d / "score.json", html.escape(str(d))) if (d / "score.json").is_file() else ""
+    return f"<h2>{html.escape(str(d))}</h2>{images}{_wav_gallery(wavs, d, uri, verdicts)}{score}"
+
+
+def pick_wavs(wavs: list[Path], verdicts: dict[str, Any], limit: int = MAX_WAVS) -> list[list[Path]]:
+    """Which of ``wavs`` a report plays when there are too many: files are grouped by their leading number (a
+    conversion's input, reconstruction and conversion: ``007_lucas_input.wav``, ...), then whole groups are taken
+    one speaker at a time in turn -- the speaker the group should be heard as (``verdicts.json``'s ``expected``),
+    else the word after the number -- each speaker's next group being one whose class (``expected``, else the rest
+    of the name: ``says_3``) is not shown for it yet, until ``limit`` files."""
+    groups: dict[str, list[Path]] = {}
+    for p in wavs:
+        m = re.match(r"(\d+)_", p.name)
+        groups.setdefault(m[1] if m else str(p), []).append(p)
+    role = {"input": 0, "reconstructed": 1}
+    by_speaker: dict[str, list[tuple[list[Path], Any]]] = {}
+    for files in groups.values():
+        files.sort(key=lambda p: (role.get(p.stem.rsplit("_", 1)[-1], 2), p.name))
+        v = verdicts.get(files[0].name)
+        expected = v.get("expected") if isinstance(v, dict) and isinstance(v.get("expected"), dict) else {}
+        words = files[0].stem.split("_")
+        speaker = expected.get("speaker", words[1] if len(words) > 1 and words[0].isdigit() else "")
+        by_speaker.setdefault(str(speaker), []).append((files, expected.get("class", "_".join(words[2:]))))
+    chosen: list[list[Path]] = []
+    shown: dict[str, set] = {s: set() for s in by_speaker}
+    order = {p: i for i, p in enumerate(wavs)}
+    count = 0
+    while any(by_speaker.values()):
+        for speaker, left in by_speaker.items():
+            if not left:
+                continue
+            i = next((i for i, (_, k) in enumerate(left) if k not in shown[speaker]), 0)
+            files, k = left.pop(i)
+            if count + len(files) > limit and chosen:
+                return sorted(chosen, key=lambda g: min(order[p] for p in g))
+            chosen.append(files)
+            shown[speaker].add(k)
+            count += len(files)
+    return sorted(chosen, key=lambda g: min(order[p] for p in g))
+
+
+def _wav_gallery(wavs: list[Path], root: Path, uri: Callable[[bytes, str], str], verdicts: dict[str, Any]) -> str:
+    groups = pick_wavs(wavs, verdicts)
+    shown = sum(len(g) for g in groups)
+    parts = [f"<div class='grid take'>{''.join(_wav(p, root, uri, verdicts.get(p.name)) for p in g)}</div>"
+             for g in groups]
+    note = (f"<p>{shown} of the {len(wavs)} WAV files: whole takes, one speaker at a time in turn, a class each "
+            f"speaker has not had yet first.</p>" if shown < len(wavs) else "")
+    return note + "".join(parts)
+
+
+def _heard(v: dict[str, Any]) -> str:
+    """What the judges heard, each part marked against what was expected (where verdicts.json says)."""
+    expected = v.get("expected") if isinstance(v.get("expected"), dict) else {}
+    parts = []
+    for key, word in (("speaker", "speaker"), ("class", "says")):
+        if key in v:
+            mark = "" if key not in expected else (" \u2713" if v[key] == expected[key]
+                                                   else f" \u2717 (expected {expected[key]})")
+            parts.append(f"{word} {v[key]}{mark}")
+    pitch, target = v.get("pitch_hz"), expected.get("pitch_hz")
+    heard = f"pitch {pitch} Hz" if isinstance(pitch, (int, float)) else "unvoiced"
+    if isinstance(target, (int, float)):
+        near = isinstance(pitch, (int, float)) and abs(pitch - target) <= 0.1 * target
+        heard += " \u2713" if near else f" \u2717 (input {target} Hz)"
+    parts.append(heard)
+    return "the judges hear: " + ", ".join(parts)
 
 
 def _wav(path: Path, root: Path, uri: Callable[[bytes, str], str], verdict: Any = None) -> str:
@@ -116,10 +211,7 @@ def _wav(path: Path, root: Path, uri: Callable[[bytes, str], str], verdict: Any 
 
     label = html.escape(str(path.relative_to(root)))
     if isinstance(verdict, dict):
-        pitch = verdict.get("pitch_hz")
-        heard = [f"speaker {verdict.get('speaker')}", *([f"says {verdict['class']}"] if "class" in verdict else []),
-                 f"pitch {pitch} Hz" if pitch is not None else "unvoiced"]
-        label += f" -- the judges hear: {html.escape(', '.join(heard))}"
+        label += f" -- {html.escape(_heard(verdict))}"
     try:
         x, rate = read_wav(path)
     except VQVAEError as exc:
