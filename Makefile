@@ -52,7 +52,7 @@ demo: $(STAMP) data
 	$(VQ) sample $(DEMO)/prior --per-class 10 --seed 0 --out $(DEMO)/samples.png --overwrite
 	$(VQ) sample $(DEMO)/prior --per-class 100 --seed 1 --out $(DEMO)/samples.npz --overwrite
 	$(VQ) train-classifier --out $(DEMO)/classifier --overwrite
-	$(VQ) score $(DEMO)/samples.npz --classifier $(DEMO)/classifier --json
+	$(VQ) score $(DEMO)/samples.npz --classifier $(DEMO)/classifier --json --out $(DEMO)/prior/score.json --overwrite
 	@echo "demo outputs: $(DEMO)/vqvae (autoencoder: checkpoint, metrics.csv, eval.json, reconstructions.png, tb/),"
 	@echo "              $(DEMO)/prior (prior: checkpoint, metrics.csv, eval.json, tb/), $(DEMO)/samples.png (one row"
 	@echo "              per class), $(DEMO)/samples.npz, $(DEMO)/classifier (the judge)"
@@ -76,6 +76,8 @@ demo-audio: $(STAMP) data
 	@echo "demo-audio outputs: $(AUDIO)/speech (corpus), $(AUDIO)/vqvae, $(AUDIO)/wavenet_without_codes, $(AUDIO)/prior"
 	@echo "                    (checkpoints, metrics.csv, eval.json, tb/), $(AUDIO)/wav (inputs, reconstructions,"
 	@echo "                    conversions, prior samples)"
+	@$(VQ) report $(AUDIO)/vqvae $(AUDIO)/wavenet_without_codes $(AUDIO)/prior --media $(AUDIO)/wav \
+	    --out $(AUDIO)/report.html --overwrite
 
 # Speaker conversion that works (about 1 hour): the speech_conversion recipe (256x bottleneck, instance norm, 50
 # minutes of training) on the same corpus, judged on 32 test utterances by the speaker classifier and by pitch.
@@ -84,6 +86,7 @@ demo-conversion: $(STAMP) data
 	$(VQ) audio train --config speech_conversion --data $(AUDIO)/speech --out $(AUDIO)/conversion --overwrite --quiet
 	$(VQ) audio evaluate $(AUDIO)/conversion --json
 	$(VQ) audio conversion $(AUDIO)/conversion --pairs 32 --seconds 1 --wav-dir $(AUDIO)/conversion_wav --overwrite --json
+	@$(VQ) report $(AUDIO)/conversion --media $(AUDIO)/conversion_wav --out $(AUDIO)/conversion_report.html --overwrite
 
 # Real speech (about 45 minutes): the Free Spoken Digit Dataset (six speakers, digits 0-4, 8 kHz; from
 # ../shared/data when it is there, else downloaded) -> the fsdd recipe (40 minutes) -> the class-conditional WaveNet
@@ -99,6 +102,8 @@ demo-speech: $(STAMP)
 	$(VQ) audio score $(FSDD)/prior --per 5 --wav-dir $(FSDD)/samples --overwrite --json
 	@echo "demo-speech outputs: $(FSDD)/fsdd (corpus), $(FSDD)/vqvae and $(FSDD)/prior (checkpoints, metrics.csv,"
 	@echo "                     eval.json, tb/), $(FSDD)/wav (inputs, reconstructions, conversions), $(FSDD)/samples"
+	@$(VQ) report $(FSDD)/vqvae $(FSDD)/prior --media $(FSDD)/wav --media $(FSDD)/samples --out $(FSDD)/report.html \
+	    --overwrite
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'

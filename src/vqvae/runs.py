@@ -30,10 +30,11 @@ __all__ = ["MODEL_CLASSES", "VQVAE_KIND_OF_PRIOR", "check_out_file", "data_spec"
 
 MODEL_CLASSES = {"vqvae": VQVAE, "prior": GatedPixelCNN, "audio": AudioVQVAE, "audio_prior": WaveNetPrior}
 VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
-# what a training command writes into its run directory (and a new run with --overwrite removes: nothing else, and
-# under tb/ only TensorBoard's event files)
+# what a training command writes into its run directory, and the scores of its samples (`vqvae score --out
+# PRIOR/score.json`): what a new run with --overwrite removes (nothing else, and under tb/ only TensorBoard's event files)
 RUN_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.STATE_JSON, checkpoint.STATE_TENSORS,
-             checkpoint.MANIFEST, "metrics.csv", "eval.json", "reconstructions.png", "samples.png")
+             checkpoint.MANIFEST, "metrics.csv", "eval.json", "reconstructions.png", "samples.png",
+             "score.json")
 RUN_DIRS = (checkpoint.PREVIOUS, f"{checkpoint.PREVIOUS}.tmp", f"{checkpoint.PREVIOUS}.old")
 
 
