@@ -51,6 +51,7 @@ def open_page(binary: str, page: Path, screenshot: Path, width: int = 1100) -> d
     """``width``: of the page in CSS pixels (390: a phone; headless Chromium's window is at least 500 wide, so the
     page's root element is set to ``width``); ``overflow`` in the result is how far the content reaches beyond it
     (> 0: a reader would scroll sideways)."""
+    page = page.resolve()
     sized = page.read_text().replace("</head>", f"<style>html{{width:{width}px}}</style></head>", 1)
     checked, shown = page.with_name(page.stem + ".checked.html"), page.with_name(page.stem + ".sized.html")
     checked.write_text(sized.replace("</body>", CHECK + "</body>"))

@@ -44,6 +44,7 @@ def test_one_run_is_one_self_contained_page(runs, tmp_path, capsys):
                  "model.num_embeddings", "<details>", "psnr"):
         assert part in page, part
     assert len(re.findall(r"<img ", page)) >= 2 * 5 + 2 + 1  # curves against steps and time, usage, grid
+    assert "<p>0 all along: skipped.</p>" in page and 'alt="skipped against steps"' not in page  # said, not drawn
 
 
 @pytest.mark.slow

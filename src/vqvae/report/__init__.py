@@ -119,11 +119,14 @@ def _curves(runs: list[dict[str, Any]]) -> str:
     if not series:
         return "<p>No metrics.csv yet.</p>"
     fields = [f for f in dict.fromkeys(k for cols in series.values() for k in cols) if f not in ("step", "seconds")]
+    # a column that is zero all along (e.g. the steps skipped for a non-finite loss) is said, not drawn
+    flat = [f for f in fields if not any(np.nan_to_num(cols[f]).any() for cols in series.values() if f in cols)]
     figs = []
     for x in ("step", "seconds"):
         figs += [_img(plots.curves(series, f, x), f"{f} against {'wall time' if x == 'seconds' else 'steps'}")
-                 for f in fields]
-    return f'<div class="grid">{"".join(figs)}</div>'
+                 for f in fields if f not in flat]
+    note = f"<p>0 all along: {html.escape(', '.join(flat))}.</p>" if flat else ""
+    return f'<div class="grid">{"".join(figs)}</div>{note}'
 
 
 def _metrics_table(runs: list[dict[str, Any]]) -> str:

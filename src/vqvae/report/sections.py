@@ -97,7 +97,8 @@ def score_section(path: Path, name: str) -> str:
     recognised as the class asked for, overall and per class."""
     try:
         score = json.loads(path.read_text())
-        sets = {k: v for k, v in score.items() if isinstance(v, dict) and "frechet_distance" in v}
+        sets = {k: v for k, v in sorted(score.items(), key=lambda kv: kv[0] != "samples")  # the samples first
+                if isinstance(v, dict) and "frechet_distance" in v}
         rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{int(v['num_images'])}</td>"
                        f"<td>{float(v['frechet_distance']):.3f}</td><td>{_percent(v.get('recognised'))}</td></tr>"
                        for k, v in sets.items())
