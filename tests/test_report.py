@@ -105,7 +105,8 @@ def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
         assert [p.name.split("_", 2)[2] for p in g][:2] == ["input.wav", "reconstructed.wav"] and len(g) == 3
         assert len({p.name[:3] for p in g}) == 1
     takes = [(verdicts[g[0].name]["expected"]["speaker"], verdicts[g[0].name]["class"]) for g in groups]
-    assert sorted(s for s, _ in takes) == sorted(speakers * 2 + speakers[:2])  # each speaker in turn
+    turns = [sum(who == s for who, _ in takes) for s in speakers]
+    assert max(turns) - min(turns) <= 1  # each speaker in turn
     for s in speakers:
         digits = [k for who, k in takes if who == s]
         assert len(set(digits)) == len(digits)  # no digit twice for a speaker while others are left

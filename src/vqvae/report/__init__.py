@@ -29,7 +29,7 @@ table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;paddin
 .diff{background:#fff3b0}.key{color:#555}abbr{text-decoration:underline dotted}
 figcaption{font-size:.8em;color:#555;max-width:420px}audio{width:100%}details{margin:8px 0}
 .wide{overflow-x:auto;max-width:100%}h1,h2,figcaption,td{overflow-wrap:anywhere}.grid figure{max-width:100%}
-.take{border:1px solid #e4e4e4;border-radius:4px;padding:4px;margin:6px 0}"""
+.take{border:1px solid #e4e4e4;border-radius:4px;padding:4px;margin:6px 0}.take figure{width:340px}"""
 
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
@@ -95,7 +95,8 @@ def _header(info: dict[str, Any]) -> str:
     steps = e.get("step", c.get("step", int(m["step"][-1]) if len(m.get("step", [])) else "-"))
     seconds = e.get("train_seconds", float(m["seconds"][-1]) if len(m.get("seconds", [])) else 0.0)
     status = "finished" if e else "in progress (no eval.json yet)"
-    data = c.get("data_name") or train.get("data") or (c["data"] if isinstance(c.get("data"), str) else "?")
+    data = (c.get("data_name") or train.get("data") or (c["data"] if isinstance(c.get("data"), str) else None)
+            or (f"the codes of {c['vqvae_dir']}" if isinstance(c.get("vqvae_dir"), str) else "?"))
     limits = [f"{train['steps']} steps" if train.get("steps") else "",
               f"{float(train['max_seconds']):g} s" if train.get("max_seconds") else ""]
     budget = (" or ".join(x for x in limits if x) or "none" if train  # whichever comes first

@@ -5,6 +5,7 @@ usage, and a waveform with its spectrogram."""
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import matplotlib
 
@@ -12,15 +13,20 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["codebook_projection", "curves", "png", "usage_histogram", "waveform_and_spectrogram"]
+__all__ = ["codebook_projection", "curves", "jpeg", "png", "usage_histogram", "waveform_and_spectrogram"]
 
 
-def png(fig) -> bytes:
+def png(fig, **options: Any) -> bytes:
     """The figure as PNG bytes (and closed)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, dpi=90, bbox_inches="tight", **{"format": "png", **options})
     plt.close(fig)
     return buf.getvalue()
+
+
+def jpeg(fig) -> bytes:
+    """The figure as JPEG bytes at quality 85 (and closed): a third of the PNG for a spectrogram's noise."""
+    return png(fig, format="jpeg", pil_kwargs={"quality": 85})
 
 
 def curves(series: dict[str, dict[str, np.ndarray]], field: str, x: str = "step") -> bytes:
@@ -73,14 +79,15 @@ def codebook_projection(codebook: np.ndarray, counts: np.ndarray) -> bytes:
 
 
 def waveform_and_spectrogram(x: np.ndarray, rate: int) -> bytes:
-    """The waveform above its spectrogram (time in seconds, frequency in kHz)."""
+    """The waveform above its spectrogram (time in seconds, frequency in Hz), as JPEG bytes."""
     fig, (a, b) = plt.subplots(2, 1, figsize=(4.6, 2.8), sharex=True)
     t = np.arange(len(x)) / rate
     a.plot(t, x, linewidth=0.5)
     a.set_ylim(-1, 1)
     a.set_yticks([])
     nfft = 256 if len(x) >= 256 else max(16, 1 << (len(x).bit_length() - 1))
-    b.specgram(x, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap="magma")
+    with np.errstate(divide="ignore"):  # digital silence is -inf dB: drawn as the lowest colour
+        b.specgram(x, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap="magma")
     b.set_ylabel("Hz")
     b.set_xlabel("s")
-    return png(fig)
+    return jpeg(fig)

@@ -41,7 +41,7 @@ DESCRIPTIONS = {
     "bit_rate": "bits per second the codes take at log2 K bits each",
     "codes_per_second": "codes per second of audio",
 }
-MAX_WAVS = 24
+MAX_WAVS = 30  # e.g. ten conversion triples, or one prior sample per speaker and digit of FSDD (6 x 5)
 
 
 def codebook_section(run: dict[str, Any], examples: int, img: Callable[..., str]) -> str:
@@ -217,6 +217,6 @@ def _wav(path: Path, root: Path, uri: Callable[[bytes, str], str], verdict: Any 
         x, rate = read_wav(path)
     except VQVAEError as exc:
         return f"<figure><figcaption>{label}: {html.escape(str(exc))}</figcaption></figure>"
-    picture = uri(plots.waveform_and_spectrogram(x, rate), "image/png")
-    return (f"<figure><audio controls preload=\"auto\" src=\"{uri(path.read_bytes(), 'audio/wav')}\"></audio>"
+    picture = uri(plots.waveform_and_spectrogram(x, rate), "image/jpeg")
+    return (f"<figure><audio controls preload=\"metadata\" src=\"{uri(path.read_bytes(), 'audio/wav')}\"></audio>"
             f"<img src=\"{picture}\" alt=\"{label}\"><figcaption>{label} ({len(x) / rate:.2f} s)</figcaption></figure>")
