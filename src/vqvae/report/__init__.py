@@ -29,7 +29,7 @@ table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ddd;paddin
 .diff{background:#fff3b0}.key{color:#555}abbr{text-decoration:underline dotted}
 figcaption{font-size:.8em;color:#555;max-width:420px}audio{width:100%}details{margin:8px 0}
 .wide{overflow-x:auto;max-width:100%}h1,h2,figcaption,td{overflow-wrap:anywhere}.grid figure{max-width:100%}
-.take{border:1px solid #e4e4e4;border-radius:4px;padding:4px;margin:6px 0}.take figure{width:340px}"""
+.take{border:1px solid #e4e4e4;border-radius:4px;padding:4px;margin:6px 0}.wav{width:340px}"""
 
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:

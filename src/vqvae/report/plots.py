@@ -83,8 +83,10 @@ def waveform_and_spectrogram(x: np.ndarray, rate: int) -> bytes:
     fig, (a, b) = plt.subplots(2, 1, figsize=(4.6, 2.8), sharex=True)
     t = np.arange(len(x)) / rate
     a.plot(t, x, linewidth=0.5)
-    a.set_ylim(-1, 1)
+    peak = float(np.abs(x).max(initial=0.0))
+    a.set_ylim(-max(peak, 1e-3) * 1.05, max(peak, 1e-3) * 1.05)  # a quiet recording fills the box too
     a.set_yticks([])
+    a.set_ylabel(f"peak {peak:.2f}", fontsize=7)
     nfft = 256 if len(x) >= 256 else max(16, 1 << (len(x).bit_length() - 1))
     with np.errstate(divide="ignore"):  # digital silence is -inf dB: drawn as the lowest colour
         b.specgram(x, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap="magma")

@@ -182,8 +182,14 @@ def pick_wavs(wavs: list[Path], verdicts: dict[str, Any], limit: int = MAX_WAVS)
 def _wav_gallery(wavs: list[Path], root: Path, uri: Callable[[bytes, str], str], verdicts: dict[str, Any]) -> str:
     groups = pick_wavs(wavs, verdicts)
     shown = sum(len(g) for g in groups)
-    parts = [f"<div class='grid take'>{''.join(_wav(p, root, uri, verdicts.get(p.name)) for p in g)}</div>"
-             for g in groups]
+    parts = []
+    for i, g in enumerate(groups):  # a take of several files in its own box; single files side by side
+        players = "".join(_wav(p, root, uri, verdicts.get(p.name)) for p in g)
+        if len(g) > 1:
+            parts.append(f"<div class='grid take'>{players}</div>")
+        else:
+            opens, closes = i == 0 or len(groups[i - 1]) > 1, i + 1 == len(groups) or len(groups[i + 1]) > 1
+            parts.append(("<div class='grid'>" if opens else "") + players + ("</div>" if closes else ""))
     note = (f"<p>{shown} of the {len(wavs)} WAV files: whole takes, one speaker at a time in turn, a class each "
             f"speaker has not had yet first.</p>" if shown < len(wavs) else "")
     return note + "".join(parts)
@@ -218,5 +224,5 @@ def _wav(path: Path, root: Path, uri: Callable[[bytes, str], str], verdict: Any 
     except VQVAEError as exc:
         return f"<figure><figcaption>{label}: {html.escape(str(exc))}</figcaption></figure>"
     picture = uri(plots.waveform_and_spectrogram(x, rate), "image/jpeg")
-    return (f"<figure><audio controls preload=\"metadata\" src=\"{uri(path.read_bytes(), 'audio/wav')}\"></audio>"
+    return (f"<figure class='wav'><audio controls preload=\"metadata\" src=\"{uri(path.read_bytes(), 'audio/wav')}\"></audio>"
             f"<img src=\"{picture}\" alt=\"{label}\"><figcaption>{label} ({len(x) / rate:.2f} s)</figcaption></figure>")
