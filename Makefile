@@ -54,8 +54,8 @@ demo: $(STAMP) data
 	$(VQ) train-classifier --out $(DEMO)/classifier --overwrite
 	$(VQ) score $(DEMO)/samples.npz --classifier $(DEMO)/classifier --json --out $(DEMO)/prior/score.json --overwrite
 	@echo "demo outputs: $(DEMO)/vqvae (autoencoder: checkpoint, metrics.csv, eval.json, reconstructions.png, tb/),"
-	@echo "              $(DEMO)/prior (prior: checkpoint, metrics.csv, eval.json, tb/), $(DEMO)/samples.png (one row"
-	@echo "              per class), $(DEMO)/samples.npz, $(DEMO)/classifier (the judge)"
+	@echo "              $(DEMO)/prior (prior: checkpoint, metrics.csv, eval.json, score.json of its samples, tb/),"
+	@echo "              $(DEMO)/samples.png (one row per class), $(DEMO)/samples.npz, $(DEMO)/classifier (the judge)"
 	@$(VQ) report $(DEMO)/vqvae $(DEMO)/prior $(DEMO)/classifier --out $(DEMO)/report.html --overwrite
 
 # The paper's audio pipeline on a speech corpus synthesised here with espeak-ng (8 voices): the audio VQ-VAE

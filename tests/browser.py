@@ -1,5 +1,6 @@
 """Open a report in headless Chromium and say what a person would see: console errors, images that did not decode,
-audio without a playable source, requests that left the page, and how varied a screenshot is (a blank page is not).
+audio without a playable source, requests that left the page, how far the content reaches beyond the page's width
+(a phone's, 390 CSS pixels, or a laptop's) and how varied a screenshot is (a blank page is not).
 
 The report itself has no script: a copy with one checking script appended is what Chromium opens (``--dump-dom``
 prints the page after the script ran); console messages come from Chromium's log on stderr and requests from the
@@ -52,6 +53,8 @@ def open_page(binary: str, page: Path, screenshot: Path, width: int = 1100) -> d
     page's root element is set to ``width``); ``overflow`` in the result is how far the content reaches beyond it
     (> 0: a reader would scroll sideways)."""
     page = page.resolve()
+    if "</head>" not in page.read_text():
+        raise ValueError(f"{page} has no </head>: the page width cannot be set")
     sized = page.read_text().replace("</head>", f"<style>html{{width:{width}px}}</style></head>", 1)
     checked, shown = page.with_name(page.stem + ".checked.html"), page.with_name(page.stem + ".sized.html")
     checked.write_text(sized.replace("</body>", CHECK + "</body>"))

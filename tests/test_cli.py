@@ -290,8 +290,9 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
     assert code == 2 and "already exists" in err and (prior / "score.json").read_text() == "mine"
     (prior / "score.json").write_text(json.dumps(sc))
     code, _, err = run(capsys, "report", prior, clf, "--out", tmp_path / "r.html")
+    assert code == 0, err
     page = (tmp_path / "r.html").read_text()
-    assert code == 0 and "samples judged by a classifier" in page and "recognised per class" in page, err
+    assert "samples judged by a classifier" in page and "recognised per class" in page
     per_class = page.split("recognised per class")[1].split("</table>")[0]
     for name, rate in sc["samples"]["recognised_per_class"].items():  # a row per class: samples, real, recon
         assert re.search(rf"<tr><td>{re.escape(name)}</td><td>{rate:.1%}</td><td>[0-9.]+%</td><td>[0-9.]+%</td>",

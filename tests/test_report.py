@@ -83,7 +83,28 @@ def test_bad_input_is_one_line_and_nothing_is_overwritten(runs, tmp_path, capfd)
     assert existing.read_text() == "mine"
     with pytest.raises(VQVAEError, match="must end in .html"):
         build_report([not_a_run], tmp_path / "r.pdf")
+    media = tmp_path / "media"
+    media.mkdir()
+    for name, text, says in (("verdicts.json", "[1, 2]", "must map file names"),
+                             ("verdicts.json", "{", "is not valid JSON"),
+                             ("score.json", "[]", "is not a score.json"),
+                             ("score.json", '{"classifier_test_accuracy": "high", "samples": {}}', "is not a score.json")):
+        (media / name).write_text(text)
+        assert main(["report", str(runs / "a"), "--media", str(media), "--out", str(tmp_path / "x.html")]) == 2
+        err = capfd.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+        (media / name).unlink()
     assert not (tmp_path / "x.html").exists()
+
+
+def test_a_new_run_with_overwrite_removes_the_old_scores(runs, small_fmnist, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs / "b", run)
+    (run / "score.json").write_text("{}")  # scores of the samples of the run being replaced
+    (run / "mine.txt").write_text("mine")
+    assert main(["train", "--data", str(small_fmnist), "--out", str(run), "--steps", "1", "--quiet", "--overwrite",
+                 *TINY]) == 0
+    assert not (run / "score.json").exists() and (run / "mine.txt").read_text() == "mine"
 
 
 def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
@@ -93,8 +114,8 @@ def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
     from vqvae.report.sections import MAX_WAVS, media_dir_section, pick_wavs
 
     speakers, wavs, verdicts = ["ann", "bob", "cy"], [], {}
-    for n in range(150):
-        s, t, k = speakers[n % 3], speakers[(n + 1) % 3], str(n // 3 % 5)
+    for n in range(150):  # each speaker's 50 takes in a block, each digit in runs of 10: a slice would fail
+        s, t, k = speakers[n // 50], speakers[(n // 50 + 1) % 3], str(n // 10 % 5)
         for role, who in (("input", s), ("reconstructed", s), (f"as_{t}", t)):
             name = f"{n:03d}_{s}_{role}.wav"
             wavs.append(tmp_path / name)
@@ -110,6 +131,11 @@ def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
     for s in speakers:
         digits = [k for who, k in takes if who == s]
         assert len(set(digits)) == len(digits)  # no digit twice for a speaker while others are left
+    # without verdicts.json: the speaker is the word after the number, the class the rest of the name
+    samples = [tmp_path / f"{n:03d}_{s}_says_{n // 5 % 5}.wav" for n, s in enumerate(["ann"] * 25 + ["bob"] * 25)]
+    picked = [g[0].name for g in pick_wavs(samples, {}, limit=6)]
+    assert picked == ["000_ann_says_0.wav", "005_ann_says_1.wav", "010_ann_says_2.wav",
+                      "025_bob_says_0.wav", "030_bob_says_1.wav", "035_bob_says_2.wav"], picked
     few = sorted(wavs)[:6]  # what fits is all shown, input first
     assert pick_wavs(few, verdicts) == [[few[1], few[2], few[0]], [few[4], few[5], few[3]]]
 
@@ -128,6 +154,11 @@ def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
     assert "the judges hear: speaker ann \u2713, pitch 120.0 Hz (0.10 s)" in page  # an input's pitch is its own
     assert "speaker ann \u2713, pitch 240.0 Hz \u2717 (input 120.0 Hz)" in page  # an octave off
     assert "speaker cy \u2717 (expected bob), unvoiced" in page
+    for name in ("01_solo.wav", "02_solo.wav"):  # single files beside the take: side by side, boxes balanced
+        write_wav(folder / name, 0.1 * np.ones(800), 8000)
+    page = media_dir_section(folder, _img, _uri)
+    assert page.count("<div") == page.count("</div>") and page.count("class='grid take'") == 1
+    assert page.count("<figure class='wav'>") == 5
 
 
 AUDIO = ["audio.sample_rate=8000", "audio.num_downsamples=2", "audio.hidden=8", "audio.embedding_dim=4",

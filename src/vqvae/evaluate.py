@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from vqvae.codes import SpeechCodes
 from vqvae.data import ImageDataset, to_float
@@ -262,25 +263,37 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
     compute = time.perf_counter() - start
     judges = SpeechJudges(train, test, seed=seed)
     if wav_dir is not None:
-        digits = max(2, len(str(len(inputs) - 1)))  # names that sort in order: 000 .. 149
-        names, waves, expected = [], [], []
-        for n, (x, y, r, s, t, k) in enumerate(zip(inputs, converted, rebuilt, sources, targets, classes)):
-            stem = f"{n:0{digits}d}_{test.speakers[s]}"
-            said = {"class": test.class_names[k]} if k >= 0 and test.class_names else {}
-            for name, w, who in ((f"{stem}_input.wav", x, s), (f"{stem}_reconstructed.wav", r, s),
-                                 (f"{stem}_as_{test.speakers[t]}.wav", y, t)):
-                write_wav(Path(wav_dir) / name, w, c.sample_rate)
-                names.append(name)
-                waves.append(w)
-                expected.append({"speaker": test.speakers[who], **said})
-        heard = judges.verdicts(waves)
-        for i in range(0, len(heard), 3):  # a reconstruction should keep the pitch the judges hear in its input
-            expected[i + 1]["pitch_hz"] = heard[i]["pitch_hz"]
-        write_verdicts(Path(wav_dir) / "verdicts.json", names, heard, expected)
+        _write_conversions(Path(wav_dir), test, judges, c.sample_rate, (inputs, rebuilt, converted),
+                           sources, targets, classes)
     m = judges.conversion(inputs, converted, rebuilt, sources, targets, classes if test.classes else None)
     generated = sum(len(w) for w in converted + rebuilt) / c.sample_rate
     return {**m, "seconds_each": seconds, "decoder_real_time_factor": generated / compute,
             "decode_batch_size": min(batch_size, len(codes))}
+
+
+def _write_conversions(wav_dir: Path, test: SpeechDataset, judges: SpeechJudges, rate: int,
+                       waves: tuple[list[Tensor], list[Tensor], list[Tensor]], sources: list[int], targets: list[int],
+                       classes: list[int]) -> None:
+    """Every input, reconstruction and conversion of :func:`evaluate_conversion` as ``NNN_SOURCE_input.wav``,
+    ``..._reconstructed.wav``, ``..._as_TARGET.wav``, and ``verdicts.json``: what the judges hear in each beside
+    what it should be heard as (the source speaker and the digit said; the target speaker for a conversion; the
+    pitch heard in the input for a reconstruction)."""
+    digits = max(2, len(str(len(sources) - 1)))  # names that sort in order: 000 .. 149
+    names, written, expected = [], [], []
+    for n, (x, r, y, s, t, k) in enumerate(zip(*waves, sources, targets, classes)):
+        stem = f"{n:0{digits}d}_{test.speakers[s]}"
+        said = {"class": test.class_names[k]} if k >= 0 and test.class_names else {}
+        for name, w, who in ((f"{stem}_input.wav", x, s), (f"{stem}_reconstructed.wav", r, s),
+                             (f"{stem}_as_{test.speakers[t]}.wav", y, t)):
+            write_wav(wav_dir / name, w, rate)
+            names.append(name)
+            written.append(w)
+            expected.append({"speaker": test.speakers[who], **said})
+    heard = judges.verdicts(written)
+    for name, e in zip(names, expected):  # a reconstruction should keep the pitch the judges hear in its input
+        if name.endswith("_reconstructed.wav"):
+            e["pitch_hz"] = heard[names.index(name.replace("_reconstructed.wav", "_input.wav"))]["pitch_hz"]
+    write_verdicts(wav_dir / "verdicts.json", names, heard, expected)
 
 
 # -- the commands ------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@
     vqvae sample PRIOR_DIR [--per-class P | --class C --n N] [--temperature T] [--seed S] --out FILE.png|.npz
     vqvae evaluate-prior PRIOR_DIR [--split test] [--json]
     vqvae train-classifier [--data D] [--out DIR]
-    vqvae score SAMPLES.npz --classifier DIR [--vqvae DIR] [--out score.json] [--json]
+    vqvae score SAMPLES.npz --classifier DIR [--vqvae DIR] [--seed S] [--out score.json [--overwrite]] [--json]
 """
 
 from __future__ import annotations

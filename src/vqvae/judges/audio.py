@@ -290,10 +290,10 @@ class SpeechJudges:
 def write_verdicts(path: str | Path, names: list[str], verdicts: list[dict[str, Any]],
                    expected: list[dict[str, Any]]) -> None:
     """``verdicts.json``: file name -> what the judges heard in it, with what it should be heard as under
-    ``"expected"`` (the speaker and class of an input, the speaker asked of a conversion or sample, the input's
-    pitch for a reconstruction)."""
-    if len(expected) != len(names):
-        raise ValueError(f"{len(names)} files, {len(expected)} expectations")
+    ``"expected"`` (the speaker and class of an input; of a conversion or a sample, the speaker and class asked
+    for; of a reconstruction, its input's speaker, class and pitch)."""
+    if not len(names) == len(verdicts) == len(expected):
+        raise ValueError(f"{len(names)} files, {len(verdicts)} verdicts, {len(expected)} expectations")
     atomic_write_json(path, {n: {**v, "expected": e} for n, v, e in zip(names, verdicts, expected)})
 
 

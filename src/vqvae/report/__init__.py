@@ -101,14 +101,14 @@ def _header(info: dict[str, Any]) -> str:
               f"{float(train['max_seconds']):g} s" if train.get("max_seconds") else ""]
     budget = (" or ".join(x for x in limits if x) or "none" if train  # whichever comes first
               else f"{c['epochs']} epochs" if "epochs" in c else "-")  # a classifier counts epochs
+    precision = train.get("precision", "fp32" if "epochs" in c else "?")  # a classifier trains in fp32
     facts = [("kind", info["kind"]), ("data", data), ("budget", budget), ("steps", steps),
-             ("wall time", f"{float(seconds):.0f} s"), ("precision", train.get("precision", "fp32" if not train else "?")),
-             ("status", status)]
+             ("wall time", f"{float(seconds):.0f} s"), ("precision", precision), ("status", status)]
     key = [k for k in ("psnr", "ssim", "bits_per_dim", "bits_per_sample", "prior_bits_per_code",
                        "prior_nll_bits_per_latent", "codes_used", "perplexity", "test_accuracy") if k in e]
     facts += [(k, _fmt(e[k])) for k in key[:5]]
-    return "<div class='wide'><table>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                                               for k, v in facts) + "</table></div>"
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+    return f"<div class='wide'><table>{rows}</table></div>"
 
 
 def _fmt(v: Any) -> str:
@@ -121,12 +121,15 @@ def _curves(runs: list[dict[str, Any]]) -> str:
         return "<p>No metrics.csv yet.</p>"
     fields = [f for f in dict.fromkeys(k for cols in series.values() for k in cols) if f not in ("step", "seconds")]
     # a column that is zero all along (e.g. the steps skipped for a non-finite loss) is said, not drawn
-    flat = [f for f in fields if not any(np.nan_to_num(cols[f]).any() for cols in series.values() if f in cols)]
+    columns = {f: np.concatenate([cols[f] for cols in series.values() if f in cols]) for f in fields}
+    empty = [f for f in fields if not np.isfinite(columns[f]).any()]  # e.g. written only at evaluation, none yet
+    flat = [f for f in fields if f not in empty and np.nanmax(np.abs(columns[f])) == 0]
     figs = []
     for x in ("step", "seconds"):
         figs += [_img(plots.curves(series, f, x), f"{f} against {'wall time' if x == 'seconds' else 'steps'}")
-                 for f in fields if f not in flat]
-    note = f"<p>0 all along: {html.escape(', '.join(flat))}.</p>" if flat else ""
+                 for f in fields if f not in flat + empty]
+    note = (f"<p>0 all along: {html.escape(', '.join(flat))}.</p>" if flat else "") + (
+        f"<p>no value yet: {html.escape(', '.join(empty))}.</p>" if empty else "")
     return f'<div class="grid">{"".join(figs)}</div>{note}'
 
 

@@ -1,4 +1,5 @@
-"""The figures of a report, drawn with matplotlib (Agg, no display) and returned as PNG bytes: training curves
+"""The figures of a report, drawn with matplotlib (Agg, no display) and returned as PNG (JPEG for a spectrogram)
+bytes: training curves
 (one run or several overlaid), the sorted codebook-usage histogram, a 2-D projection of the codebook coloured by
 usage, and a waveform with its spectrogram."""
 
@@ -17,7 +18,7 @@ __all__ = ["codebook_projection", "curves", "jpeg", "png", "usage_histogram", "w
 
 
 def png(fig, **options: Any) -> bytes:
-    """The figure as PNG bytes (and closed)."""
+    """The figure as PNG bytes (``options``: of ``savefig``, e.g. another ``format``), and closed."""
     buf = io.BytesIO()
     fig.savefig(buf, dpi=90, bbox_inches="tight", **{"format": "png", **options})
     plt.close(fig)
@@ -88,8 +89,10 @@ def waveform_and_spectrogram(x: np.ndarray, rate: int) -> bytes:
     a.set_yticks([])
     a.set_ylabel(f"peak {peak:.2f}", fontsize=7)
     nfft = 256 if len(x) >= 256 else max(16, 1 << (len(x).bit_length() - 1))
-    with np.errstate(divide="ignore"):  # digital silence is -inf dB: drawn as the lowest colour
-        b.specgram(x, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap="magma")
+    magma = plt.get_cmap("magma")  # digital silence is -inf dB, masked: drawn as the lowest colour, not left blank
+    cmap = magma.with_extremes(bad=magma(0.0))
+    with np.errstate(divide="ignore"):
+        b.specgram(x, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap=cmap)
     b.set_ylabel("Hz")
     b.set_xlabel("s")
     return jpeg(fig)

@@ -1,6 +1,7 @@
-"""The parts of a report that depend on the kind of run: the codebook (usage of an image or audio VQ-VAE's codes on
-its test split, sorted, dead codes marked, and a 2-D projection of the codebook), and the media the run wrote
-(image grids; WAV files, each with a player, a waveform and a spectrogram). Also what each metric means."""
+"""The parts of a report that depend on the kind of run: the codebook (usage of an image VQ-VAE's codes on its test
+split, sorted, dead codes marked, and a 2-D projection of the codebook), and the media the run wrote (image grids;
+the samples' scores of ``score.json``; WAV files, each with a player, a waveform and a spectrogram, and what the
+judges heard in it from ``verdicts.json``). Also what each metric means."""
 
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ def _usage(run_dir: Path, examples: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def media_sections(run: dict[str, Any], img: Callable[..., str], uri: Callable[[bytes, str], str]) -> list[str]:
-    """The image grids and WAV files a run wrote into its directory (and its sub-folders)."""
+    """The image grids, the scores of its samples (``score.json``) and the WAV files a run wrote into its directory
+    (and its sub-folders)."""
     d, name = run["dir"], html.escape(run["name"])
     out = []
     grids = [(p, cap) for p, cap in (("reconstructions.png", "originals above reconstructions"),
@@ -84,7 +86,7 @@ def media_sections(run: dict[str, Any], img: Callable[..., str], uri: Callable[[
         out.append(f"<h2>{name}: images</h2><div class='grid'>"
                    + "".join(img((d / p).read_bytes(), cap) for p, cap in grids) + "</div>")
     if (d / "score.json").is_file():
-        out.append(score_section(d / "score.json", name))
+        out.append(score_section(d / "score.json", run["name"]))
     wavs = sorted(p for p in d.rglob("*.wav") if ".previous" not in p.parts)
     if wavs:
         out.append(f"<h2>{name}: audio</h2>{_wav_gallery(wavs, d, uri, {})}")
@@ -92,11 +94,15 @@ def media_sections(run: dict[str, Any], img: Callable[..., str], uri: Callable[[
 
 
 def score_section(path: Path, name: str) -> str:
-    """The judgement of ``vqvae score --out score.json``: for the samples, real test images and their
-    reconstructions, the Fréchet distance of the classifier's features to held-out test images and the fraction
-    recognised as the class asked for, overall and per class."""
+    """The judgement of ``vqvae score --out score.json`` (``name``: whose, not yet escaped): for the samples, real
+    test images and their reconstructions, the Fréchet distance of the classifier's features to held-out test images
+    and the fraction recognised as the class asked for, overall and per class."""
     try:
         score = json.loads(path.read_text())
+        if not isinstance(score, dict):
+            raise TypeError("not a JSON object")
+        accuracy = score.get("classifier_test_accuracy")
+        judge = f" (the judge recognises {float(accuracy):.1%} of real test images)" if accuracy is not None else ""
         sets = {k: v for k, v in sorted(score.items(), key=lambda kv: kv[0] != "samples")  # the samples first
                 if isinstance(v, dict) and "frechet_distance" in v}
         rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{int(v['num_images'])}</td>"
@@ -111,9 +117,7 @@ def score_section(path: Path, name: str) -> str:
     table = "".join(f"<tr><td>{html.escape(c)}</td>" + "".join(f"<td>{_percent(v.get(c))}</td>"
                                                               for v in per_class.values()) + "</tr>" for c in classes)
     head = "".join(f"<th>{html.escape(k)}</th>" for k in per_class)
-    accuracy = score.get("classifier_test_accuracy")
-    judge = f" (the judge recognises {float(accuracy):.1%} of real test images)" if accuracy is not None else ""
-    return (f"<h2>{name}: samples judged by a classifier{html.escape(judge)}</h2><div class='wide'><table><tr><th>set"
+    return (f"<h2>{html.escape(name)}: samples judged by a classifier{html.escape(judge)}</h2><div class='wide'><table><tr><th>set"
             f"</th><th>images</th><th>Fréchet distance</th><th>recognised as their class</th></tr>{rows}</table></div>"
             + (f"<h3>recognised per class</h3><div class='wide'><table><tr><th>class</th>{head}</tr>{table}</table>"
                f"</div>" if per_class else ""))
@@ -125,7 +129,8 @@ def _percent(x: Any) -> str:
 
 def media_dir_section(d: Path, img: Callable[..., str], uri: Callable[[bytes, str], str]) -> str:
     """A folder of outputs a command wrote outside its run (``--wav-dir`` of ``vqvae audio conversion`` / ``audio
-    score``, sample grids): its images, and its WAV files with what the judges heard in each (``verdicts.json``)."""
+    score``, sample grids): its images (the first 30), its WAV files with what the judges heard in each
+    (``verdicts.json``) and a ``score.json``."""
     if not d.is_dir():
         raise VQVAEError(f"--media {d} is not a directory")
     verdicts = {}
@@ -138,20 +143,20 @@ def media_dir_section(d: Path, img: Callable[..., str], uri: Callable[[bytes, st
         raise VQVAEError(f"{d / 'verdicts.json'} must map file names to what the judges heard")
     pngs, wavs = sorted(d.glob("*.png"))[:MAX_WAVS], sorted(d.glob("*.wav"))
     images = f"<div class='grid'>{''.join(img(p.read_bytes(), p.name) for p in pngs)}</div>" if pngs else ""
-    score = score_section(d / "score.json", html.escape(str(d))) if (d / "score.json").is_file() else ""
+    score = score_section(d / "score.json", str(d)) if (d / "score.json").is_file() else ""
     return f"<h2>{html.escape(str(d))}</h2>{images}{_wav_gallery(wavs, d, uri, verdicts)}{score}"
 
 
 def pick_wavs(wavs: list[Path], verdicts: dict[str, Any], limit: int = MAX_WAVS) -> list[list[Path]]:
-    """Which of ``wavs`` a report plays when there are too many: files are grouped by their leading number (a
-    conversion's input, reconstruction and conversion: ``007_lucas_input.wav``, ...), then whole groups are taken
+    """Which of ``wavs`` a report plays, in takes: files are grouped by folder and leading number (a conversion's
+    input, reconstruction and conversion: ``007_lucas_input.wav``, ..., in that order), then whole groups are taken
     one speaker at a time in turn -- the speaker the group should be heard as (``verdicts.json``'s ``expected``),
     else the word after the number -- each speaker's next group being one whose class (``expected``, else the rest
     of the name: ``says_3``) is not shown for it yet, until ``limit`` files."""
-    groups: dict[str, list[Path]] = {}
+    groups: dict[tuple[Path, str], list[Path]] = {}
     for p in wavs:
         m = re.match(r"(\d+)_", p.name)
-        groups.setdefault(m[1] if m else str(p), []).append(p)
+        groups.setdefault((p.parent, m[1] if m else p.name), []).append(p)
     role = {"input": 0, "reconstructed": 1}
     by_speaker: dict[str, list[tuple[list[Path], Any]]] = {}
     for files in groups.values():
@@ -160,7 +165,7 @@ def pick_wavs(wavs: list[Path], verdicts: dict[str, Any], limit: int = MAX_WAVS)
         expected = v.get("expected") if isinstance(v, dict) and isinstance(v.get("expected"), dict) else {}
         words = files[0].stem.split("_")
         speaker = expected.get("speaker", words[1] if len(words) > 1 and words[0].isdigit() else "")
-        by_speaker.setdefault(str(speaker), []).append((files, expected.get("class", "_".join(words[2:]))))
+        by_speaker.setdefault(str(speaker), []).append((files, str(expected.get("class", "_".join(words[2:])))))
     chosen: list[list[Path]] = []
     shown: dict[str, set] = {s: set() for s in by_speaker}
     order = {p: i for i, p in enumerate(wavs)}
