@@ -49,13 +49,14 @@ def _chromium(binary: str, *args: str, timeout: float = 120) -> subprocess.Compl
 
 
 def open_page(binary: str, page: Path, screenshot: Path, width: int = 1100) -> dict:
-    """``width``: of the page in CSS pixels (390: a phone; headless Chromium's window is at least 500 wide, so the
-    page's root element is set to ``width``); ``overflow`` in the result is how far the content reaches beyond it
-    (> 0: a reader would scroll sideways)."""
+    """``width``: of the page in CSS pixels (390: a phone; headless Chromium's window is at least 500 wide, so below
+    that the page's root element is set to ``width``); ``overflow`` in the result is how far the content reaches
+    beyond it (> 0: a reader would scroll sideways)."""
     page = page.resolve()
     if "</head>" not in page.read_text():
         raise ValueError(f"{page} has no </head>: the page width cannot be set")
-    sized = page.read_text().replace("</head>", f"<style>html{{width:{width}px}}</style></head>", 1)
+    narrow = f"<style>html{{width:{width}px}}</style>" if width < 500 else ""  # narrower than a window can be
+    sized = page.read_text().replace("</head>", f"{narrow}</head>", 1)
     checked, shown = page.with_name(page.stem + ".checked.html"), page.with_name(page.stem + ".sized.html")
     checked.write_text(sized.replace("</body>", CHECK + "</body>"))
     shown.write_text(sized)
