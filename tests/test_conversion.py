@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vqvae.config import AudioModelConfig
-from vqvae.data.audio import SpeechDataset, read_wav
+from vqvae.data.audio import SpeechDataset, read_wav, write_wav
 from vqvae.errors import VQVAEError
 from vqvae.evaluate import evaluate_conversion
 from vqvae.judges.audio import judge_conversion
@@ -168,6 +168,13 @@ def test_evaluate_conversion_writes_and_judges_every_pair(data, tmp_path):
         for kind in ("reconstructed", f"as_{target}"):
             y, _ = read_wav(wavs / f"{n:02d}_{source}_{kind}.wav")
             assert len(y) == 800 and np.abs(y).max() <= 1
+    # written again into the same folder (--overwrite): the previous run's files go, the user's own stay
+    write_wav(wavs / "mine.wav", np.zeros(80), RATE)
+    (wavs / "old_notes.wav").write_text("not listed in verdicts.json")
+    evaluate_conversion(model, train, test, pairs=2, seed=1, seconds=0.1, wav_dir=wavs)
+    verdicts = json.loads((wavs / "verdicts.json").read_text())
+    assert len(verdicts) == 6 and sorted(p.name for p in wavs.glob("*.wav")) == sorted(
+        [*verdicts, "mine.wav", "old_notes.wav"])
 
 
 def test_evaluate_conversion_needs_speakers(data):

@@ -189,6 +189,9 @@ def test_a_class_conditional_audio_prior_from_the_command_line(tmp_path, capsys)
         assert v["expected"] == {"speaker": who, "class": digit} and v["class"] in ("0", "1", "2"), (name, v)
     assert main(["audio", "score", str(prior), "--wav-dir", str(wavs)]) == 2  # nothing overwritten
     assert "not empty" in capsys.readouterr().err
+    assert main(["audio", "score", str(prior), "--per", "1", "--wav-dir", str(wavs), "--overwrite"]) == 0
+    again = json.loads((wavs / "verdicts.json").read_text())  # the 12 files of before are gone, not mixed in
+    assert len(again) == 6 and sorted(again) == sorted(p.name for p in wavs.glob("*.wav"))
     # without class conditioning the prior takes no --class
     assert main(["audio", "train-prior", str(vq), "--out", str(tmp_path / "p2"), "--steps", "1", "--quiet",
                  *PRIOR_TINY, "wavenet_prior.class_conditioning=false"]) == 0

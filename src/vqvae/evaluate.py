@@ -27,7 +27,7 @@ from vqvae.devices import model_device
 from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
 from vqvae.fileio import check_out_dir
-from vqvae.judges.audio import SpeechJudges, write_verdicts
+from vqvae.judges.audio import SpeechJudges, remove_previous, write_verdicts
 from vqvae.metrics import (CodebookUsage, MeanAccumulator, bits_per_dim, elbo_bits_per_dim, nats_to_bits,
                            psnr_from_mse, ssim, uniform_prior_nll_nats)
 from vqvae.models import VQVAE, AudioVQVAE
@@ -278,6 +278,7 @@ def _write_conversions(wav_dir: Path, test: SpeechDataset, judges: SpeechJudges,
     ``..._reconstructed.wav``, ``..._as_TARGET.wav``, and ``verdicts.json``: what the judges hear in each beside
     what it should be heard as (the source speaker and the digit said; the target speaker for a conversion; the
     pitch heard in the input for a reconstruction)."""
+    remove_previous(wav_dir)
     digits = max(2, len(str(len(sources) - 1)))  # names that sort in order: 000 .. 149
     names, written, expected = [], [], []
     for n, (x, r, y, s, t, k) in enumerate(zip(*waves, sources, targets, classes)):

@@ -6,7 +6,7 @@ Generating the audio is not judging: see :func:`vqvae.evaluate.evaluate_conversi
 from __future__ import annotations
 
 import dataclasses
-
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,7 @@ from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_json
 
 __all__ = ["ContentClassifier", "SpeakerClassifier", "SpeechJudges", "judge_conversion", "log_mel_course", "log_mel_stats",
-           "write_verdicts",
-           "mel_filterbank", "pitch_hz"]
+           "mel_filterbank", "pitch_hz", "remove_previous", "write_verdicts"]
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 50.0) -> Tensor:
     """Triangular filters on the mel scale (HTK formula 2595 log10(1 + f / 700)): (n_mels, n_fft // 2 + 1)."""
@@ -285,6 +284,21 @@ class SpeechJudges:
                 v["class"] = self.class_names[c]
             out.append(v)
         return out
+
+
+def remove_previous(wav_dir: str | Path) -> None:
+    """Before new outputs are written into ``wav_dir`` (``--overwrite``): remove the WAV files the previous
+    conversion or scoring wrote there -- the ones its ``verdicts.json`` lists, nothing else -- so that a folder
+    never mixes two runs' files (e.g. 2-digit names of an older run beside 3-digit ones)."""
+    listed = Path(wav_dir) / "verdicts.json"
+    try:
+        names = json.loads(listed.read_text()) if listed.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        return  # not ours to interpret: leave everything as it is
+    for name in names if isinstance(names, dict) else ():
+        p = Path(wav_dir) / name
+        if p.name == name and p.suffix == ".wav" and p.is_file():
+            p.unlink()
 
 
 def write_verdicts(path: str | Path, names: list[str], verdicts: list[dict[str, Any]],

@@ -16,7 +16,7 @@ from vqvae.data.audio import write_wav
 from vqvae.devices import model_device
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_npz, check_out_dir
-from vqvae.judges.audio import SpeechJudges, write_verdicts
+from vqvae.judges.audio import SpeechJudges, remove_previous, write_verdicts
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors.pixelcnn import GatedPixelCNN
 from vqvae.priors.wavenet import WaveNetPrior
@@ -163,6 +163,7 @@ def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float
     rtf = sum(len(w) for w in waves) / vq.config.sample_rate / (time.perf_counter() - start)
     judges = SpeechJudges(train, test, seed=seed)
     if wav_dir is not None:
+        remove_previous(wav_dir)
         files, expected = [], []
         for i, (w, s, k) in enumerate(zip(waves, speakers, classes)):
             said = "" if k is None else f"_says_{names[k]}"
