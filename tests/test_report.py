@@ -159,6 +159,12 @@ def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
     page = media_dir_section(folder, _img, _uri)
     assert page.count("<div") == page.count("</div>") and page.count("class='grid take'") == 1
     assert page.count("<figure class='wav'>") == 5
+    from PIL import Image
+
+    for i in range(MAX_WAVS + 2):  # images beyond the first 30 are counted, not shown
+        Image.new("L", (4, 4), i).save(folder / f"grid{i:02d}.png")
+    page = media_dir_section(folder, _img, _uri)
+    assert page.count("data:image/png") == MAX_WAVS and f"the first {MAX_WAVS} of the {MAX_WAVS + 2} PNG" in page
 
 
 AUDIO = ["audio.sample_rate=8000", "audio.num_downsamples=2", "audio.hidden=8", "audio.embedding_dim=4",

@@ -141,8 +141,10 @@ def media_dir_section(d: Path, img: Callable[..., str], uri: Callable[[bytes, st
             raise VQVAEError(f"{d / 'verdicts.json'} is not valid JSON ({exc})") from None
     if not isinstance(verdicts, dict):
         raise VQVAEError(f"{d / 'verdicts.json'} must map file names to what the judges heard")
-    pngs, wavs = sorted(d.glob("*.png"))[:MAX_WAVS], sorted(d.glob("*.wav"))
-    images = f"<div class='grid'>{''.join(img(p.read_bytes(), p.name) for p in pngs)}</div>" if pngs else ""
+    pngs, wavs = sorted(d.glob("*.png")), sorted(d.glob("*.wav"))
+    images = f"<div class='grid'>{''.join(img(p.read_bytes(), p.name) for p in pngs[:MAX_WAVS])}</div>" if pngs else ""
+    if len(pngs) > MAX_WAVS:
+        images += f"<p>the first {MAX_WAVS} of the {len(pngs)} PNG images.</p>"
     score = score_section(d / "score.json", str(d)) if (d / "score.json").is_file() else ""
     return f"<h2>{html.escape(str(d))}</h2>{images}{_wav_gallery(wavs, d, uri, verdicts)}{score}"
 
