@@ -182,10 +182,11 @@ def recover(directory: str | Path) -> str | None:
     ``.previous/`` holds a whole one, put that back (each file atomically, the manifest last) and say so; refused
     in one line when neither is whole."""
     directory = Path(directory)
-    if whole(directory):
-        return None  # whole, not a checkpoint, or one from before manifests (read_config says which)
+    if not (directory / MANIFEST).exists() and not _written_with_manifest(directory):
+        return None  # not a checkpoint, or one from before manifests (read_config says which)
     try:
         verify(directory)
+        return None  # whole
     except VQVAEError as torn:
         prev = directory / PREVIOUS
         try:
@@ -193,8 +194,6 @@ def recover(directory: str | Path) -> str | None:
         except VQVAEError:
             raise VQVAEError(f"cannot resume from {directory}: {torn} and there is no earlier complete checkpoint "
                              "(start again with --overwrite)") from None
-    else:
-        return None
     (directory / MANIFEST).unlink(missing_ok=True)
     for name in m["files"]:
         atomic_write_bytes(directory / name, (prev / name).read_bytes())

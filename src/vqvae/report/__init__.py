@@ -18,7 +18,8 @@ from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
 from vqvae.runs import check_out_file
 from vqvae.report import plots
-from vqvae.report.sections import DESCRIPTIONS, codebook_section, media_dir_section, media_sections
+from vqvae.report.sections import (DESCRIPTIONS, codebook_section, media_dir_section, media_sections,
+                                    read_json_object)
 
 __all__ = ["build_report", "read_metrics"]
 
@@ -64,15 +65,8 @@ def _load(run: Path) -> dict[str, Any]:
     config_path, metrics_path, eval_path = run / "config.json", run / "metrics.csv", run / "eval.json"
     if not config_path.is_file() and not metrics_path.is_file():
         raise VQVAEError(f"{run} is not a run directory (no config.json and no metrics.csv)")
-    info: dict[str, Any] = {"dir": run, "name": run.name, "config": {}, "eval": {}, "metrics": {}}
-    for key, path in (("config", config_path), ("eval", eval_path)):
-        if path.is_file():
-            try:
-                info[key] = json.loads(path.read_text())
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise VQVAEError(f"{path} is not valid JSON ({exc})") from None
-            if not isinstance(info[key], dict):
-                raise VQVAEError(f"{path} must hold a JSON object")
+    info: dict[str, Any] = {"dir": run, "name": run.name, "config": read_json_object(config_path),
+                            "eval": read_json_object(eval_path), "metrics": {}}
     if metrics_path.is_file():
         info["metrics"] = read_metrics(metrics_path)
     info["kind"] = info["config"].get("kind", "unknown")

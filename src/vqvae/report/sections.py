@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from itertools import groupby
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +18,7 @@ import torch
 from vqvae.errors import VQVAEError
 from vqvae.report import plots
 
-__all__ = ["DESCRIPTIONS", "codebook_section", "media_dir_section", "media_sections", "pick_wavs", "score_section"]
+__all__ = ["DESCRIPTIONS", "codebook_section", "media_dir_section", "media_sections", "pick_wavs", "read_json_object", "score_section"]
 
 DESCRIPTIONS = {
     "psnr": "peak signal-to-noise ratio of the reconstructions, dB (higher is better)",
@@ -133,20 +134,27 @@ def media_dir_section(d: Path, img: Callable[..., str], uri: Callable[[bytes, st
     (``verdicts.json``) and a ``score.json``."""
     if not d.is_dir():
         raise VQVAEError(f"--media {d} is not a directory")
-    verdicts = {}
-    if (d / "verdicts.json").is_file():
-        try:
-            verdicts = json.loads((d / "verdicts.json").read_text())
-        except ValueError as exc:
-            raise VQVAEError(f"{d / 'verdicts.json'} is not valid JSON ({exc})") from None
-    if not isinstance(verdicts, dict):
-        raise VQVAEError(f"{d / 'verdicts.json'} must map file names to what the judges heard")
+    verdicts = read_json_object(d / "verdicts.json", "must map file names to what the judges heard")
     pngs, wavs = sorted(d.glob("*.png")), sorted(d.glob("*.wav"))
     images = f"<div class='grid'>{''.join(img(p.read_bytes(), p.name) for p in pngs[:MAX_WAVS])}</div>" if pngs else ""
     if len(pngs) > MAX_WAVS:
         images += f"<p>the first {MAX_WAVS} of the {len(pngs)} PNG images.</p>"
     score = score_section(d / "score.json", str(d)) if (d / "score.json").is_file() else ""
     return f"<h2>{html.escape(str(d))}</h2>{images}{_wav_gallery(wavs, d, uri, verdicts)}{score}"
+
+
+def read_json_object(path: Path, shape: str = "must hold a JSON object") -> dict[str, Any]:
+    """The JSON object in ``path`` ({} when there is no such file); one line when it is not valid JSON, or ``shape``
+    when it is not an object."""
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise VQVAEError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise VQVAEError(f"{path} {shape}")
+    return value
 
 
 def pick_wavs(wavs: list[Path], verdicts: dict[str, Any], limit: int = MAX_WAVS) -> list[list[Path]]:
@@ -189,14 +197,15 @@ def pick_wavs(wavs: list[Path], verdicts: dict[str, Any], limit: int = MAX_WAVS)
 def _wav_gallery(wavs: list[Path], root: Path, uri: Callable[[bytes, str], str], verdicts: dict[str, Any]) -> str:
     groups = pick_wavs(wavs, verdicts)
     shown = sum(len(g) for g in groups)
+    def players(g: list[Path]) -> str:
+        return "".join(_wav(p, root, uri, verdicts.get(p.name)) for p in g)
+
     parts = []
-    for i, g in enumerate(groups):  # a take of several files in its own box; single files side by side
-        players = "".join(_wav(p, root, uri, verdicts.get(p.name)) for p in g)
-        if len(g) > 1:
-            parts.append(f"<div class='grid take'>{players}</div>")
+    for takes, run in groupby(groups, key=lambda g: len(g) > 1):  # a take in its own box; single files side by side
+        if takes:
+            parts += [f"<div class='grid take'>{players(g)}</div>" for g in run]
         else:
-            opens, closes = i == 0 or len(groups[i - 1]) > 1, i + 1 == len(groups) or len(groups[i + 1]) > 1
-            parts.append(("<div class='grid'>" if opens else "") + players + ("</div>" if closes else ""))
+            parts.append(f"<div class='grid'>{''.join(players(g) for g in run)}</div>")
     note = (f"<p>{shown} of the {len(wavs)} WAV files: whole takes, one speaker at a time in turn, a class each "
             f"speaker has not had yet first.</p>" if shown < len(wavs) else "")
     return note + "".join(parts)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import wave
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +22,10 @@ __all__ = ["read_utterance", "read_wav", "resample", "resampled_length", "wav_fr
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """(mono float32 waveform in [-1, 1], sample rate) of a PCM WAV file."""
     path = Path(path)
-    try:
-        with wave.open(str(path), "rb") as w:
-            rate, channels, width, frames = w.getframerate(), w.getnchannels(), w.getsampwidth(), w.getnframes()
-            _check_header(path, rate, channels)
-            raw = w.readframes(frames)
-            raw = raw[: len(raw) // (width * channels) * width * channels] if width else raw  # whole frames only
-    except VQVAEError:
-        raise
-    except Exception as exc:  # noqa: BLE001 -- an untrusted header: whatever the wave module trips on
-        raise VQVAEError(f"cannot read WAV file {path}: {_reason(exc)}") from None
+    with _open_wav(path) as w:
+        rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
+        raw = w.readframes(w.getnframes())
+        raw = raw[: len(raw) // (width * channels) * width * channels] if width else raw  # whole frames only
     if width == 1:  # 8-bit WAV is unsigned
         data = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
     elif width == 2:
@@ -64,21 +60,26 @@ def write_wav(path: str | Path, waveform: np.ndarray | Tensor, rate: int) -> Non
 
 def wav_frames(path: str | Path) -> tuple[int, int]:
     """(frames, sample rate) of a WAV file, from its header alone."""
+    with _open_wav(path) as w:
+        return w.getnframes(), w.getframerate()
+
+
+@contextmanager
+def _open_wav(path: str | Path) -> Iterator[wave.Wave_read]:
+    """The open WAV file, its header checked; whatever goes wrong reading it (an untrusted header, a file cut
+    short) is one line naming the file."""
     try:
         with wave.open(str(path), "rb") as w:
-            _check_header(path, w.getframerate(), w.getnchannels())
-            return w.getnframes(), w.getframerate()
+            if w.getframerate() < 1:
+                raise VQVAEError(f"cannot read WAV file {path}: its header says the sample rate is "
+                                 f"{w.getframerate()} Hz")
+            if w.getnchannels() < 1:
+                raise VQVAEError(f"cannot read WAV file {path}: its header says it has {w.getnchannels()} channels")
+            yield w
     except VQVAEError:
         raise
     except Exception as exc:  # noqa: BLE001 -- an untrusted header: whatever the wave module trips on
         raise VQVAEError(f"cannot read WAV file {path}: {_reason(exc)}") from None
-
-
-def _check_header(path: str | Path, rate: int, channels: int) -> None:
-    if rate < 1:
-        raise VQVAEError(f"cannot read WAV file {path}: its header says the sample rate is {rate} Hz")
-    if channels < 1:
-        raise VQVAEError(f"cannot read WAV file {path}: its header says it has {channels} channels")
 
 
 def _reason(exc: BaseException) -> str:
