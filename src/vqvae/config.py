@@ -102,8 +102,9 @@ class PixelCNNConfig:
 @dataclass(kw_only=True)
 class AudioModelConfig(QuantizerConfig):
     """Architecture of the audio VQ-VAE: a 1-D strided encoder, the quantizer (the fields of
-    :class:`QuantizerConfig`), and a WaveNet decoder over mu-law samples conditioned on the upsampled codes
-    (local) and on the speaker (global)."""
+    :class:`QuantizerConfig`), and a decoder from codes and speaker to sound: a WaveNet over mu-law samples
+    conditioned on the upsampled codes (local) and on the speaker (global), as in the paper, or a spectral decoder
+    (codes + speaker -> log-magnitude STFT frames, inverted by Griffin-Lim) that learns in far fewer steps."""
 
     sample_rate: int = 16000  # Hz; every waveform is resampled to it
     num_downsamples: int = 6  # strided convs (window 4, stride 2): one code per 2^6 = 64 samples
@@ -122,9 +123,32 @@ class AudioModelConfig(QuantizerConfig):
     skip_channels: int = 128  # WaveNet skip channels
     max_dilation: int = 512  # dilations 1, 2, 4, ..., max_dilation ...
     dilation_cycles: int = 2  # ... repeated this many times
+    decoder: str = "wavenet"  # "wavenet" (the paper's, fields above) or "spectral" (the fields below)
+    n_fft: int = 512  # spectral: STFT window (n_fft / 2 + 1 linear frequency bins)
+    frame_hop: int = 64  # spectral: samples per STFT frame; divides the code hop (2^num_downsamples)
+    spectral_channels: int = 256  # spectral: width of the decoder's residual blocks
+    spectral_layers: int = 8  # spectral: residual blocks (dilations 1, 2, 4, 8 in turn)
+    mel_loss_weight: float = 1.0  # spectral: loss = L1 of log-magnitudes + this * multi-scale log-mel L1
+    griffin_lim_iterations: int = 32  # spectral: Griffin-Lim iterations when decoding to a waveform
+    griffin_lim_momentum: float = 0.99  # spectral: the fast Griffin-Lim's momentum (0: the original algorithm)
+    griffin_lim_power: float = 1.0  # spectral: the predicted magnitude is raised to this power before inversion
 
     def validate(self) -> None:
         self.validate_quantizer("audio")
+        _check(self.decoder in ("wavenet", "spectral"), "audio.decoder", self.decoder, '"wavenet" or "spectral"')
+        if self.decoder == "spectral":
+            _check(self.use_codes, "audio.use_codes", self.use_codes, "true with audio.decoder spectral")
+            _check(self.frame_hop >= 1 and self.hop % self.frame_hop == 0, "audio.frame_hop", self.frame_hop,
+                   f"a divisor of the code hop {self.hop} (2^audio.num_downsamples)")
+            _check(self.n_fft >= 2 * self.frame_hop and self.n_fft % 2 == 0, "audio.n_fft", self.n_fft,
+                   f"even and >= 2 * audio.frame_hop ({2 * self.frame_hop})")
+            for name in ("spectral_channels", "spectral_layers"):
+                _check(getattr(self, name) >= 1, f"audio.{name}", getattr(self, name), ">= 1")
+            _check(self.mel_loss_weight >= 0, "audio.mel_loss_weight", self.mel_loss_weight, ">= 0")
+            _check(self.griffin_lim_iterations >= 0, "audio.griffin_lim_iterations", self.griffin_lim_iterations, ">= 0")
+            _check(0 <= self.griffin_lim_momentum < 1, "audio.griffin_lim_momentum", self.griffin_lim_momentum,
+                   "in [0, 1)")
+            _check(self.griffin_lim_power > 0, "audio.griffin_lim_power", self.griffin_lim_power, "> 0")
         _check(self.sample_rate >= 1000, "audio.sample_rate", self.sample_rate, ">= 1000")
         _check(1 <= self.num_downsamples <= 12, "audio.num_downsamples", self.num_downsamples, "in 1..12")
         for name in ("hidden", "local_channels", "channels", "skip_channels", "dilation_cycles"):

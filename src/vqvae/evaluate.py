@@ -27,7 +27,7 @@ from vqvae.devices import model_device
 from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
 from vqvae.fileio import check_out_dir
-from vqvae.judges.audio import SpeechJudges, remove_previous, write_verdicts
+from vqvae.judges.audio import CodeProbe, SpeechJudges, remove_previous, write_verdicts
 from vqvae.metrics import (CodebookUsage, MeanAccumulator, bits_per_dim, elbo_bits_per_dim, nats_to_bits,
                            psnr_from_mse, ssim, uniform_prior_nll_nats)
 from vqvae.models import VQVAE, AudioVQVAE
@@ -37,7 +37,8 @@ from vqvae.priors.wavenet import WaveNetPrior
 from vqvae.runs import load_prior, load_run, run_split
 
 __all__ = ["evaluate_audio", "evaluate_audio_prior", "evaluate_audio_run", "evaluate_conversion",
-           "evaluate_conversion_run", "evaluate_model", "evaluate_prior", "evaluate_prior_run", "evaluate_run"]
+           "evaluate_conversion_run", "evaluate_model", "evaluate_prior", "evaluate_prior_run", "evaluate_run",
+           "probe_codes"]
 
 
 def _count(n: int, limit: int | None, name: str, what: str) -> int:
@@ -163,23 +164,34 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
 
 @torch.no_grad()
 def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None = None,
-                   ranks: Ranks = Ranks()) -> dict[str, Any]:
-    """Over whole utterances (the first ``limit``; each cut to a multiple of the code hop): the decoder's NLL
-    of the mu-law samples in bits per sample (given the codes and the speaker, as the model is conditioned),
-    code usage and perplexity, and the latent bit rate: codes per second * log2 K (and * log2 perplexity, the
-    rate an ideal entropy coder of the code frequencies would need)."""
+                   ranks: Ranks = Ranks(), train: SpeechDataset | None = None) -> dict[str, Any]:
+    """Over whole utterances (the first ``limit``; each cut to a multiple of the code hop): for a WaveNet decoder
+    its NLL of the mu-law samples in bits per sample (given the codes and the speaker, as the model is
+    conditioned); for a spectral decoder the L1 distance of its log-magnitudes and of its multi-scale log-mel
+    spectra to the utterances' own (nats, per frame); code usage and perplexity, and the latent bit rate: codes
+    per second * log2 K (and * log2 perplexity, the rate an ideal entropy coder of the code frequencies would
+    need). With ``train`` (the corpus's train split) also the code probes (:func:`probe_codes`): how well the
+    speaker, and what is said, can be told from an utterance's codes alone."""
     model.eval()
     c = model.config
     n = len(data) if limit is None else min(limit, len(data))
     usage = CodebookUsage(c.num_embeddings) if model.quantizer is not None else None
-    sums, dev = _sums("nats", "utterances"), model_device(model)
+    sums, dev = _sums("nats", "l1", "mel", "utterances"), model_device(model)
     for i in ranks.mine(range(n)):
         length = len(data.waves[i]) // c.hop * c.hop
         if length == 0:
             continue
         x = torch.from_numpy(data.waves[i][:length])[None].to(dev)  # (1, T)
+        speaker = torch.tensor([data.labels[i]], device=dev)
         idx = model.encode(x) if usage is not None else None
-        sums.add("nats", model.nll(x, torch.tensor([data.labels[i]], device=dev), idx).double().sum(), length)
+        if model.spectral:
+            l1, mel = model.spectral_losses(model.log_spectrum(idx, speaker if model.num_speakers else None),
+                                            model.target_spectrum(x))
+            frames = length // c.frame_hop
+            sums.add("l1", float(l1) * frames, frames)
+            sums.add("mel", float(mel) * frames, frames)
+        else:
+            sums.add("nats", model.nll(x, speaker, idx).double().sum(), length)
         sums.add("utterances", 0.0, 1)
         if usage is not None:
             usage.update(idx)
@@ -187,17 +199,52 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
     used = sums.count("utterances")
     if used == 0:
         raise VQVAEError(f"{data.name} has no utterance of at least one code ({c.hop} samples)")
-    per_sample, samples = sums.mean("nats"), sums.count("nats")
     out: dict[str, Any] = {
-        "split": data.name, "num_utterances": used, "seconds": samples / c.sample_rate,
-        "sample_rate": c.sample_rate, "nll_nats_per_sample": per_sample, "bits_per_sample": nats_to_bits(per_sample),
+        "split": data.name, "num_utterances": used, "sample_rate": c.sample_rate, "decoder": c.decoder,
         "conditioned_on": (["codes"] if usage is not None else []) + (["speaker"] if model.num_speakers else []),
     }
+    if model.spectral:
+        out.update(seconds=sums.count("l1") * c.frame_hop / c.sample_rate, spectral_l1=sums.mean("l1"),
+                   mel_loss=sums.mean("mel"))
+    else:
+        per_sample = sums.mean("nats")
+        out.update(seconds=sums.count("nats") / c.sample_rate, nll_nats_per_sample=per_sample,
+                   bits_per_sample=nats_to_bits(per_sample))
     if usage is not None:
         u, rate = _usage_metrics(usage), c.sample_rate / c.hop
         out.update(codes_per_second=rate, bit_rate=rate * math.log2(c.num_embeddings),
                    entropy_bit_rate=rate * math.log2(max(u["perplexity"], 1.0)),
                    **{k: u[k] for k in ("codes_used", "num_embeddings", "dead_codes", "perplexity", "usage_fraction")})
+        if train is not None and len(data.speakers) > 1:
+            out.update(probe_codes(model, train, data))
+    return out
+
+
+@torch.no_grad()
+def probe_codes(model: AudioVQVAE, train: SpeechDataset, test: SpeechDataset, seed: int = 0) -> dict[str, Any]:
+    """The speaker probe (and, where the corpus has classes, the content probe) on the codes: a
+    :class:`~vqvae.judges.audio.CodeProbe` trained on the codes of every ``train`` utterance, its accuracy on those
+    of every ``test`` utterance, beside chance (the most frequent speaker's / class's share of the test split)."""
+    dev, hop = model_device(model), model.config.hop
+
+    def codes_of(data: SpeechDataset) -> list[np.ndarray]:
+        return [model.encode(torch.from_numpy(np.ascontiguousarray(w[: len(w) // hop * hop]))[None].to(dev))[0].cpu()
+                .numpy() for w in data.waves if len(w) >= hop]
+
+    def kept(data: SpeechDataset, values: list[int]) -> list[int]:
+        return [v for w, v in zip(data.waves, values) if len(w) >= hop]
+
+    train_codes, test_codes = codes_of(train), codes_of(test)
+    out: dict[str, Any] = {}
+    for name, values in (("speaker", "labels"), ("content", "classes")):
+        y_train, y_test = kept(train, getattr(train, values)), kept(test, getattr(test, values))
+        if name == "content" and (not train.class_names or test.class_names != train.class_names
+                                  or min(y_train + y_test, default=-1) < 0):
+            continue
+        count = len(train.speakers) if name == "speaker" else len(train.class_names)
+        probe = CodeProbe(model.config.num_embeddings, count).fit(train_codes, y_train, seed=seed)
+        out[f"{name}_probe_accuracy"] = float((probe.predict(test_codes) == torch.tensor(y_test)).double().mean())
+        out[f"{name}_probe_chance"] = float(np.bincount(y_test).max() / len(y_test))
     return out
 
 
@@ -322,7 +369,8 @@ def evaluate_audio_run(run_dir: str | Path, *, data: str | None = None, split: s
     (default: its own corpus), on ``device``."""
     ranks = join(device)
     model, config = load_run(run_dir, "audio", ranks.device)
-    return evaluate_audio(model, run_split(model, config, data, split), limit=limit, ranks=ranks)
+    return evaluate_audio(model, run_split(model, config, data, split), limit=limit, ranks=ranks,
+                          train=run_split(model, config, data, "train"))
 
 
 def evaluate_conversion_run(run_dir: str | Path, *, data: str | None = None, pairs: int = 16, seconds: float = 1.5,

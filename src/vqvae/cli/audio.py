@@ -32,10 +32,19 @@ __all__ = ["add_audio_commands"]
 
 
 def _summary(m: dict[str, Any]) -> str:
-    line = f"{m['split']}: {m['bits_per_sample']:.3f} bits per sample given {' and '.join(m['conditioned_on']) or 'nothing'}"
+    given = " and ".join(m["conditioned_on"]) or "nothing"
+    if "spectral_l1" in m:
+        line = (f"{m['split']}: spectral decoder L1 {m['spectral_l1']:.3f} nats per bin of log-magnitude, mel loss "
+                f"{m['mel_loss']:.3f}, given {given}")
+    else:
+        line = f"{m['split']}: {m['bits_per_sample']:.3f} bits per sample given {given}"
     if "codes_used" in m:
         line += (f"; codes used {m['codes_used']}/{m['num_embeddings']}, perplexity {m['perplexity']:.1f}, "
                  f"bit rate {m['bit_rate']:.0f} bits/s ({m['entropy_bit_rate']:.0f} at the code entropy)")
+    for name in ("speaker", "content"):
+        if f"{name}_probe_accuracy" in m:
+            line += (f"; {name} probe on the codes {100 * m[f'{name}_probe_accuracy']:.1f}% "
+                     f"(chance {100 * m[f'{name}_probe_chance']:.1f}%)")
     return line
 
 

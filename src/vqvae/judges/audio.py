@@ -18,24 +18,10 @@ from torch import Tensor, nn
 from vqvae.data.audio import SpeechDataset
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_json
+from vqvae.spectral import mel_filterbank
 
-__all__ = ["ContentClassifier", "SpeakerClassifier", "SpeechJudges", "judge_conversion", "log_mel_course", "log_mel_stats",
+__all__ = ["CodeProbe", "ContentClassifier", "SpeakerClassifier", "SpeechJudges", "code_features", "judge_conversion", "log_mel_course", "log_mel_stats",
            "mel_filterbank", "pitch_hz", "remove_previous", "write_verdicts"]
-
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 50.0) -> Tensor:
-    """Triangular filters on the mel scale (HTK formula 2595 log10(1 + f / 700)): (n_mels, n_fft // 2 + 1)."""
-    def mel(f):
-        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
-
-    def hz(m):
-        return 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)
-
-    edges = hz(np.linspace(mel(f_min), mel(sample_rate / 2), n_mels + 2))
-    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    fb = np.maximum(0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
-    return torch.from_numpy(fb).float()
-
 
 def log_mel_stats(wave: np.ndarray | Tensor, sample_rate: int, n_mels: int = 40, floor_db: float = 30.0) -> Tensor:
     """A fixed-size description of a voice: mean and standard deviation over time of the log-mel spectrum
@@ -184,6 +170,38 @@ class ContentClassifier(_LogMelClassifier):
 
     def _features(self, waves) -> Tensor:
         return torch.stack([log_mel_course(w, self.sample_rate) for w in waves])
+
+
+def code_features(codes: list[np.ndarray | Tensor], num_embeddings: int, bigram_buckets: int = 1024) -> Tensor:
+    """What an utterance's codes say when their order within the utterance is forgotten: the frequency of every
+    code (K) and of every pair of successive codes, hashed into ``bigram_buckets`` -> (len(codes), K + buckets).
+    A voice that speaks through its own codes (or its own code transitions) shows in these counts."""
+    k, out = num_embeddings, torch.zeros(len(codes), num_embeddings + bigram_buckets, dtype=torch.float64)
+    for row, c in enumerate(codes):
+        c = torch.as_tensor(np.asarray(c), dtype=torch.long).flatten()
+        if len(c) == 0:
+            continue
+        out[row, :k] = torch.bincount(c, minlength=k)[:k].double() / len(c)
+        if len(c) > 1:
+            pairs = (c[:-1] * k + c[1:]) % bigram_buckets
+            out[row, k:] = torch.bincount(pairs, minlength=bigram_buckets).double() / (len(c) - 1)
+    return out.float()
+
+
+class CodeProbe(_LogMelClassifier):
+    """A probe of the codes: logistic regression on :func:`code_features` of an utterance's code sequence, trained to
+    tell its speaker (or what it says) from the codes alone. Trained on the train split's codes and scored on the
+    test split's, it measures how much of the speaker the bottleneck lets through: near chance means the decoder
+    gets the voice from its speaker embedding and nowhere else."""
+
+    what = "code probe"
+
+    def __init__(self, num_embeddings: int, num_classes: int):
+        super().__init__(0, num_classes)
+        self.num_embeddings = num_embeddings
+
+    def _features(self, codes) -> Tensor:
+        return code_features(codes, self.num_embeddings)
 
 
 def speaker_pitches(train: SpeechDataset, speakers: list[int], per_speaker: int = 20) -> dict[int, float]:

@@ -2,6 +2,10 @@
 -> codes; a WaveNet decoder predicts every mu-law sample from the samples before it, the upsampled codes and
 a learned speaker embedding. Decoding one speaker's codes with another speaker's id converts the voice.
 
+With ``decoder: spectral`` the codes and the speaker embedding are decoded instead to the log-magnitude STFT
+(:class:`vqvae.nets.spectral.SpectralDecoder`), trained by L1 on log-magnitudes plus a multi-scale log-mel L1,
+and turned into a waveform by Griffin-Lim: the encoder, the quantizer and the codes are the same.
+
 With ``use_codes: false`` the same WaveNet is trained without any codes: the baseline whose likelihood shows
 how much information the codes carry.
 """
@@ -21,14 +25,18 @@ from vqvae.errors import VQVAEError
 from vqvae.likelihoods import mu_law_decode, mu_law_encode
 from vqvae.nets.audio import AudioEncoder, CodeUpsampler, time_jitter
 from vqvae.models.pretrained import Pretrained
+from vqvae.nets.spectral import SpectralDecoder
 from vqvae.nets.wavenet import WaveNet
+from vqvae.spectral import griffin_lim, log_magnitude, mel_filterbank, spectral_loss
 from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA, build_quantizer
 
 
 @dataclass
 class AudioVQVAEOutput:
     """Forward pass on waveforms (B, T): ``loss`` = ``recon_loss`` + ``vq_loss``; ``recon_loss`` the decoder's
-    NLL in nats per sample (mu-law classes); ``indices`` (B, T / hop) int64 (empty without codes)."""
+    NLL in nats per sample (mu-law classes) for the WaveNet decoder, the spectral loss (``spectral_l1`` +
+    ``mel_loss_weight`` * ``mel_loss``; both 0 for a WaveNet) for the spectral one; ``indices`` (B, T / hop)
+    int64 (empty without codes)."""
 
     loss: Tensor
     recon_loss: Tensor
@@ -36,6 +44,12 @@ class AudioVQVAEOutput:
     commitment_loss: Tensor
     perplexity: Tensor
     indices: Tensor
+    spectral_l1: Tensor
+    mel_loss: Tensor
+
+
+# the multi-scale mel loss: (mel bands, frames pooled) -- finer in frequency, then coarser in both
+MEL_SCALES = ((80, 1), (40, 2), (20, 4))
 
 
 class AudioVQVAE(Pretrained, nn.Module):
@@ -55,9 +69,22 @@ class AudioVQVAE(Pretrained, nn.Module):
             self.upsampler = CodeUpsampler(c.embedding_dim, c.local_channels, c.num_downsamples)
         else:
             self.encoder, self.quantizer, self.upsampler = None, None, None
-        self.decoder = WaveNet(256, c.channels, c.skip_channels, c.dilations,
-                               local_channels=c.local_channels if c.use_codes else 0,
-                               num_globals=self.num_speakers)
+        if c.decoder == "spectral":
+            self.upsampler = None
+            self.decoder: WaveNet | SpectralDecoder = SpectralDecoder(
+                c.embedding_dim, c.spectral_channels, c.n_fft // 2 + 1, c.hop // c.frame_hop, c.spectral_layers,
+                self.num_speakers)
+            for i, (bands, _) in enumerate(MEL_SCALES):  # buffers: they follow the model's device
+                self.register_buffer(f"mel_bank{i}", mel_filterbank(c.sample_rate, c.n_fft, bands), persistent=False)
+        else:
+            self.decoder = WaveNet(256, c.channels, c.skip_channels, c.dilations,
+                                   local_channels=c.local_channels if c.use_codes else 0,
+                                   num_globals=self.num_speakers)
+
+    @property
+    def spectral(self) -> bool:
+        """Whether the decoder predicts spectra (``decoder: spectral``) rather than samples."""
+        return self.config.decoder == "spectral"
 
     @property
     def num_speakers(self) -> int:
@@ -83,52 +110,79 @@ class AudioVQVAE(Pretrained, nn.Module):
 
     # -- the pipeline ---------------------------------------------------------------------------------
     def encode_continuous(self, x: Tensor) -> Tensor:
-        """z_e: waveforms (B, T) -> (B, D, T / hop), from the mu-law values the decoder models."""
+        """z_e: waveforms (B, T) -> (B, D, T / hop), from what training feeds the encoder: the mu-law values the
+        WaveNet decoder models, the waveform itself for the spectral decoder."""
         if self.encoder is None:
             raise VQVAEError("this model has no codes (audio.use_codes is false)")
         self._check_waves(x)
-        return self.encoder(mu_law_decode(mu_law_encode(x))[:, None])
+        return self.encoder((x if self.spectral else mu_law_decode(mu_law_encode(x)))[:, None])
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
-        """Waveforms (B, T) -> codes (B, T / hop). Never updates the codebook."""
+        """Waveforms (B, T) -> codes (B, T / hop): the codes a training forward pass finds for ``x``. Never updates
+        the codebook."""
         if self.quantizer is None:
             raise VQVAEError("this model has no codes (audio.use_codes is false)")
-        self._check_waves(x)
         was = self.quantizer.training
         self.quantizer.eval()
         try:
-            return self.quantizer(self.encoder(x[:, None])).indices
+            return self.quantizer(self.encode_continuous(x)).indices
         finally:
             self.quantizer.train(was)
 
-    def local_features(self, indices: Tensor) -> Tensor:
-        """Codes (B, L) -> the decoder's local conditioning (B, C, L * hop)."""
+    def _code_vectors(self, indices: Tensor) -> Tensor:
         k = self.config.num_embeddings
         if indices.dim() != 2 or (indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k)):
             raise VQVAEError(f"expected codes (B, L) in [0, {k}), got {tuple(indices.shape)}")
-        z_q = self.quantizer.lookup(indices).transpose(1, 2)  # (B, D, L)
-        return self.upsampler(z_q)
+        return self.quantizer.lookup(indices).transpose(1, 2)  # (B, D, L)
+
+    def local_features(self, indices: Tensor) -> Tensor:
+        """Codes (B, L) -> the WaveNet decoder's local conditioning (B, C, L * hop)."""
+        if self.spectral:
+            raise VQVAEError("a spectral decoder has no local features: use log_spectrum")
+        return self.upsampler(self._code_vectors(indices))
+
+    def log_spectrum(self, indices: Tensor, speakers: Tensor | None = None) -> Tensor:
+        """Spectral decoder: codes (B, L) and speakers (B,) -> log-magnitudes (B, n_fft / 2 + 1, L * hop / frame_hop)."""
+        if not self.spectral:
+            raise VQVAEError("log_spectrum needs a spectral decoder (audio.decoder: spectral)")
+        return self.decoder(self._code_vectors(indices), self._speakers(speakers, indices.shape[0]))
+
+    def target_spectrum(self, x: Tensor) -> Tensor:
+        """What the spectral decoder predicts for waveforms (B, T): their log-magnitude STFT (B, F, T / frame_hop)."""
+        return log_magnitude(x, self.config.n_fft, self.config.frame_hop)
+
+    def spectral_losses(self, predicted: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """(L1 of the log-magnitudes, multi-scale mel loss) of log-magnitudes (B, F, N)."""
+        banks = [getattr(self, f"mel_bank{i}") for i in range(len(MEL_SCALES))]
+        with torch.autocast(predicted.device.type, enabled=False):
+            return spectral_loss(predicted.float(), target.float(), banks, [p for _, p in MEL_SCALES])
 
     def forward(self, x: Tensor, speakers: Tensor | None = None) -> AudioVQVAEOutput:
         self._check_waves(x)
         g = self._speakers(speakers, x.shape[0])
-        target = mu_law_encode(x)  # (B, T) classes 0..255
         zero = x.new_zeros(())
         if self.quantizer is not None:
-            q = self.quantizer(self.encoder(mu_law_decode(target)[:, None]))  # the encoder hears what is modelled
+            q = self.quantizer(self.encode_continuous(x))
             z_q = time_jitter(q.quantized, self.config.jitter) if self.training else q.quantized
-            local = self.upsampler(z_q)  # (B, C, T)
             vq_loss, commit, ppl, idx = q.loss, q.commitment_loss, q.perplexity, q.indices
         else:
-            local, vq_loss, commit, ppl = None, zero, zero, zero
+            z_q, vq_loss, commit, ppl = None, zero, zero, zero
             idx = torch.zeros(x.shape[0], 0, dtype=torch.long, device=x.device)
-        recon = F.cross_entropy(self.decoder(target, local, g), target)  # nats per sample
-        return AudioVQVAEOutput(recon + vq_loss, recon, vq_loss, commit, ppl, idx)
+        if self.spectral:
+            l1, mel = self.spectral_losses(self.decoder(z_q, g), self.target_spectrum(x))
+            recon = l1 + self.config.mel_loss_weight * mel
+        else:
+            target = mu_law_encode(x)  # (B, T) classes 0..255
+            local = self.upsampler(z_q) if z_q is not None else None  # (B, C, T)
+            recon, l1, mel = F.cross_entropy(self.decoder(target, local, g), target), zero, zero  # nats per sample
+        return AudioVQVAEOutput(recon + vq_loss, recon, vq_loss, commit, ppl, idx, l1, mel)
 
     @torch.no_grad()
     def nll(self, x: Tensor, speakers: Tensor | None = None, indices: Tensor | None = None) -> Tensor:
         """Decoder NLL in nats of every sample (B, T) given the codes of ``x`` (or ``indices``) and the speaker."""
+        if self.spectral:
+            raise VQVAEError("a spectral decoder has no likelihood of the samples (audio.decoder: spectral)")
         self._check_waves(x)
         g = self._speakers(speakers, x.shape[0])
         target = mu_law_encode(x)
@@ -148,6 +202,9 @@ class AudioVQVAE(Pretrained, nn.Module):
             raise VQVAEError("decode_many needs a model with codes (audio.use_codes: true)")
         if not codes:
             return []
+        if self.spectral:
+            return self._invert([self.log_spectrum(c[None], None if speakers is None else speakers[i : i + 1])[0]
+                                 for i, c in enumerate(codes)], generator)
         feats = [self.local_features(c[None])[0] for c in codes]
         longest = max(f.shape[1] for f in feats)
         local = torch.stack([F.pad(f, (0, longest - f.shape[1])) for f in feats])
@@ -161,7 +218,12 @@ class AudioVQVAE(Pretrained, nn.Module):
                        naive: bool = False) -> Tensor:
         """Generate waveforms (B, L * hop) in [-1, 1] from codes (B, L) and speakers (B,), one sample at a time
         (``naive``: rerun the network per sample, for checking). Without codes (``use_codes: false``) pass
-        ``indices=None`` and a ``length``."""
+        ``indices=None`` and a ``length``. A spectral decoder predicts every frame at once and inverts the spectrum
+        by Griffin-Lim (its random initial phase from ``generator``; ``temperature`` and ``naive`` do not apply)."""
+        if self.spectral:
+            if indices is None:
+                raise VQVAEError("pass the codes to decode")
+            return torch.stack(self._invert(list(self.log_spectrum(indices, speakers)), generator))
         if self.quantizer is not None:
             if indices is None:
                 raise VQVAEError("pass the codes to decode")
@@ -174,3 +236,14 @@ class AudioVQVAE(Pretrained, nn.Module):
         g = self._speakers(speakers, batch)
         gen = self.decoder.generate_naive if naive else self.decoder.generate
         return mu_law_decode(gen(batch, length, local, g, temperature, generator))
+
+    def _invert(self, spectra: list[Tensor], generator: torch.Generator | None) -> list[Tensor]:
+        """Log-magnitudes (F, N_i) each -> waveforms (N_i * frame_hop,) by one batched Griffin-Lim."""
+        c = self.config
+        longest = max(s.shape[1] for s in spectra)
+        mags = torch.stack([F.pad(s.float(), (0, longest - s.shape[1])).mul(c.griffin_lim_power).exp()
+                            for s in spectra])  # (B, F, N): |X| ** power
+        lengths = [s.shape[1] for s in spectra]
+        waves = griffin_lim(mags, c.n_fft, c.frame_hop, iterations=c.griffin_lim_iterations,
+                            momentum=c.griffin_lim_momentum, lengths=lengths, generator=generator)
+        return [w[: n * c.frame_hop].clamp(-1, 1) for w, n in zip(waves, lengths)]

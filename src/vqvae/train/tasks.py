@@ -271,6 +271,8 @@ class AudioTask(Task):
             if saved != self.train_set.speakers:
                 raise VQVAEError(f"cannot resume {out}: its speakers {saved} are not the corpus's {self.train_set.speakers}")
         self.recipe = self.recipe.with_architecture(num_speakers=len(self.train_set.speakers))
+        if a.decoder == "spectral":
+            self.fields = ["loss", "spectral_l1", "mel_loss", "vq_loss", "perplexity"]
         self.num_examples = len(self.train_set)
         self.fetch = partial(_speech_crops, self.train_set, t.crop_length)
 
@@ -294,11 +296,14 @@ class AudioTask(Task):
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]):
         x, speakers = (t.to(self.device, non_blocking=True) for t in batch)
         res = self.net(x, speakers)
+        if self.recipe.audio.decoder == "spectral":
+            return res.loss, _scalars(loss=res.loss, spectral_l1=res.spectral_l1, mel_loss=res.mel_loss,
+                                      vq_loss=res.vq_loss, perplexity=res.perplexity)
         return res.loss, _scalars(loss=res.loss, bits_per_sample=_bits(res.recon_loss), vq_loss=res.vq_loss,
                                   perplexity=res.perplexity)
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
-        return evaluate_audio(self.model, self.test_set, limit=limit, ranks=self.ranks)
+        return evaluate_audio(self.model, self.test_set, limit=limit, ranks=self.ranks, train=self.train_set)
 
 
 class AudioPriorTask(_PriorTask):
