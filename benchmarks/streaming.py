@@ -56,7 +56,7 @@ def export(folder: Path) -> tuple[Path, Path]:
 
 def train_speed(data: str, workers: int, seconds: float) -> float:
     """img/s of the reference recipe's training steps on ``data``."""
-    from vqvae.config import load_recipe
+    from vqvae.recipes import load_recipe
     from vqvae.train import train_and_evaluate
 
     recipe = load_recipe("fashion_mnist", [f"train.data={data}", f"train.num_workers={workers}",

@@ -26,7 +26,7 @@ from contextlib import nullcontext
 
 import torch
 
-from vqvae.config import load_recipe
+from vqvae.recipes import load_recipe
 from vqvae.data import load_images, to_float
 from vqvae.data.loader import Batches
 from vqvae.devices import resolve_device

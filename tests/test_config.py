@@ -1,6 +1,7 @@
 import pytest
 
-from vqvae.config import builtin_recipes, load_recipe, recipe_from_dict
+from vqvae.config import recipe_from_dict
+from vqvae.recipes import builtin_recipes, load_recipe
 from vqvae.errors import VQVAEError
 
 

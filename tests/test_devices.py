@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vqvae.cli import main
-from vqvae.config import load_recipe
+from vqvae.recipes import load_recipe
 from vqvae.devices import autocast, grad_scaler, resolve_device
 from vqvae.errors import VQVAEError
 from vqvae.nets import WaveNet

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vqvae.config import load_recipe
+from vqvae.recipes import load_recipe
 from vqvae.data import load_images
 from vqvae.data.audio import load_speech, random_crops, write_wav
 from vqvae.data.images.folder import ImageFiles

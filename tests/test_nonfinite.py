@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from vqvae import checkpoint
-from vqvae.config import load_recipe
+from vqvae.recipes import load_recipe
 from vqvae.errors import VQVAEError
 from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA
 from vqvae.train import tasks as tasks_module

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from vqvae import VQVAE, AudioVQVAE, GatedPixelCNN, WaveNetPrior
-from vqvae.config import load_recipe
+from vqvae.recipes import load_recipe
 
 # -- data made in the test --------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vqvae.errors import VQVAEError
-from vqvae.judges.audio import CodeProbe, code_features
+from vqvae.judges.codes import CodeProbe, code_features
 from vqvae.models import AudioVQVAE
 from vqvae.models.audio import MEL_SCALES
 from vqvae.spectral import (LOG_FLOOR, griffin_lim, log_magnitude, mel_filterbank, spectral_convergence,

@@ -154,7 +154,7 @@ def _codebook_worker(rank: int, world: int, port: int, data: str, out: str, over
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from vqvae.config import load_recipe
+    from vqvae.recipes import load_recipe
     from vqvae.distributed import leave
     from vqvae.train.loop import train_task
     from vqvae.train.tasks import ImageTask

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vqvae.config import TrainConfig, load_recipe
+from vqvae.config import TrainConfig
+from vqvae.recipes import load_recipe
 from vqvae.train.loop import Batches, budget_used, lr_at
 
 from .test_cli import PRIOR_TINY, TINY

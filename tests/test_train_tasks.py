@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from vqvae.config import load_recipe
+from vqvae.recipes import load_recipe
 from vqvae.data.audio import write_wav
 from vqvae.train.tasks import AudioTask
 

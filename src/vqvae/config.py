@@ -1,8 +1,8 @@
 """Configuration: the architecture (:class:`ModelConfig`) is kept apart from the run (:class:`TrainConfig`); both
 are saved in every checkpoint, so evaluating or sampling needs no flags.
 
-Recipes are YAML files with two sections, ``model:`` and ``train:``; overrides use dotted keys (``model.hidden=64
-train.lr=3e-4``). Unknown keys, wrong types and numbers that are not finite are rejected with a message naming them."""
+Recipes are YAML files (read by :mod:`vqvae.recipes`) with two sections, ``model:`` and ``train:``; overrides use
+dotted keys (``model.hidden=64 train.lr=3e-4``). Unknown keys, wrong types and numbers that are not finite are rejected with a message naming them."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import yaml
 
 from vqvae.errors import VQVAEError
 
@@ -142,13 +139,13 @@ class AudioModelConfig(QuantizerConfig):
                    f"a divisor of the code hop {self.hop} (2^audio.num_downsamples)")
             _check(self.n_fft >= 2 * self.frame_hop and self.n_fft % 2 == 0, "audio.n_fft", self.n_fft,
                    f"even and >= 2 * audio.frame_hop ({2 * self.frame_hop})")
-            for name in ("spectral_channels", "spectral_layers"):
-                _check(getattr(self, name) >= 1, f"audio.{name}", getattr(self, name), ">= 1")
-            _check(self.mel_loss_weight >= 0, "audio.mel_loss_weight", self.mel_loss_weight, ">= 0")
-            _check(self.griffin_lim_iterations >= 0, "audio.griffin_lim_iterations", self.griffin_lim_iterations, ">= 0")
-            _check(0 <= self.griffin_lim_momentum < 1, "audio.griffin_lim_momentum", self.griffin_lim_momentum,
-                   "in [0, 1)")
-            _check(self.griffin_lim_power > 0, "audio.griffin_lim_power", self.griffin_lim_power, "> 0")
+            for name, ok, expected in (("spectral_channels", self.spectral_channels >= 1, ">= 1"),
+                                       ("spectral_layers", self.spectral_layers >= 1, ">= 1"),
+                                       ("mel_loss_weight", self.mel_loss_weight >= 0, ">= 0"),
+                                       ("griffin_lim_iterations", self.griffin_lim_iterations >= 0, ">= 0"),
+                                       ("griffin_lim_momentum", 0 <= self.griffin_lim_momentum < 1, "in [0, 1)"),
+                                       ("griffin_lim_power", self.griffin_lim_power > 0, "> 0")):
+                _check(ok, f"audio.{name}", getattr(self, name), expected)
         _check(self.sample_rate >= 1000, "audio.sample_rate", self.sample_rate, ">= 1000")
         _check(1 <= self.num_downsamples <= 12, "audio.num_downsamples", self.num_downsamples, "in 1..12")
         for name in ("hidden", "local_channels", "channels", "skip_channels", "dilation_cycles"):
@@ -370,55 +367,3 @@ def recipe_from_dict(d: dict[str, Any], kind: str = "vqvae") -> RecipeSections:
     if unknown:
         raise VQVAEError(f"unknown config section(s): {', '.join(unknown)} (known: {', '.join(sections)})")
     return cls(**{name: section_from_dict(name, d.get(name) or {}) for name in sections})
-
-
-def builtin_recipes() -> list[str]:
-    return sorted(p.name[: -len(".yaml")] for p in resources.files("vqvae.configs").iterdir()
-                  if p.name.endswith(".yaml"))
-
-
-def load_recipe(spec: str | Path | None, overrides: list[str] = (), kind: str = "vqvae") -> RecipeSections:
-    """Read a recipe of ``kind`` ("vqvae" or "prior") -- a YAML path, or the name of a built-in one
-    (``fashion_mnist``) -- and apply ``key=value`` overrides (dotted keys, YAML values). ``None`` means the
-    default recipe of that kind."""
-    return recipe_with_overrides(_read_yaml(spec if spec is not None else RECIPE_KINDS[kind][2]), overrides, kind)
-
-
-def recipe_with_overrides(d: dict[str, Any], overrides: list[str] = (), kind: str = "vqvae") -> RecipeSections:
-    """A validated recipe from a ``{"model": ..., "train": ...}`` dict with ``key=value`` overrides applied."""
-    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
-    for item in overrides:
-        if "=" not in item:
-            raise VQVAEError(f"override {item!r} is not of the form section.key=value (e.g. train.lr=3e-4)")
-        key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        sections = RECIPE_KINDS[kind][1]
-        if len(parts) != 2 or parts[0] not in sections:
-            raise VQVAEError(f"override key {key!r} must be {' or '.join(f'{n}.<key>' for n in sections)}")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
-        d.setdefault(parts[0], {})[parts[1]] = value
-    recipe = recipe_from_dict(d, kind)
-    recipe.validate()
-    return recipe
-
-
-def _read_yaml(spec: str | Path) -> dict[str, Any]:
-    path = Path(spec)
-    if not path.suffix and not path.exists():
-        if str(spec) not in builtin_recipes():
-            raise VQVAEError(f"no recipe named {spec!r} (built-in: {', '.join(builtin_recipes())}) and no such file")
-        text = resources.files("vqvae.configs").joinpath(f"{spec}.yaml").read_text()
-    else:
-        if not path.is_file():
-            raise VQVAEError(f"recipe file not found: {path}")
-        text = path.read_text()
-    try:
-        d = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise VQVAEError(f"recipe {spec} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(d, dict):
-        raise VQVAEError(f"recipe {spec} must be a mapping with sections model/train")
-    return d

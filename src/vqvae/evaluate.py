@@ -18,16 +18,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from vqvae.codes import SpeechCodes
 from vqvae.data import ImageDataset, to_float
-from vqvae.data.audio import SpeechDataset, write_wav
+from vqvae.data.audio import SpeechDataset
 from vqvae.devices import model_device
 from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
 from vqvae.fileio import check_out_dir
-from vqvae.judges.audio import CodeProbe, SpeechJudges, remove_previous, write_verdicts
+from vqvae.judges.audio import SpeechJudges, write_conversions
+from vqvae.judges.codes import probe_codes
 from vqvae.metrics import (CodebookUsage, MeanAccumulator, bits_per_dim, elbo_bits_per_dim, nats_to_bits,
                            psnr_from_mse, ssim, uniform_prior_nll_nats)
 from vqvae.models import VQVAE, AudioVQVAE
@@ -37,8 +37,7 @@ from vqvae.priors.wavenet import WaveNetPrior
 from vqvae.runs import load_prior, load_run, run_split
 
 __all__ = ["evaluate_audio", "evaluate_audio_prior", "evaluate_audio_run", "evaluate_conversion",
-           "evaluate_conversion_run", "evaluate_model", "evaluate_prior", "evaluate_prior_run", "evaluate_run",
-           "probe_codes"]
+           "evaluate_conversion_run", "evaluate_model", "evaluate_prior", "evaluate_prior_run", "evaluate_run"]
 
 
 def _count(n: int, limit: int | None, name: str, what: str) -> int:
@@ -165,13 +164,10 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
 @torch.no_grad()
 def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None = None,
                    ranks: Ranks = Ranks(), train: SpeechDataset | None = None) -> dict[str, Any]:
-    """Over whole utterances (the first ``limit``; each cut to a multiple of the code hop): for a WaveNet decoder
-    its NLL of the mu-law samples in bits per sample (given the codes and the speaker, as the model is
-    conditioned); for a spectral decoder the L1 distance of its log-magnitudes and of its multi-scale log-mel
-    spectra to the utterances' own (nats, per frame); code usage and perplexity, and the latent bit rate: codes
-    per second * log2 K (and * log2 perplexity, the rate an ideal entropy coder of the code frequencies would
-    need). With ``train`` (the corpus's train split) also the code probes (:func:`probe_codes`): how well the
-    speaker, and what is said, can be told from an utterance's codes alone."""
+    """Over whole utterances (the first ``limit``, cut to a multiple of the code hop): a WaveNet decoder's NLL in
+    bits per mu-law sample given what it is conditioned on, or a spectral decoder's L1 of log-magnitudes and of
+    multi-scale log-mel spectra (nats per frame); code usage, perplexity and the bit rate (codes per second * log2 K,
+    and * log2 perplexity); with ``train``, the code probes of :func:`vqvae.judges.codes.probe_codes`."""
     model.eval()
     c = model.config
     n = len(data) if limit is None else min(limit, len(data))
@@ -221,34 +217,6 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
 
 
 @torch.no_grad()
-def probe_codes(model: AudioVQVAE, train: SpeechDataset, test: SpeechDataset, seed: int = 0) -> dict[str, Any]:
-    """The speaker probe (and, where the corpus has classes, the content probe) on the codes: a
-    :class:`~vqvae.judges.audio.CodeProbe` trained on the codes of every ``train`` utterance, its accuracy on those
-    of every ``test`` utterance, beside chance (the most frequent speaker's / class's share of the test split)."""
-    dev, hop = model_device(model), model.config.hop
-
-    def codes_of(data: SpeechDataset) -> list[np.ndarray]:
-        return [model.encode(torch.from_numpy(np.ascontiguousarray(w[: len(w) // hop * hop]))[None].to(dev))[0].cpu()
-                .numpy() for w in data.waves if len(w) >= hop]
-
-    def kept(data: SpeechDataset, values: list[int]) -> list[int]:
-        return [v for w, v in zip(data.waves, values) if len(w) >= hop]
-
-    train_codes, test_codes = codes_of(train), codes_of(test)
-    out: dict[str, Any] = {}
-    for name, values in (("speaker", "labels"), ("content", "classes")):
-        y_train, y_test = kept(train, getattr(train, values)), kept(test, getattr(test, values))
-        if name == "content" and (not train.class_names or test.class_names != train.class_names
-                                  or min(y_train + y_test, default=-1) < 0):
-            continue
-        count = len(train.speakers) if name == "speaker" else len(train.class_names)
-        probe = CodeProbe(model.config.num_embeddings, count).fit(train_codes, y_train, seed=seed)
-        out[f"{name}_probe_accuracy"] = float((probe.predict(test_codes) == torch.tensor(y_test)).double().mean())
-        out[f"{name}_probe_chance"] = float(np.bincount(y_test).max() / len(y_test))
-    return out
-
-
-@torch.no_grad()
 def evaluate_audio_prior(prior: WaveNetPrior, data: SpeechCodes, codes_per_second: float, *,
                          limit: int | None = None, ranks: Ranks = Ranks()) -> dict[str, Any]:
     """The prior's NLL of whole code sequences (each from an empty context), in bits per code against the uniform
@@ -272,11 +240,12 @@ def evaluate_audio_prior(prior: WaveNetPrior, data: SpeechCodes, codes_per_secon
 @torch.no_grad()
 def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDataset, *, pairs: int = 16,
                         seconds: float = 1.5, seed: int = 0, temperature: float = 1.0,
-                        wav_dir: str | Path | None = None, batch_size: int = 32) -> dict[str, Any]:
+                        wav_dir: str | Path | None = None, batch_size: int = 32, one_stream: int = 16) -> dict[str, Any]:
     """Speaker conversion: ``pairs`` test utterances (the first ``seconds`` of each) are each encoded and decoded
     once as another speaker (drawn with ``seed``) and once as their own (the reconstruction), ``batch_size`` at a
     time, then judged by :class:`vqvae.judges.audio.SpeechJudges` (speaker, content where the corpus has classes,
-    pitch). Also the decoder's real-time factor: seconds of audio generated per second of compute, in batches.
+    pitch). Also the decoder's real-time factor: seconds of audio generated per second of compute, in batches and
+    one utterance at a time (the first ``one_stream``).
     ``wav_dir`` receives every input, reconstruction and conversion."""
     c = model.config
     if model.quantizer is None or not model.num_speakers:
@@ -308,40 +277,20 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
             ids = torch.tensor(who[lo : lo + batch_size], device=dev)
             out.extend(w.cpu() for w in model.decode_many(chunk, ids, temperature=temperature, generator=gen))
     compute = time.perf_counter() - start
+    alone = codes[:one_stream]  # one utterance at a time, as a single listener would be served
+    start = time.perf_counter()
+    for q, s in zip(alone, sources):
+        model.decode_many([q], torch.tensor([s], device=dev), temperature=temperature, generator=gen)
+    one = time.perf_counter() - start
     judges = SpeechJudges(train, test, seed=seed)
     if wav_dir is not None:
-        _write_conversions(Path(wav_dir), test, judges, c.sample_rate, (inputs, rebuilt, converted),
+        write_conversions(Path(wav_dir), test, judges, c.sample_rate, (inputs, rebuilt, converted),
                            sources, targets, classes)
     m = judges.conversion(inputs, converted, rebuilt, sources, targets, classes if test.classes else None)
     generated = sum(len(w) for w in converted + rebuilt) / c.sample_rate
     return {**m, "seconds_each": seconds, "decoder_real_time_factor": generated / compute,
-            "decode_batch_size": min(batch_size, len(codes))}
-
-
-def _write_conversions(wav_dir: Path, test: SpeechDataset, judges: SpeechJudges, rate: int,
-                       waves: tuple[list[Tensor], list[Tensor], list[Tensor]], sources: list[int], targets: list[int],
-                       classes: list[int]) -> None:
-    """Every input, reconstruction and conversion of :func:`evaluate_conversion` as ``NNN_SOURCE_input.wav``,
-    ``..._reconstructed.wav``, ``..._as_TARGET.wav``, and ``verdicts.json``: what the judges hear in each beside
-    what it should be heard as (the source speaker and the digit said; the target speaker for a conversion; the
-    pitch heard in the input for a reconstruction)."""
-    remove_previous(wav_dir)
-    digits = max(2, len(str(len(sources) - 1)))  # names that sort in order: 000 .. 149
-    names, written, expected = [], [], []
-    for n, (x, r, y, s, t, k) in enumerate(zip(*waves, sources, targets, classes)):
-        stem = f"{n:0{digits}d}_{test.speakers[s]}"
-        said = {"class": test.class_names[k]} if k >= 0 and test.class_names else {}
-        for name, w, who in ((f"{stem}_input.wav", x, s), (f"{stem}_reconstructed.wav", r, s),
-                             (f"{stem}_as_{test.speakers[t]}.wav", y, t)):
-            write_wav(wav_dir / name, w, rate)
-            names.append(name)
-            written.append(w)
-            expected.append({"speaker": test.speakers[who], **said})
-    heard = judges.verdicts(written)
-    for name, e in zip(names, expected):  # a reconstruction should keep the pitch the judges hear in its input
-        if name.endswith("_reconstructed.wav"):
-            e["pitch_hz"] = heard[names.index(name.replace("_reconstructed.wav", "_input.wav"))]["pitch_hz"]
-    write_verdicts(wav_dir / "verdicts.json", names, heard, expected)
+            "decode_batch_size": min(batch_size, len(codes)),
+            "decoder_real_time_factor_one_stream": sum(len(q) for q in alone) * c.hop / c.sample_rate / one}
 
 
 # -- the commands ------------------------------------------------------------------------------------------------

@@ -57,6 +57,10 @@ def _pct(m: dict[str, Any], key: str) -> str:
     return "n/a" if m.get(key) is None else f"{100 * m[key]:.1f}%"
 
 
+def _num(m: dict[str, Any], key: str, digits: int) -> str:
+    return "n/a" if m.get(key) is None else f"{m[key]:.{digits}f}"
+
+
 def _judges_summary(m: dict[str, Any]) -> str:
     line = f"judges on real test utterances: speaker {_pct(m, 'speaker_classifier_test_accuracy')}"
     if "content_classifier_test_accuracy" in m:
@@ -70,14 +74,16 @@ def _conversion_summary(m: dict[str, Any]) -> str:
              f"{m['pairs']} reconstructions: own speaker {_pct(m, 'reconstructions_recognised_as_source')}"
              + (f", words kept {_pct(m, 'reconstructions_recognised_as_class')}" if said else "")
              + f", voiced {_pct(m, 'reconstructions_voiced')}, pitch within 10% of the input's "
-               f"{_pct(m, 'reconstructions_pitch_within_10pct')}",
+               f"{_pct(m, 'reconstructions_pitch_within_10pct')}, STOI {_num(m, 'reconstructions_stoi', 3)}, PESQ-NB "
+               f"{_num(m, 'reconstructions_pesq_nb', 2)}",
              f"{m['pairs']} conversions: target speaker {_pct(m, 'converted_recognised_as_target')}, source "
              f"{_pct(m, 'converted_recognised_as_source')}"
              + (f", words kept {_pct(m, 'converted_recognised_as_class')}" if said else "")
              + f", voiced {_pct(m, 'converted_voiced')}; over the {m['pitch_pairs']} pairs of distinct pitch, nearer "
                f"the target's {_pct(m, 'converted_pitch_nearer_target')}, the source's "
                f"{_pct(m, 'converted_pitch_nearer_source')}",
-             f"decoder: {m['decoder_real_time_factor']:.3f} s of audio per second (batches of {m['decode_batch_size']})"]
+             f"decoder: {m['decoder_real_time_factor']:.3f} s of audio per second (batches of {m['decode_batch_size']}), "
+             f"{m['decoder_real_time_factor_one_stream']:.3f} one utterance at a time"]
     return "\n".join(lines)
 
 

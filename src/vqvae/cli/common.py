@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from vqvae.config import RecipeSections, load_recipe
+from vqvae.config import RecipeSections
+from vqvae.recipes import load_recipe
 from vqvae.distributed import is_main_process
 from vqvae.errors import VQVAEError
 from vqvae.train import resume_recipe

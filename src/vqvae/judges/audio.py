@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.data.audio import SpeechDataset
+from vqvae.data.audio import SpeechDataset, write_wav
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_json
 from vqvae.spectral import mel_filterbank
 
-__all__ = ["CodeProbe", "ContentClassifier", "SpeakerClassifier", "SpeechJudges", "code_features", "judge_conversion", "log_mel_course", "log_mel_stats",
-           "mel_filterbank", "pitch_hz", "remove_previous", "write_verdicts"]
+__all__ = ["ContentClassifier", "SpeakerClassifier", "SpeechJudges", "intelligibility", "judge_conversion", "log_mel_course", "log_mel_stats",
+           "mel_filterbank", "pitch_hz", "remove_previous", "write_conversions", "write_verdicts"]
 
 def log_mel_stats(wave: np.ndarray | Tensor, sample_rate: int, n_mels: int = 40, floor_db: float = 30.0) -> Tensor:
     """A fixed-size description of a voice: mean and standard deviation over time of the log-mel spectrum
@@ -172,36 +172,28 @@ class ContentClassifier(_LogMelClassifier):
         return torch.stack([log_mel_course(w, self.sample_rate) for w in waves])
 
 
-def code_features(codes: list[np.ndarray | Tensor], num_embeddings: int, bigram_buckets: int = 1024) -> Tensor:
-    """What an utterance's codes say when their order within the utterance is forgotten: the frequency of every
-    code (K) and of every pair of successive codes, hashed into ``bigram_buckets`` -> (len(codes), K + buckets).
-    A voice that speaks through its own codes (or its own code transitions) shows in these counts."""
-    k, out = num_embeddings, torch.zeros(len(codes), num_embeddings + bigram_buckets, dtype=torch.float64)
-    for row, c in enumerate(codes):
-        c = torch.as_tensor(np.asarray(c), dtype=torch.long).flatten()
-        if len(c) == 0:
-            continue
-        out[row, :k] = torch.bincount(c, minlength=k)[:k].double() / len(c)
-        if len(c) > 1:
-            pairs = (c[:-1] * k + c[1:]) % bigram_buckets
-            out[row, k:] = torch.bincount(pairs, minlength=bigram_buckets).double() / (len(c) - 1)
-    return out.float()
+def intelligibility(references: list[Tensor], degraded: list[Tensor], sample_rate: int) -> dict[str, float | None]:
+    """Judges that do not listen through log-mel features: STOI (Taal et al. 2011, ``pystoi``) and narrow-band
+    PESQ (ITU-T P.862, ``pesq``) of ``degraded[i]`` against ``references[i]``, over the concatenation of all of them
+    in their order: STOI needs 30 frames (384 ms) of speech and a single short take has fewer. PESQ is computed at
+    8 kHz (the waveforms are resampled when the rate differs); None where it finds no utterance to score."""
+    from pesq import pesq
+    from pystoi import stoi
 
+    from vqvae.data.audio import resample
 
-class CodeProbe(_LogMelClassifier):
-    """A probe of the codes: logistic regression on :func:`code_features` of an utterance's code sequence, trained to
-    tell its speaker (or what it says) from the codes alone. Trained on the train split's codes and scored on the
-    test split's, it measures how much of the speaker the bottleneck lets through: near chance means the decoder
-    gets the voice from its speaker embedding and nowhere else."""
-
-    what = "code probe"
-
-    def __init__(self, num_embeddings: int, num_classes: int):
-        super().__init__(0, num_classes)
-        self.num_embeddings = num_embeddings
-
-    def _features(self, codes) -> Tensor:
-        return code_features(codes, self.num_embeddings)
+    ref = np.concatenate([np.asarray(r, dtype=np.float64) for r in references])
+    deg = np.concatenate([np.asarray(d, dtype=np.float64)[: len(r)] for r, d in zip(references, degraded)])
+    if len(ref) != len(deg):
+        raise VQVAEError("each degraded waveform must be at least as long as its reference")
+    out = {"stoi": float(stoi(ref, deg, sample_rate, extended=False))}
+    if sample_rate != 8000:
+        ref, deg = (resample(v.astype(np.float32), sample_rate, 8000).astype(np.float64) for v in (ref, deg))
+    try:
+        out["pesq_nb"] = float(pesq(8000, ref, deg, "nb"))
+    except Exception:  # noqa: BLE001 -- pesq raises its own errors when it finds no speech in the reference
+        out["pesq_nb"] = None
+    return out
 
 
 def speaker_pitches(train: SpeechDataset, speakers: list[int], per_speaker: int = 20) -> dict[int, float]:
@@ -274,6 +266,7 @@ class SpeechJudges:
         if self.content is not None and classes is not None:
             m["converted_recognised_as_class"] = _rate(self.content.predict(converted), classes)
             m["reconstructions_recognised_as_class"] = _rate(self.content.predict(rebuilt), classes)
+        m.update({f"reconstructions_{k}": v for k, v in intelligibility(inputs, rebuilt, self.rate).items()})
         m["speaker_median_pitch_hz"] = {self.speakers[s]: None if np.isnan(f) else round(f, 1)
                                         for s, f in self.reference.items() if s in set(sources) | set(targets)}
         return m
@@ -327,6 +320,32 @@ def write_verdicts(path: str | Path, names: list[str], verdicts: list[dict[str, 
     if not len(names) == len(verdicts) == len(expected):
         raise ValueError(f"{len(names)} files, {len(verdicts)} verdicts, {len(expected)} expectations")
     atomic_write_json(path, {n: {**v, "expected": e} for n, v, e in zip(names, verdicts, expected)})
+
+
+def write_conversions(wav_dir: Path, test: SpeechDataset, judges: SpeechJudges, rate: int,
+                       waves: tuple[list[Tensor], list[Tensor], list[Tensor]], sources: list[int], targets: list[int],
+                       classes: list[int]) -> None:
+    """Every input, reconstruction and conversion of :func:`evaluate_conversion` as ``NNN_SOURCE_input.wav``,
+    ``..._reconstructed.wav``, ``..._as_TARGET.wav``, and ``verdicts.json``: what the judges hear in each beside
+    what it should be heard as (the source speaker and the digit said; the target speaker for a conversion; the
+    pitch heard in the input for a reconstruction)."""
+    remove_previous(wav_dir)
+    digits = max(2, len(str(len(sources) - 1)))  # names that sort in order: 000 .. 149
+    names, written, expected = [], [], []
+    for n, (x, r, y, s, t, k) in enumerate(zip(*waves, sources, targets, classes)):
+        stem = f"{n:0{digits}d}_{test.speakers[s]}"
+        said = {"class": test.class_names[k]} if k >= 0 and test.class_names else {}
+        for name, w, who in ((f"{stem}_input.wav", x, s), (f"{stem}_reconstructed.wav", r, s),
+                             (f"{stem}_as_{test.speakers[t]}.wav", y, t)):
+            write_wav(wav_dir / name, w, rate)
+            names.append(name)
+            written.append(w)
+            expected.append({"speaker": test.speakers[who], **said})
+    heard = judges.verdicts(written)
+    for name, e in zip(names, expected):  # a reconstruction should keep the pitch the judges hear in its input
+        if name.endswith("_reconstructed.wav"):
+            e["pitch_hz"] = heard[names.index(name.replace("_reconstructed.wav", "_input.wav"))]["pitch_hz"]
+    write_verdicts(wav_dir / "verdicts.json", names, heard, expected)
 
 
 def _rate(predicted: Tensor, truth) -> float:

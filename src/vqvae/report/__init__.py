@@ -98,7 +98,8 @@ def _header(info: dict[str, Any]) -> str:
     precision = train.get("precision", "fp32" if "epochs" in c else "?")  # a classifier trains in fp32
     facts = [("kind", info["kind"]), ("data", data), ("budget", budget), ("steps", steps),
              ("wall time", f"{float(seconds):.0f} s"), ("precision", precision), ("status", status)]
-    key = [k for k in ("psnr", "ssim", "bits_per_dim", "bits_per_sample", "prior_bits_per_code",
+    key = [k for k in ("psnr", "ssim", "bits_per_dim", "bits_per_sample", "spectral_l1", "speaker_probe_accuracy",
+                       "prior_bits_per_code",
                        "prior_nll_bits_per_latent", "codes_used", "perplexity", "test_accuracy") if k in e]
     facts += [(k, _fmt(e[k])) for k in key[:5]]
     rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)

@@ -42,6 +42,12 @@ DESCRIPTIONS = {
     "num_utterances": "test utterances evaluated",
     "bit_rate": "bits per second the codes take at log2 K bits each",
     "codes_per_second": "codes per second of audio",
+    "spectral_l1": "spectral decoder: mean L1 distance of its log-magnitude STFT to the test audio's, nats per bin",
+    "mel_loss": "spectral decoder: mean L1 distance of its log-mel spectra to the test audio's over three scales, nats",
+    "speaker_probe_accuracy": "test utterances whose speaker a probe trained on train codes tells from the codes alone",
+    "speaker_probe_chance": "the speaker probe's chance level: the largest speaker's share of the test split",
+    "content_probe_accuracy": "test utterances whose class (what is said) a probe tells from the codes alone",
+    "content_probe_chance": "the content probe's chance level: the largest class's share of the test split",
 }
 MAX_WAVS = 30  # e.g. ten conversion triples, or one prior sample per speaker and digit of FSDD (6 x 5)
 

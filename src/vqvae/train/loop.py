@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from vqvae import checkpoint
 from vqvae.data.loader import Batches, Feed
-from vqvae.config import RECIPE_KINDS, RecipeSections, TrainConfig, recipe_with_overrides
+from vqvae.config import RECIPE_KINDS, RecipeSections, TrainConfig
+from vqvae.recipes import recipe_with_overrides
 from vqvae.devices import autocast, available_memory, grad_scaler
 from vqvae.distributed import Ranks, is_main_process, join
 from vqvae.errors import Preempted, VQVAEError

@@ -1,0 +1,80 @@
+"""Judges of the codes themselves: probes that tell an utterance's speaker (or what it says) from its code sequence
+alone. A bottleneck that holds the words and not the voice has a speaker probe near chance and a content probe
+well above it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vqvae.data.audio import SpeechDataset
+from vqvae.devices import model_device
+from vqvae.judges.audio import _LogMelClassifier
+
+if TYPE_CHECKING:
+    from vqvae.models import AudioVQVAE
+
+__all__ = ["CodeProbe", "code_features", "probe_codes"]
+
+
+def code_features(codes: list[np.ndarray | Tensor], num_embeddings: int, bigram_buckets: int = 1024) -> Tensor:
+    """What an utterance's codes say when their order within the utterance is forgotten: the frequency of every
+    code (K) and of every pair of successive codes, hashed into ``bigram_buckets`` -> (len(codes), K + buckets).
+    A voice that speaks through its own codes (or its own code transitions) shows in these counts."""
+    k, out = num_embeddings, torch.zeros(len(codes), num_embeddings + bigram_buckets, dtype=torch.float64)
+    for row, c in enumerate(codes):
+        c = torch.as_tensor(np.asarray(c), dtype=torch.long).flatten()
+        if len(c) == 0:
+            continue
+        out[row, :k] = torch.bincount(c, minlength=k)[:k].double() / len(c)
+        if len(c) > 1:
+            pairs = (c[:-1] * k + c[1:]) % bigram_buckets
+            out[row, k:] = torch.bincount(pairs, minlength=bigram_buckets).double() / (len(c) - 1)
+    return out.float()
+
+
+class CodeProbe(_LogMelClassifier):
+    """A probe of the codes: logistic regression on :func:`code_features` of an utterance's code sequence, trained to
+    tell its speaker (or what it says) from the codes alone. Trained on the train split's codes and scored on the
+    test split's, it measures how much of the speaker the bottleneck lets through: near chance means the decoder
+    gets the voice from its speaker embedding and nowhere else."""
+
+    what = "code probe"
+
+    def __init__(self, num_embeddings: int, num_classes: int):
+        super().__init__(0, num_classes)
+        self.num_embeddings = num_embeddings
+
+    def _features(self, codes) -> Tensor:
+        return code_features(codes, self.num_embeddings)
+
+
+@torch.no_grad()
+def probe_codes(model: AudioVQVAE, train: SpeechDataset, test: SpeechDataset, seed: int = 0) -> dict[str, Any]:
+    """The speaker probe (and, where the corpus has classes, the content probe) on the codes: a
+    :class:`~vqvae.judges.audio.CodeProbe` trained on the codes of every ``train`` utterance, its accuracy on those
+    of every ``test`` utterance, beside chance (the most frequent speaker's / class's share of the test split)."""
+    dev, hop = model_device(model), model.config.hop
+
+    def codes_of(data: SpeechDataset) -> list[np.ndarray]:
+        return [model.encode(torch.from_numpy(np.ascontiguousarray(w[: len(w) // hop * hop]))[None].to(dev))[0].cpu()
+                .numpy() for w in data.waves if len(w) >= hop]
+
+    def kept(data: SpeechDataset, values: list[int]) -> list[int]:
+        return [v for w, v in zip(data.waves, values) if len(w) >= hop]
+
+    train_codes, test_codes = codes_of(train), codes_of(test)
+    out: dict[str, Any] = {}
+    for name, values in (("speaker", "labels"), ("content", "classes")):
+        y_train, y_test = kept(train, getattr(train, values)), kept(test, getattr(test, values))
+        if name == "content" and (not train.class_names or test.class_names != train.class_names
+                                  or min(y_train + y_test, default=-1) < 0):
+            continue
+        count = len(train.speakers) if name == "speaker" else len(train.class_names)
+        probe = CodeProbe(model.config.num_embeddings, count).fit(train_codes, y_train, seed=seed)
+        out[f"{name}_probe_accuracy"] = float((probe.predict(test_codes) == torch.tensor(y_test)).double().mean())
+        out[f"{name}_probe_chance"] = float(np.bincount(y_test).max() / len(y_test))
+    return out
