@@ -12,7 +12,7 @@ from torch import Tensor
 
 from vqvae.data.audio import SpeechDataset
 from vqvae.devices import model_device
-from vqvae.judges.audio import _LogMelClassifier
+from vqvae.judges.audio import LogisticClassifier
 
 if TYPE_CHECKING:
     from vqvae.models import AudioVQVAE
@@ -36,7 +36,7 @@ def code_features(codes: list[np.ndarray | Tensor], num_embeddings: int, bigram_
     return out.float()
 
 
-class CodeProbe(_LogMelClassifier):
+class CodeProbe(LogisticClassifier):
     """A probe of the codes: logistic regression on :func:`code_features` of an utterance's code sequence, trained to
     tell its speaker (or what it says) from the codes alone. Trained on the train split's codes and scored on the
     test split's, it measures how much of the speaker the bottleneck lets through: near chance means the decoder
