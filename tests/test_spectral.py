@@ -155,12 +155,14 @@ def test_spectral_decoder_learns_a_tone_and_decodes_it_to_its_frequency():
     assert 0.2 < float(y[256:-256].abs().max()) < 0.8  # its loudness too (amplitude 0.5)
 
 
-@pytest.mark.parametrize("decoder", ["wavenet", "spectral"])
-def test_encode_gives_the_codes_of_a_training_forward_pass(decoder):
+@pytest.mark.parametrize("decoder,frontend", [("wavenet", "conv"), ("spectral", "conv"), ("wavenet", "mel"),
+                                              ("spectral", "mel")])
+def test_encode_gives_the_codes_of_a_training_forward_pass(decoder, frontend):
     kw = dict(decoder=decoder) if decoder == "spectral" else dict(decoder=decoder, channels=8, skip_channels=8,
                                                                  local_channels=8, max_dilation=4)
     model = AudioVQVAE(sample_rate=8000, hidden=16, embedding_dim=8, num_embeddings=64, num_speakers=2,
-                       spectral_channels=16, spectral_layers=1, **kw)
+                       spectral_channels=16, spectral_layers=1, encoder_frontend=frontend, frame_hop=16,
+                       encoder_input_norm="utterance" if frontend == "mel" else "none", **kw)
     torch.manual_seed(1)
     x = torch.randn(3, 2048).clamp(-1, 1) * 0.7  # loud noise: the mu-law round trip changes every sample
     codes = model.encode(x)
@@ -176,7 +178,72 @@ def test_spectral_config_is_checked():
         AudioVQVAE(decoder="vocoder")
     with pytest.raises(VQVAEError, match="audio.use_codes must be true"):
         AudioVQVAE(decoder="spectral", use_codes=False)
+    with pytest.raises(VQVAEError, match="audio.encoder_frontend must be"):
+        AudioVQVAE(encoder_frontend="mfcc")
+    with pytest.raises(VQVAEError, match="audio.frame_hop must be a divisor"):
+        AudioVQVAE(encoder_frontend="mel", frame_hop=48)
+    with pytest.raises(VQVAEError, match="audio.speaker_adversary must be >= 0"):
+        AudioVQVAE(speaker_adversary=-1)
     assert len(MEL_SCALES) == 3
+
+
+def test_mel_frontend_matches_numpy_and_its_utterance_norm_ignores_gain_and_silent_padding():
+    from vqvae.nets.audio import MelEncoder
+
+    rate, n_fft, frame_hop, bands = 8000, 256, 32, 20
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(2048) * 0.2 + np.sin(2 * np.pi * 300 * np.arange(2048) / rate) * 0.3).astype(np.float32)
+    enc = MelEncoder(rate, n_fft, frame_hop, 128, bands, hidden=8, embedding_dim=4)
+    bank = mel_filterbank(rate, n_fft, bands).numpy().astype(np.float64)
+    ref = np.log(np.maximum(bank @ np.abs(numpy_stft(x.astype(np.float64), n_fft, frame_hop)) ** 2, 1e-8))
+    ours = enc.features(torch.from_numpy(x)[None])[0].numpy()
+    assert ours.shape == ref.shape == (bands, 2048 // frame_hop)
+    assert np.abs(ours - ref).max() < 1e-3
+    assert enc(torch.from_numpy(x)[None, None]).shape == (1, 4, 2048 // 128)  # two stride-2 layers: 32 -> 128
+
+    norm = MelEncoder(rate, n_fft, frame_hop, 128, bands, hidden=8, embedding_dim=4, input_norm="utterance")
+    live = norm.features(torch.from_numpy(x)[None])[0]
+    assert torch.allclose(live.mean(1), torch.zeros(bands), atol=1e-4)
+    assert torch.allclose(live.std(1, unbiased=False), torch.ones(bands), atol=1e-3)
+    quiet = norm.features(torch.from_numpy(x * 0.05)[None])[0]  # a gain is a constant in every log band
+    assert torch.allclose(live, quiet, atol=1e-3)
+    silent = torch.zeros(1, 4096)  # zero padding (whole frames of digital silence) is left out of the statistics
+    silent[0, :2048] = torch.from_numpy(x)
+    padded = norm.features(silent)[0]
+    assert bool((padded[:, -(n_fft // frame_hop) :] == 0).all())
+    sounding = 2048 // frame_hop + n_fft // (2 * frame_hop)  # frames whose window reaches into x
+    assert bool((padded[:, sounding:] == 0).all()) and bool((padded[:, sounding - 1] != 0).any())
+    assert torch.allclose(padded[:, :sounding].mean(1), torch.zeros(bands), atol=1e-4)
+    assert torch.allclose(padded[:, :sounding].std(1, unbiased=False), torch.ones(bands), atol=1e-3)
+
+
+def test_speaker_adversary_reverses_its_gradient_into_the_codes():
+    from vqvae.nets.audio import SpeakerAdversary, reverse_gradient
+
+    z = torch.randn(5, requires_grad=True)
+    (reverse_gradient(z, 0.3) * torch.arange(5.0)).sum().backward()
+    assert torch.allclose(z.grad, -0.3 * torch.arange(5.0))
+    torch.manual_seed(0)
+    adversary = SpeakerAdversary(4, 3, weight=2.0)
+    z = torch.randn(2, 4, 6, requires_grad=True)
+    logits = adversary(z)
+    assert logits.shape == (2, 3)
+    who = torch.tensor([0, 2])
+    plain_logits = adversary.out(torch.relu(adversary.pairs(z)).mean(-1))  # the same classifier, no reversal
+    assert torch.allclose(logits, plain_logits)
+    plain = torch.autograd.grad(torch.nn.functional.cross_entropy(plain_logits, who), z)[0]
+    reversed_ = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, who), z)[0]
+    assert torch.allclose(reversed_, -2.0 * plain, atol=1e-6)  # the encoder is pushed the other way, twice as hard
+
+    model = AudioVQVAE(sample_rate=8000, decoder="spectral", hidden=8, embedding_dim=4, num_embeddings=16,
+                       num_speakers=3, spectral_channels=8, spectral_layers=1, speaker_adversary=1.0)
+    x, speakers = torch.randn(2, 1024) * 0.1, torch.tensor([0, 2])
+    out = model(x, speakers)
+    assert float(out.adversary_loss) > 0
+    assert model.adversary(torch.randn(2, 4, 1)).shape == (2, 3)  # one code: its pair with itself
+    assert torch.allclose(out.loss, out.recon_loss + out.vq_loss + out.adversary_loss)
+    model.eval()
+    assert float(model(x, speakers).adversary_loss) == 0  # a training loss only
 
 
 def test_code_features_count_codes_and_pairs():

@@ -109,9 +109,19 @@ class AudioModelConfig(QuantizerConfig):
     # "instance": each encoder output channel normalised to zero mean, unit variance over time (per utterance or
     # crop), so it cannot collapse to a constant that the codebook then follows; "none" as in the paper
     encoder_norm: str = "none"
+    # what the encoder reads the waveform through: "conv", strided convolutions over the samples as in the paper,
+    # or "mel", a fixed log-mel STFT (n_fft, frame_hop below) then convolutions at the frame rate
+    encoder_frontend: str = "conv"
+    encoder_mel_bands: int = 80  # encoder_frontend mel: mel bands of its input
+    # encoder_frontend mel: "utterance" normalises each band over the utterance's frames (the recording's channel
+    # and the speaker's average envelope taken out); "none" keeps the log-mel as it is
+    encoder_input_norm: str = "none"
     # training only: each code replaced by its left and by its right neighbour with this probability each (time
     # jitter, Chorowski et al. 2019, arXiv:1901.08810): no fine timing (pitch pulses) in the codes; 0 as in the paper
     jitter: float = 0.0
+    # training only: weight of a speaker classifier on the codes' vectors behind a gradient reversal (the encoder is
+    # pushed to codes that do not tell the speaker); 0: none, as in the paper
+    speaker_adversary: float = 0.0
     use_codes: bool = True  # false: no encoder, a plain WaveNet (the baseline that shows what the codes carry)
     speaker_conditioning: bool = True  # a learned speaker embedding in every WaveNet layer
     num_speakers: int = 0  # filled in from the corpus by `vqvae audio train`
@@ -133,12 +143,19 @@ class AudioModelConfig(QuantizerConfig):
     def validate(self) -> None:
         self.validate_quantizer("audio")
         _check(self.decoder in ("wavenet", "spectral"), "audio.decoder", self.decoder, '"wavenet" or "spectral"')
+        _check(self.encoder_frontend in ("conv", "mel"), "audio.encoder_frontend", self.encoder_frontend,
+               '"conv" or "mel"')
+        _check(self.encoder_input_norm in ("none", "utterance"), "audio.encoder_input_norm", self.encoder_input_norm,
+               '"none" or "utterance"')
+        _check(self.encoder_mel_bands >= 1, "audio.encoder_mel_bands", self.encoder_mel_bands, ">= 1")
         if self.decoder == "spectral":
             _check(self.use_codes, "audio.use_codes", self.use_codes, "true with audio.decoder spectral")
+        if self.decoder == "spectral" or self.encoder_frontend == "mel":
             _check(self.frame_hop >= 1 and self.hop % self.frame_hop == 0, "audio.frame_hop", self.frame_hop,
                    f"a divisor of the code hop {self.hop} (2^audio.num_downsamples)")
             _check(self.n_fft >= 2 * self.frame_hop and self.n_fft % 2 == 0, "audio.n_fft", self.n_fft,
                    f"even and >= 2 * audio.frame_hop ({2 * self.frame_hop})")
+        if self.decoder == "spectral":
             for name, ok, expected in (("spectral_channels", self.spectral_channels >= 1, ">= 1"),
                                        ("spectral_layers", self.spectral_layers >= 1, ">= 1"),
                                        ("mel_loss_weight", self.mel_loss_weight >= 0, ">= 0"),
@@ -154,6 +171,7 @@ class AudioModelConfig(QuantizerConfig):
         _check(d >= 1 and d & (d - 1) == 0, "audio.max_dilation", d, "a power of two")
         _check(self.encoder_norm in ("none", "instance"), "audio.encoder_norm", self.encoder_norm, '"none" or "instance"')
         _check(0 <= self.jitter <= 0.5, "audio.jitter", self.jitter, "in [0, 0.5]")
+        _check(self.speaker_adversary >= 0, "audio.speaker_adversary", self.speaker_adversary, ">= 0")
         _check(self.num_speakers >= 0, "audio.num_speakers", self.num_speakers, ">= 0")
         _check(self.use_codes or not self.kmeans_init, "audio.kmeans_init", self.kmeans_init,
                "false when audio.use_codes is false (there is no codebook)")

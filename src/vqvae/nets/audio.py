@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from vqvae.spectral import mel_filterbank, stft
+
 
 def _he_init(module: nn.Module) -> None:
     """He-normal weights and zero biases for every convolution of ``module``. PyTorch's default init shrinks the
@@ -45,6 +47,58 @@ class AudioEncoder(nn.Module):
         return self.net(x)
 
 
+class _Residual(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 3, padding=1)
+        self.mix = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.mix(torch.relu(self.conv(torch.relu(h))))
+
+
+class MelEncoder(nn.Module):
+    """Waveform (B, 1, T), T a multiple of ``hop`` -> (B, D, T / hop), through a fixed front end: the log-mel
+    spectrum of the waveform (Hann window of ``n_fft``, one frame per ``frame_hop`` samples, ``bands`` mel bands,
+    as :mod:`vqvae.spectral` computes it), then a 3-wide convolution, log2(hop / frame_hop) strided convolutions
+    (window 4, stride 2), two residual blocks and a 1x1 convolution to the code dimension. Every layer runs at the
+    frame rate, so the encoder costs ~``frame_hop`` times less than :class:`AudioEncoder` on the same audio.
+
+    ``input_norm="utterance"`` normalises each mel band to zero mean and unit variance over the frames of the
+    waveform that are not digital silence (zero padding): the recording's channel and the speaker's average
+    spectral envelope are taken out before the encoder sees anything."""
+
+    def __init__(self, sample_rate: int, n_fft: int, frame_hop: int, hop: int, bands: int, hidden: int,
+                 embedding_dim: int, norm: str = "none", input_norm: str = "none"):
+        super().__init__()
+        self.n_fft, self.frame_hop, self.input_norm = n_fft, frame_hop, input_norm
+        self.register_buffer("bank", mel_filterbank(sample_rate, n_fft, bands), persistent=False)
+        layers: list[nn.Module] = [nn.Conv1d(bands, hidden, 3, padding=1)]
+        for _ in range((hop // frame_hop).bit_length() - 1):
+            layers += [nn.ReLU(), nn.Conv1d(hidden, hidden, 4, stride=2, padding=1)]
+        layers += [_Residual(hidden), _Residual(hidden), nn.ReLU(), nn.Conv1d(hidden, embedding_dim, 1)]
+        if norm == "instance":
+            layers.append(nn.InstanceNorm1d(embedding_dim, eps=1e-8))
+        self.net = nn.Sequential(*layers)
+        _he_init(self)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Waveforms (B, T) -> the log-mel input of the convolutions (B, bands, T / frame_hop), in fp32."""
+        with torch.autocast(x.device.type, enabled=False):
+            power = stft(x.float(), self.n_fft, self.frame_hop).abs().square()  # (B, F, N)
+            logmel = torch.einsum("mf,bfn->bmn", self.bank, power).clamp_min(1e-8).log()  # (B, M, N)
+            if self.input_norm == "utterance":
+                live = (power.sum(1, keepdim=True) > 0).float()  # (B, 1, N): frames that are not zero padding
+                count = live.sum(2, keepdim=True).clamp_min(1)
+                mean = (logmel * live).sum(2, keepdim=True) / count
+                var = ((logmel - mean).square() * live).sum(2, keepdim=True) / count
+                logmel = (logmel - mean) / (var + 1e-5).sqrt() * live
+            return logmel
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(self.features(x[:, 0]))
+
+
 class CodeUpsampler(nn.Module):
     """Quantised codes (B, D, L) -> features (B, C, L * 2^n) for the WaveNet's local conditioning."""
 
@@ -58,6 +112,42 @@ class CodeUpsampler(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return -ctx.scale * grad, None
+
+
+def reverse_gradient(x: Tensor, scale: float) -> Tensor:
+    """The identity forward; backward, the gradient times ``-scale`` (Ganin & Lempitsky 2015, arXiv:1409.7495)."""
+    return _ReverseGradient.apply(x, scale)
+
+
+class SpeakerAdversary(nn.Module):
+    """A speaker classifier on the codes' vectors of an utterance (B, D, L) -> logits (B, speakers), behind a
+    gradient reversal. It reads what a probe of the codes reads: a learned feature of every code and of every pair
+    of successive codes (a 2-wide convolution), averaged over the utterance. Trained to tell the speaker, it pushes
+    the encoder, by ``weight`` times its reversed gradient, towards codes whose counts do not tell it; the decoder
+    then has to take the voice from its speaker embedding."""
+
+    def __init__(self, embedding_dim: int, num_speakers: int, weight: float, hidden: int = 128):
+        super().__init__()
+        self.weight = weight
+        self.pairs = nn.Conv1d(embedding_dim, hidden, 2)
+        self.out = nn.Linear(hidden, num_speakers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        z = reverse_gradient(z, self.weight)
+        if z.shape[-1] < 2:
+            z = torch.cat([z, z], -1)
+        return self.out(torch.relu(self.pairs(z)).mean(-1))  # (B, speakers)
 
 
 def time_jitter(z: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:

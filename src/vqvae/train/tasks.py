@@ -273,6 +273,8 @@ class AudioTask(Task):
         self.recipe = self.recipe.with_architecture(num_speakers=len(self.train_set.speakers))
         if a.decoder == "spectral":
             self.fields = ["loss", "spectral_l1", "mel_loss", "vq_loss", "perplexity"]
+        if a.speaker_adversary > 0:
+            self.fields = [*self.fields, "adversary_loss"]
         self.num_examples = len(self.train_set)
         self.fetch = partial(_speech_crops, self.train_set, t.crop_length)
 
@@ -296,11 +298,13 @@ class AudioTask(Task):
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]):
         x, speakers = (t.to(self.device, non_blocking=True) for t in batch)
         res = self.net(x, speakers)
-        if self.recipe.audio.decoder == "spectral":
+        a = self.recipe.audio
+        adversary = {"adversary_loss": res.adversary_loss} if a.speaker_adversary > 0 else {}
+        if a.decoder == "spectral":
             return res.loss, _scalars(loss=res.loss, spectral_l1=res.spectral_l1, mel_loss=res.mel_loss,
-                                      vq_loss=res.vq_loss, perplexity=res.perplexity)
+                                      vq_loss=res.vq_loss, perplexity=res.perplexity, **adversary)
         return res.loss, _scalars(loss=res.loss, bits_per_sample=_bits(res.recon_loss), vq_loss=res.vq_loss,
-                                  perplexity=res.perplexity)
+                                  perplexity=res.perplexity, **adversary)
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         return evaluate_audio(self.model, self.test_set, limit=limit, ranks=self.ranks, train=self.train_set)
