@@ -251,8 +251,9 @@ class AudioVQVAE(Pretrained, nn.Module):
         """Log-magnitudes (F, N_i) each -> waveforms (N_i * frame_hop,) by one batched Griffin-Lim."""
         c = self.config
         longest = max(s.shape[1] for s in spectra)
-        mags = torch.stack([F.pad(s.float(), (0, longest - s.shape[1])).mul(c.griffin_lim_power).exp()
-                            for s in spectra])  # (B, F, N): |X| ** power
+        # |X| ** power (B, F, N), silent (zero) beyond each spectrum's own frames
+        mags = torch.stack([F.pad(s.float().mul(c.griffin_lim_power).exp(), (0, longest - s.shape[1]))
+                            for s in spectra])
         lengths = [s.shape[1] for s in spectra]
         waves = griffin_lim(mags, c.n_fft, c.frame_hop, iterations=c.griffin_lim_iterations,
                             momentum=c.griffin_lim_momentum, lengths=lengths, generator=generator)
