@@ -10,8 +10,8 @@ from vqvae.errors import VQVAEError
 from vqvae.judges.codes import CodeProbe, code_features
 from vqvae.models import AudioVQVAE
 from vqvae.models.audio import MEL_SCALES
-from vqvae.spectral import (LOG_FLOOR, griffin_lim, log_magnitude, mel_filterbank, spectral_convergence,
-                            spectral_loss, stft)
+from vqvae.spectral import (LOG_FLOOR, griffin_lim, log_magnitude, mel_filterbank, sharpen_harmonics,
+                            spectral_convergence, spectral_loss, stft)
 
 
 def numpy_stft(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
@@ -184,8 +184,8 @@ def test_spectral_config_is_checked():
         AudioVQVAE(encoder_frontend="mfcc")
     with pytest.raises(VQVAEError, match="audio.frame_hop must be a divisor"):
         AudioVQVAE(encoder_frontend="mel", frame_hop=48)
-    with pytest.raises(VQVAEError, match="audio.speaker_adversary must be >= 0"):
-        AudioVQVAE(speaker_adversary=-1)
+    with pytest.raises(VQVAEError, match="audio.harmonic_contrast must be > 0"):
+        AudioVQVAE(decoder="spectral", harmonic_contrast=0)
     assert len(MEL_SCALES) == 3
 
 
@@ -219,33 +219,33 @@ def test_mel_frontend_matches_numpy_and_its_utterance_norm_ignores_gain_and_sile
     assert torch.allclose(padded[:, :sounding].std(1, unbiased=False), torch.ones(bands), atol=1e-3)
 
 
-def test_speaker_adversary_reverses_its_gradient_into_the_codes():
-    from vqvae.nets.audio import SpeakerAdversary, reverse_gradient
+def numpy_sharpen(log_mag: np.ndarray, contrast: float, width: int) -> np.ndarray:
+    """sharpen_harmonics of one (F, N) log-magnitude, transcribed: moving means over ``width`` bins, edges repeated."""
+    half = width // 2
 
-    z = torch.randn(5, requires_grad=True)
-    (reverse_gradient(z, 0.3) * torch.arange(5.0)).sum().backward()
-    assert torch.allclose(z.grad, -0.3 * torch.arange(5.0))
-    torch.manual_seed(0)
-    adversary = SpeakerAdversary(4, 3, weight=2.0)
-    z = torch.randn(2, 4, 6, requires_grad=True)
-    logits = adversary(z)
-    assert logits.shape == (2, 3)
-    who = torch.tensor([0, 2])
-    plain_logits = adversary.out(torch.relu(adversary.pairs(z)).mean(-1))  # the same classifier, no reversal
-    assert torch.allclose(logits, plain_logits)
-    plain = torch.autograd.grad(torch.nn.functional.cross_entropy(plain_logits, who), z)[0]
-    reversed_ = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, who), z)[0]
-    assert torch.allclose(reversed_, -2.0 * plain, atol=1e-6)  # the encoder is pushed the other way, twice as hard
+    def smooth(v):
+        padded = np.concatenate([np.repeat(v[:1], half, 0), v, np.repeat(v[-1:], width - 1 - half, 0)])
+        return np.stack([padded[i : i + width].mean(0) for i in range(len(v))])
 
-    model = AudioVQVAE(sample_rate=8000, decoder="spectral", hidden=8, embedding_dim=4, num_embeddings=16,
-                       num_speakers=3, spectral_channels=8, spectral_layers=1, speaker_adversary=1.0)
-    x, speakers = torch.randn(2, 1024) * 0.1, torch.tensor([0, 2])
-    out = model(x, speakers)
-    assert float(out.adversary_loss) > 0
-    assert model.adversary(torch.randn(2, 4, 1)).shape == (2, 3)  # one code: its pair with itself
-    assert torch.allclose(out.loss, out.recon_loss + out.vq_loss + out.adversary_loss)
-    model.eval()
-    assert float(model(x, speakers).adversary_loss) == 0  # a training loss only
+    env = smooth(log_mag)
+    sharp = env + contrast * (log_mag - env)
+    return sharp - 0.5 * (np.log(smooth(np.exp(2 * sharp))) - np.log(smooth(np.exp(2 * log_mag))))
+
+
+def test_sharpen_harmonics_matches_numpy_raises_the_harmonics_and_keeps_the_envelope():
+    f = np.arange(257)
+    envelope = -f / 60.0  # falling with frequency
+    comb = envelope[:, None] + 2.0 * np.cos(2 * np.pi * f / 8)[:, None] + np.zeros((1, 5))  # harmonics every 8 bins
+    ours = sharpen_harmonics(torch.from_numpy(comb)[None], 2.5, 16)[0].numpy()
+    assert np.abs(ours - numpy_sharpen(comb, 2.5, 16)).max() < 1e-9
+    middle = slice(32, 224)
+    peaks, valleys = f[middle][f[middle] % 8 == 0], f[middle][f[middle] % 8 == 4]
+    assert (ours[peaks, 0] - ours[valleys, 0]).mean() > 2.3 * (comb[peaks, 0] - comb[valleys, 0]).mean()
+    power = lambda v: np.exp(2 * v)[middle].reshape(-1, 16, 5).sum(1)  # noqa: E731 -- bands of 16 bins
+    assert np.abs(np.log(power(ours) / power(comb))).max() < 0.15  # the envelope stays within 0.15 nepers
+    flat = torch.from_numpy(np.tile(envelope[:, None], (1, 5)))[None]
+    assert torch.allclose(sharpen_harmonics(flat, 2.5, 16)[0, 20:-20], flat[0, 20:-20], atol=1e-6)  # no detail
+    assert torch.equal(sharpen_harmonics(torch.from_numpy(comb)[None], 1.0, 16)[0], torch.from_numpy(comb))
 
 
 def test_code_features_count_codes_and_pairs():

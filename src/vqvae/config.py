@@ -119,9 +119,6 @@ class AudioModelConfig(QuantizerConfig):
     # training only: each code replaced by its left and by its right neighbour with this probability each (time
     # jitter, Chorowski et al. 2019, arXiv:1901.08810): no fine timing (pitch pulses) in the codes; 0 as in the paper
     jitter: float = 0.0
-    # training only: weight of a speaker classifier on the codes' vectors behind a gradient reversal (the encoder is
-    # pushed to codes that do not tell the speaker); 0: none, as in the paper
-    speaker_adversary: float = 0.0
     use_codes: bool = True  # false: no encoder, a plain WaveNet (the baseline that shows what the codes carry)
     speaker_conditioning: bool = True  # a learned speaker embedding in every WaveNet layer
     num_speakers: int = 0  # filled in from the corpus by `vqvae audio train`
@@ -139,6 +136,10 @@ class AudioModelConfig(QuantizerConfig):
     griffin_lim_iterations: int = 32  # spectral: Griffin-Lim iterations when decoding to a waveform
     griffin_lim_momentum: float = 0.99  # spectral: the fast Griffin-Lim's momentum (0: the original algorithm)
     griffin_lim_power: float = 1.0  # spectral: the predicted magnitude is raised to this power before inversion
+    # spectral: the predicted log-magnitude's detail across frequency (the harmonics over the envelope, the envelope
+    # being its mean over 250 Hz) is multiplied by this before inversion: an L1-trained spectrum is smoother than a
+    # real one, and Griffin-Lim turns smeared harmonics into noise; 1: as predicted
+    harmonic_contrast: float = 1.0
 
     def validate(self) -> None:
         self.validate_quantizer("audio")
@@ -161,7 +162,8 @@ class AudioModelConfig(QuantizerConfig):
                                        ("mel_loss_weight", self.mel_loss_weight >= 0, ">= 0"),
                                        ("griffin_lim_iterations", self.griffin_lim_iterations >= 0, ">= 0"),
                                        ("griffin_lim_momentum", 0 <= self.griffin_lim_momentum < 1, "in [0, 1)"),
-                                       ("griffin_lim_power", self.griffin_lim_power > 0, "> 0")):
+                                       ("griffin_lim_power", self.griffin_lim_power > 0, "> 0"),
+                                       ("harmonic_contrast", self.harmonic_contrast > 0, "> 0")):
                 _check(ok, f"audio.{name}", getattr(self, name), expected)
         _check(self.sample_rate >= 1000, "audio.sample_rate", self.sample_rate, ">= 1000")
         _check(1 <= self.num_downsamples <= 12, "audio.num_downsamples", self.num_downsamples, "in 1..12")
@@ -171,7 +173,6 @@ class AudioModelConfig(QuantizerConfig):
         _check(d >= 1 and d & (d - 1) == 0, "audio.max_dilation", d, "a power of two")
         _check(self.encoder_norm in ("none", "instance"), "audio.encoder_norm", self.encoder_norm, '"none" or "instance"')
         _check(0 <= self.jitter <= 0.5, "audio.jitter", self.jitter, "in [0, 0.5]")
-        _check(self.speaker_adversary >= 0, "audio.speaker_adversary", self.speaker_adversary, ">= 0")
         _check(self.num_speakers >= 0, "audio.num_speakers", self.num_speakers, ">= 0")
         _check(self.use_codes or not self.kmeans_init, "audio.kmeans_init", self.kmeans_init,
                "false when audio.use_codes is false (there is no codebook)")

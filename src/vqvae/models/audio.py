@@ -23,11 +23,11 @@ from torch import Tensor, nn
 from vqvae.config import AudioModelConfig
 from vqvae.errors import VQVAEError
 from vqvae.likelihoods import mu_law_decode, mu_law_encode
-from vqvae.nets.audio import AudioEncoder, CodeUpsampler, MelEncoder, SpeakerAdversary, time_jitter
+from vqvae.nets.audio import AudioEncoder, CodeUpsampler, MelEncoder, time_jitter
 from vqvae.models.pretrained import Pretrained
 from vqvae.nets.spectral import SpectralDecoder
 from vqvae.nets.wavenet import WaveNet
-from vqvae.spectral import griffin_lim, log_magnitude, mel_filterbank, spectral_loss
+from vqvae.spectral import griffin_lim, log_magnitude, mel_filterbank, sharpen_harmonics, spectral_loss
 from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA, build_quantizer
 
 
@@ -36,8 +36,7 @@ class AudioVQVAEOutput:
     """Forward pass on waveforms (B, T): ``loss`` = ``recon_loss`` + ``vq_loss``; ``recon_loss`` the decoder's
     NLL in nats per sample (mu-law classes) for the WaveNet decoder, the spectral loss (``spectral_l1`` +
     ``mel_loss_weight`` * ``mel_loss``; both 0 for a WaveNet) for the spectral one; ``indices`` (B, T / hop)
-    int64 (empty without codes); ``adversary_loss`` the speaker adversary's cross-entropy in nats per utterance (0
-    without one, and outside training), also in ``loss``."""
+    int64 (empty without codes)."""
 
     loss: Tensor
     recon_loss: Tensor
@@ -47,7 +46,6 @@ class AudioVQVAEOutput:
     indices: Tensor
     spectral_l1: Tensor
     mel_loss: Tensor
-    adversary_loss: Tensor
 
 
 # the multi-scale mel loss: (mel bands, frames pooled) -- finer in frequency, then coarser in both
@@ -74,8 +72,6 @@ class AudioVQVAE(Pretrained, nn.Module):
             self.upsampler = CodeUpsampler(c.embedding_dim, c.local_channels, c.num_downsamples)
         else:
             self.encoder, self.quantizer, self.upsampler = None, None, None
-        self.adversary = (SpeakerAdversary(c.embedding_dim, c.num_speakers, c.speaker_adversary)
-                          if c.use_codes and c.speaker_adversary > 0 and c.num_speakers > 0 else None)
         if c.decoder == "spectral":
             self.upsampler = None
             self.decoder: WaveNet | SpectralDecoder = SpectralDecoder(
@@ -169,13 +165,10 @@ class AudioVQVAE(Pretrained, nn.Module):
         self._check_waves(x)
         g = self._speakers(speakers, x.shape[0])
         zero = x.new_zeros(())
-        adversary = zero
         if self.quantizer is not None:
             q = self.quantizer(self.encode_continuous(x))
             z_q = time_jitter(q.quantized, self.config.jitter) if self.training else q.quantized
             vq_loss, commit, ppl, idx = q.loss, q.commitment_loss, q.perplexity, q.indices
-            if self.adversary is not None and self.training and speakers is not None:
-                adversary = F.cross_entropy(self.adversary(q.quantized), speakers)  # nats per utterance
         else:
             z_q, vq_loss, commit, ppl = None, zero, zero, zero
             idx = torch.zeros(x.shape[0], 0, dtype=torch.long, device=x.device)
@@ -186,7 +179,7 @@ class AudioVQVAE(Pretrained, nn.Module):
             target = mu_law_encode(x)  # (B, T) classes 0..255
             local = self.upsampler(z_q) if z_q is not None else None  # (B, C, T)
             recon, l1, mel = F.cross_entropy(self.decoder(target, local, g), target), zero, zero  # nats per sample
-        return AudioVQVAEOutput(recon + vq_loss + adversary, recon, vq_loss, commit, ppl, idx, l1, mel, adversary)
+        return AudioVQVAEOutput(recon + vq_loss, recon, vq_loss, commit, ppl, idx, l1, mel)
 
     @torch.no_grad()
     def nll(self, x: Tensor, speakers: Tensor | None = None, indices: Tensor | None = None) -> Tensor:
@@ -251,9 +244,10 @@ class AudioVQVAE(Pretrained, nn.Module):
         """Log-magnitudes (F, N_i) each -> waveforms (N_i * frame_hop,) by one batched Griffin-Lim."""
         c = self.config
         longest = max(s.shape[1] for s in spectra)
+        width = max(1, round(250 * c.n_fft / c.sample_rate))  # the envelope: the mean over 250 Hz
         # |X| ** power (B, F, N), silent (zero) beyond each spectrum's own frames
-        mags = torch.stack([F.pad(s.float().mul(c.griffin_lim_power).exp(), (0, longest - s.shape[1]))
-                            for s in spectra])
+        mags = torch.stack([F.pad(sharpen_harmonics(s.float()[None], c.harmonic_contrast, width)[0]
+                                  .mul(c.griffin_lim_power).exp(), (0, longest - s.shape[1])) for s in spectra])
         lengths = [s.shape[1] for s in spectra]
         waves = griffin_lim(mags, c.n_fft, c.frame_hop, iterations=c.griffin_lim_iterations,
                             momentum=c.griffin_lim_momentum, lengths=lengths, generator=generator)

@@ -114,42 +114,6 @@ class CodeUpsampler(nn.Module):
         return self.net(z)
 
 
-class _ReverseGradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, scale: float) -> Tensor:
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return -ctx.scale * grad, None
-
-
-def reverse_gradient(x: Tensor, scale: float) -> Tensor:
-    """The identity forward; backward, the gradient times ``-scale`` (Ganin & Lempitsky 2015, arXiv:1409.7495)."""
-    return _ReverseGradient.apply(x, scale)
-
-
-class SpeakerAdversary(nn.Module):
-    """A speaker classifier on the codes' vectors of an utterance (B, D, L) -> logits (B, speakers), behind a
-    gradient reversal. It reads what a probe of the codes reads: a learned feature of every code and of every pair
-    of successive codes (a 2-wide convolution), averaged over the utterance. Trained to tell the speaker, it pushes
-    the encoder, by ``weight`` times its reversed gradient, towards codes whose counts do not tell it; the decoder
-    then has to take the voice from its speaker embedding."""
-
-    def __init__(self, embedding_dim: int, num_speakers: int, weight: float, hidden: int = 128):
-        super().__init__()
-        self.weight = weight
-        self.pairs = nn.Conv1d(embedding_dim, hidden, 2)
-        self.out = nn.Linear(hidden, num_speakers)
-
-    def forward(self, z: Tensor) -> Tensor:
-        z = reverse_gradient(z, self.weight)
-        if z.shape[-1] < 2:
-            z = torch.cat([z, z], -1)
-        return self.out(torch.relu(self.pairs(z)).mean(-1))  # (B, speakers)
-
-
 def time_jitter(z: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
     """(B, D, L) -> (B, D, L) where every step is, independently, its left neighbour with probability ``p``, its
     right neighbour with probability ``p`` and itself otherwise (Chorowski et al. 2019, arXiv:1901.08810); the

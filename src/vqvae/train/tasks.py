@@ -273,8 +273,6 @@ class AudioTask(Task):
         self.recipe = self.recipe.with_architecture(num_speakers=len(self.train_set.speakers))
         if a.decoder == "spectral":
             self.fields = ["loss", "spectral_l1", "mel_loss", "vq_loss", "perplexity"]
-        if a.speaker_adversary > 0:
-            self.fields = [*self.fields, "adversary_loss"]
         self.num_examples = len(self.train_set)
         self.fetch = partial(_speech_crops, self.train_set, t.crop_length)
 
@@ -298,13 +296,11 @@ class AudioTask(Task):
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]):
         x, speakers = (t.to(self.device, non_blocking=True) for t in batch)
         res = self.net(x, speakers)
-        a = self.recipe.audio
-        adversary = {"adversary_loss": res.adversary_loss} if a.speaker_adversary > 0 else {}
-        if a.decoder == "spectral":
+        if self.recipe.audio.decoder == "spectral":
             return res.loss, _scalars(loss=res.loss, spectral_l1=res.spectral_l1, mel_loss=res.mel_loss,
-                                      vq_loss=res.vq_loss, perplexity=res.perplexity, **adversary)
+                                      vq_loss=res.vq_loss, perplexity=res.perplexity)
         return res.loss, _scalars(loss=res.loss, bits_per_sample=_bits(res.recon_loss), vq_loss=res.vq_loss,
-                                  perplexity=res.perplexity, **adversary)
+                                  perplexity=res.perplexity)
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         return evaluate_audio(self.model, self.test_set, limit=limit, ranks=self.ranks, train=self.train_set)
