@@ -88,10 +88,10 @@ demo-conversion: $(STAMP) data
 	$(VQ) audio conversion $(AUDIO)/conversion --pairs 32 --seconds 1 --wav-dir $(AUDIO)/conversion_wav --overwrite --json
 	@$(VQ) report $(AUDIO)/conversion --media $(AUDIO)/conversion_wav --out $(AUDIO)/conversion_report.html --overwrite
 
-# Real speech (about 30 minutes): the Free Spoken Digit Dataset (six speakers, digits 0-4, 8 kHz; from
+# Real speech (about 25 minutes): the Free Spoken Digit Dataset (six speakers, digits 0-4, 8 kHz; from
 # ../shared/data when it is there, else downloaded) -> the fsdd recipe (the spectral decoder, 20 minutes) -> the
 # class-conditional WaveNet prior (speaker + digit, 2 minutes) -> reconstructions and conversions of all 150 test
-# takes and 150 prior samples, judged by a speaker classifier, a digit classifier, the pitch, STOI and PESQ, the
+# takes and 150 prior samples (at temperature 0.7), judged by a speaker classifier, a digit classifier, the pitch, STOI and PESQ, the
 # classifiers trained on the corpus's real train takes; then audio evaluate (code usage, the speaker probe).
 FSDD := runs/demo-speech
 FSDD_SRC := $(wildcard ../shared/data/fsdd-digits0-4)
@@ -100,7 +100,7 @@ demo-speech: $(STAMP)
 	$(VQ) audio train --config fsdd --data $(FSDD)/fsdd --out $(FSDD)/vqvae --overwrite --quiet
 	$(VQ) audio train-prior $(FSDD)/vqvae --config fsdd_prior --out $(FSDD)/prior --overwrite --quiet
 	$(VQ) audio conversion $(FSDD)/vqvae --pairs 150 --seconds 3 --wav-dir $(FSDD)/wav --overwrite --json
-	$(VQ) audio score $(FSDD)/prior --per 5 --wav-dir $(FSDD)/samples --overwrite --json
+	$(VQ) audio score $(FSDD)/prior --per 5 --temperature 0.7 --wav-dir $(FSDD)/samples --overwrite --json
 	$(VQ) audio evaluate $(FSDD)/vqvae
 	@echo "demo-speech outputs: $(FSDD)/fsdd (corpus), $(FSDD)/vqvae and $(FSDD)/prior (checkpoints, metrics.csv,"
 	@echo "                     eval.json, tb/), $(FSDD)/wav (inputs, reconstructions, conversions), $(FSDD)/samples"

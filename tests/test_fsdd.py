@@ -180,6 +180,7 @@ def test_a_class_conditional_audio_prior_from_the_command_line(tmp_path, capsys)
     assert main(["audio", "score", str(prior), "--per", "2", "--wav-dir", str(wavs)]) == 0
     text = capsys.readouterr().out
     assert "12 prior samples: recognised as the speaker asked for" in text and "as the class asked for" in text
+    assert "s of audio per second in batches" in text and "one utterance at a time" in text
     names = sorted(p.name for p in wavs.glob("*.wav"))
     assert len(names) == 12 and names[0] == "000_anna_says_0.wav" and names[-1] == "011_bob_says_2.wav"
     verdicts = json.loads((wavs / "verdicts.json").read_text())  # what was asked of each, beside what was heard

@@ -93,7 +93,8 @@ def _score_summary(m: dict[str, Any]) -> str:
     if "samples_recognised_as_class" in m:
         line += f", as the class asked for {_pct(m, 'samples_recognised_as_class')}"
     return (f"{_judges_summary(m)}\n{line}, voiced {_pct(m, 'samples_voiced')}\nprior + decoder: "
-            f"{m['prior_and_decoder_real_time_factor']:.3f} s of audio per second")
+            f"{m['prior_and_decoder_real_time_factor']:.3f} s of audio per second in batches, "
+            f"{m['prior_and_decoder_real_time_factor_one_stream']:.3f} one utterance at a time")
 
 
 def cmd_data_speech(a: argparse.Namespace) -> dict[str, Any]:

@@ -136,11 +136,12 @@ def sample_utterances(prior: WaveNetPrior, vq: AudioVQVAE, speakers: list[int], 
 
 def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float = 1.0, seed: int = 0,
                       wav_dir: str | Path | None = None, overwrite: bool = False,
-                      device: str | None = "auto") -> dict[str, Any]:
+                      device: str | None = "auto", one_stream: int = 8) -> dict[str, Any]:
     """``vqvae audio score``: ``per`` samples of the prior in ``prior_dir`` for every speaker (and every class, for a
     class-conditional prior), each as long as the median train utterance of its speaker (and class), judged by
     :class:`~vqvae.judges.audio.SpeechJudges` trained on the VQ-VAE's corpus: heard as the speaker asked for, as
-    the class asked for, voiced. Also the real-time factor of prior + decoder (seconds of audio per second)."""
+    the class asked for, voiced. Also the real-time factor of prior + decoder (seconds of audio per second), in
+    batches and one utterance at a time (``one_stream`` more utterances, drawn alone)."""
     if wav_dir is not None:
         check_out_dir(wav_dir, overwrite, is_file="--wav-dir {out} is a file, not a directory",
                       not_empty="{out} already exists and is not empty: pass --overwrite to write into it")
@@ -161,6 +162,12 @@ def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float
     start = time.perf_counter()
     waves, _ = sample_utterances(prior, vq, speakers, asked_classes, lengths, temperature=temperature, seed=seed)
     rtf = sum(len(w) for w in waves) / vq.config.sample_rate / (time.perf_counter() - start)
+    start, alone = time.perf_counter(), 0  # one utterance at a time, as a single listener would be served
+    for i in range(min(one_stream, len(speakers))):
+        alone += len(sample_utterances(prior, vq, speakers[i : i + 1], None if asked_classes is None else
+                                       asked_classes[i : i + 1], lengths[i : i + 1], temperature=temperature,
+                                       seed=seed + i)[0][0])
+    rtf_one = alone / vq.config.sample_rate / max(time.perf_counter() - start, 1e-9)
     judges = SpeechJudges(train, test, seed=seed)
     if wav_dir is not None:
         remove_previous(wav_dir)
@@ -172,7 +179,8 @@ def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float
             write_wav(Path(wav_dir) / files[-1], w, vq.config.sample_rate)
         write_verdicts(Path(wav_dir) / "verdicts.json", files, judges.verdicts(waves), expected)
     m = judges.samples(waves, speakers, asked_classes)
-    return {**m, "per_speaker_and_class": per, "prior_and_decoder_real_time_factor": rtf}
+    return {**m, "per_speaker_and_class": per, "prior_and_decoder_real_time_factor": rtf,
+            "prior_and_decoder_real_time_factor_one_stream": rtf_one}
 
 
 def class_id(name: str | None, classes: list[str]) -> int | None:
