@@ -91,8 +91,9 @@ demo-conversion: $(STAMP) data
 # Real speech (about 25 minutes): the Free Spoken Digit Dataset (six speakers, digits 0-4, 8 kHz; from
 # ../shared/data when it is there, else downloaded) -> the fsdd recipe (the spectral decoder, 20 minutes) -> the
 # class-conditional WaveNet prior (speaker + digit, 2 minutes) -> reconstructions and conversions of all 150 test
-# takes and 150 prior samples (at temperature 0.7), judged by a speaker classifier, a digit classifier, the pitch, STOI and PESQ, the
-# classifiers trained on the corpus's real train takes; then audio evaluate (code usage, the speaker probe).
+# takes and 150 prior samples (at temperature 0.7), judged by a speaker classifier, a digit classifier, the pitch,
+# STOI and PESQ, the classifiers trained on the corpus's real train takes; then audio evaluate (code usage, the
+# speaker probe).
 FSDD := runs/demo-speech
 FSDD_SRC := $(wildcard ../shared/data/fsdd-digits0-4)
 demo-speech: $(STAMP)

@@ -129,7 +129,8 @@ def test_spectral_decoder_shapes_and_conditioning():
     assert other.shape == spec.shape
     wave = model.decode_indices(out.indices, speakers, generator=torch.Generator().manual_seed(0))
     assert wave.shape == (2, 1024) and float(wave.abs().max()) <= 1
-    many = model.decode_many([out.indices[0, :3], out.indices[1]], speakers, generator=torch.Generator().manual_seed(0))
+    many = model.decode_many([out.indices[0, :3], out.indices[1]], speakers,
+                             generator=torch.Generator().manual_seed(0))
     assert [len(w) for w in many] == [384, 1024]
     alone = model.decode_many([out.indices[0, :3]], speakers[:1], generator=torch.Generator().manual_seed(0))[0]
     assert torch.allclose(many[0], alone, atol=1e-5)  # the longer one's frames are silence to the shorter one

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["griffin_lim", "log_magnitude", "sharpen_harmonics", "mel_filterbank", "spectral_convergence", "spectral_loss", "stft"]
+__all__ = ["griffin_lim", "log_magnitude", "mel_filterbank", "sharpen_harmonics", "spectral_convergence",
+           "spectral_loss", "stft"]
 
 LOG_FLOOR = 1e-5  # magnitudes below it (about -100 dB of a full-scale sine's bin) are all silence
 
