@@ -26,12 +26,12 @@ from contextlib import nullcontext
 
 import torch
 
-from vqvae.recipes import load_recipe
 from vqvae.data import load_images, to_float
 from vqvae.data.loader import Batches
 from vqvae.devices import resolve_device
-from vqvae.evaluate import evaluate_model
+from vqvae.evaluate import evaluate_image_model
 from vqvae.models import VQVAE
+from vqvae.recipes import load_recipe
 
 CONTENDERS = {  # name: (channels_last, precision, compile, fused Adam)
     "eager fp32": (False, "fp32", False, False),
@@ -162,7 +162,7 @@ def quality(base: VQVAE, lr: float, train, test, best: str, steps: int, batch: i
         model = t.model.to(memory_format=torch.contiguous_format).eval()
         subset = copy.copy(test)
         subset.images, subset.labels = test.images[:2000], test.labels[:2000]
-        psnr[name] = evaluate_model(model, subset)["psnr"]
+        psnr[name] = evaluate_image_model(model, subset)["psnr"]
         print(f"{name}: {steps} steps in {seconds:.0f} s, test PSNR {psnr[name]:.2f} dB")
     if best != "eager fp32":
         print(f"PSNR {best} - eager fp32: {psnr[best] - psnr['eager fp32']:+.2f} dB (target within 0.2 dB)")

@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from vqvae.models import AudioVQVAE
 from vqvae.config import AudioModelConfig
+from vqvae.models import AudioVQVAE
 
 
 def main() -> None:

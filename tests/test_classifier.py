@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from vqvae.judges.image import Classifier, predict, train_classifier
+from vqvae.judges.image import ImageClassifier, predict, train_classifier
 from vqvae.metrics import frechet_distance
 from vqvae.data import ImageDataset
 
@@ -27,7 +27,7 @@ def test_classifier_learns_real_images_and_round_trips(small_fmnist, tmp_path):
     assert feats.shape == (len(test), 128)
     assert (preds == test.labels).float().mean() > 0.6  # 512 training images, 10 classes (chance: 0.1)
     model.save_pretrained(tmp_path / "clf")
-    again = Classifier.from_pretrained(tmp_path / "clf")
+    again = ImageClassifier.from_pretrained(tmp_path / "clf")
     assert torch.equal(predict(again, to_float(test.images[:5]))[0], preds[:5])
 
 

@@ -1,15 +1,21 @@
-"""The house rules of the package, checked on its source: no module over 400 lines, no function over 60 lines,
-no import circle between modules, no private name imported from another module, internal code never imports a
-deprecated module."""
+"""The house rules of the package, checked on its source: every room (a top-level module or package of
+``vqvae``) imports only rooms below it in :data:`RANKS`, the order the README's layout lists them in; no import
+circle between modules; no module over 400 lines and no function over 60 lines; no private name imported from
+another module."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "vqvae"
-DEPRECATED = {"vqvae.model", "vqvae.audio_model", "vqvae.classifier", "vqvae.data.idx", "vqvae.data.cifar",
-              "vqvae.data.folder", "vqvae.data.speech"}
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "vqvae"
+# The rooms of the package, lowest first: each imports only rooms before it. The package's own ``__init__`` (the
+# public names) and ``__main__`` sit above all of them, and no room imports them.
+RANKS = ["errors", "fileio", "config", "devices", "distributed", "checkpoint", "recipes", "metrics", "likelihoods",
+         "spectral", "quantize", "nets", "data", "report", "models", "runs", "reconstruct", "codes", "priors",
+         "judges", "evaluate", "train", "cli"]
 
 
 def _modules() -> dict[str, Path]:
@@ -30,6 +36,55 @@ def _imports(name: str, path: Path) -> list[tuple[str, list[str]]]:
         elif isinstance(node, ast.Import):
             found.extend((a.name, []) for a in node.names if a.name.startswith("vqvae"))
     return found
+
+
+def _room(module: str) -> str:
+    """The room of a module: ``vqvae.data.images.idx`` -> ``data``; the package itself -> ``vqvae``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "vqvae"
+
+
+def upward_imports(modules: dict[str, Path]) -> list[str]:
+    """Every import of a room by a room that ranks below it (or of the package's public names by a room)."""
+    rank = {room: i for i, room in enumerate(RANKS)}
+    bad = []
+    for name, path in modules.items():
+        here = _room(name)
+        if here not in rank:
+            continue
+        for mod, names in _imports(name, path):
+            # `from vqvae import checkpoint` imports the module vqvae.checkpoint, not the public names
+            targets = [f"{mod}.{n}" if f"{mod}.{n}" in modules else mod for n in names or [""]]
+            for there in {_room(t) for t in targets} - {here}:
+                if rank.get(there, len(RANKS)) > rank[here]:
+                    bad.append(f"{name} imports {mod} ({here} ranks below {there})")
+    return bad
+
+
+def test_every_room_is_ranked():
+    rooms = {_room(name) for name in _modules()} - {"vqvae", "__main__", "configs"}  # configs: the recipe files
+    assert rooms == set(RANKS) and len(RANKS) == len(set(RANKS))
+
+
+def test_rooms_import_only_rooms_ranked_below_them():
+    assert not upward_imports(_modules())
+
+
+def test_an_upward_import_is_caught(tmp_path):
+    planted = tmp_path / "metrics.py"  # a low room importing a higher one, the public names, and two lower modules
+    planted.write_text("from vqvae.models import VQVAE\nfrom vqvae import VQVAE\nfrom vqvae import checkpoint, fileio\n")
+    modules = {**_modules(), "vqvae.metrics": planted}
+    assert [b for b in upward_imports(modules) if b.startswith("vqvae.metrics ")] == [
+        "vqvae.metrics imports vqvae.models (metrics ranks below models)",
+        "vqvae.metrics imports vqvae (metrics ranks below vqvae)"]
+
+
+def test_the_readme_lists_the_rooms_in_rank_order():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"^## Layout\n.*?^```\n(.*?)^```", text, flags=re.S | re.M)
+    assert block, "README.md has no ## Layout section with a code block"
+    listed = re.findall(r"^  (\w+)(?:/|\.py)(?:\s|$)", block.group(1), flags=re.M)
+    assert listed == RANKS
 
 
 def test_no_module_over_400_lines_and_no_function_over_60():
@@ -74,11 +129,9 @@ def test_no_import_circle():
             visit(name, [name])
 
 
-def test_no_private_name_imported_across_modules_and_no_deprecated_import():
+def test_no_private_name_imported_across_modules():
     bad = []
     for name, path in _modules().items():
         for mod, names in _imports(name, path):
             bad.extend(f"{name} imports {mod}.{n}" for n in names if n.startswith("_") and not n.endswith("__"))
-            if mod in DEPRECATED and name not in DEPRECATED:
-                bad.append(f"{name} imports the deprecated {mod}")
     assert not bad

@@ -69,7 +69,7 @@ def test_bad_inputs():
 
 def test_logistic_likelihood_model_and_its_bits_per_dim():
     from vqvae.data import ImageDataset
-    from vqvae.evaluate import evaluate_model
+    from vqvae.evaluate import evaluate_image_model
 
     torch.manual_seed(0)
     m = VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32, recon_loss="logistic").eval()
@@ -80,7 +80,7 @@ def test_logistic_likelihood_model_and_its_bits_per_dim():
     z_q = m.quantizer.lookup(out.indices).permute(0, 3, 1, 2)
     lp = m.pixel_log_prob(x, z_q)
     torch.testing.assert_close(out.recon_loss, -lp.mean())  # the training loss is the NLL in nats/dim
-    metrics = evaluate_model(m.eval(), ImageDataset(images, torch.zeros(6, dtype=torch.long), ["a"], "toy"))
+    metrics = evaluate_image_model(m.eval(), ImageDataset(images, torch.zeros(6, dtype=torch.long), ["a"], "toy"))
     with torch.no_grad():
         expected_nll = -float(m.pixel_log_prob(x, m.quantizer.lookup(m.encode(x)).permute(0, 3, 1, 2)).double().sum())
     assert metrics["nll_bits_per_dim"] == pytest.approx(expected_nll / (6 * 784 * 0.6931471805599453))
@@ -92,10 +92,10 @@ def test_logistic_likelihood_model_and_its_bits_per_dim():
 
 # -- several codes at each latent position (the paper's 8x8x10 CIFAR-10 layout) ---------------------------------------
 def test_several_codes_per_position_share_one_codebook():
-    from vqvae.config import ModelConfig
+    from vqvae.config import ImageModelConfig
     from vqvae.models import VQVAE
 
-    config = ModelConfig(in_channels=3, image_size=16, hidden=16, res_hidden=8, num_res_layers=1, embedding_dim=4,
+    config = ImageModelConfig(in_channels=3, image_size=16, hidden=16, res_hidden=8, num_res_layers=1, embedding_dim=4,
                          num_embeddings=8, latents_per_position=3)
     torch.manual_seed(0)
     model = VQVAE(config).eval()

@@ -1,19 +1,16 @@
 """Saving and loading every model (``Pretrained``), the quantizer an autoencoder's config asks for
-(``build_quantizer``), and the deprecated names that still work for one release."""
+(``build_quantizer``)."""
 
 import dataclasses
 import hashlib
-import importlib
 import json
-import sys
-import warnings
 
 import pytest
 import torch
 
-from vqvae.config import AudioModelConfig, AudioPriorConfig, ModelConfig
+from vqvae.config import AudioModelConfig, AudioPriorConfig, ImageModelConfig
 from vqvae.errors import VQVAEError
-from vqvae.judges.image import Classifier
+from vqvae.judges.image import ImageClassifier
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors import GatedPixelCNN, WaveNetPrior
 from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA, build_quantizer
@@ -28,7 +25,7 @@ BUILDERS = {
                                    head_channels=16),
     "audio_prior": lambda: WaveNetPrior(AudioPriorConfig(num_embeddings=8, num_speakers=2, channels=8,
                                                          skip_channels=8, max_dilation=4, dilation_cycles=1)),
-    "classifier": lambda: Classifier(in_channels=1, num_classes=3, image_size=28),
+    "classifier": lambda: ImageClassifier(in_channels=1, num_classes=3, image_size=28),
 }
 KINDS = list(BUILDERS)
 
@@ -110,7 +107,7 @@ QUANTIZER_FIELDS = dict(embedding_dim=6, num_embeddings=20, commitment_cost=0.4,
                         restart_threshold=0.5)
 
 
-@pytest.mark.parametrize("config_cls", [ModelConfig, AudioModelConfig])
+@pytest.mark.parametrize("config_cls", [ImageModelConfig, AudioModelConfig])
 def test_build_quantizer_follows_the_config(config_cls):
     ema = build_quantizer(config_cls(quantizer="ema", **QUANTIZER_FIELDS), dim=1)
     assert type(ema) is VectorQuantizerEMA
@@ -127,7 +124,7 @@ def test_build_quantizer_follows_the_config(config_cls):
 
 
 def test_build_quantizer_quantises_along_dim_one():
-    q = build_quantizer(ModelConfig(quantizer="vq", embedding_dim=3, num_embeddings=5), dim=1).eval()
+    q = build_quantizer(ImageModelConfig(quantizer="vq", embedding_dim=3, num_embeddings=5), dim=1).eval()
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     out = q(x)
     vectors = x.permute(0, 2, 3, 1).reshape(-1, 3)
@@ -148,61 +145,11 @@ def test_the_autoencoders_use_the_quantizer_their_config_names(name, cls):
     assert AudioVQVAE(no_codes).quantizer is None
 
 
-# -- deprecated names ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("module, names", [
-    ("vqvae.model", {"VQVAE": "vqvae.models"}),
-    ("vqvae.audio_model", {"AudioVQVAE": "vqvae.models"}),
-    ("vqvae.classifier", {"Classifier": "vqvae.judges.image", "pitch_hz": "vqvae.judges.audio",
-                          "frechet_distance": "vqvae.metrics"}),
-])
-def test_deprecated_modules_warn_and_re_export(monkeypatch, module, names):
-    monkeypatch.delitem(sys.modules, module, raising=False)  # so the import runs (and warns) again
-    with pytest.warns(DeprecationWarning, match=module.replace(".", r"\.") + " is deprecated"):
-        old = importlib.import_module(module)
-    for name, new in names.items():
-        assert getattr(old, name) is getattr(importlib.import_module(new), name)
-
-
-@pytest.mark.parametrize("name, new", [("sample_images", "vqvae.priors.sampling"),
-                                       ("load_images_for", "vqvae.data")])
-def test_moved_functions_of_evaluate_warn_and_are_the_new_ones(name, new):
-    import vqvae.evaluate
-
-    with pytest.warns(DeprecationWarning, match=f"vqvae.evaluate.{name} is deprecated"):
-        old = getattr(vqvae.evaluate, name)
-    assert old is getattr(importlib.import_module(new), name)
-
-
-def test_current_names_of_evaluate_do_not_warn():
-    import vqvae.evaluate
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert callable(vqvae.evaluate.evaluate_model) and callable(vqvae.evaluate.evaluate_conversion)
-    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
-        vqvae.evaluate.no_such_name  # noqa: B018
-
-
-@pytest.mark.parametrize("old, new", [("vqvae.data.idx", "vqvae.data.images.idx"),
-                                      ("vqvae.data.cifar", "vqvae.data.images.cifar"),
-                                      ("vqvae.data.folder", "vqvae.data.images.folder"),
-                                      ("vqvae.data.speech", "vqvae.data.audio.synthesis"),
-                                      ("vqvae.model", "vqvae.models.image"),
-                                      ("vqvae.audio_model", "vqvae.models.audio")])
-def test_a_moved_module_is_the_new_module_itself(monkeypatch, old, new):
-    monkeypatch.delitem(sys.modules, old, raising=False)
-    with pytest.warns(DeprecationWarning, match="deprecated"):
-        module = importlib.import_module(old)
-    target = importlib.import_module(new)
-    assert module is target  # every name, private constants included; patching one patches the other
-    assert sorted(vars(module)) == sorted(vars(target))
-
-
-def test_classifier_takes_its_former_positional_arguments_and_refuses_bad_configs(tmp_path):
+def test_classifier_is_built_from_its_config_and_refuses_bad_configs(tmp_path):
     from vqvae.errors import VQVAEError
-    from vqvae.judges.image import Classifier
+    from vqvae.judges.image import ImageClassifier
 
-    c = Classifier(3, 5, 32)
+    c = ImageClassifier(in_channels=3, num_classes=5, image_size=32)
     assert (c.config.in_channels, c.config.num_classes, c.config.image_size) == (3, 5, 32)
     assert c(torch.rand(2, 3, 32, 32)).shape == (2, 5)
     c.save_pretrained(tmp_path / "clf")
@@ -214,4 +161,4 @@ def test_classifier_takes_its_former_positional_arguments_and_refuses_bad_config
         edited = {**config, "format_version": 1, "model": {**config["model"], **bad}}
         (tmp_path / "clf" / "config.json").write_text(json.dumps(edited))
         with pytest.raises(VQVAEError, match=says):
-            Classifier.from_pretrained(tmp_path / "clf")
+            ImageClassifier.from_pretrained(tmp_path / "clf")

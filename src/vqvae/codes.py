@@ -19,9 +19,9 @@ from vqvae.data.audio import SpeechDataset, crop_starts
 from vqvae.devices import model_device
 from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
-from vqvae.fileio import atomic_write_npz, read_npz
+from vqvae.fileio import atomic_write_npz, check_out_file, read_npz
 from vqvae.models import VQVAE, AudioVQVAE
-from vqvae.runs import check_out_file, load_run, run_split
+from vqvae.runs import load_run, run_split
 
 __all__ = ["CACHE_NAME", "SpeechCodes", "cached_codes", "code_crops", "decode_run", "encode_images", "encode_run",
            "encode_speech", "load_codes", "save_codes", "speech_codes"]

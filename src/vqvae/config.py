@@ -1,4 +1,4 @@
-"""Configuration: the architecture (:class:`ModelConfig`) is kept apart from the run (:class:`TrainConfig`); both
+"""Configuration: the architecture (:class:`ImageModelConfig`) is kept apart from the run (:class:`TrainConfig`); both
 are saved in every checkpoint, so evaluating or sampling needs no flags.
 
 Recipes are YAML files (read by :mod:`vqvae.recipes`) with two sections, ``model:`` and ``train:``; overrides use
@@ -12,7 +12,6 @@ import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
-
 
 from vqvae.errors import VQVAEError
 
@@ -42,7 +41,7 @@ class QuantizerConfig:
 
 
 @dataclass(kw_only=True)
-class ModelConfig(QuantizerConfig):
+class ImageModelConfig(QuantizerConfig):
     """Architecture of the image VQ-VAE (what ``from_pretrained`` needs to rebuild it); the quantizer's fields
     are those of :class:`QuantizerConfig`."""
 
@@ -94,6 +93,17 @@ class PixelCNNConfig:
         _check(self.num_classes >= 0, "prior.num_classes", self.num_classes, ">= 0")
         _check(self.kernel_size >= 3 and self.kernel_size % 2 == 1, "prior.kernel_size", self.kernel_size,
                "odd and >= 3")
+
+
+def wavenet_dilations(max_dilation: int, cycles: int) -> list[int]:
+    """The dilations of a WaveNet's layers: 1, 2, 4, ..., ``max_dilation``, repeated ``cycles`` times."""
+    return [2**i for i in range(max_dilation.bit_length())] * cycles
+
+
+def _check_dilations(section: str, max_dilation: int, cycles: int) -> None:
+    _check(max_dilation >= 1 and max_dilation & (max_dilation - 1) == 0, f"{section}.max_dilation", max_dilation,
+           "a power of two")
+    _check(cycles >= 1, f"{section}.dilation_cycles", cycles, ">= 1")
 
 
 @dataclass(kw_only=True)
@@ -167,10 +177,9 @@ class AudioModelConfig(QuantizerConfig):
                 _check(ok, f"audio.{name}", getattr(self, name), expected)
         _check(self.sample_rate >= 1000, "audio.sample_rate", self.sample_rate, ">= 1000")
         _check(1 <= self.num_downsamples <= 12, "audio.num_downsamples", self.num_downsamples, "in 1..12")
-        for name in ("hidden", "local_channels", "channels", "skip_channels", "dilation_cycles"):
+        for name in ("hidden", "local_channels", "channels", "skip_channels"):
             _check(getattr(self, name) >= 1, f"audio.{name}", getattr(self, name), ">= 1")
-        d = self.max_dilation
-        _check(d >= 1 and d & (d - 1) == 0, "audio.max_dilation", d, "a power of two")
+        _check_dilations("audio", self.max_dilation, self.dilation_cycles)
         _check(self.encoder_norm in ("none", "instance"), "audio.encoder_norm", self.encoder_norm, '"none" or "instance"')
         _check(0 <= self.jitter <= 0.5, "audio.jitter", self.jitter, "in [0, 0.5]")
         _check(self.num_speakers >= 0, "audio.num_speakers", self.num_speakers, ">= 0")
@@ -184,7 +193,7 @@ class AudioModelConfig(QuantizerConfig):
 
     @property
     def dilations(self) -> list[int]:
-        return [2**i for i in range(self.max_dilation.bit_length())] * self.dilation_cycles
+        return wavenet_dilations(self.max_dilation, self.dilation_cycles)
 
 
 @dataclass
@@ -203,16 +212,15 @@ class AudioPriorConfig:
     dilation_cycles: int = 2
 
     def validate(self) -> None:
-        for name in ("num_embeddings", "channels", "skip_channels", "dilation_cycles"):
+        for name in ("num_embeddings", "channels", "skip_channels"):
             _check(getattr(self, name) >= 1, f"wavenet_prior.{name}", getattr(self, name), ">= 1")
-        d = self.max_dilation
-        _check(d >= 1 and d & (d - 1) == 0, "wavenet_prior.max_dilation", d, "a power of two")
+        _check_dilations("wavenet_prior", self.max_dilation, self.dilation_cycles)
         for name in ("num_speakers", "num_classes"):
             _check(getattr(self, name) >= 0, f"wavenet_prior.{name}", getattr(self, name), ">= 0")
 
     @property
     def dilations(self) -> list[int]:
-        return [2**i for i in range(self.max_dilation.bit_length())] * self.dilation_cycles
+        return wavenet_dilations(self.max_dilation, self.dilation_cycles)
 
 
 @dataclass
@@ -231,7 +239,6 @@ class TrainConfig:
     # Batches below are of train.batch_size examples: images, utterances, or code grids / sequences.
     kmeans_batches: int = 20  # training batches whose encoder outputs the k-means init sees (*.kmeans_init)
     precision: str = "fp32"  # autocast of the nets: "fp32", "bf16", "fp16" (loss-scaled on CUDA); quantizer: fp32
-    bf16: bool = False  # the former switch: true means precision "bf16"
     seed: int = 0
     threads: int = 0  # torch intra-op threads (0: leave PyTorch's default)
     num_workers: int = 0  # DataLoader processes reading and decoding image folders / speech files (0: in-process)
@@ -255,8 +262,6 @@ class TrainConfig:
             raise VQVAEError("set train.steps or train.max_seconds (--steps / --max-seconds): the run has no end")
         _check(self.kmeans_batches >= 1, "train.kmeans_batches", self.kmeans_batches, ">= 1")
         _check(self.precision in ("fp32", "bf16", "fp16"), "train.precision", self.precision, '"fp32", "bf16" or "fp16"')
-        _check(not self.bf16 or self.precision in ("fp32", "bf16"), "train.bf16", self.bf16,
-               f"false with train.precision {self.precision!r} (bf16: true means precision bf16)")
         _check(self.threads >= 0, "train.threads", self.threads, ">= 0")
         _check(self.num_workers >= 0, "train.num_workers", self.num_workers, ">= 0")
         _check(self.log_every >= 1, "train.log_every", self.log_every, ">= 1")
@@ -264,11 +269,6 @@ class TrainConfig:
         _check(self.eval_batches >= 0, "train.eval_batches", self.eval_batches, ">= 0")
         _check(self.crop_length >= 1, "train.crop_length", self.crop_length, ">= 1")
         _check(self.on_nonfinite in ("skip", "stop"), "train.on_nonfinite", self.on_nonfinite, '"skip" or "stop"')
-
-    @property
-    def amp(self) -> str:
-        """The precision a step runs in: ``precision``, or ``bf16`` for a recipe that set the former ``bf16: true``."""
-        return "bf16" if self.bf16 and self.precision == "fp32" else self.precision
 
 
 class RecipeSections:
@@ -295,15 +295,15 @@ class RecipeSections:
 
 
 @dataclass
-class Recipe(RecipeSections):
+class ImageRecipe(RecipeSections):
     """An image VQ-VAE recipe: sections ``model`` and ``train``."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ImageModelConfig = field(default_factory=ImageModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
 @dataclass
-class PriorRecipe(RecipeSections):
+class ImagePriorRecipe(RecipeSections):
     """A prior recipe: sections ``prior`` and ``train`` (trained on the codes of its VQ-VAE's data)."""
 
     prior: PixelCNNConfig = field(default_factory=PixelCNNConfig)
@@ -357,11 +357,11 @@ def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
     raise TypeError(f"unsupported config type {hint} for {key}")
 
 
-_CLASSES = {"model": ModelConfig, "prior": PixelCNNConfig, "train": TrainConfig, "audio": AudioModelConfig,
+_CLASSES = {"model": ImageModelConfig, "prior": PixelCNNConfig, "train": TrainConfig, "audio": AudioModelConfig,
             "wavenet_prior": AudioPriorConfig}
 # recipe kind -> (class, its sections, the built-in recipe used when none is named)
-RECIPE_KINDS = {"vqvae": (Recipe, ("model", "train"), "fashion_mnist"),
-                "prior": (PriorRecipe, ("prior", "train"), "fashion_mnist_prior"),
+RECIPE_KINDS = {"vqvae": (ImageRecipe, ("model", "train"), "fashion_mnist"),
+                "prior": (ImagePriorRecipe, ("prior", "train"), "fashion_mnist_prior"),
                 "audio": (AudioRecipe, ("audio", "train"), "speech"),
                 "audio_prior": (AudioPriorRecipe, ("wavenet_prior", "train"), "speech_prior")}
 

@@ -30,7 +30,7 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Ranks:
     """This process's place in the job: ``rank`` of ``world`` processes, on ``device``."""
 

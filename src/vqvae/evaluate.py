@@ -12,32 +12,40 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from vqvae import checkpoint
 from vqvae.codes import SpeechCodes
 from vqvae.data import ImageDataset, to_float
 from vqvae.data.audio import SpeechDataset
 from vqvae.devices import model_device
 from vqvae.distributed import Ranks, join
 from vqvae.errors import VQVAEError
-from vqvae.fileio import check_out_dir
-from vqvae.judges.audio import SpeechJudges, write_conversions
+from vqvae.fileio import atomic_write_npz, check_out_dir
+from vqvae.judges.audio import SpeechJudges, write_conversion_verdicts
 from vqvae.judges.codes import probe_codes
-from vqvae.metrics import (CodebookUsage, MeanAccumulator, bits_per_dim, elbo_bits_per_dim, nats_to_bits,
-                           psnr_from_mse, ssim, uniform_prior_nll_nats)
+from vqvae.metrics import (
+    CodebookUsage,
+    MeanAccumulator,
+    bits_per_dim,
+    elbo_bits_per_dim,
+    nats_to_bits,
+    psnr_from_mse,
+    ssim,
+    uniform_prior_nll_nats,
+)
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors.pixelcnn import GatedPixelCNN
-from vqvae.priors.sampling import check_generation_options
 from vqvae.priors.wavenet import WaveNetPrior
-from vqvae.runs import load_prior, load_run, run_split
+from vqvae.reconstruct import decode_as, write_conversions
+from vqvae.runs import check_generation_options, load_prior, load_run, run_split
 
-__all__ = ["evaluate_audio", "evaluate_audio_prior", "evaluate_audio_run", "evaluate_conversion",
-           "evaluate_conversion_run", "evaluate_model", "evaluate_prior", "evaluate_prior_run", "evaluate_run"]
+__all__ = ["write_codebook_usage", "evaluate_audio", "evaluate_audio_prior", "evaluate_conversion",
+           "evaluate_conversion_run", "evaluate_image_model", "evaluate_prior", "evaluate_prior_run", "evaluate_run"]
 
 
 def _count(n: int, limit: int | None, name: str, what: str) -> int:
@@ -63,17 +71,25 @@ def _reduce(ranks: Ranks, sums: MeanAccumulator, usage: CodebookUsage | None = N
             usage.merge(ranks.sum)
 
 
+def write_codebook_usage(path: str | Path, usage: CodebookUsage, codebook: torch.Tensor) -> None:
+    """``codebook.npz`` of a run: ``counts`` (K,), how often each code was chosen over the evaluated split, and the
+    ``codebook`` (K, D) itself -- what the report draws, without loading the model."""
+    atomic_write_npz(path, {"counts": usage.counts.numpy(), "codebook": codebook.detach().float().cpu().numpy()})
+
+
 def _usage_metrics(usage: CodebookUsage) -> dict[str, Any]:
     u = usage.as_dict()
     return {k: u[k] for k in ("perplexity", "codes_used", "num_embeddings", "dead_codes", "usage_fraction")}
 
 
 @torch.no_grad()
-def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None, batch_size: int = 500,
-                   ranks: Ranks = Ranks(), num_workers: int = 0) -> dict[str, Any]:
+def evaluate_image_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None, batch_size: int = 500,
+                         ranks: Ranks = Ranks(), num_workers: int = 0,
+                         codebook_file: str | Path | None = None) -> dict[str, Any]:
     """Reconstruction quality and codebook usage of ``model`` on ``data`` (the first ``limit`` images, read by
     ``num_workers`` DataLoader workers when more than 0); under torchrun (``ranks``) each process takes every
-    world-th batch and the sums are added up."""
+    world-th batch and the sums are added up. With ``codebook_file``, rank 0 writes the code counts there
+    (:func:`write_codebook_usage`)."""
     model.eval()
     n, dev = _count(len(data), limit, data.name, "images"), model_device(model)
     usage = CodebookUsage(model.config.num_embeddings)
@@ -93,6 +109,8 @@ def evaluate_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None
         sums.add("psnr_per_image", (10 * torch.log10(1.0 / per_image.clamp(min=1e-12))).sum(), len(x))
         sums.add("ssim", ssim(recon, x).double().sum(), len(x))
     _reduce(ranks, sums, usage)
+    if codebook_file is not None and ranks.main:
+        write_codebook_usage(codebook_file, usage, model.quantizer.codebook)
     mse, h, k = sums.mean("mse"), model.config.latent_size, model.config.num_embeddings
     codes = math.prod(model.code_shape)  # per image: h * w * G
     out = {"split": data.name, "num_images": n, "mse": mse,
@@ -162,12 +180,13 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
 
 
 @torch.no_grad()
-def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None = None,
-                   ranks: Ranks = Ranks(), train: SpeechDataset | None = None) -> dict[str, Any]:
+def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None = None, ranks: Ranks = Ranks(),
+                   train: SpeechDataset | None = None, codebook_file: str | Path | None = None) -> dict[str, Any]:
     """Over whole utterances (the first ``limit``, cut to a multiple of the code hop): a WaveNet decoder's NLL in
     bits per mu-law sample given what it is conditioned on, or a spectral decoder's L1 of log-magnitudes and of
     multi-scale log-mel spectra (nats per frame); code usage, perplexity and the bit rate (codes per second * log2 K,
-    and * log2 perplexity); with ``train``, the code probes of :func:`vqvae.judges.codes.probe_codes`."""
+    and * log2 perplexity); with ``train``, the code probes of :func:`vqvae.judges.codes.probe_codes`; with
+    ``codebook_file``, rank 0 writes the code counts there (:func:`write_codebook_usage`)."""
     model.eval()
     c = model.config
     n = len(data) if limit is None else min(limit, len(data))
@@ -192,6 +211,8 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
         if usage is not None:
             usage.update(idx)
     _reduce(ranks, sums, usage)
+    if codebook_file is not None and usage is not None and ranks.main:
+        write_codebook_usage(codebook_file, usage, model.quantizer.codebook)
     used = sums.count("utterances")
     if used == 0:
         raise VQVAEError(f"{data.name} has no utterance of at least one code ({c.hop} samples)")
@@ -271,11 +292,10 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
         raise VQVAEError(f"{test.name} has no utterance of at least one code")
     start = time.perf_counter()
     converted, rebuilt = [], []
-    for lo in range(0, len(codes), batch_size):
-        chunk = codes[lo : lo + batch_size]
-        for out, who in ((converted, targets), (rebuilt, sources)):
-            ids = torch.tensor(who[lo : lo + batch_size], device=dev)
-            out.extend(w.cpu() for w in model.decode_many(chunk, ids, temperature=temperature, generator=gen))
+    for lo in range(0, len(codes), batch_size):  # each batch as the targets, then as its own speakers
+        hi = lo + batch_size
+        converted += decode_as(model, codes[lo:hi], targets[lo:hi], temperature=temperature, generator=gen)
+        rebuilt += decode_as(model, codes[lo:hi], sources[lo:hi], temperature=temperature, generator=gen)
     compute = time.perf_counter() - start
     alone = codes[:one_stream]  # one utterance at a time, as a single listener would be served
     start = time.perf_counter()
@@ -284,8 +304,9 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
     one = time.perf_counter() - start
     judges = SpeechJudges(train, test, seed=seed)
     if wav_dir is not None:
-        write_conversions(Path(wav_dir), test, judges, c.sample_rate, (inputs, rebuilt, converted),
-                           sources, targets, classes)
+        files = write_conversions(Path(wav_dir), test, c.sample_rate, (inputs, rebuilt, converted), sources,
+                                  targets, classes)
+        write_conversion_verdicts(Path(wav_dir), judges, *files)
     m = judges.conversion(inputs, converted, rebuilt, sources, targets, classes if test.classes else None)
     generated = sum(len(w) for w in converted + rebuilt) / c.sample_rate
     return {**m, "seconds_each": seconds, "decoder_real_time_factor": generated / compute,
@@ -294,13 +315,29 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
 
 
 # -- the commands ------------------------------------------------------------------------------------------------
-def evaluate_run(run_dir: str | Path, *, data: str | None = None, split: str = "test", limit: int | None = None,
-                 device: str | None = "auto") -> dict[str, Any]:
-    """``vqvae evaluate``: :func:`evaluate_model` of the image VQ-VAE in ``run_dir`` on ``split`` of ``data``
-    (default: the data it was trained on), on ``device``."""
+def evaluate_run(run_dir: str | Path, *, kind: str | None = None, data: str | None = None, split: str = "test",
+                 limit: int | None = None, device: str | None = "auto") -> dict[str, Any]:
+    """``vqvae evaluate`` and ``vqvae audio evaluate``: the autoencoder in ``run_dir`` on ``split`` of ``data``
+    (default: the data it was trained on), on ``device``.
+
+    Args:
+        run_dir: a run directory of an image VQ-VAE (:func:`evaluate_image_model`) or of an audio VQ-VAE
+            (:func:`evaluate_audio`, with the code probes trained on the train split).
+        kind: ``vqvae`` or ``audio`` to insist on one (refused in one line otherwise); None: the run's own.
+        limit: evaluate the first ``limit`` examples only.
+
+    Returns:
+        The metrics, as ``eval.json`` holds them.
+    """
+    kind = kind or checkpoint.read_config(run_dir).get("kind")
+    if kind not in ("vqvae", "audio"):
+        raise VQVAEError(f"{run_dir} holds a {kind!r} run, not an autoencoder (evaluate a prior with evaluate-prior)")
     ranks = join(device)
-    model, config = load_run(run_dir, "vqvae", ranks.device)
-    return evaluate_model(model, run_split(model, config, data, split), limit=limit, ranks=ranks)
+    model, config = load_run(run_dir, kind, ranks.device)
+    test = run_split(model, config, data, split)
+    if kind == "vqvae":
+        return evaluate_image_model(model, test, limit=limit, ranks=ranks)
+    return evaluate_audio(model, test, limit=limit, ranks=ranks, train=run_split(model, config, data, "train"))
 
 
 def evaluate_prior_run(prior_dir: str | Path, *, split: str = "test", limit: int | None = None,
@@ -310,16 +347,6 @@ def evaluate_prior_run(prior_dir: str | Path, *, split: str = "test", limit: int
     ranks = join(device)
     prior, vq, _, vq_config = load_prior(prior_dir, "prior", ranks.device)
     return evaluate_prior(prior, vq, run_split(vq, vq_config, None, split), limit=limit, ranks=ranks)
-
-
-def evaluate_audio_run(run_dir: str | Path, *, data: str | None = None, split: str = "test",
-                       limit: int | None = None, device: str | None = "auto") -> dict[str, Any]:
-    """``vqvae audio evaluate``: :func:`evaluate_audio` of the audio VQ-VAE in ``run_dir`` on ``split`` of ``data``
-    (default: its own corpus), on ``device``."""
-    ranks = join(device)
-    model, config = load_run(run_dir, "audio", ranks.device)
-    return evaluate_audio(model, run_split(model, config, data, split), limit=limit, ranks=ranks,
-                          train=run_split(model, config, data, "train"))
 
 
 def evaluate_conversion_run(run_dir: str | Path, *, data: str | None = None, pairs: int = 16, seconds: float = 1.5,
@@ -335,45 +362,3 @@ def evaluate_conversion_run(run_dir: str | Path, *, data: str | None = None, pai
     train, test = (run_split(model, config, data, s) for s in ("train", "test"))
     return evaluate_conversion(model, train, test, pairs=pairs, seconds=seconds, seed=seed,
                                temperature=temperature, wav_dir=wav_dir)
-
-
-# -- names that moved (re-exported for one release) --------------------------------------------------------------
-def _moved() -> dict[str, tuple[str, Any]]:
-    from vqvae import codes
-    from vqvae.data import load_images_for
-    from vqvae.priors.sampling import sample_images
-    from vqvae.reconstruct import reconstruction_grid
-
-    def encode_splits(model, data, splits):
-        return {s: (codes.encode_images(model, ds), ds.labels.numpy())
-                for s, ds in ((s, load_images_for(model.config, data, s)) for s in splits)}
-
-    def cached_speech_codes(run_dir, model, data):
-        arrays = codes.cached_codes(run_dir, model, {"kind": "audio", "train": {"data": data}})
-        return {s: codes.speech_codes(arrays, s) for s in ("train", "test")}
-
-    return {
-        "load_images_for": ("vqvae.data.load_images_for", load_images_for),
-        "encode_dataset": ("vqvae.codes.encode_images", codes.encode_images),
-        "encode_splits": ("vqvae.codes.encode_images for each split", encode_splits),
-        "save_codes": ("vqvae.codes.save_codes", codes.save_codes),
-        "load_codes": ("vqvae.codes.load_codes", codes.load_codes),
-        "code_crops": ("vqvae.codes.code_crops", codes.code_crops),
-        "SpeechCodes": ("vqvae.codes.SpeechCodes", codes.SpeechCodes),
-        "data_fingerprint": ("ImageDataset.fingerprint()", lambda data: data.fingerprint()),
-        "cached_codes": ("vqvae.codes.cached_codes(run_dir, model, config)",
-                         lambda run_dir, model, data, splits=("train", "test"): codes.cached_codes(
-                             run_dir, model, {"kind": "vqvae", "train": {"data": data}}, tuple(splits))),
-        "cached_speech_codes": ("vqvae.codes.cached_codes and speech_codes", cached_speech_codes),
-        "sample_images": ("vqvae.priors.sampling.sample_images", sample_images),
-        "write_reconstruction_grid": ("vqvae.reconstruct.reconstruction_grid", reconstruction_grid),
-    }
-
-
-def __getattr__(name: str) -> Any:
-    moved = _moved()
-    if name not in moved:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    where, value = moved[name]
-    warnings.warn(f"vqvae.evaluate.{name} is deprecated: use {where}", DeprecationWarning, stacklevel=2)
-    return value

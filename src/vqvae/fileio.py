@@ -88,3 +88,16 @@ def check_out_dir(path: str | Path, overwrite: bool, *, is_file: str = "output p
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise VQVAEError(not_empty.format(out=out))
     return out
+
+
+def check_out_file(path: str | Path, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
+    """An output file to write: refused when its suffix is not one of ``suffixes``, when it is a directory, or
+    when it exists and ``overwrite`` is false."""
+    p = Path(path)
+    if p.suffix.lower() not in suffixes:
+        raise VQVAEError(f"--out {p} must end in {' or '.join(suffixes)}")
+    if p.exists() and not overwrite:
+        raise VQVAEError(f"{p} already exists: pass --overwrite to replace it")
+    if p.is_dir():
+        raise VQVAEError(f"{p} is a directory")
+    return p

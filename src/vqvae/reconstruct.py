@@ -1,22 +1,27 @@
 """Data through an autoencoder and back, to files: images above their reconstructions in a PNG grid
-(``vqvae reconstruct``), and a WAV file encoded and decoded as its own speaker or as another one
-(``vqvae audio reconstruct`` / ``vqvae audio convert``)."""
+(``vqvae reconstruct``); a WAV file encoded and decoded as its own speaker or as another one (``vqvae audio
+reconstruct`` / ``vqvae audio convert``); utterances' codes decoded as given speakers in batches, and the WAV files
+of a conversion test (inputs, reconstructions, conversions) that ``vqvae audio conversion`` judges."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from vqvae.data import ImageDataset, save_image_grid, to_float
-from vqvae.data.audio import read_utterance, write_wav
+from vqvae.data.audio import SpeechDataset, read_utterance, write_wav
 from vqvae.devices import model_device
 from vqvae.errors import VQVAEError
-from vqvae.models import VQVAE
-from vqvae.priors.sampling import check_generation_options, speaker_id
-from vqvae.runs import check_out_file, load_run, run_split
+from vqvae.fileio import check_out_file
+from vqvae.models import VQVAE, AudioVQVAE
+from vqvae.runs import check_generation_options, load_run, run_split, speaker_id
 
-__all__ = ["reconstruction_grid", "resynthesize_file", "write_reconstructions"]
+__all__ = ["decode_as", "reconstruction_grid", "remove_previous", "resynthesize_file", "write_conversions",
+           "write_reconstructions"]
 
 
 @torch.no_grad()
@@ -62,3 +67,53 @@ def resynthesize_file(run_dir: str | Path, wav: str | Path, out: str | Path, *, 
     write_wav(path, y[0].cpu(), c.sample_rate)
     return {"seconds": len(x) / c.sample_rate, "codes": codes.shape[1],
             "speaker": None if ids is None else speakers[int(ids[0])]}
+
+
+@torch.no_grad()
+def decode_as(model: AudioVQVAE, codes: list[Tensor], speakers: list[int], *, temperature: float = 1.0,
+              generator: torch.Generator | None = None, batch_size: int = 32) -> list[Tensor]:
+    """Code sequences ``codes[i]`` (L_i,) decoded as speaker ``speakers[i]``, ``batch_size`` at a time: waveforms
+    (L_i * hop,) on the CPU. A conversion when the speaker is another one, a reconstruction when it is their own."""
+    dev, out = model_device(model), []
+    for lo in range(0, len(codes), batch_size):
+        ids = torch.tensor(speakers[lo : lo + batch_size], device=dev)
+        out.extend(w.cpu() for w in model.decode_many(codes[lo : lo + batch_size], ids, temperature=temperature,
+                                                       generator=generator))
+    return out
+
+
+def remove_previous(wav_dir: str | Path) -> None:
+    """Before new outputs are written into ``wav_dir`` (``--overwrite``): remove the WAV files the previous
+    conversion or scoring wrote there -- the ones its ``verdicts.json`` lists, nothing else -- so that a folder
+    never mixes two runs' files (e.g. 2-digit names of an older run beside 3-digit ones)."""
+    listed = Path(wav_dir) / "verdicts.json"
+    try:
+        names = json.loads(listed.read_text()) if listed.is_file() else {}
+    except (ValueError, UnicodeDecodeError):
+        return  # not ours to interpret: leave everything as it is
+    for name in names if isinstance(names, dict) else ():
+        p = Path(wav_dir) / name
+        if p.name == name and p.suffix == ".wav" and p.is_file():
+            p.unlink()
+
+
+def write_conversions(wav_dir: Path, test: SpeechDataset, rate: int,
+                      waves: tuple[list[Tensor], list[Tensor], list[Tensor]], sources: list[int], targets: list[int],
+                      classes: list[int]) -> tuple[list[str], list[Tensor], list[dict[str, Any]]]:
+    """Every input, reconstruction and conversion of a conversion test as ``NNN_SOURCE_input.wav``,
+    ``..._reconstructed.wav``, ``..._as_TARGET.wav`` in ``wav_dir`` (the previous test's files removed first).
+    Returns (file names, their waveforms, what each should be heard as: the source speaker and the class said; the
+    target speaker for a conversion)."""
+    remove_previous(wav_dir)
+    digits = max(2, len(str(len(sources) - 1)))  # names that sort in order: 000 .. 149
+    names, written, expected = [], [], []
+    for n, (x, r, y, s, t, k) in enumerate(zip(*waves, sources, targets, classes)):
+        stem = f"{n:0{digits}d}_{test.speakers[s]}"
+        said = {"class": test.class_names[k]} if k >= 0 and test.class_names else {}
+        for name, w, who in ((f"{stem}_input.wav", x, s), (f"{stem}_reconstructed.wav", r, s),
+                             (f"{stem}_as_{test.speakers[t]}.wav", y, t)):
+            write_wav(wav_dir / name, w, rate)
+            names.append(name)
+            written.append(w)
+            expected.append({"speaker": test.speakers[who], **said})
+    return names, written, expected

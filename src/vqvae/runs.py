@@ -1,10 +1,12 @@
 """Run directories: what each kind holds, loading a run with its config, the data a run was trained on, a prior
-paired with its VQ-VAE (one check, for sampling, evaluating and resuming), and outputs that are never replaced
-by accident.
+paired with its VQ-VAE (one check, for sampling, evaluating and resuming), a new run's directory (nothing the user
+put there is removed), and the options of the commands that generate from a run (temperature, length, the speaker
+and class named).
 
 A run directory is a checkpoint (``config.json`` + ``model.safetensors``, see :mod:`vqvae.checkpoint`) whose
 config records ``kind``: ``vqvae`` (image VQ-VAE), ``prior`` (Gated PixelCNN), ``audio`` (audio VQ-VAE) or
-``audio_prior`` (WaveNet prior); a prior's config records ``vqvae_dir`` and ``vqvae_weights_sha256``.
+``audio_prior`` (WaveNet prior); a prior's config records ``vqvae_dir`` and ``vqvae_weights_sha256``. The model
+class of each kind registers itself (:func:`vqvae.models.pretrained.model_class`): importing ``vqvae`` imports them.
 """
 
 from __future__ import annotations
@@ -22,19 +24,18 @@ from vqvae.devices import resolve_device
 from vqvae.errors import VQVAEError
 from vqvae.fileio import check_out_dir
 from vqvae.models import VQVAE, AudioVQVAE
-from vqvae.priors.pixelcnn import GatedPixelCNN
-from vqvae.priors.wavenet import WaveNetPrior
+from vqvae.models.pretrained import model_class
 
-__all__ = ["MODEL_CLASSES", "VQVAE_KIND_OF_PRIOR", "check_out_file", "data_spec", "load_prior",
-           "load_run", "paired_vqvae", "prepare_out_dir", "run_split"]
+__all__ = ["CODEBOOK", "VQVAE_KIND_OF_PRIOR", "check_generation_options", "class_id", "data_spec", "load_prior", "load_run",
+           "paired_vqvae", "prepare_out_dir", "run_split", "speaker_id"]
 
-MODEL_CLASSES = {"vqvae": VQVAE, "prior": GatedPixelCNN, "audio": AudioVQVAE, "audio_prior": WaveNetPrior}
 VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
+CODEBOOK = "codebook.npz"  # an autoencoder's code counts over the test split, written by its final evaluation
 # what a training command writes into its run directory, and the scores of its samples (`vqvae score --out
 # PRIOR/score.json`): what a new run with --overwrite removes (nothing else, and under tb/ only TensorBoard's event files)
 RUN_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.STATE_JSON, checkpoint.STATE_TENSORS,
-             checkpoint.MANIFEST, "metrics.csv", "eval.json", "reconstructions.png", "samples.png",
-             "score.json")
+             checkpoint.MANIFEST, "metrics.csv", "eval.json", CODEBOOK, "reconstructions.png",
+             "samples.png", "score.json")
 RUN_DIRS = (checkpoint.PREVIOUS, f"{checkpoint.PREVIOUS}.tmp", f"{checkpoint.PREVIOUS}.old")
 
 
@@ -43,7 +44,7 @@ def load_run(run_dir: str | Path, kind: str, device: str | torch.device | None =
     :func:`vqvae.devices.resolve_device`); its config.json)."""
     device = resolve_device(device)  # a device this machine lacks is refused before anything is read
     config = checkpoint.read_config(run_dir, kind=kind)
-    return MODEL_CLASSES[kind].from_pretrained(run_dir, device), config
+    return model_class(kind).from_pretrained(run_dir, device), config
 
 
 def data_spec(config: dict[str, Any], data: str | None = None) -> str:
@@ -88,19 +89,6 @@ def load_prior(prior_dir: str | Path, kind: str = "prior", device: str | torch.d
     return prior, vq, config, vq_config
 
 
-def check_out_file(path: str | Path, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
-    """An output file to write: refused when its suffix is not one of ``suffixes``, when it is a directory, or
-    when it exists and ``overwrite`` is false."""
-    p = Path(path)
-    if p.suffix.lower() not in suffixes:
-        raise VQVAEError(f"--out {p} must end in {' or '.join(suffixes)}")
-    if p.exists() and not overwrite:
-        raise VQVAEError(f"{p} already exists: pass --overwrite to replace it")
-    if p.is_dir():
-        raise VQVAEError(f"{p} is a directory")
-    return p
-
-
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
     """A new run's directory: refuse a non-empty one unless ``overwrite``; then remove the files a run writes
     (:data:`RUN_FILES`, :data:`RUN_DIRS`, TensorBoard events under ``tb/``) and nothing else: what the user put
@@ -117,3 +105,33 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
             events.unlink()
         if not any(tb.iterdir()):
             tb.rmdir()
+
+
+def check_generation_options(temperature: float, seconds: float | None = None) -> None:
+    """The temperature (and length) of every command that generates: both > 0."""
+    if not temperature > 0:
+        raise VQVAEError(f"--temperature must be > 0, got {temperature}")
+    if seconds is not None and not seconds > 0:
+        raise VQVAEError(f"--seconds must be > 0, got {seconds}")
+
+
+def class_id(name: str | None, classes: list[str]) -> int | None:
+    """The index of class ``name`` among a prior's ``classes`` (None for a prior without classes)."""
+    if not classes:
+        if name is not None:
+            raise VQVAEError("this prior is not conditioned on classes: it takes no --class")
+        return None
+    if name is None or name not in classes:
+        raise VQVAEError(f"{'unknown class ' + repr(name) if name else 'pass --class'}: this prior knows "
+                         f"{', '.join(classes)}")
+    return classes.index(name)
+
+
+def speaker_id(name: str | None, speakers: list[str], fallback: str | None = None) -> int:
+    """The index of speaker ``name`` (or ``fallback``) among a model's ``speakers``."""
+    name = name or fallback
+    if name is None:
+        raise VQVAEError(f"pass --speaker (one of: {', '.join(speakers)})")
+    if name not in speakers:
+        raise VQVAEError(f"unknown speaker {name!r}: this model knows {', '.join(speakers)}")
+    return speakers.index(name)

@@ -42,10 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _report(a: argparse.Namespace) -> None:
+def _report(args: argparse.Namespace) -> None:
     from vqvae.report import build_report  # imported late: matplotlib is slow to import
 
-    print(f"report: {build_report(a.run_dirs, a.out, overwrite=a.overwrite, media=a.media).resolve()}")
+    print(f"report: {build_report(args.run_dirs, args.out, overwrite=args.overwrite, media=args.media).resolve()}")
 
 
 def main(argv: list[str] | None = None) -> int:

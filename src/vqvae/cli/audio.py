@@ -23,8 +23,9 @@ from vqvae.cli.common import add_device, add_training_command, positive, print_r
 from vqvae.data.audio.fsdd import arrange_fsdd
 from vqvae.data.audio.synthesis import synthesize_corpus
 from vqvae.errors import VQVAEError
-from vqvae.evaluate import evaluate_audio_run, evaluate_conversion_run
-from vqvae.priors.sampling import sample_audio_file, score_audio_prior
+from vqvae.evaluate import evaluate_conversion_run, evaluate_run
+from vqvae.judges.samples import score_audio_prior
+from vqvae.priors.sampling import sample_audio_file
 from vqvae.reconstruct import resynthesize_file
 from vqvae.train import train_audio_and_evaluate, train_audio_prior_and_evaluate
 
@@ -97,62 +98,62 @@ def _score_summary(m: dict[str, Any]) -> str:
             f"{m['prior_and_decoder_real_time_factor_one_stream']:.3f} one utterance at a time")
 
 
-def cmd_data_speech(a: argparse.Namespace) -> dict[str, Any]:
-    summary = synthesize_corpus(a.out, num_sentences=a.sentences, per_speaker=a.per_speaker,
-                                num_speakers=a.speakers, sample_rate=a.sample_rate, seed=a.seed,
-                                overwrite=a.overwrite, progress=not a.quiet)
-    return print_result(summary, a.json, lambda s: f"wrote {s['utterances']} utterances ({s['hours'] * 60:.1f} "
-                                                   f"minutes) by {len(s['speakers'])} speakers to {a.out}")
+def cmd_data_speech(args: argparse.Namespace) -> dict[str, Any]:
+    summary = synthesize_corpus(args.out, num_sentences=args.sentences, per_speaker=args.per_speaker,
+                                num_speakers=args.speakers, sample_rate=args.sample_rate, seed=args.seed,
+                                overwrite=args.overwrite, progress=not args.quiet)
+    return print_result(summary, args.json, lambda s: f"wrote {s['utterances']} utterances ({s['hours'] * 60:.1f} "
+                                                   f"minutes) by {len(s['speakers'])} speakers to {args.out}")
 
 
-def cmd_data_fsdd(a: argparse.Namespace) -> dict[str, Any]:
-    summary = arrange_fsdd(a.out, a.source, overwrite=a.overwrite)
-    return print_result(summary, a.json, lambda s: f"wrote {s['utterances']} recordings by {len(s['speakers'])} "
-                                                   f"speakers of the digits {', '.join(s['digits'])} to {a.out} "
+def cmd_data_fsdd(args: argparse.Namespace) -> dict[str, Any]:
+    summary = arrange_fsdd(args.out, args.source, overwrite=args.overwrite)
+    return print_result(summary, args.json, lambda s: f"wrote {s['utterances']} recordings by {len(s['speakers'])} "
+                                                   f"speakers of the digits {', '.join(s['digits'])} to {args.out} "
                                                    f"({s['train']} train, {s['test']} test: FSDD's own split)")
 
 
-def cmd_audio_train(a: argparse.Namespace) -> dict[str, Any]:
-    return run_training(a, "audio", train_audio_and_evaluate, _summary, "tb/")
+def cmd_audio_train(args: argparse.Namespace) -> dict[str, Any]:
+    return run_training(args, "audio", train_audio_and_evaluate, _summary, "tb/")
 
 
-def cmd_audio_evaluate(a: argparse.Namespace) -> dict[str, Any]:
-    m = evaluate_audio_run(a.run_dir, data=a.data, split=a.split, limit=a.limit, device=a.device)
-    return print_result(m, a.json, _summary)
+def cmd_audio_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    m = evaluate_run(args.run_dir, kind="audio", data=args.data, split=args.split, limit=args.limit, device=args.device)
+    return print_result(m, args.json, _summary)
 
 
-def cmd_audio_resynthesize(a: argparse.Namespace) -> None:
+def cmd_audio_resynthesize(args: argparse.Namespace) -> None:
     """``reconstruct`` (as the input's own speaker) and ``convert`` (as ``--speaker``)."""
-    if a.audio_command == "convert" and not a.speaker:
+    if args.audio_command == "convert" and not args.speaker:
         raise VQVAEError("convert needs --speaker NAME: the voice to convert to")
-    r = resynthesize_file(a.run_dir, a.input, a.out, speaker=a.speaker, seconds=a.seconds, temperature=a.temperature,
-                          seed=a.seed, overwrite=a.overwrite, device=a.device)
+    r = resynthesize_file(args.run_dir, args.input, args.out, speaker=args.speaker, seconds=args.seconds, temperature=args.temperature,
+                          seed=args.seed, overwrite=args.overwrite, device=args.device)
     who = f" as {r['speaker']}" if r["speaker"] is not None else ""
-    print(f"wrote {Path(a.out)} ({r['seconds']:.2f} s from {r['codes']} codes{who})")
+    print(f"wrote {Path(args.out)} ({r['seconds']:.2f} s from {r['codes']} codes{who})")
 
 
-def cmd_audio_train_prior(a: argparse.Namespace) -> dict[str, Any]:
-    return run_training(a, "audio_prior", train_audio_prior_and_evaluate, _prior_summary, "tb/",
+def cmd_audio_train_prior(args: argparse.Namespace) -> dict[str, Any]:
+    return run_training(args, "audio_prior", train_audio_prior_and_evaluate, _prior_summary, "tb/",
                         source="audio VQ-VAE")
 
 
-def cmd_audio_sample(a: argparse.Namespace) -> None:
-    r = sample_audio_file(a.prior_dir, a.out, speaker=a.speaker, seconds=a.seconds, temperature=a.temperature,
-                          seed=a.seed, overwrite=a.overwrite, device=a.device, class_=a.class_)
-    said = f" saying {a.class_}" if a.class_ is not None else ""
-    print(f"wrote {Path(a.out)} ({r['seconds']:.2f} s, {r['codes']} codes from the prior, as {a.speaker}{said})")
+def cmd_audio_sample(args: argparse.Namespace) -> None:
+    r = sample_audio_file(args.prior_dir, args.out, speaker=args.speaker, seconds=args.seconds, temperature=args.temperature,
+                          seed=args.seed, overwrite=args.overwrite, device=args.device, class_=args.class_)
+    said = f" saying {args.class_}" if args.class_ is not None else ""
+    print(f"wrote {Path(args.out)} ({r['seconds']:.2f} s, {r['codes']} codes from the prior, as {args.speaker}{said})")
 
 
-def cmd_audio_score(a: argparse.Namespace) -> dict[str, Any]:
-    m = score_audio_prior(a.prior_dir, per=a.per, temperature=a.temperature, seed=a.seed, wav_dir=a.wav_dir,
-                          overwrite=a.overwrite, device=a.device)
-    return print_result(m, a.json, _score_summary)
+def cmd_audio_score(args: argparse.Namespace) -> dict[str, Any]:
+    m = score_audio_prior(args.prior_dir, per=args.per, temperature=args.temperature, seed=args.seed, wav_dir=args.wav_dir,
+                          overwrite=args.overwrite, device=args.device)
+    return print_result(m, args.json, _score_summary)
 
 
-def cmd_audio_conversion(a: argparse.Namespace) -> dict[str, Any]:
-    m = evaluate_conversion_run(a.run_dir, data=a.data, pairs=a.pairs, seconds=a.seconds, seed=a.seed,
-                                temperature=a.temperature, wav_dir=a.wav_dir, overwrite=a.overwrite, device=a.device)
-    return print_result(m, a.json, _conversion_summary)
+def cmd_audio_conversion(args: argparse.Namespace) -> dict[str, Any]:
+    m = evaluate_conversion_run(args.run_dir, data=args.data, pairs=args.pairs, seconds=args.seconds, seed=args.seed,
+                                temperature=args.temperature, wav_dir=args.wav_dir, overwrite=args.overwrite, device=args.device)
+    return print_result(m, args.json, _conversion_summary)
 
 
 def _generation_options(p: argparse.ArgumentParser, seconds: float, help: str) -> None:
@@ -189,9 +190,9 @@ def add_audio_commands(sub) -> None:
     audio = sub.add_parser("audio", help="the audio VQ-VAE and its prior: train, evaluate, reconstruct, convert, "
                                          "train-prior, sample")
     asub = audio.add_subparsers(dest="audio_command", required=True)
-    t = add_training_command(asub, "train", cmd_audio_train, "train the audio VQ-VAE (WaveNet decoder)", "speech",
+    train = add_training_command(asub, "train", cmd_audio_train, "train the audio VQ-VAE (WaveNet decoder)", "speech",
                              "runs/audio", "audio.channels=64")
-    t.add_argument("--data", help="a corpus directory: one sub-folder of .wav files per speaker")
+    train.add_argument("--data", help="a corpus directory: one sub-folder of .wav files per speaker")
     e = asub.add_parser("evaluate", help="bits per sample, code usage, bit rate over the test utterances")
     e.add_argument("run_dir")
     e.add_argument("--data", help="corpus (default: the one the model was trained on)")

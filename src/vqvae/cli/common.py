@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vqvae.config import RecipeSections
-from vqvae.recipes import load_recipe
 from vqvae.distributed import is_main_process
 from vqvae.errors import VQVAEError
+from vqvae.recipes import load_recipe
 from vqvae.train import resume_recipe
 
 __all__ = ["add_device", "add_training_command", "positive", "print_result", "recipe_of", "run_training", "seed"]
@@ -43,25 +43,25 @@ def print_result(result: dict[str, Any], as_json: bool, summary: Callable[[dict[
     return result
 
 
-def recipe_of(a: argparse.Namespace, kind: str, extra: list[str] = (),
+def recipe_of(args: argparse.Namespace, kind: str, extra: list[str] = (),
               source: str | None = None) -> tuple[str, str | None, RecipeSections]:
     """(output directory, the run it builds on or None, recipe) of a training command: ``--resume DIR`` takes the
     recipe saved in DIR (only --steps/--max-seconds may change it), otherwise ``--config`` plus overrides."""
-    overrides = list(a.overrides)
-    if a.steps is not None:
-        overrides.append(f"train.steps={a.steps}")
-    if a.max_seconds is not None:
-        overrides.append(f"train.max_seconds={a.max_seconds}")
-    given = getattr(a, "vqvae_dir", None)
-    if a.resume:
-        if a.config or a.overrides or extra or given or a.out:
+    overrides = list(args.overrides)
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    if args.max_seconds is not None:
+        overrides.append(f"train.max_seconds={args.max_seconds}")
+    given = getattr(args, "vqvae_dir", None)
+    if args.resume:
+        if args.config or args.overrides or extra or given or args.out:
             raise VQVAEError("--resume continues a run in its own directory with its saved recipe: "
                              "only --steps/--max-seconds may change")
-        return a.resume, None, resume_recipe(a.resume, overrides, kind=kind)
+        return args.resume, None, resume_recipe(args.resume, overrides, kind=kind)
     if source and not given:
-        raise VQVAEError(f"{a.command}{' ' + a.audio_command if getattr(a, 'audio_command', None) else ''} needs "
+        raise VQVAEError(f"{args.command}{' ' + args.audio_command if getattr(args, 'audio_command', None) else ''} needs "
                          f"the {source} run directory (or --resume DIR)")
-    return a.out or a.default_out, given, load_recipe(a.config, [*overrides, *extra], kind=kind)
+    return args.out or args.default_out, given, load_recipe(args.config, [*overrides, *extra], kind=kind)
 
 
 def add_training_command(parent, name: str, fn, help: str, recipe: str, out: str, example: str,
@@ -85,16 +85,16 @@ def add_training_command(parent, name: str, fn, help: str, recipe: str, out: str
     return s
 
 
-def run_training(a: argparse.Namespace, kind: str, train: Callable[..., dict[str, Any]],
+def run_training(args: argparse.Namespace, kind: str, train: Callable[..., dict[str, Any]],
                  summary: Callable[[dict[str, Any]], str], files: str, source: str | None = None) -> dict[str, Any]:
     """A training command: the recipe (:func:`recipe_of`), ``train(recipe, [source run,] out, ...)``, its metrics
     printed, then the run directory and the ``files`` it holds."""
-    extra = [f"train.data={a.data}"] if getattr(a, "data", None) else []
-    out, given, recipe = recipe_of(a, kind, extra, source)
+    extra = [f"train.data={args.data}"] if getattr(args, "data", None) else []
+    out, given, recipe = recipe_of(args, kind, extra, source)
     runs_on = () if source is None else (given,)
-    m = train(recipe, *runs_on, out, resume=bool(a.resume), overwrite=a.overwrite, progress=not a.quiet,
-              device=a.device)
-    print_result(m, a.json, summary)
+    m = train(recipe, *runs_on, out, resume=bool(args.resume), overwrite=args.overwrite, progress=not args.quiet,
+              device=args.device)
+    print_result(m, args.json, summary)
     if is_main_process():
         print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, {files})")
     return m

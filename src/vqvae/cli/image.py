@@ -22,11 +22,11 @@ from typing import Any
 from vqvae.cli.common import add_device, add_training_command, positive, print_result, run_training, seed
 from vqvae.codes import decode_run, encode_run
 from vqvae.evaluate import evaluate_prior_run, evaluate_run
-from vqvae.fileio import atomic_write_json
-from vqvae.judges.image import score_samples, train_classifier_run
+from vqvae.fileio import atomic_write_json, check_out_file
+from vqvae.judges.image import train_classifier_run
+from vqvae.judges.samples import score_samples
 from vqvae.priors.sampling import sample_image_file
 from vqvae.reconstruct import write_reconstructions
-from vqvae.runs import check_out_file
 from vqvae.train import train_and_evaluate, train_prior_and_evaluate
 
 __all__ = ["add_image_commands"]
@@ -56,60 +56,60 @@ def _score_summary(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
-    return run_training(a, "vqvae", train_and_evaluate, _summary, "reconstructions.png, tb/")
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    return run_training(args, "vqvae", train_and_evaluate, _summary, "reconstructions.png, tb/")
 
 
-def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
-    m = evaluate_run(a.run_dir, data=a.data, split=a.split, limit=a.limit, device=a.device)
-    return print_result(m, a.json, _summary)
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    m = evaluate_run(args.run_dir, kind="vqvae", data=args.data, split=args.split, limit=args.limit, device=args.device)
+    return print_result(m, args.json, _summary)
 
 
-def cmd_reconstruct(a: argparse.Namespace) -> None:
-    out = write_reconstructions(a.run_dir, a.out, data=a.data, split=a.split, n=a.n, overwrite=a.overwrite,
-                                device=a.device)
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    out = write_reconstructions(args.run_dir, args.out, data=args.data, split=args.split, n=args.n, overwrite=args.overwrite,
+                                device=args.device)
     print(f"wrote {out} (top: originals, bottom: reconstructions)")
 
 
-def cmd_encode(a: argparse.Namespace) -> None:
-    shapes = encode_run(a.run_dir, a.out, data=a.data, splits=tuple(a.splits.split(",")), overwrite=a.overwrite,
-                        device=a.device)
-    print(f"wrote {Path(a.out)} ({', '.join(f'{s}: {shape}' for s, shape in shapes.items())})")
+def cmd_encode(args: argparse.Namespace) -> None:
+    shapes = encode_run(args.run_dir, args.out, data=args.data, splits=tuple(args.splits.split(",")), overwrite=args.overwrite,
+                        device=args.device)
+    print(f"wrote {Path(args.out)} ({', '.join(f'{s}: {shape}' for s, shape in shapes.items())})")
 
 
-def cmd_decode(a: argparse.Namespace) -> None:
-    n = decode_run(a.run_dir, a.codes, a.out, split=a.split, n=a.n, overwrite=a.overwrite, device=a.device)
-    print(f"wrote {Path(a.out)} ({n} decoded images)")
+def cmd_decode(args: argparse.Namespace) -> None:
+    n = decode_run(args.run_dir, args.codes, args.out, split=args.split, n=args.n, overwrite=args.overwrite, device=args.device)
+    print(f"wrote {Path(args.out)} ({n} decoded images)")
 
 
-def cmd_train_prior(a: argparse.Namespace) -> dict[str, Any]:
-    return run_training(a, "prior", train_prior_and_evaluate, _prior_summary, "samples.png, tb/", source="VQ-VAE")
+def cmd_train_prior(args: argparse.Namespace) -> dict[str, Any]:
+    return run_training(args, "prior", train_prior_and_evaluate, _prior_summary, "samples.png, tb/", source="VQ-VAE")
 
 
-def cmd_evaluate_prior(a: argparse.Namespace) -> dict[str, Any]:
-    m = evaluate_prior_run(a.prior_dir, split=a.split, limit=a.limit, device=a.device)
-    return print_result(m, a.json, _prior_summary)
+def cmd_evaluate_prior(args: argparse.Namespace) -> dict[str, Any]:
+    m = evaluate_prior_run(args.prior_dir, split=args.split, limit=args.limit, device=args.device)
+    return print_result(m, args.json, _prior_summary)
 
 
-def cmd_sample(a: argparse.Namespace) -> None:
-    n = sample_image_file(a.prior_dir, a.out, class_=a.class_, per_class=a.per_class, n=a.n,
-                          temperature=a.temperature, seed=a.seed, overwrite=a.overwrite, device=a.device)
-    print(f"wrote {Path(a.out)} ({n} samples)")
+def cmd_sample(args: argparse.Namespace) -> None:
+    n = sample_image_file(args.prior_dir, args.out, class_=args.class_, per_class=args.per_class, n=args.n,
+                          temperature=args.temperature, seed=args.seed, overwrite=args.overwrite, device=args.device)
+    print(f"wrote {Path(args.out)} ({n} samples)")
 
 
-def cmd_train_classifier(a: argparse.Namespace) -> dict[str, Any]:
-    m = train_classifier_run(a.out, data=a.data, epochs=a.epochs, max_seconds=a.max_seconds, seed=a.seed,
-                             overwrite=a.overwrite, device=a.device)
-    return print_result(m, a.json, lambda m: f"{m['split']}: test accuracy {m['test_accuracy']:.4f} after "
-                                             f"{m['train_seconds']:.0f} s; wrote {a.out}")
+def cmd_train_classifier(args: argparse.Namespace) -> dict[str, Any]:
+    m = train_classifier_run(args.out, data=args.data, epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed,
+                             overwrite=args.overwrite, device=args.device)
+    return print_result(m, args.json, lambda m: f"{m['split']}: test accuracy {m['test_accuracy']:.4f} after "
+                                             f"{m['train_seconds']:.0f} s; wrote {args.out}")
 
 
-def cmd_score(a: argparse.Namespace) -> dict[str, Any]:
-    out = check_out_file(a.out, a.overwrite, (".json",)) if a.out else None  # refused before the work, not after
-    m = score_samples(a.samples, a.classifier, vqvae=a.vqvae, seed=a.seed, device=a.device)
+def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
+    out = check_out_file(args.out, args.overwrite, (".json",)) if args.out else None  # refused before the work, not after
+    m = score_samples(args.samples, args.classifier, vqvae=args.vqvae, seed=args.seed, device=args.device)
     if out is not None:
         atomic_write_json(out, m)
-    return print_result(m, a.json, _score_summary)
+    return print_result(m, args.json, _score_summary)
 
 
 def _run_command(sub, name: str, fn, help: str) -> argparse.ArgumentParser:
@@ -128,9 +128,9 @@ def _output(s: argparse.ArgumentParser, what: str) -> None:
 
 def add_image_commands(sub) -> None:
     """Register the image commands on the top-level subparsers."""
-    t = add_training_command(sub, "train", cmd_train, "train an image VQ-VAE", "fashion_mnist", "runs/vqvae",
+    train = add_training_command(sub, "train", cmd_train, "train an image VQ-VAE", "fashion_mnist", "runs/vqvae",
                              "model.hidden=64")
-    t.add_argument("--data", help="fashion-mnist, mnist, cifar10, or a path (IDX dir, CIFAR dir, image folder)")
+    train.add_argument("--data", help="fashion-mnist, mnist, cifar10, or a path (IDX dir, CIFAR dir, image folder)")
     e = _run_command(sub, "evaluate", cmd_evaluate, "reconstruction quality and codebook usage over a whole split")
     e.add_argument("--split", default="test", choices=["train", "test"])
     e.add_argument("--limit", type=positive, help="evaluate only the first N images")

@@ -3,7 +3,15 @@
 raises a one-line :class:`~vqvae.errors.VQVAEError`."""
 
 from vqvae.data.audio import SpeechDataset, load_speech
-from vqvae.data.images import SPLITS, ImageDataset, load_images, load_images_for, save_image_grid, to_float, to_uint8
+from vqvae.data.images import (
+           SPLITS,
+           ImageDataset,
+           load_images,
+           load_images_for,
+           save_image_grid,
+           to_float,
+           to_uint8,
+)
 
 __all__ = ["SPLITS", "ImageDataset", "SpeechDataset", "load_images", "load_images_for", "load_speech",
            "save_image_grid", "to_float", "to_uint8"]

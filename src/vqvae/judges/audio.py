@@ -6,7 +6,6 @@ Generating the audio is not judging: see :func:`vqvae.evaluate.evaluate_conversi
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.data.audio import SpeechDataset, write_wav
+from vqvae.data.audio import SpeechDataset
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_json
 from vqvae.spectral import mel_filterbank
 
 __all__ = ["ContentClassifier", "SpeakerClassifier", "SpeechJudges", "intelligibility", "judge_conversion", "log_mel_course", "log_mel_stats",
-           "mel_filterbank", "pitch_hz", "remove_previous", "write_conversions", "write_verdicts"]
+           "mel_filterbank", "pitch_hz", "write_conversion_verdicts",
+           "write_verdicts"]
 
 def log_mel_stats(wave: np.ndarray | Tensor, sample_rate: int, n_mels: int = 40, floor_db: float = 30.0) -> Tensor:
     """A fixed-size description of a voice: mean and standard deviation over time of the log-mel spectrum
@@ -297,21 +297,6 @@ class SpeechJudges:
         return out
 
 
-def remove_previous(wav_dir: str | Path) -> None:
-    """Before new outputs are written into ``wav_dir`` (``--overwrite``): remove the WAV files the previous
-    conversion or scoring wrote there -- the ones its ``verdicts.json`` lists, nothing else -- so that a folder
-    never mixes two runs' files (e.g. 2-digit names of an older run beside 3-digit ones)."""
-    listed = Path(wav_dir) / "verdicts.json"
-    try:
-        names = json.loads(listed.read_text()) if listed.is_file() else {}
-    except (ValueError, UnicodeDecodeError):
-        return  # not ours to interpret: leave everything as it is
-    for name in names if isinstance(names, dict) else ():
-        p = Path(wav_dir) / name
-        if p.name == name and p.suffix == ".wav" and p.is_file():
-            p.unlink()
-
-
 def write_verdicts(path: str | Path, names: list[str], verdicts: list[dict[str, Any]],
                    expected: list[dict[str, Any]]) -> None:
     """``verdicts.json``: file name -> what the judges heard in it, with what it should be heard as under
@@ -322,26 +307,13 @@ def write_verdicts(path: str | Path, names: list[str], verdicts: list[dict[str, 
     atomic_write_json(path, {n: {**v, "expected": e} for n, v, e in zip(names, verdicts, expected)})
 
 
-def write_conversions(wav_dir: Path, test: SpeechDataset, judges: SpeechJudges, rate: int,
-                       waves: tuple[list[Tensor], list[Tensor], list[Tensor]], sources: list[int], targets: list[int],
-                       classes: list[int]) -> None:
-    """Every input, reconstruction and conversion of :func:`evaluate_conversion` as ``NNN_SOURCE_input.wav``,
-    ``..._reconstructed.wav``, ``..._as_TARGET.wav``, and ``verdicts.json``: what the judges hear in each beside
-    what it should be heard as (the source speaker and the digit said; the target speaker for a conversion; the
-    pitch heard in the input for a reconstruction)."""
-    remove_previous(wav_dir)
-    digits = max(2, len(str(len(sources) - 1)))  # names that sort in order: 000 .. 149
-    names, written, expected = [], [], []
-    for n, (x, r, y, s, t, k) in enumerate(zip(*waves, sources, targets, classes)):
-        stem = f"{n:0{digits}d}_{test.speakers[s]}"
-        said = {"class": test.class_names[k]} if k >= 0 and test.class_names else {}
-        for name, w, who in ((f"{stem}_input.wav", x, s), (f"{stem}_reconstructed.wav", r, s),
-                             (f"{stem}_as_{test.speakers[t]}.wav", y, t)):
-            write_wav(wav_dir / name, w, rate)
-            names.append(name)
-            written.append(w)
-            expected.append({"speaker": test.speakers[who], **said})
-    heard = judges.verdicts(written)
+def write_conversion_verdicts(wav_dir: Path, judges: SpeechJudges, names: list[str], waves: list[Tensor],
+                               expected: list[dict[str, Any]]) -> None:
+    """``verdicts.json`` of the files :func:`vqvae.reconstruct.write_conversions` wrote: what the judges hear in
+    each beside what it should be heard as (the source speaker and the digit said; the target speaker for a
+    conversion; the pitch heard in the input for a reconstruction)."""
+    heard = judges.verdicts(waves)
+    expected = [dict(e) for e in expected]
     for name, e in zip(names, expected):  # a reconstruction should keep the pitch the judges hear in its input
         if name.endswith("_reconstructed.wav"):
             e["pitch_hz"] = heard[names.index(name.replace("_reconstructed.wav", "_input.wav"))]["pitch_hz"]

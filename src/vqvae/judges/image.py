@@ -1,7 +1,7 @@
 """An independent judge of generated images: a small CNN classifier trained on real data, whose
 penultimate-layer features give a Fréchet distance between sets of images (as FID does with Inception).
 
-Used to score samples of the prior (:func:`score_samples`): the fraction of class-conditional samples recognised
+Used to score samples of the prior (:func:`vqvae.judges.samples.score_samples`): the fraction of class-conditional samples recognised
 as the requested class, and the Fréchet distance of sample features to test-image features, next to those of
 held-out real images and of their reconstructions.
 """
@@ -14,26 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae import checkpoint
 from vqvae.data import ImageDataset, load_images, to_float
 from vqvae.devices import model_device, resolve_device
 from vqvae.errors import VQVAEError
-from vqvae.fileio import atomic_write_json, check_out_dir, read_npz
+from vqvae.fileio import atomic_write_json, check_out_dir
 from vqvae.metrics import frechet_distance
 from vqvae.models import Pretrained
-from vqvae.runs import load_run
 
-__all__ = ["Classifier", "ClassifierConfig", "accuracy", "judge", "predict", "score_samples", "train_classifier",
+__all__ = ["ImageClassifier", "ImageClassifierConfig", "accuracy", "judge", "predict", "train_classifier",
            "train_classifier_run"]
 
 
 @dataclass
-class ClassifierConfig:
+class ImageClassifierConfig:
     in_channels: int = 1  # 1 or 3
     num_classes: int = 10
     image_size: int = 28  # side of the square images, >= 4
@@ -45,20 +42,15 @@ class ClassifierConfig:
                 raise VQVAEError(f"classifier {name} must be an integer >= {low}, got {value!r}")
 
 
-class Classifier(Pretrained, nn.Module):
+class ImageClassifier(Pretrained, nn.Module):
     """(B, C, 28, 28)-ish images in [0, 1] -> logits (B, num_classes); ``features`` -> (B, 128)."""
 
     checkpoint_kind = "classifier"
     config_section = "model"
 
-    def __init__(self, config: ClassifierConfig | int | None = None, num_classes: int | None = None,
-                 image_size: int | None = None, **overrides: int):
+    def __init__(self, config: ImageClassifierConfig | None = None, **overrides: int):
         super().__init__()
-        if isinstance(config, int):  # the former signature, Classifier(in_channels, num_classes, image_size)
-            config, overrides = None, {"in_channels": config, **overrides}
-        given = {"num_classes": num_classes, "image_size": image_size}
-        overrides.update({k: v for k, v in given.items() if v is not None})
-        self.config = c = dataclasses.replace(config or ClassifierConfig(), **overrides)
+        self.config = c = dataclasses.replace(config or ImageClassifierConfig(), **overrides)
         c.validate()
         self.body = nn.Sequential(
             nn.Conv2d(c.in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -68,9 +60,9 @@ class Classifier(Pretrained, nn.Module):
         self.out = nn.Linear(128, c.num_classes)
 
     @classmethod
-    def config_from_dict(cls, values: dict[str, Any]) -> ClassifierConfig:
+    def config_from_dict(cls, values: dict[str, Any]) -> ImageClassifierConfig:
         try:
-            config = ClassifierConfig(**values)
+            config = ImageClassifierConfig(**values)
         except TypeError as exc:
             raise VQVAEError(f"config.json and weights do not make a classifier ({exc})") from None
         config.validate()
@@ -84,14 +76,14 @@ class Classifier(Pretrained, nn.Module):
 
 
 def train_classifier(train: ImageDataset, *, max_seconds: float = 60.0, epochs: int = 3, batch_size: int = 128,
-                     lr: float = 2e-3, seed: int = 0, device: str | torch.device | None = "cpu") -> Classifier:
+                     lr: float = 2e-3, seed: int = 0, device: str | torch.device | None = "cpu") -> ImageClassifier:
     """Adam on cross-entropy for ``epochs`` epochs or ``max_seconds``, whichever ends first, on ``device``."""
     if len(train) == 0:
         raise VQVAEError(f"{train.name} has no images to train a classifier on")
     torch.manual_seed(seed)
     _, c, h, _ = train.images.shape
     dev = resolve_device(device)
-    model = Classifier(in_channels=c, num_classes=len(train.classes), image_size=h).to(dev)
+    model = ImageClassifier(in_channels=c, num_classes=len(train.classes), image_size=h).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -107,7 +99,7 @@ def train_classifier(train: ImageDataset, *, max_seconds: float = 60.0, epochs: 
 
 
 @torch.no_grad()
-def predict(model: Classifier, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
+def predict(model: ImageClassifier, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
     """Images (N, C, H, W) float in [0, 1] -> (predicted classes (N,), features (N, 128))."""
     model.eval()
     preds, feats, dev = [], [], model_device(model)
@@ -118,7 +110,7 @@ def predict(model: Classifier, images: Tensor, batch_size: int = 1000) -> tuple[
     return torch.cat(preds), torch.cat(feats)
 
 
-def accuracy(model: Classifier, data: ImageDataset) -> float:
+def accuracy(model: ImageClassifier, data: ImageDataset) -> float:
     """Fraction of ``data`` classified correctly."""
     if len(data) == 0:
         raise VQVAEError(f"{data.name} has no images to measure accuracy on")
@@ -126,7 +118,7 @@ def accuracy(model: Classifier, data: ImageDataset) -> float:
     return float((preds == data.labels).double().mean())
 
 
-def judge(model: Classifier, target: Tensor, sets: dict[str, tuple[Tensor, Tensor | None]],
+def judge(model: ImageClassifier, target: Tensor, sets: dict[str, tuple[Tensor, Tensor | None]],
           classes: list[str]) -> dict[str, dict]:
     """Score image sets with the classifier. ``target`` (M, C, H, W) in [0, 1] are real images; each
     ``name: (images (N, C, H, W) in [0, 1], labels (N,) or None)`` gets the Fréchet distance between its
@@ -162,67 +154,3 @@ def train_classifier_run(out: str | Path, *, data: str = "fashion-mnist", epochs
     model.save_pretrained(out, extra={"data": spec, "classes": train.classes, **metrics})
     atomic_write_json(out / "eval.json", metrics)
     return metrics
-
-
-def _read_samples(path: str | Path, c: int, s: int, k: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """(images uint8 (N, C, H, W), labels (N,) or None for unconditional samples, all arrays) of a samples .npz
-    written by ``vqvae sample``, refused when they do not fit a classifier of ``k`` classes on CxSxS images."""
-    arrays = read_npz(path, "samples file")
-    if "images" not in arrays:
-        raise VQVAEError(f"{path} holds no 'images' array (written by `vqvae sample --out FILE.npz`?)")
-    images = arrays["images"]
-    if images.ndim == 3:
-        images = images[:, None]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (c, s, s) or len(images) < 2:
-        raise VQVAEError(f"{path}: images must be uint8 (N >= 2, {s}, {s})" + (f" or (N, {c}, {s}, {s})" if c > 1 else "")
-                         + f" for this classifier, got {images.dtype} {arrays['images'].shape}")
-    labels = None
-    if "labels" in arrays:
-        lab = arrays["labels"]
-        if lab.shape != (len(images),) or not np.issubdtype(lab.dtype, np.integer):
-            raise VQVAEError(f"{path}: labels must be integers of shape ({len(images)},), got {lab.dtype} {lab.shape}")
-        if (lab >= 0).any():  # -1 marks unconditional samples
-            if lab.min() < 0 or lab.max() >= k:
-                raise VQVAEError(f"{path}: labels must lie in [0, {k}) (the classifier's classes), "
-                                 f"got [{lab.min()}, {lab.max()}]")
-            labels = lab.astype(np.int64)
-    return images, labels, arrays
-
-
-@torch.no_grad()
-def score_samples(samples: str | Path, classifier: str | Path, *, vqvae: str | Path | None = None,
-                  seed: int = 0, device: str | None = "auto") -> dict[str, Any]:
-    """``vqvae score``: judge the samples .npz of ``vqvae sample`` with the classifier in ``classifier``, next to
-    held-out real test images and their reconstructions by ``vqvae`` (default: the VQ-VAE the samples came from).
-    Every set has the same size n (the Fréchet distance of a finite sample is biased by n): samples are
-    subsampled to at most half the test split; the target of the distances is the rest of the test split."""
-    clf_config = checkpoint.read_config(classifier, kind="classifier")
-    clf = Classifier.from_pretrained(classifier, resolve_device(device))
-    if not isinstance(clf_config.get("data"), str):
-        raise VQVAEError(f"{classifier}/config.json records no data spec: retrain it with `vqvae train-classifier`")
-    c, s, k = clf.config.in_channels, clf.config.image_size, clf.config.num_classes
-    images, labels, arrays = _read_samples(samples, c, s, k)
-    classes = [str(x) for x in clf_config.get("classes", range(k))]
-    if "classes" in arrays and arrays["classes"].size and [str(x) for x in arrays["classes"]] != classes:
-        raise VQVAEError(f"{samples} was sampled with classes {', '.join(map(str, arrays['classes']))}, but the "
-                         f"classifier knows {', '.join(classes)}: judge samples with a classifier of their own data")
-    test = load_images(clf_config["data"], "test", image_size=s, channels=c)
-    gen = torch.Generator().manual_seed(seed)
-    n = min(len(images), len(test) // 2)
-    keep = torch.randperm(len(images), generator=gen)[:n].sort().values
-    perm = torch.randperm(len(test), generator=gen)
-    ref, target = perm[:n], perm[n:]
-    real = to_float(test.images[ref])
-    sample_labels = None if labels is None else torch.from_numpy(labels)[keep]
-    sets = {"samples": (to_float(torch.from_numpy(images))[keep], sample_labels), "real_test": (real, test.labels[ref])}
-    vq_dir = vqvae or (str(arrays["vqvae_dir"]) if "vqvae_dir" in arrays else None)
-    if vq_dir:
-        vq, _ = load_run(vq_dir, "vqvae", device)
-        if (vq.config.in_channels, vq.config.image_size) != (c, s):
-            raise VQVAEError(f"{vq_dir} makes {vq.config.in_channels}x{vq.config.image_size}x{vq.config.image_size} "
-                             f"images, the classifier takes {c}x{s}x{s}")
-        dev = model_device(vq)
-        recon = torch.cat([vq.decode_indices(vq.encode(x.to(dev))).clamp(0, 1).cpu() for x in real.split(500)])
-        sets["reconstructions"] = (recon, test.labels[ref])
-    return {"classifier_test_accuracy": clf_config.get("test_accuracy"), "target_images": len(target),
-            **judge(clf, to_float(test.images[target]), sets, classes)}

@@ -23,12 +23,12 @@ from torch import Tensor, nn
 from vqvae.config import AudioModelConfig
 from vqvae.errors import VQVAEError
 from vqvae.likelihoods import mu_law_decode, mu_law_encode
-from vqvae.nets.audio import AudioEncoder, CodeUpsampler, MelEncoder, time_jitter
 from vqvae.models.pretrained import Pretrained
+from vqvae.nets.audio import AudioEncoder, CodeUpsampler, MelEncoder, time_jitter
 from vqvae.nets.spectral import SpectralDecoder
 from vqvae.nets.wavenet import WaveNet
-from vqvae.spectral import griffin_lim, log_magnitude, mel_filterbank, sharpen_harmonics, spectral_loss
 from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA, build_quantizer
+from vqvae.spectral import griffin_lim, log_magnitude, mel_filterbank, sharpen_harmonics, spectral_loss
 
 
 @dataclass
@@ -126,12 +126,8 @@ class AudioVQVAE(Pretrained, nn.Module):
         the codebook."""
         if self.quantizer is None:
             raise VQVAEError("this model has no codes (audio.use_codes is false)")
-        was = self.quantizer.training
-        self.quantizer.eval()
-        try:
+        with self.quantizer.frozen():
             return self.quantizer(self.encode_continuous(x)).indices
-        finally:
-            self.quantizer.train(was)
 
     def _code_vectors(self, indices: Tensor) -> Tensor:
         k = self.config.num_embeddings
@@ -163,7 +159,7 @@ class AudioVQVAE(Pretrained, nn.Module):
 
     def forward(self, x: Tensor, speakers: Tensor | None = None) -> AudioVQVAEOutput:
         self._check_waves(x)
-        g = self._speakers(speakers, x.shape[0])
+        spk = self._speakers(speakers, x.shape[0])
         zero = x.new_zeros(())
         if self.quantizer is not None:
             q = self.quantizer(self.encode_continuous(x))
@@ -173,12 +169,12 @@ class AudioVQVAE(Pretrained, nn.Module):
             z_q, vq_loss, commit, ppl = None, zero, zero, zero
             idx = torch.zeros(x.shape[0], 0, dtype=torch.long, device=x.device)
         if self.spectral:
-            l1, mel = self.spectral_losses(self.decoder(z_q, g), self.target_spectrum(x))
+            l1, mel = self.spectral_losses(self.decoder(z_q, spk), self.target_spectrum(x))
             recon = l1 + self.config.mel_loss_weight * mel
         else:
             target = mu_law_encode(x)  # (B, T) classes 0..255
             local = self.upsampler(z_q) if z_q is not None else None  # (B, C, T)
-            recon, l1, mel = F.cross_entropy(self.decoder(target, local, g), target), zero, zero  # nats per sample
+            recon, l1, mel = F.cross_entropy(self.decoder(target, local, spk), target), zero, zero  # nats per sample
         return AudioVQVAEOutput(recon + vq_loss, recon, vq_loss, commit, ppl, idx, l1, mel)
 
     @torch.no_grad()
@@ -187,12 +183,12 @@ class AudioVQVAE(Pretrained, nn.Module):
         if self.spectral:
             raise VQVAEError("a spectral decoder has no likelihood of the samples (audio.decoder: spectral)")
         self._check_waves(x)
-        g = self._speakers(speakers, x.shape[0])
+        spk = self._speakers(speakers, x.shape[0])
         target = mu_law_encode(x)
         local = None
         if self.quantizer is not None:
             local = self.local_features(self.encode(mu_law_decode(target)) if indices is None else indices)
-        return self.decoder.nll(target, local, g)
+        return self.decoder.nll(target, local, spk)
 
     @torch.no_grad()
     def decode_many(self, codes: list[Tensor], speakers: Tensor | None = None, *, temperature: float = 1.0,
@@ -211,8 +207,8 @@ class AudioVQVAE(Pretrained, nn.Module):
         feats = [self.local_features(c[None])[0] for c in codes]
         longest = max(f.shape[1] for f in feats)
         local = torch.stack([F.pad(f, (0, longest - f.shape[1])) for f in feats])
-        g = self._speakers(speakers, len(codes))
-        out = mu_law_decode(self.decoder.generate(len(codes), longest, local, g, temperature, generator))
+        spk = self._speakers(speakers, len(codes))
+        out = mu_law_decode(self.decoder.generate(len(codes), longest, local, spk, temperature, generator))
         return [o[: f.shape[1]] for o, f in zip(out, feats)]
 
     @torch.no_grad()
@@ -236,9 +232,9 @@ class AudioVQVAE(Pretrained, nn.Module):
             if length is None or indices is not None:
                 raise VQVAEError("a model without codes generates from nothing: pass length=, not codes")
             local, batch = None, (1 if speakers is None else speakers.shape[0])
-        g = self._speakers(speakers, batch)
+        spk = self._speakers(speakers, batch)
         gen = self.decoder.generate_naive if naive else self.decoder.generate
-        return mu_law_decode(gen(batch, length, local, g, temperature, generator))
+        return mu_law_decode(gen(batch, length, local, spk, temperature, generator))
 
     def _invert(self, spectra: list[Tensor], generator: torch.Generator | None) -> list[Tensor]:
         """Log-magnitudes (F, N_i) each -> waveforms (N_i * frame_hop,) by one batched Griffin-Lim."""

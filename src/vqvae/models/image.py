@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.config import ModelConfig
+from vqvae.config import ImageModelConfig
 from vqvae.errors import VQVAEError
 from vqvae.likelihoods import discretized_logistic_log_prob
 from vqvae.models.pretrained import Pretrained
@@ -62,9 +62,9 @@ class VQVAE(Pretrained, nn.Module):
     checkpoint_kind = "vqvae"
     config_section = "model"
 
-    def __init__(self, config: ModelConfig | None = None, **overrides: Any):
+    def __init__(self, config: ImageModelConfig | None = None, **overrides: Any):
         super().__init__()
-        config = dataclasses.replace(config or ModelConfig(), **overrides)
+        config = dataclasses.replace(config or ImageModelConfig(), **overrides)
         config.validate()
         self.config = config
         c = config
@@ -128,12 +128,8 @@ class VQVAE(Pretrained, nn.Module):
                 raise VQVAEError("expected finite images in [0, 1], got NaN or infinite values")
             if lo < -1e-3 or hi > 1 + 1e-3:
                 raise VQVAEError(f"expected images in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
-        was = self.quantizer.training
-        self.quantizer.eval()
-        try:
+        with self.quantizer.frozen():
             return self._quantize(self.encode_continuous(x)).indices
-        finally:
-            self.quantizer.train(was)
 
     def embed(self, indices: Tensor) -> Tensor:
         """Code indices (B, *code_shape) -> quantised latents z_q (B, G*D, h, w), what the decoder takes."""

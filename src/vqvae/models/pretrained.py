@@ -1,5 +1,7 @@
 """One way to save and load every model of this package: a directory with ``config.json`` (the architecture
-under its section name, the ``kind`` of checkpoint, and whatever the run adds) and ``model.safetensors``."""
+under its section name, the ``kind`` of checkpoint, and whatever the run adds) and ``model.safetensors``. Every
+model class registers its kind here when it is defined, so that a run directory is loaded by the kind it records
+(:func:`model_class`)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from vqvae import checkpoint
 from vqvae.config import section_from_dict
 from vqvae.errors import VQVAEError
 
-__all__ = ["Pretrained"]
+__all__ = ["Pretrained", "model_class"]
+
+_KINDS: dict[str, type] = {}
 
 
 class Pretrained:
@@ -27,6 +31,14 @@ class Pretrained:
     #: SHA-256 of the weights file the model was loaded from (None when built in memory): what cached codes and
     #: priors are tied to.
     weights_sha256: str | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("checkpoint_kind")
+        if kind is not None:
+            if _KINDS.get(kind, cls) is not cls:
+                raise TypeError(f"two model classes for the checkpoint kind {kind!r}: {_KINDS[kind]} and {cls}")
+            _KINDS[kind] = cls
 
     @classmethod
     def config_from_dict(cls, values: dict[str, Any]) -> Any:
@@ -57,3 +69,10 @@ class Pretrained:
                                  f"{', '.join(missing)}: {exc}") from None
             raise
         return model.to(map_location).eval()
+
+
+def model_class(kind: str) -> type[Pretrained]:
+    """The model class of checkpoint ``kind`` (``vqvae``, ``prior``, ``audio``, ``audio_prior``, ``classifier``)."""
+    if kind not in _KINDS:
+        raise VQVAEError(f"no model class is registered for checkpoint kind {kind!r} (known: {', '.join(sorted(_KINDS))})")
+    return _KINDS[kind]

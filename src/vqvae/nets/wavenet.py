@@ -44,8 +44,8 @@ class WaveNetLayer(nn.Module):
         if self.local is not None and local is not None:
             c = self.local(local)
         if self.glob is not None and globals_ is not None:
-            g = self.glob(globals_)  # (B, 2C), or (B, G, 2C) for G ids each: their embeddings add up
-            c = c + (g.sum(1) if g.dim() == 3 else g)[:, :, None]
+            ids = self.glob(globals_)  # (B, 2C), or (B, G, 2C) for G ids each: their embeddings add up
+            c = c + (ids.sum(1) if ids.dim() == 3 else ids)[:, :, None]
         return c
 
     def forward(self, h: Tensor, cond: Tensor | float) -> tuple[Tensor, Tensor]:
@@ -190,10 +190,10 @@ class WaveNet(nn.Module):
             for i, d in enumerate(self.dilations):
                 slot = queues[i][t % d]  # this layer's input at step t - d
                 cond = conds[i]
-                a = torch.addmm(cond[t if len(cond) > 1 else 0], torch.cat([slot, h], 1), taps[i])  # (B, 2C)
+                pre = torch.addmm(cond[t if len(cond) > 1 else 0], torch.cat([slot, h], 1), taps[i])  # (B, 2C)
                 slot.copy_(h)  # ... and now its input at step t, read again at step t + d
-                f, g = a.chunk(2, 1)
-                z = torch.tanh(f, out=z_views[i]).mul_(torch.sigmoid(g))
+                filt, gate = pre.chunk(2, 1)
+                z = torch.tanh(filt, out=z_views[i]).mul_(torch.sigmoid(gate))
                 if i + 1 < n:  # the last layer's residual output feeds nothing
                     h = torch.addmm(res[i][1], z, res[i][0]).add_(h)
             skips = torch.addmm(skip_b, zs, skip_w)

@@ -4,9 +4,7 @@ from a WaveNet prior decoded into waveforms by the audio VQ-VAE's WaveNet; and t
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -15,15 +13,14 @@ from vqvae.data import save_image_grid, to_uint8
 from vqvae.data.audio import write_wav
 from vqvae.devices import model_device
 from vqvae.errors import VQVAEError
-from vqvae.fileio import atomic_write_npz, check_out_dir
-from vqvae.judges.audio import SpeechJudges, remove_previous, write_verdicts
+from vqvae.fileio import atomic_write_npz, check_out_file
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors.pixelcnn import GatedPixelCNN
 from vqvae.priors.wavenet import WaveNetPrior
-from vqvae.runs import check_out_file, load_prior, run_split
+from vqvae.runs import check_generation_options, class_id, load_prior, speaker_id
 
-__all__ = ["check_generation_options", "class_id", "sample_audio", "sample_audio_file", "sample_image_file",
-           "sample_images", "sample_labels", "sample_utterances", "score_audio_prior", "speaker_id"]
+__all__ = ["sample_audio", "sample_audio_file", "sample_image_file", "sample_images", "sample_labels",
+           "sample_utterances"]
 
 
 @torch.no_grad()
@@ -66,14 +63,6 @@ def sample_labels(classes: list[str], conditional: bool, *, class_: int | None =
         raise VQVAEError("this prior is unconditional: it has no classes for --per-class (use --n)")
     n = n or 64
     return torch.full((n,), -1, dtype=torch.long), int(np.ceil(np.sqrt(n)))
-
-
-def check_generation_options(temperature: float, seconds: float | None = None) -> None:
-    """The temperature (and length) of every command that generates: both > 0."""
-    if not temperature > 0:
-        raise VQVAEError(f"--temperature must be > 0, got {temperature}")
-    if seconds is not None and not seconds > 0:
-        raise VQVAEError(f"--seconds must be > 0, got {seconds}")
 
 
 def sample_image_file(prior_dir: str | Path, out: str | Path, *, class_: int | None = None,
@@ -132,77 +121,6 @@ def sample_utterances(prior: WaveNetPrior, vq: AudioVQVAE, speakers: list[int], 
         waves.extend(w.cpu() for w in vq.decode_many(codes, ids, temperature=temperature, generator=gen))
         drawn.extend(q.cpu() for q in codes)
     return waves, drawn
-
-
-def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float = 1.0, seed: int = 0,
-                      wav_dir: str | Path | None = None, overwrite: bool = False,
-                      device: str | None = "auto", one_stream: int = 8) -> dict[str, Any]:
-    """``vqvae audio score``: ``per`` samples of the prior in ``prior_dir`` for every speaker (and every class, for a
-    class-conditional prior), each as long as the median train utterance of its speaker (and class), judged by
-    :class:`~vqvae.judges.audio.SpeechJudges` trained on the VQ-VAE's corpus: heard as the speaker asked for, as
-    the class asked for, voiced. Also the real-time factor of prior + decoder (seconds of audio per second), in
-    batches and one utterance at a time (``one_stream`` more utterances, drawn alone)."""
-    if wav_dir is not None:
-        check_out_dir(wav_dir, overwrite, is_file="--wav-dir {out} is a file, not a directory",
-                      not_empty="{out} already exists and is not empty: pass --overwrite to write into it")
-    check_generation_options(temperature)
-    prior, vq, config, vq_config = load_prior(prior_dir, "audio_prior", device)
-    train, test = (run_split(vq, vq_config, None, s) for s in ("train", "test"))
-    hop, names = vq.config.hop, config.get("classes", []) if prior.config.num_classes else []
-    asked = [(s, k) for s in range(len(train.speakers)) for k in (range(len(names)) if names else [None])]
-    speakers, classes, lengths = [], [], []
-    for s, k in asked:
-        own = [n for n, who, c in zip(train.lengths, train.labels, train.classes or [None] * len(train))
-               if who == s and (k is None or c == k)]
-        n = max(1, int(np.median(own)) // hop) if own else max(1, int(np.median(train.lengths)) // hop)
-        speakers += [s] * per
-        classes += [k] * per
-        lengths += [n] * per
-    asked_classes = classes if names else None
-    start = time.perf_counter()
-    waves, _ = sample_utterances(prior, vq, speakers, asked_classes, lengths, temperature=temperature, seed=seed)
-    rtf = sum(len(w) for w in waves) / vq.config.sample_rate / (time.perf_counter() - start)
-    start, alone = time.perf_counter(), 0  # one utterance at a time, as a single listener would be served
-    for i in range(min(one_stream, len(speakers))):
-        alone += len(sample_utterances(prior, vq, speakers[i : i + 1], None if asked_classes is None else
-                                       asked_classes[i : i + 1], lengths[i : i + 1], temperature=temperature,
-                                       seed=seed + i)[0][0])
-    rtf_one = alone / vq.config.sample_rate / max(time.perf_counter() - start, 1e-9)
-    judges = SpeechJudges(train, test, seed=seed)
-    if wav_dir is not None:
-        remove_previous(wav_dir)
-        files, expected = [], []
-        for i, (w, s, k) in enumerate(zip(waves, speakers, classes)):
-            said = "" if k is None else f"_says_{names[k]}"
-            files.append(f"{i:03d}_{train.speakers[s]}{said}.wav")
-            expected.append({"speaker": train.speakers[s], **({} if k is None else {"class": names[k]})})
-            write_wav(Path(wav_dir) / files[-1], w, vq.config.sample_rate)
-        write_verdicts(Path(wav_dir) / "verdicts.json", files, judges.verdicts(waves), expected)
-    m = judges.samples(waves, speakers, asked_classes)
-    return {**m, "per_speaker_and_class": per, "prior_and_decoder_real_time_factor": rtf,
-            "prior_and_decoder_real_time_factor_one_stream": rtf_one}
-
-
-def class_id(name: str | None, classes: list[str]) -> int | None:
-    """The index of class ``name`` among a prior's ``classes`` (None for a prior without classes)."""
-    if not classes:
-        if name is not None:
-            raise VQVAEError("this prior is not conditioned on classes: it takes no --class")
-        return None
-    if name is None or name not in classes:
-        raise VQVAEError(f"{'unknown class ' + repr(name) if name else 'pass --class'}: this prior knows "
-                         f"{', '.join(classes)}")
-    return classes.index(name)
-
-
-def speaker_id(name: str | None, speakers: list[str], fallback: str | None = None) -> int:
-    """The index of speaker ``name`` (or ``fallback``) among a model's ``speakers``."""
-    name = name or fallback
-    if name is None:
-        raise VQVAEError(f"pass --speaker (one of: {', '.join(speakers)})")
-    if name not in speakers:
-        raise VQVAEError(f"unknown speaker {name!r}: this model knows {', '.join(speakers)}")
-    return speakers.index(name)
 
 
 def sample_audio_file(prior_dir: str | Path, out: str | Path, *, speaker: str, seconds: float = 2.0,

@@ -4,6 +4,8 @@ average, and the :class:`Quantizer` base class (shapes, search, losses, perplexi
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -145,6 +147,17 @@ class Quantizer(nn.Module):
     @property
     def codebook(self) -> Tensor:  # (K, D)
         raise NotImplementedError
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Within it the layer runs as in eval mode, whatever its mode: no EMA step, no restart, no k-means; the
+        codebook and its statistics are left as they are. Its mode is put back afterwards."""
+        was = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was)
 
     def extra_repr(self) -> str:
         return (

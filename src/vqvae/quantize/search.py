@@ -28,12 +28,12 @@ from torch import Tensor
 __all__ = ["kmeans", "nearest_codes", "reference_distances"]
 
 # Distances computed and reduced at once: 2^20 float32 (4 MiB, 1024 rows x 1024 codes at K = 16384, 2048 x
-# 512 at K = 512). Measured with 2 threads: 2^20 beat 2^19 (and 256-row tiles) at K = 512 and K = 16384.
+# 512 at K = 512), the tile size benchmarks/quantizer_speed.py picks on a CPU.
 _TILE_ELEMENTS = 1 << 20
 _TILE_CODES = 1024
-# From this many tiles on, two passes (measured on this CPU: one pass costs the GEMM + ~30%, two passes the
-# GEMM + ~6% + 1 / T of one pass), on blocks of rows whose tile minima, and whose rows gathered for the
-# second pass, are at most this many floats (16 MiB in float32).
+# From this many tiles on, two passes (the second pass recomputes only each row's best tile, 1 / T of the
+# work, and saves the window sums of every other tile), on blocks of rows whose tile minima, and whose rows
+# gathered for the second pass, are at most this many floats (16 MiB in float32).
 _TWO_PASS_TILES = 8
 _MINIMA_ELEMENTS = 1 << 22
 # Distances computed at once when near-ties are settled.

@@ -15,11 +15,15 @@ from typing import Any
 import numpy as np
 
 from vqvae.errors import VQVAEError
-from vqvae.fileio import atomic_write_bytes
-from vqvae.runs import check_out_file
+from vqvae.fileio import atomic_write_bytes, check_out_file
 from vqvae.report import plots
-from vqvae.report.sections import (DESCRIPTIONS, codebook_section, media_dir_section, media_sections,
-                                    read_json_object)
+from vqvae.report.sections import (
+    DESCRIPTIONS,
+    codebook_section,
+    media_dir_section,
+    media_sections,
+    read_json_object,
+)
 
 __all__ = ["build_report", "read_metrics"]
 
@@ -170,10 +174,9 @@ def _config(runs: list[dict[str, Any]]) -> str:
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool = False,
-                 usage_examples: int = 2000, media: list[str | Path] = ()) -> Path:
+                 media: list[str | Path] = ()) -> Path:
     """Write the report of ``run_dirs`` to ``out`` (an ``.html`` file, refused when it exists unless
-    ``overwrite``); return its path. ``usage_examples``: test examples encoded for an image VQ-VAE's codebook usage;
-    ``media``: folders of outputs written outside the runs (WAV files with their judges' verdicts, images)."""
+    ``overwrite``); return its path. It reads only the files the runs wrote (it loads no model). ``media``: folders of outputs written outside the runs (WAV files with their judges' verdicts, images)."""
     out = check_out_file(out, overwrite, (".html", ".htm"))
     if not run_dirs:
         raise VQVAEError("give at least one run directory")
@@ -190,7 +193,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool
     body.append(f"<h2>training curves</h2>{_curves(runs)}")
     body.append(f"<h2>metrics (eval.json)</h2>{_metrics_table(runs)}")
     for r in runs:
-        body += [codebook_section(r, usage_examples, _img), *media_sections(r, _img, _uri)]
+        body += [codebook_section(r, _img), *media_sections(r, _img, _uri)]
     body += media_parts
     body.append(f"<h2>config</h2>{_config(runs)}")
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '

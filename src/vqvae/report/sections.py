@@ -12,10 +12,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-import torch
-
 from vqvae.errors import VQVAEError
+from vqvae.fileio import read_npz
 from vqvae.report import plots
 
 __all__ = ["DESCRIPTIONS", "codebook_section", "media_dir_section", "media_sections", "pick_wavs", "read_json_object", "score_section"]
@@ -52,34 +50,23 @@ DESCRIPTIONS = {
 MAX_WAVS = 30  # e.g. ten conversion triples, or one prior sample per speaker and digit of FSDD (6 x 5)
 
 
-def codebook_section(run: dict[str, Any], examples: int, img: Callable[..., str]) -> str:
-    """Codebook usage of an image VQ-VAE on up to ``examples`` test images (empty for other kinds); a one-line note
-    when the model or its data cannot be read (e.g. a run still writing its first checkpoint)."""
-    if run["kind"] != "vqvae" or not (run["dir"] / "model.safetensors").is_file():
+def codebook_section(run: dict[str, Any], img: Callable[..., str]) -> str:
+    """Codebook usage of an autoencoder over its test split, from the ``codebook.npz`` its final evaluation wrote
+    (empty for runs without one); a one-line note when the file cannot be read."""
+    path = run["dir"] / "codebook.npz"
+    if not path.is_file():
         return ""
+    name = html.escape(run["name"])
     try:
-        counts, codebook = _usage(run["dir"], examples)
-    except (VQVAEError, OSError) as exc:
-        return f"<h2>{html.escape(run['name'])}: codebook</h2><p>not available: {html.escape(str(exc))}</p>"
-    return (f"<h2>{html.escape(run['name'])}: codebook (test split, {int(counts.sum())} vectors)</h2>"
+        arrays = read_npz(path, "codebook usage")
+        counts, codebook = arrays["counts"], arrays["codebook"]
+        if counts.ndim != 1 or codebook.ndim != 2 or len(counts) != len(codebook):
+            raise VQVAEError(f"counts {counts.shape} and codebook {codebook.shape} do not match")
+    except (VQVAEError, KeyError, OSError) as exc:
+        return f"<h2>{name}: codebook</h2><p>not available: {html.escape(str(exc))}</p>"
+    return (f"<h2>{name}: codebook (test split, {int(counts.sum())} vectors)</h2>"
             f'<div class="grid">{img(plots.usage_histogram(counts), "codes sorted by use; dead codes in red")}'
             f"{img(plots.codebook_projection(codebook, counts), 'the codebook in 2-D, coloured by log usage')}</div>")
-
-
-def _usage(run_dir: Path, examples: int) -> tuple[np.ndarray, np.ndarray]:
-    from vqvae.data import to_float
-    from vqvae.runs import load_run, run_split
-
-    model, config = load_run(run_dir, "vqvae", "cpu")
-    test = run_split(model, config, None, "test")
-    k = model.config.num_embeddings
-    counts = torch.zeros(k, dtype=torch.long)
-    with torch.no_grad():
-        for lo in range(0, min(examples, len(test)), 256):
-            hi = min(lo + 256, examples, len(test))
-            idx = model.encode(to_float(test.images[lo:hi]))
-            counts += torch.bincount(idx.reshape(-1), minlength=k)
-    return counts.numpy(), model.quantizer.codebook.detach().float().numpy()
 
 
 def media_sections(run: dict[str, Any], img: Callable[..., str], uri: Callable[[bytes, str], str]) -> list[str]:

@@ -1,7 +1,7 @@
 """The training loop that every kind of run shares: the learning-rate schedule, the seeded batch order, logs (CSV,
 TensorBoard, progress bar), checkpoints every ``train.checkpoint_every`` seconds and on Ctrl-C, exact resume, and
 the final record (``eval.json``). What differs between kinds -- data, model, loss, evaluation -- is a
-:class:`vqvae.train.tasks.Task`; :func:`train_task` runs one.
+:class:`vqvae.train.task.Task`; :func:`train_task` runs one.
 
 A run directory holds ``config.json`` + ``model.safetensors`` (the model), ``trainer_state.*`` (for ``--resume``),
 ``metrics.csv`` and TensorBoard events under ``tb/``, and at the end ``eval.json``.
@@ -22,31 +22,32 @@ import torch
 from tqdm import tqdm
 
 from vqvae import checkpoint
-from vqvae.data.loader import Batches, Feed
 from vqvae.config import RECIPE_KINDS, RecipeSections, TrainConfig
-from vqvae.recipes import recipe_with_overrides
+from vqvae.data.loader import Batches, Feed
 from vqvae.devices import autocast, available_memory, grad_scaler
 from vqvae.distributed import Ranks, is_main_process, join
 from vqvae.errors import Preempted, VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
 from vqvae.quantize.base import Quantizer
+from vqvae.recipes import recipe_with_overrides
 from vqvae.runs import prepare_out_dir
+from vqvae.train.task import Logger, Task
 
 __all__ = ["Batches", "Run", "lr_at", "resume_recipe", "train_task"]
 
 
-def budget_used(t: TrainConfig, step: int, elapsed: float) -> float:
+def budget_used(train: TrainConfig, step: int, elapsed: float) -> float:
     """Fraction of the budget used: whichever of steps / seconds runs out first."""
-    return min(1.0, max(step / t.steps if t.steps else 0.0, elapsed / t.max_seconds if t.max_seconds else 0.0))
+    return min(1.0, max(step / train.steps if train.steps else 0.0, elapsed / train.max_seconds if train.max_seconds else 0.0))
 
 
-def lr_at(t: TrainConfig, step: int, elapsed: float) -> float:
-    if t.warmup_steps and step < t.warmup_steps:
-        return t.lr * (step + 1) / t.warmup_steps
-    if t.schedule == "constant":
-        return t.lr
-    progress = budget_used(t, step, elapsed)
-    return t.lr * (t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+def lr_at(train: TrainConfig, step: int, elapsed: float) -> float:
+    if train.warmup_steps and step < train.warmup_steps:
+        return train.lr * (step + 1) / train.warmup_steps
+    if train.schedule == "constant":
+        return train.lr
+    progress = budget_used(train, step, elapsed)
+    return train.lr * (train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def resume_recipe(out_dir: str | Path, overrides: list[str] = (), kind: str = "vqvae") -> RecipeSections:
@@ -75,10 +76,10 @@ class Run:
     def __init__(self, out: Path, kind: str, model: torch.nn.Module, train: TrainConfig, n: int,
                  extra: dict[str, Any], fields: list[str], resume: bool, progress: bool, ranks: Ranks,
                  feed: tuple[Any, Any]):
-        self.out, self.kind, self.model, self.t, self.extra = out, kind, model, train, extra
+        self.out, self.kind, self.model, self.train_config, self.extra = out, kind, model, train, extra
         self.ranks, self.device = ranks, ranks.device
-        self.scaler = grad_scaler(self.device, train.amp)
-        # the fused kernel (one pass over all parameters) where torch has it: measured 1.09x a bf16 step on this CPU
+        self.scaler = grad_scaler(self.device, train.precision)
+        # the fused kernel (one pass over all parameters) where torch has it
         fused = self.device.type in ("cpu", "cuda")
         self.opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=fused)
         self.batches = Batches(n, min(train.batch_size, n), train.seed)  # the global batch, the same on every rank
@@ -93,13 +94,15 @@ class Run:
         self.progress = progress and ranks.main
         if not ranks.main:  # only rank 0 writes
             self.writer = self.csv_file = self.csv = None
+            self.log = Logger(None, lambda: self.step, lambda: self.batches.new_epoch)
             return
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
 
         self.writer = SummaryWriter(str(out / "tb"), purge_step=self.step if resume else None)
+        self.log = Logger(self.writer, lambda: self.step, lambda: self.batches.new_epoch)
         csv_path = out / "metrics.csv"
         new_csv = not csv_path.exists()
-        # a resumed run keeps the columns its metrics.csv has (one from an older version lacks "skipped")
+        # a resumed run appends under the columns its metrics.csv already has
         header = None if new_csv else next(csv.reader(csv_path.open()), None)
         self.csv_file = csv_path.open("a", newline="")
         self.csv = csv.DictWriter(self.csv_file, fieldnames=header or self.fields, extrasaction="ignore")
@@ -150,8 +153,8 @@ class Run:
         checkpoint.save_training(self.out, config, model_state, self.opt, state, meta)
 
     def done(self) -> bool:
-        t = self.t
-        return bool((t.steps and self.step >= t.steps) or (t.max_seconds and self.elapsed >= t.max_seconds))
+        train = self.train_config
+        return bool((train.steps and self.step >= train.steps) or (train.max_seconds and self.elapsed >= train.max_seconds))
 
     def fit(self, step_fn, window_extra=lambda: {}) -> None:
         """Optimise until the budget ends. ``step_fn(batch)`` (this rank's part of a global batch) returns (loss, {field: scalar tensor or
@@ -162,11 +165,11 @@ class Run:
         statistics) are put back as they were and the optimiser does not step; ``train.on_nonfinite`` says whether
         the run goes on (``skip``, counted in ``skipped``; 50 such steps in a row stop it) or stops (``stop``). SIGTERM
         (how clusters preempt) saves and stops after the current step, as Ctrl-C does."""
-        t, model = self.t, self.model
+        train, model = self.train_config, self.model
         model.train()
         start = time.perf_counter() - self.elapsed
         self._sums, self._since_log, last_save, in_a_row = {}, 0, time.perf_counter(), 0
-        bar = tqdm(total=t.steps or None, initial=self.step, disable=not self.progress, unit="step",
+        bar = tqdm(total=train.steps or None, initial=self.step, disable=not self.progress, unit="step",
                    dynamic_ncols=True, desc=f"train {self.kind}")
         on_term = _catch_sigterm(self)
         # what a forward pass may change, put back when a step is not finite: buffers (the EMA codebook, its
@@ -175,22 +178,22 @@ class Run:
                                     if isinstance(m, Quantizer) and isinstance(m.codebook, torch.nn.Parameter))]
         try:
             while not self.done():
-                lr = lr_at(t, self.step, self.elapsed)
+                lr = lr_at(train, self.step, self.elapsed)
                 if self._step(step_fn, lr, undo):
                     in_a_row = 0
                     self.step += 1
                     bar.update(1)
                 else:
                     self.skipped, in_a_row = self.skipped + 1, in_a_row + 1
-                    if t.on_nonfinite == "stop" or in_a_row >= MAX_NONFINITE_IN_A_ROW:
+                    if train.on_nonfinite == "stop" or in_a_row >= MAX_NONFINITE_IN_A_ROW:
                         self._stop_nonfinite(in_a_row)
                 if self.stopping:  # SIGTERM on any rank, seen by all after this step
                     raise Preempted(f"stopped by signal {signal.SIGTERM.value} at step {self.step}")
                 # every rank goes by rank 0's clock: the schedule and the end of a wall-clock budget must agree
                 self.elapsed = self.ranks.clock(time.perf_counter() - start)
-                if self.ranks.main and self._since_log and (self.step % t.log_every == 0 or self.done()):
+                if self.ranks.main and self._since_log and (self.step % train.log_every == 0 or self.done()):
                     self._log_row(lr, window_extra, bar)
-                if time.perf_counter() - last_save >= t.checkpoint_every:
+                if time.perf_counter() - last_save >= train.checkpoint_every:
                     self.save()
                     last_save = time.perf_counter()
         except KeyboardInterrupt:
@@ -208,10 +211,10 @@ class Run:
         """One optimisation step on the next batch; False (and nothing changed: ``undo`` is put back) when it was
         not finite."""
         opt, model = self.opt, self.model
-        for g in opt.param_groups:
-            g["lr"] = lr
+        for group in opt.param_groups:
+            group["lr"] = lr
         before = [b.detach().clone() for b in undo]
-        with autocast(self.device, self.t.amp):
+        with autocast(self.device, self.train_config.precision):
             loss, metrics = step_fn(self.feed.next())
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -248,7 +251,7 @@ class Run:
         self._sums, self._since_log = {}, 0
 
     def _stop_nonfinite(self, in_a_row: int) -> None:
-        why = ("train.on_nonfinite is stop" if self.t.on_nonfinite == "stop"
+        why = ("train.on_nonfinite is stop" if self.train_config.on_nonfinite == "stop"
                else f"{in_a_row} such steps in a row: the run has diverged")
         self.save()  # the state of the last good step (the bad one changed nothing)
         raise VQVAEError(f"step {self.step + 1}: the loss or a gradient is not finite ({why}); the checkpoint of "
@@ -283,7 +286,7 @@ def _recover(out_dir: str | Path, wait: float = 120.0) -> None:
         time.sleep(0.2)  # still torn after the wait: read_config refuses it in one line
 
 
-def _build(task: Any) -> torch.nn.Module:
+def _build(task: Task) -> torch.nn.Module:
     """``task.build()`` on the CPU, after checking on the meta device (no memory used, no random numbers drawn)
     that training it fits in the memory of ``task.device``: one line instead of an allocation error or the
     out-of-memory killer after the directory was touched."""
@@ -328,21 +331,21 @@ def _catch_sigterm(run: Run):
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def train_task(task: Any, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+def train_task(task: Task, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
                progress: bool = True, device: str | torch.device | None = "auto") -> dict[str, Any]:
-    """Run one training task (:class:`vqvae.train.tasks.Task`) into ``out_dir`` on ``device`` (see
+    """Run one training task (:class:`vqvae.train.task.Task`) into ``out_dir`` on ``device`` (see
     :func:`vqvae.devices.resolve_device`): check the data before the directory is touched, optimise until the
     budget ends (resuming where the directory's checkpoint stopped), evaluate on the test split, and return the
     metrics written to ``eval.json``."""
-    out, t = Path(out_dir), task.recipe.train
-    ranks = join(device, t.batch_size)
+    out, train = Path(out_dir), task.recipe.train
+    ranks = join(device, train.batch_size)
     task.device, task.ranks = ranks.device, ranks
     if resume:
         _recover(out)
         checkpoint.read_config(out, kind=task.kind)
-    torch.manual_seed(t.seed)
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    torch.manual_seed(train.seed)
+    if train.threads:
+        torch.set_num_threads(train.threads)
     task.load(out, resume, overwrite)  # data and checks first: a bad input leaves the directory as it was
     model = _build(task)  # ... and a model that fits in memory
     if not resume and ranks.main:
@@ -350,14 +353,14 @@ def train_task(task: Any, out_dir: str | Path, *, resume: bool = False, overwrit
     ranks.barrier()
     model = model.to(task.device)
     task.net = ranks.wrap(model)  # what a training step calls: DDP over the model under torchrun
-    run = Run(out, task.kind, model, t, task.num_examples, task.extra(), task.fields, resume, progress, ranks,
+    run = Run(out, task.kind, model, train, task.num_examples, task.extra(), task.fields, resume, progress, ranks,
               feed=(task.plan, task.fetch))
-    task.run = run
+    task.log = run.log
     if getattr(task.recipe.architecture, "kmeans_init", False) and run.step == 0:
         with torch.no_grad():  # each rank's shard; the layer broadcasts rank 0's centroids
-            vectors = [task.encoder_outputs(run.feed.next()) for _ in range(t.kmeans_batches)]
+            vectors = [task.encoder_outputs(run.feed.next()) for _ in range(train.kmeans_batches)]
             model.quantizer.initialize_from(torch.cat(vectors))
     run.fit(task.step, task.window_extra)
     model.eval()
-    metrics = task.evaluate(out, limit=t.eval_batches * t.batch_size if t.eval_batches else None)  # sharded
+    metrics = task.evaluate(out, limit=train.eval_batches * train.batch_size if train.eval_batches else None)  # sharded
     return run.finish(metrics)

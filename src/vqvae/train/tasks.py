@@ -16,23 +16,23 @@ import torch.nn.functional as F
 
 from vqvae import checkpoint
 from vqvae.codes import cached_codes, code_crops, speech_codes
-from vqvae.config import AudioPriorRecipe, AudioRecipe, PriorRecipe, Recipe
+from vqvae.config import AudioPriorRecipe, AudioRecipe, ImagePriorRecipe, ImageRecipe
 from vqvae.data import load_images_for, save_image_grid, to_float
-from vqvae.data.audio import crop_starts, crops, load_speech
-from vqvae.data.loader import batch_generator, rows
+from vqvae.data.audio import crops, load_speech
+from vqvae.data.loader import rows
 from vqvae.errors import VQVAEError
-from vqvae.evaluate import evaluate_audio, evaluate_audio_prior, evaluate_model, evaluate_prior
+from vqvae.evaluate import evaluate_audio, evaluate_audio_prior, evaluate_image_model, evaluate_prior
 from vqvae.fileio import check_out_dir
 from vqvae.metrics import CodebookUsage
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors import GatedPixelCNN, WaveNetPrior
 from vqvae.priors.sampling import sample_images
 from vqvae.reconstruct import reconstruction_grid
-from vqvae.runs import load_run, paired_vqvae, run_split
-from vqvae.distributed import Ranks
+from vqvae.runs import CODEBOOK, load_run, paired_vqvae, run_split
 from vqvae.train.loop import train_task
+from vqvae.train.task import Task
 
-__all__ = ["AudioPriorTask", "AudioTask", "ImagePriorTask", "ImageTask", "Task", "train_and_evaluate",
+__all__ = ["AudioPriorTask", "AudioTask", "ImagePriorTask", "ImageTask", "train_and_evaluate",
            "train_audio_and_evaluate", "train_audio_prior_and_evaluate", "train_prior_and_evaluate"]
 
 
@@ -56,46 +56,6 @@ def _code_crops(codes, length: int, plan: tuple[list[int], list[int]]) -> tuple[
     return code_crops(codes, length, *plan)
 
 
-class Task:
-    """What one kind of run adds to the loop. ``load`` reads the data (and fills ``recipe``, ``num_examples``,
-    ``fetch``); ``build`` makes the model; ``plan(indices, number)`` and ``fetch(plan)`` make this rank's part of a
-    global batch (:mod:`vqvae.data.loader`); ``step(batch)`` returns (loss, {csv field: float}); ``evaluate``
-    scores the trained model on the test split. ``run`` is the :class:`~vqvae.train.loop.Run` once training
-    starts."""
-
-    kind: str
-    fields: list[str]
-
-    def __init__(self, recipe: Any):
-        self.recipe, self.model, self.run, self.num_examples = recipe, None, None, 0
-        self.device, self.ranks = torch.device("cpu"), Ranks()  # set by train_task before load()
-        self.net = None  # what a step calls: the model, or DDP over it under torchrun (set by train_task)
-        self.fetch = None  # plan -> batch, run in the training process or in a data worker (set by load)
-
-    def plan(self, indices: torch.Tensor, number: int):
-        """What this rank fetches of global batch ``number`` (example ``indices``): its shard."""
-        return self.ranks.shard(indices)
-
-    def crop_plan(self, lengths, indices: torch.Tensor, number: int) -> tuple[list[int], list[int]]:
-        """This rank's shard of a global batch of crops: (indices, starts), the starts drawn for the whole global
-        batch from the batch's own generator (the same on every rank, resumable, whoever draws them)."""
-        starts = crop_starts([lengths[i] for i in indices.tolist()], self.recipe.train.crop_length,
-                             batch_generator(self.recipe.train.seed, number))
-        return self.ranks.shard(indices).tolist(), self.ranks.shard(torch.tensor(starts)).tolist()
-
-    def extra(self) -> dict[str, Any]:
-        """What config.json records beside the architecture."""
-        return {"train": self.recipe.to_dict()["train"]}
-
-    def window_extra(self) -> dict[str, Any]:
-        """Fields computed once per CSV row."""
-        return {}
-
-    def encoder_outputs(self, batch: torch.Tensor) -> torch.Tensor:
-        """Encoder outputs (N, D) of a training batch, for the k-means init of the codebook."""
-        raise VQVAEError(f"{self.kind} runs have no codebook to initialise with k-means")
-
-
 class ImageTask(Task):
     """The image VQ-VAE on ``train.data``; at the end ``eval.json`` and ``reconstructions.png``."""
 
@@ -103,8 +63,8 @@ class ImageTask(Task):
     fields = ["loss", "recon_loss", "vq_loss", "commitment_loss", "perplexity", "codes_used"]
 
     def load(self, out: Path, resume: bool, overwrite: bool) -> None:
-        m, t = self.recipe.model, self.recipe.train
-        self.train_set, self.test_set = (load_images_for(m, t.data, s) for s in ("train", "test"))
+        model, data = self.recipe.model, self.recipe.train.data
+        self.train_set, self.test_set = (load_images_for(model, data, s) for s in ("train", "test"))
         if len(self.train_set) == 0 or len(self.test_set) == 0:
             empty = self.train_set if len(self.train_set) == 0 else self.test_set
             raise VQVAEError(f"{empty.name} has no images (training needs a train and a test split)")
@@ -141,12 +101,11 @@ class ImageTask(Task):
 
     def _log_epoch_usage(self, indices: torch.Tensor) -> None:
         """Code usage over each whole epoch, written to TensorBoard when the next epoch begins."""
-        run = self.run
-        if run.batches.new_epoch and self.epoch_usage.total:
+        if self.log.new_epoch and self.epoch_usage.total:
             u = self.epoch_usage.as_dict()
             for name in ("codes_used", "dead_codes", "perplexity"):
-                run.writer.add_scalar(f"train_epoch/{name}", u[name], run.step)
-            run.writer.add_histogram("train_epoch/code_frequency", self.epoch_usage.histogram(), run.step)
+                self.log.scalar(f"train_epoch/{name}", u[name])
+            self.log.histogram("train_epoch/code_frequency", self.epoch_usage.histogram())
             self.epoch_usage.reset()
         self.epoch_usage.update(indices)
 
@@ -156,8 +115,8 @@ class ImageTask(Task):
         return {"codes_used": used}
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
-        metrics = evaluate_model(self.model, self.test_set, limit=limit, ranks=self.ranks,
-                                 num_workers=self.recipe.train.num_workers)
+        metrics = evaluate_image_model(self.model, self.test_set, limit=limit, ranks=self.ranks,
+                                       num_workers=self.recipe.train.num_workers, codebook_file=out / CODEBOOK)
         if self.ranks.main:
             reconstruction_grid(self.model, self.test_set, out / "reconstructions.png")
         return metrics
@@ -234,7 +193,7 @@ class ImagePriorTask(_PriorTask):
         return self.model
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]):
-        idx, labels = (t.to(self.device, non_blocking=True) for t in batch)
+        idx, labels = (b.to(self.device, non_blocking=True) for b in batch)
         labels = labels if self.recipe.prior.conditional else None
         loss = F.cross_entropy(self.net(idx, labels), idx)  # nats per latent
         return loss, _scalars(loss=loss, bits_per_latent=_bits(loss))
@@ -260,21 +219,22 @@ class AudioTask(Task):
     fields = ["loss", "bits_per_sample", "vq_loss", "perplexity"]
 
     def load(self, out: Path, resume: bool, overwrite: bool) -> None:
-        a, t = self.recipe.audio, self.recipe.train
-        if t.crop_length % a.hop:
-            raise VQVAEError(f"train.crop_length {t.crop_length} must be a multiple of the code hop ({a.hop} samples)")
-        self.train_set, self.test_set = (load_speech(t.data, s, a.sample_rate) for s in ("train", "test"))
+        audio, train = self.recipe.audio, self.recipe.train
+        if train.crop_length % audio.hop:
+            raise VQVAEError(f"train.crop_length {train.crop_length} must be a multiple of the code hop "
+                             f"({audio.hop} samples)")
+        self.train_set, self.test_set = (load_speech(train.data, s, audio.sample_rate) for s in ("train", "test"))
         if len(self.train_set) == 0 or len(self.test_set) == 0:
-            raise VQVAEError(f"{t.data}: the corpus needs utterances in both splits (two or more per speaker)")
+            raise VQVAEError(f"{train.data}: the corpus needs utterances in both splits (two or more per speaker)")
         if resume:
             saved = checkpoint.read_config(out, kind="audio").get("speakers")
             if saved != self.train_set.speakers:
                 raise VQVAEError(f"cannot resume {out}: its speakers {saved} are not the corpus's {self.train_set.speakers}")
         self.recipe = self.recipe.with_architecture(num_speakers=len(self.train_set.speakers))
-        if a.decoder == "spectral":
+        if audio.decoder == "spectral":
             self.fields = ["loss", "spectral_l1", "mel_loss", "vq_loss", "perplexity"]
         self.num_examples = len(self.train_set)
-        self.fetch = partial(_speech_crops, self.train_set, t.crop_length)
+        self.fetch = partial(_speech_crops, self.train_set, train.crop_length)
 
     def plan(self, indices: torch.Tensor, number: int) -> tuple[list[int], list[int]]:
         return self.crop_plan(self.train_set.lengths, indices, number)
@@ -294,7 +254,7 @@ class AudioTask(Task):
         return z.transpose(1, 2).reshape(-1, z.shape[1])
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]):
-        x, speakers = (t.to(self.device, non_blocking=True) for t in batch)
+        x, speakers = (b.to(self.device, non_blocking=True) for b in batch)
         res = self.net(x, speakers)
         if self.recipe.audio.decoder == "spectral":
             return res.loss, _scalars(loss=res.loss, spectral_l1=res.spectral_l1, mel_loss=res.mel_loss,
@@ -303,7 +263,8 @@ class AudioTask(Task):
                                   perplexity=res.perplexity)
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
-        return evaluate_audio(self.model, self.test_set, limit=limit, ranks=self.ranks, train=self.train_set)
+        return evaluate_audio(self.model, self.test_set, limit=limit, ranks=self.ranks, train=self.train_set,
+                              codebook_file=out / CODEBOOK if self.model.quantizer is not None else None)
 
 
 class AudioPriorTask(_PriorTask):
@@ -346,7 +307,7 @@ class AudioPriorTask(_PriorTask):
         return self.model
 
     def step(self, batch: tuple[torch.Tensor, ...]):
-        x, lengths, labels, classes = (t.to(self.device, non_blocking=True) for t in batch)
+        x, lengths, labels, classes = (b.to(self.device, non_blocking=True) for b in batch)
         nll = F.cross_entropy(self.net(x, labels, classes), x, reduction="none")  # (B, L), through DDP's forward
         nll = nll * (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])  # padding counts 0
         loss = nll.sum() / lengths.sum()  # nats per code
@@ -357,13 +318,13 @@ class AudioPriorTask(_PriorTask):
         return evaluate_audio_prior(self.model, self.codes["test"], c.sample_rate / c.hop, limit=limit, ranks=self.ranks)
 
 
-def train_and_evaluate(recipe: Recipe, out_dir: str | Path, **options: Any) -> dict[str, Any]:
+def train_and_evaluate(recipe: ImageRecipe, out_dir: str | Path, **options: Any) -> dict[str, Any]:
     """Train the image VQ-VAE of ``recipe`` into ``out_dir``; return the test-split metrics (``vqvae train``).
     Options: ``resume``, ``overwrite``, ``progress``."""
     return train_task(ImageTask(recipe), out_dir, **options)
 
 
-def train_prior_and_evaluate(recipe: PriorRecipe, vqvae_dir: str | Path | None, out_dir: str | Path,
+def train_prior_and_evaluate(recipe: ImagePriorRecipe, vqvae_dir: str | Path | None, out_dir: str | Path,
                              **options: Any) -> dict[str, Any]:
     """Train a Gated PixelCNN on the codes of the VQ-VAE in ``vqvae_dir`` (None on resume: the recorded one) into
     ``out_dir``; return its test-split likelihoods (``vqvae train-prior``)."""

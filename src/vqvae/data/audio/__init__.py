@@ -2,8 +2,19 @@
 (:mod:`~vqvae.data.audio.corpus`), the espeak-ng corpus synthesiser (:mod:`~vqvae.data.audio.synthesis`) and the
 Free Spoken Digit Dataset's arrangement (:mod:`~vqvae.data.audio.fsdd`)."""
 
-from vqvae.data.audio.corpus import (UTTERANCES, SpeechDataset, WaveFiles, corpus_speakers, crop_starts, crops,
-                                     load_speech, random_crops, read_utterances, split_files, write_utterances)
+from vqvae.data.audio.corpus import (
+                                     UTTERANCES,
+                                     SpeechDataset,
+                                     WaveFiles,
+                                     corpus_speakers,
+                                     crop_starts,
+                                     crops,
+                                     load_speech,
+                                     random_crops,
+                                     read_utterances,
+                                     split_files,
+                                     write_utterances,
+)
 from vqvae.data.audio.wav import read_utterance, read_wav, resample, write_wav
 
 __all__ = ["UTTERANCES", "SpeechDataset", "WaveFiles", "corpus_speakers", "crop_starts", "crops", "load_speech",

@@ -14,18 +14,18 @@ import io
 import math
 import os
 from collections.abc import Iterable, Iterator
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from vqvae.data.images.idx import IDX_DATASETS, is_idx_dir, load_idx_dir, load_idx_named, short_path
+from vqvae.config import ImageModelConfig
 from vqvae.data.images.cifar import cifar_search_dirs, is_cifar_dir, load_cifar_dir
 from vqvae.data.images.folder import ImageFiles, image_folder_files
-from vqvae.config import ModelConfig
+from vqvae.data.images.idx import IDX_DATASETS, is_idx_dir, load_idx_dir, load_idx_named, short_path
 from vqvae.data.loader import iter_batches, rows
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
@@ -155,7 +155,7 @@ def load_images(
     return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), classes, f"{spec}/{split}")
 
 
-def load_images_for(config: ModelConfig, spec: str, split: str) -> ImageDataset:
+def load_images_for(config: ImageModelConfig, spec: str, split: str) -> ImageDataset:
     """``split`` of ``spec`` at the image size and channel count of a VQ-VAE with ``config``; refused with a
     one-line error when the data cannot have that size."""
     data = load_images(spec, split, image_size=config.image_size, channels=config.in_channels)

@@ -1,9 +1,0 @@
-"""Deprecated: moved to :mod:`vqvae.models.image` (import VQVAE from vqvae or vqvae.models). Importing this
-name gives that module itself, for one release."""
-
-import importlib
-import sys
-import warnings
-
-warnings.warn("vqvae.model is deprecated: import VQVAE from vqvae or vqvae.models", DeprecationWarning, stacklevel=2)
-sys.modules[__name__] = importlib.import_module("vqvae.models.image")
