@@ -39,6 +39,7 @@ data:
 	fi
 
 test: $(STAMP) data
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 # The whole pipeline of the paper on Fashion-MNIST: autoencoder (with a pixel likelihood, so that bits/dim are

@@ -1,8 +1,9 @@
 """The ceiling of the spectral decoder: Griffin-Lim of the real test takes' own STFT magnitudes, judged as
-reconstructions by the corpus's judges (speaker, content, voicing, pitch) and by STOI and narrow-band PESQ, for
-several iteration counts, with the real-time factor of one take at a time. With ``--model RUN`` (a spectral
-audio VQ-VAE trained on that corpus), also that model's own spectra of the test takes, inverted by the model's
-Griffin-Lim and, for comparison, given the input's true phase: what the inversion costs on a decoded spectrum.
+reconstructions by the corpus's judges (speaker, content, voicing, pitch) and by STOI and narrow-band PESQ,
+for several iteration counts, with the real-time factor of one take at a time. With ``--model RUN`` (a
+spectral audio VQ-VAE trained on that corpus), also that model's own spectra of the test takes, inverted by
+the model's Griffin-Lim and, for comparison, given the input's true phase: what the inversion costs on a
+decoded spectrum.
 
     python benchmarks/griffin_lim_ceiling.py runs/fsdd          # a corpus made by `vqvae data fsdd`
     python benchmarks/griffin_lim_ceiling.py runs/fsdd --model runs/demo-speech/vqvae --only-model
@@ -48,8 +49,10 @@ def main() -> None:
         m = judges.conversion(waves, outs, outs, test.labels, test.labels, test.classes or None)
         s = intelligibility(waves, outs, a.sample_rate)
         print(f"{iterations:10d} {momentum:8.2f} | {m['reconstructions_recognised_as_source']:.3f} "
-              f"{m.get('reconstructions_recognised_as_class', float('nan')):.3f} {m['reconstructions_voiced']:.3f} "
-              f"{m['reconstructions_pitch_within_10pct']:.3f} | {s['stoi']:.3f} {s['pesq_nb'] or float('nan'):.2f} "
+              f"{m.get('reconstructions_recognised_as_class', float('nan')):.3f} "
+              f"{m['reconstructions_voiced']:.3f} "
+              f"{m['reconstructions_pitch_within_10pct']:.3f} | {s['stoi']:.3f} "
+              f"{s['pesq_nb'] or float('nan'):.2f} "
               f"| {rtf:.1f}", flush=True)
 
 
@@ -57,8 +60,10 @@ def report(name: str, judges: SpeechJudges, waves, outs, test, rate: int) -> Non
     m = judges.conversion(waves, outs, outs, test.labels, test.labels, test.classes or None)
     s = intelligibility(waves, outs, rate)
     print(f"{name:32s} | {m['reconstructions_recognised_as_source']:.3f} "
-          f"{m.get('reconstructions_recognised_as_class', float('nan')):.3f} {m['reconstructions_voiced']:.3f} "
-          f"{m['reconstructions_pitch_within_10pct']:.3f} | {s['stoi']:.3f} {s['pesq_nb'] or float('nan'):.2f}",
+          f"{m.get('reconstructions_recognised_as_class', float('nan')):.3f} "
+          f"{m['reconstructions_voiced']:.3f} "
+          f"{m['reconstructions_pitch_within_10pct']:.3f} | {s['stoi']:.3f} "
+          f"{s['pesq_nb'] or float('nan'):.2f}",
           flush=True)
 
 
@@ -81,7 +86,8 @@ def model_rows(run: str, waves, test, judges: SpeechJudges, rate: int) -> None:
                                           generator=torch.Generator().manual_seed(0))[0])
         real = stft(w[None], c.n_fft, c.frame_hop)
         spec = F.pad(spectrum.exp() * real / real.abs().clamp_min(1e-8), (0, 1))  # the frame at T as well
-        true_phase.append(torch.istft(spec, c.n_fft, c.frame_hop, window=window, length=len(w))[0].clamp(-1, 1))
+        restored = torch.istft(spec, c.n_fft, c.frame_hop, window=window, length=len(w))
+        true_phase.append(restored[0].clamp(-1, 1))
     print(f"{run}: own speaker digit voiced pitch10 | STOI PESQ-NB")
     report(f"its inversion ({c.griffin_lim_iterations} it., contrast {c.harmonic_contrast:g})", judges, waves,
            inverted, test, rate)

@@ -1,18 +1,19 @@
-"""SIGKILL, resume, repeat: a training command killed at moments spread over its run -- some in the middle of a
-checkpoint write -- and resumed each time must end with the very weights of an uninterrupted run.
+"""SIGKILL, resume, repeat: a training command killed at moments spread over its run -- some in the middle of
+a checkpoint write -- and resumed each time must end with the very weights of an uninterrupted run.
 
     python benchmarks/kill_resume.py [--kills 10] [--steps 400] [--out runs/kill_resume]
 
-runs it for ``vqvae train`` (``--kills`` kills), ``vqvae train-prior`` and ``vqvae audio train`` (3 kills each), on a
-small slice of Fashion-MNIST and a corpus of tones, and prints one line per command: kills survived, whether the
-final weights are bitwise equal to the uninterrupted run's. ``tests/test_faults.py`` runs the same with fewer kills.
+runs it for ``vqvae train`` (``--kills`` kills), ``vqvae train-prior`` and ``vqvae audio train`` (3 kills
+each), on a small slice of Fashion-MNIST and a corpus of tones, and prints one line per command: kills
+survived, whether the final weights are bitwise equal to the uninterrupted run's. ``tests/test_faults.py``
+runs the same with fewer kills.
 
-Deterministic settings (what makes "bitwise equal" possible): a step budget (``--steps``) with no wall-clock budget
-(``train.max_seconds=0``: the learning-rate schedule then depends on the step alone), a fixed seed, in-process data
-loading, the same thread count for every segment. The kill moments come from the run's own progress (the last step
-in metrics.csv), so they land spread over the run whatever the speed of the machine; every third kill is instead a
-SIGKILL the process sends itself right after writing the second file of a checkpoint (checkpoint.py's
-``VQVAE_FAULT_KILL_AFTER_FILE``), a save cut in half.
+Deterministic settings (what makes "bitwise equal" possible): a step budget (``--steps``) with no wall-clock
+budget (``train.max_seconds=0``: the learning-rate schedule then depends on the step alone), a fixed seed,
+in-process data loading, the same thread count for every segment. The kill moments come from the run's own
+progress (the last step in metrics.csv), so they land spread over the run whatever the speed of the machine;
+every third kill is instead a SIGKILL the process sends itself right after writing the second file of a
+checkpoint (checkpoint.py's ``VQVAE_FAULT_KILL_AFTER_FILE``), a save cut in half.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def last_step(run: Path) -> int:
 
 
 def kill_and_resume(command: list[str], run: Path, steps: int, kills: int, timeout: float = 300) -> dict:
-    """Run ``command`` (which writes ``run``, ``steps`` steps in all), killing it ``kills`` times at steps spread
-    over the run (every third kill inside a checkpoint write) and resuming after each; then let it finish."""
+    """Run ``command`` (which writes ``run``, ``steps`` steps in all), killing it ``kills`` times at steps
+    spread over the run (every third kill inside a checkpoint write) and resuming after each; then let it
+    finish."""
     targets = [round(steps * (i + 1) / (kills + 1)) for i in range(kills)]
     killed, in_save, resumed_from = 0, 0, []
     for i, target in enumerate(targets):
@@ -76,7 +78,8 @@ def kill_and_resume(command: list[str], run: Path, steps: int, kills: int, timeo
                 p.send_signal(signal.SIGKILL)
         p.wait(timeout)
         if p.returncode != -signal.SIGKILL:
-            raise RuntimeError(f"segment {i} ended with status {p.returncode} before it was killed: {p.stderr.read()}")
+            raise RuntimeError(f"segment {i} ended with status {p.returncode} before it was killed: "
+                               f"{p.stderr.read()}")
         killed += 1
         in_save += fault
         resumed_from.append(last_step(run))
@@ -98,7 +101,8 @@ def same_weights(a: Path, b: Path) -> bool:
     from safetensors.torch import load_file
 
     wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    return wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) and wa[k].dtype == wb[k].dtype for k in wa)
+    return wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) and wa[k].dtype == wb[k].dtype
+                                          for k in wa)
 
 
 def small_fmnist(out: Path, n_train: int = 512, n_test: int = 64) -> Path:
@@ -111,7 +115,8 @@ def small_fmnist(out: Path, n_train: int = 512, n_test: int = 64) -> Path:
         images, labels = ds.images[:n, 0].numpy(), ds.labels[:n].numpy()
         (out / f"{prefix}-images-idx3-ubyte.gz").write_bytes(
             gzip.compress(struct.pack(">IIII", 0x803, n, 28, 28) + images.astype(np.uint8).tobytes()))
-        (out / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, n) + labels.astype(np.uint8).tobytes())
+        (out / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 0x801, n) + labels.astype(np.uint8).tobytes())
     return out
 
 
@@ -129,7 +134,8 @@ def tone_corpus(out: Path) -> Path:
 
 
 def check(name: str, command_for, root: Path, steps: int, kills: int) -> dict:
-    """The uninterrupted run and the killed-and-resumed one of ``command_for(out_dir)``; their weights compared."""
+    """The uninterrupted run and the killed-and-resumed one of ``command_for(out_dir)``; their weights
+    compared."""
     ref, run = root / f"{name}-uninterrupted", root / f"{name}-killed"
     for d in (ref, run):
         shutil.rmtree(d, ignore_errors=True)
@@ -143,27 +149,38 @@ def check(name: str, command_for, root: Path, steps: int, kills: int) -> dict:
 
 def run_all(root: Path, steps: int, kills: int, prior_kills: int = 3, audio_kills: int = 3) -> list[dict]:
     data, corpus = small_fmnist(root / "fmnist"), tone_corpus(root / "tones")
-    image = lambda out: vqvae("train", "--data", data, "--out", out, "--steps", steps, "--quiet", *IMAGE, *COMMON)  # noqa: E731
+
+    def image(out: Path) -> list[str]:
+        return vqvae("train", "--data", data, "--out", out, "--steps", steps, "--quiet", *IMAGE, *COMMON)
+
     results = [check("train", image, root, steps, kills)]
     vq = root / "train-uninterrupted"
-    prior = lambda out: vqvae("train-prior", vq, "--out", out, "--steps", steps, "--quiet", *PRIOR, *COMMON)  # noqa: E731
+
+    def prior(out: Path) -> list[str]:
+        return vqvae("train-prior", vq, "--out", out, "--steps", steps, "--quiet", *PRIOR, *COMMON)
+
     results.append(check("train-prior", prior, root, steps, prior_kills))
-    audio = lambda out: vqvae("audio", "train", "--data", corpus, "--out", out, "--steps", steps, "--quiet",  # noqa: E731
-                              *AUDIO, *COMMON)
+
+    def audio(out: Path) -> list[str]:
+        return vqvae("audio", "train", "--data", corpus, "--out", out, "--steps", steps, "--quiet",
+                     *AUDIO, *COMMON)
+
     results.append(check("audio train", audio, root, steps, audio_kills))
     return results
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--kills", type=int, default=10, help="kills of `vqvae train` (train-prior and audio train: 3)")
+    p.add_argument("--kills", type=int, default=10,
+                   help="kills of `vqvae train` (train-prior and audio train: 3)")
     p.add_argument("--steps", type=int, default=400, help="steps of each run")
     p.add_argument("--out", default="runs/kill_resume", help="working directory (replaced)")
     a = p.parse_args()
     for r in run_all(Path(a.out), a.steps, a.kills):
-        print(f"{r['command']}: {r['kills']}/{r['kills']} kills resumed ({r['in_checkpoint_write']} inside a checkpoint "
-              f"write; killed near steps {r['killed_near_steps']}); final weights bitwise equal to the uninterrupted "
-              f"run: {r['bitwise_equal']}")
+        print(f"{r['command']}: {r['kills']}/{r['kills']} kills resumed "
+              f"({r['in_checkpoint_write']} inside a checkpoint write; "
+              f"killed near steps {r['killed_near_steps']}); "
+              f"final weights bitwise equal to the uninterrupted run: {r['bitwise_equal']}")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ def main() -> None:
         same &= torch.equal(samples["cached"], samples["naive"])
     naive, cached = min(times["naive"]), min(times["cached"])
     print(f"prior: channels={config.channels} layers={config.num_layers} kernel={config.kernel_size} "
-          f"K={config.num_embeddings}; grid {args.size}x{args.size}, batch {args.batch}, threads={torch.get_num_threads()}")
+          f"K={config.num_embeddings}; grid {args.size}x{args.size}, batch {args.batch}, "
+          f"threads={torch.get_num_threads()}")
     print(f"  naive  {naive:8.2f} s")
     print(f"  cached {cached:8.2f} s")
     print(f"speed-up cached vs naive = {naive / cached:.1f}x  (target >= 10); identical samples: {same}")

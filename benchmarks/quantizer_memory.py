@@ -39,9 +39,10 @@ from vqvae.quantize.search import nearest_codes
 GEMM_SIZE = 2048
 
 
-def old_nearest_codes(flat: torch.Tensor, codebook: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-    """The search before issue 11: rows in chunks of ~2^20 distances, addmm into a (chunk, K) buffer,
-    argmin."""
+def old_nearest_codes(flat: torch.Tensor, codebook: torch.Tensor,
+                      chunk_size: int | None = None) -> torch.Tensor:
+    """The previous search, kept as the baseline: rows in chunks of ~2^20 distances, addmm into a
+    (chunk, K) buffer, argmin."""
     n, k = flat.shape[0], codebook.shape[0]
     out = torch.empty(n, dtype=torch.long, device=flat.device)
     if n == 0:
@@ -114,7 +115,7 @@ def scaling(args, gen: torch.Generator) -> None:
     for _ in range(args.rounds):
         for n in sizes:  # the GEMM between every search: its rate is sampled across the whole round
             gemm.append(timed(lambda: torch.mm(a, b)))
-            times[n].append(timed(lambda: nearest_codes(data[n], codebook)))
+            times[n].append(timed(lambda n=n: nearest_codes(data[n], codebook)))
     print(f"time per million vectors, D={d}, K={k} (median of {args.rounds} rounds):")
     for n in sizes:
         print(f"  N = 2^{n.bit_length() - 1:<2d} {statistics.median(times[n]) / n * 1e6:8.2f} s")
@@ -137,12 +138,14 @@ def small_codebook(args, gen: torch.Generator) -> None:
         old.append(timed(lambda: old_nearest_codes(flat, codebook)))
     t_new, t_old = statistics.median(new) / n * 1e6, statistics.median(old) / n * 1e6
     print(f"K={k}, N = 2^{args.small_log2n}: time per million vectors, new {t_new:.3f} s, "
-          f"old {t_old:.3f} s, new / old {t_new / t_old:.2f}   (target <= 1.00; median of {args.small_rounds})")
+          f"old {t_old:.3f} s, new / old {t_new / t_old:.2f}   "
+          f"(target <= 1.00; median of {args.small_rounds})")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--max-log2n", type=int, default=20, help="largest N = 2^this (and the N of the memory run)")
+    ap.add_argument("--max-log2n", type=int, default=20,
+                    help="largest N = 2^this (and the N of the memory run)")
     ap.add_argument("--min-log2n", type=int, default=16)
     ap.add_argument("--codes", type=int, default=16384, help="K of the memory, scaling and GFLOP/s figures")
     ap.add_argument("--dim", type=int, default=64)

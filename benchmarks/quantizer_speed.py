@@ -27,7 +27,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--codes", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--no-lucidrains", action="store_true", help="skip the comparison with vector-quantize-pytorch")
+    ap.add_argument("--no-lucidrains", action="store_true",
+                    help="skip the comparison with vector-quantize-pytorch")
     args = ap.parse_args()
     torch.manual_seed(0)
     n, d, k = args.n, args.dim, args.codes
@@ -49,7 +50,8 @@ def main() -> None:
         try:
             from vector_quantize_pytorch import VectorQuantize
         except ImportError as exc:  # the comparison is a benchmark-only dependency
-            raise SystemExit(f"vector-quantize-pytorch is not installed ({exc}); pip install '.[bench]'")
+            raise SystemExit(f"vector-quantize-pytorch is not installed ({exc}); "
+                             "pip install '.[bench]'") from exc
         theirs = VectorQuantize(
             dim=d, codebook_size=k, decay=0.99, commitment_weight=0.25, rotation_trick=False
         ).train()

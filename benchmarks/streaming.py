@@ -1,13 +1,15 @@
 """Streaming an image folder from disk against holding the dataset in memory, measured side by side.
 
 1. Exports Fashion-MNIST (70,000 images) as a folder of PNG files, ``train/<class>/*.png`` and
-   ``test/<class>/*.png`` (once; kept in --folder), and a 10,000-file folder made of the first 900 training and
-   100 test images of each class (hard links).
-2. Training img/s of the reference recipe (``fashion_mnist``) for --seconds of optimisation, through the real
-   training path (``train_and_evaluate``), reading the IDX files into memory vs reading the 70k-file folder with
-   --workers DataLoader workers; the two alternate for --rounds rounds. Target: streaming within 10% of memory.
+   ``test/<class>/*.png`` (once; kept in --folder), and a 10,000-file folder made of the first 900
+   training and 100 test images of each class (hard links).
+2. Training img/s of the reference recipe (``fashion_mnist``) for --seconds of optimisation, through the
+   real training path (``train_and_evaluate``), reading the IDX files into memory vs reading the 70k-file
+   folder with --workers DataLoader workers; the two alternate for --rounds rounds. Target: streaming
+   within 10% of memory.
 3. Peak RSS of the loader (the process and its workers, summed, sampled every 20 ms) over one epoch of the
-   training split of each folder, each in a fresh process. Target: the 70k-file folder within 20% of the 10k one.
+   training split of each folder, each in a fresh process. Target: the 70k-file folder within 20% of the
+   10k one.
 
 Usage: python benchmarks/streaming.py [--folder runs/fmnist-png] [--seconds 60] [--rounds 2] [--workers 2]
 """
@@ -60,7 +62,8 @@ def train_speed(data: str, workers: int, seconds: float) -> float:
     from vqvae.train import train_and_evaluate
 
     recipe = load_recipe("fashion_mnist", [f"train.data={data}", f"train.num_workers={workers}",
-                                           f"train.max_seconds={seconds}", "train.steps=0", "train.eval_batches=1"])
+                                           f"train.max_seconds={seconds}", "train.steps=0",
+                                           "train.eval_batches=1"])
     with tempfile.TemporaryDirectory() as out:
         m = train_and_evaluate(recipe, Path(out) / "run", progress=False, device="cpu")
     return m["step"] * recipe.train.batch_size / m["train_seconds"]
@@ -107,13 +110,15 @@ def loader_peak(folder: str, workers: int) -> None:
     done.set()
     sampler.join()
     print(json.dumps({"files": len(data), "batches": steps, "seconds": time.perf_counter() - start,
-                      "peak_rss_mb": peak[0] / 2**20, "checksum": checksum, "threads": torch.get_num_threads()}))
+                      "peak_rss_mb": peak[0] / 2**20, "checksum": checksum,
+                      "threads": torch.get_num_threads()}))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folder", default="runs/fmnist-png", help="where the PNG folders are made (kept)")
-    ap.add_argument("--seconds", type=float, default=60.0, help="optimisation seconds per training measurement")
+    ap.add_argument("--seconds", type=float, default=60.0,
+                    help="optimisation seconds per training measurement")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of memory vs streaming")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the streaming path")
     ap.add_argument("--skip-training", action="store_true", help="measure the loader's memory only")
@@ -132,7 +137,8 @@ def main() -> None:
         peaks[name] = json.loads(out.strip().splitlines()[-1])
         p = peaks[name]
         print(f"loader, {name} folder: {p['files']} training images, {p['batches']} batches of 64 in "
-              f"{p['seconds']:.1f} s with {args.workers} workers, peak RSS (process + workers) {p['peak_rss_mb']:.0f} MB")
+              f"{p['seconds']:.1f} s with {args.workers} workers, "
+              f"peak RSS (process + workers) {p['peak_rss_mb']:.0f} MB")
     ratio = peaks["70k"]["peak_rss_mb"] / peaks["10k"]["peak_rss_mb"]
     print(f"peak RSS 70k / 10k: {ratio:.3f} (target <= 1.20)")
     if args.skip_training:

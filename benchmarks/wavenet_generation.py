@@ -37,12 +37,14 @@ def main() -> None:
     out = {}
     for name, naive in (("incremental", False), ("naive", True)):
         t0 = time.perf_counter()
-        out[name] = model.decode_indices(codes, speaker, generator=torch.Generator().manual_seed(0), naive=naive)
+        out[name] = model.decode_indices(codes, speaker, generator=torch.Generator().manual_seed(0),
+                                         naive=naive)
         times[name] = time.perf_counter() - t0
     same = torch.equal(out["incremental"], out["naive"])
-    print(f"decoder: {len(config.dilations)} layers, {config.channels}/{config.skip_channels} channels, receptive field "
-          f"{model.decoder.receptive_field} samples; {n} samples ({n / config.sample_rate:.2f} s at "
-          f"{config.sample_rate} Hz), batch 1, threads={torch.get_num_threads()}")
+    print(f"decoder: {len(config.dilations)} layers, {config.channels}/{config.skip_channels} channels, "
+          f"receptive field {model.decoder.receptive_field} samples; "
+          f"{n} samples ({n / config.sample_rate:.2f} s at {config.sample_rate} Hz), "
+          f"batch 1, threads={torch.get_num_threads()}")
     for name, t in times.items():
         print(f"  {name:12s} {t:9.2f} s  ({t / n * 1e3:.3f} ms per sample)")
     print(f"speed-up incremental vs naive = {times['naive'] / times['incremental']:.1f}x  (target >= 50); "

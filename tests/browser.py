@@ -1,10 +1,10 @@
-"""Open a report in headless Chromium and say what a person would see: console errors, images that did not decode,
-audio without a playable source, requests that left the page, how far the content reaches beyond the page's width
-(a phone's, 390 CSS pixels, or a laptop's) and how varied a screenshot is (a blank page is not).
+"""Open a report in headless Chromium and say what a person would see: console errors, images that did not
+decode, audio without a playable source, requests that left the page, how far the content reaches beyond the
+page's width (a phone's, 390 CSS pixels, or a laptop's) and how varied a screenshot is (a blank page is not).
 
-The report itself has no script: a copy with one checking script appended is what Chromium opens (``--dump-dom``
-prints the page after the script ran); console messages come from Chromium's log on stderr and requests from the
-Resource Timing entries of the page (what it fetched)."""
+The report itself has no script: a copy with one checking script appended is what Chromium opens
+(``--dump-dom`` prints the page after the script ran); console messages come from Chromium's log on stderr and
+requests from the Resource Timing entries of the page (what it fetched)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ window.addEventListener('load', async () => {
     a.addEventListener('loadedmetadata', () => ok(a.duration)); a.addEventListener('error', () => ok(0));
     setTimeout(() => ok(0), 5000); })));
   const out = document.createElement('pre'); out.id = 'vqvae-check';
-  out.textContent = JSON.stringify({images: imgs.length, broken_images: imgs.filter(i => !i.complete || i.naturalWidth === 0).length,
+  out.textContent = JSON.stringify({images: imgs.length,
+    broken_images: imgs.filter(i => !i.complete || i.naturalWidth === 0).length,
     audios: audios.length, silent_audios: durations.filter(d => !(d > 0)).length,
     overflow: Math.max(0, ...[...document.body.querySelectorAll('*')].filter(e => !clipped(e))
       .map(e => e.getBoundingClientRect().right)) - document.documentElement.offsetWidth,
@@ -49,9 +50,9 @@ def _chromium(binary: str, *args: str, timeout: float = 120) -> subprocess.Compl
 
 
 def open_page(binary: str, page: Path, screenshot: Path, width: int = 1100) -> dict:
-    """``width``: of the page in CSS pixels (390: a phone; headless Chromium's window is at least 500 wide, so below
-    that the page's root element is set to ``width``); ``overflow`` in the result is how far the content reaches
-    beyond it (> 0: a reader would scroll sideways)."""
+    """``width``: of the page in CSS pixels (390: a phone; headless Chromium's window is at least 500 wide, so
+    below that the page's root element is set to ``width``); ``overflow`` in the result is how far the content
+    reaches beyond it (> 0: a reader would scroll sideways)."""
     page = page.resolve()
     if "</head>" not in page.read_text():
         raise ValueError(f"{page} has no </head>: the page width cannot be set")
@@ -67,9 +68,11 @@ def open_page(binary: str, page: Path, screenshot: Path, width: int = 1100) -> d
         raise RuntimeError(f"chromium did not run the check: {dom.stderr[-2000:]}")
     result = json.loads(found.group(1).replace("&quot;", '"'))
     result["console_errors"] = [line for line in dom.stderr.splitlines()
-                                if "CONSOLE" in line and ("error" in line.lower()) and "vqvae-check" not in line]
+                                if "CONSOLE" in line and ("error" in line.lower())
+                                and "vqvae-check" not in line]
     shot = _chromium(binary, f"--screenshot={screenshot}", window, shown.as_uri())
     if not screenshot.exists():
         raise RuntimeError(f"chromium wrote no screenshot: {shot.stderr[-2000:]}")
-    result["screenshot_variance"] = float(np.asarray(Image.open(screenshot).convert("L"), dtype=np.float64).var())
+    gray = np.asarray(Image.open(screenshot).convert("L"), dtype=np.float64)
+    result["screenshot_variance"] = float(gray.var())
     return result

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-# The devices this machine has: the CPU, and CUDA and MPS when present. Tests that take the `device` fixture run
-# once on each (on this project's CPU machine: the CPU alone).
+# The devices this machine has: the CPU, and CUDA and MPS when present. Tests that take the `device` fixture
+# run once on each (on this project's CPU machine: the CPU alone).
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (
     ["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
 
@@ -35,7 +35,8 @@ def write_idx(directory: Path, prefix: str, images: np.ndarray, labels: np.ndarr
 @pytest.fixture(scope="session")
 def small_fmnist(tmp_path_factory) -> Path:
     """A small slice of the real Fashion-MNIST (512 train / 256 test images) as an IDX directory.
-    The data comes from Debian's dataset-fashion-mnist (which `make test` installs) or the loader's download."""
+    The data comes from Debian's dataset-fashion-mnist (which `make test` installs) or the loader's
+    download."""
     from vqvae.data import load_images
 
     out = tmp_path_factory.mktemp("fmnist-small")

@@ -28,7 +28,8 @@ def test_mu_law_round_trip_and_error_bound():
     # d/dy [(256^|y| - 1) / 255] * (2 / 255) = ln 256 * 256 / 255 * 2 / 255
     half_step = math.log(256) * 256 / 255 / 255
     assert float((mu_law_decode(y) - x).abs().max()) <= half_step + 1e-6
-    assert float((mu_law_decode(mu_law_encode(torch.tensor([0.001, -0.001]))) - torch.tensor([0.001, -0.001])).abs().max()) < 1e-3
+    small = torch.tensor([0.001, -0.001])
+    assert float((mu_law_decode(mu_law_encode(small)) - small).abs().max()) < 1e-3
     assert mu_law_encode(torch.tensor([-5.0, 5.0])).tolist() == [0, 255]  # clamped
 
 
@@ -86,7 +87,8 @@ def tiny_corpus(tmp_path_factory):
     from vqvae.data.audio.synthesis import synthesize_corpus
 
     out = tmp_path_factory.mktemp("speech")
-    summary = synthesize_corpus(out, num_sentences=8, per_speaker=4, num_speakers=3, progress=False, overwrite=True)
+    summary = synthesize_corpus(out, num_sentences=8, per_speaker=4, num_speakers=3, progress=False,
+                                overwrite=True)
     assert summary["utterances"] == 12
     return out
 
@@ -103,14 +105,16 @@ def test_synthesized_corpus_and_splits(tiny_corpus, tmp_path):
     assert sorted({s for _, s in test}) == [0, 1, 2]  # every speaker in both splits
     assert split_files(tiny_corpus, "test") == test  # seeded
     data = load_speech(tiny_corpus, "train", sample_rate=8000)
-    assert data.sample_rate == 8000 and data.speakers == sorted(p.name for p in tiny_corpus.iterdir() if p.is_dir())
+    assert data.sample_rate == 8000
+    assert data.speakers == sorted(p.name for p in tiny_corpus.iterdir() if p.is_dir())
     assert all(w.dtype == np.float32 and 0.5 < len(w) / 8000 < 10 for w in data.waves)  # seconds of speech
     x, labels = random_crops(data, 4000, [0, 1, 2, 8, 8], torch.Generator().manual_seed(0))
     assert x.shape == (5, 4000) and labels.tolist() == [data.labels[i] for i in (0, 1, 2, 8, 8)]
     assert float(x.abs().max()) <= 1 and float(x.abs().sum()) > 0
     w = data.waves[0]
     long, _ = random_crops(data, len(w) + 100, [0])
-    assert np.array_equal(long[0, : len(w)].numpy(), w) and float(long[0, len(w) :].abs().max()) == 0  # zero-padded
+    # zero-padded
+    assert np.array_equal(long[0, : len(w)].numpy(), w) and float(long[0, len(w) :].abs().max()) == 0
     with pytest.raises(VQVAEError, match="not empty"):
         synthesize_corpus(tiny_corpus, num_sentences=8, per_speaker=4, num_speakers=3, progress=False)
     with pytest.raises(VQVAEError, match="no speaker sub-folders"):
@@ -156,7 +160,8 @@ def test_wavenet_conditioning_and_shapes():
     assert not torch.allclose(base, model(x, local, torch.tensor([2, 3])))  # the speaker changes the output
     assert not torch.allclose(base, model(x, local * 2, g))  # so do the local features
     local2 = local.clone()
-    local2[:, :, 20:] += 1.0  # local conditioning is aligned: step 20 on changes only the logits from step 20 on
+    # local conditioning is aligned: step 20 on changes only the logits from step 20 on
+    local2[:, :, 20:] += 1.0
     diff = (model(x, local2, g) - base).detach().abs().sum(1)
     assert float(diff[:, :20].max()) == 0.0 and float(diff[:, 20:].min()) > 0
     nll = model.nll(x, local, g)
@@ -178,10 +183,12 @@ def test_speakers_start_equal_and_the_gradient_separates_them():
     model = WaveNet(16, channels=6, skip_channels=10, dilations=[1, 2, 4], num_globals=3).double()
     x = torch.randint(16, (3, 20))
     out = model(x, None, torch.tensor([0, 1, 2]))
-    assert torch.equal(out[0], model(x[:1], None, torch.tensor([1]))[0])  # zero embeddings: no speaker offset yet
+    # zero embeddings: no speaker offset yet
+    assert torch.equal(out[0], model(x[:1], None, torch.tensor([1]))[0])
     model.nll(x, None, torch.tensor([0, 1, 1])).mean().backward()
     grad = model.layers[0].glob.weight.grad
-    assert grad[0].abs().sum() > 0 and grad[1].abs().sum() > 0 and grad[2].abs().sum() == 0  # only speakers seen
+    # only speakers seen
+    assert grad[0].abs().sum() > 0 and grad[1].abs().sum() > 0 and grad[2].abs().sum() == 0
 
 
 @pytest.mark.parametrize("conditioned", [True, False])
@@ -218,13 +225,14 @@ def test_audio_model_shapes_and_conditioning(device):
     from vqvae.models import AudioVQVAE
 
     torch.manual_seed(0)
-    model = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8, skip_channels=8,
-                       max_dilation=8, num_speakers=3).to(device)
+    model = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8,
+                       skip_channels=8, max_dilation=8, num_speakers=3).to(device)
     x = (torch.rand(2, 640) * 2 - 1).to(device)
     out = model(x, torch.tensor([0, 2], device=device))
     assert out.indices.shape == (2, 10) and out.recon_loss > 0 and out.loss >= out.recon_loss
     out.loss.backward()
-    assert model.encoder.net[0].weight.grad.abs().sum() > 0  # the straight-through gradient reaches the encoder
+    # the straight-through gradient reaches the encoder
+    assert model.encoder.net[0].weight.grad.abs().sum() > 0
     with pytest.raises(VQVAEError, match="multiple of 64"):
         model(torch.zeros(2, 100, device=device), torch.tensor([0, 1], device=device))
     with pytest.raises(VQVAEError, match="speaker ids must lie in"):
@@ -234,12 +242,13 @@ def test_audio_model_shapes_and_conditioning(device):
                              generator=torch.Generator().manual_seed(0))
     assert y.shape == (2, 128) and float(y.abs().max()) <= 1 and y.device.type == device.type
     x = x.cpu()
-    normed = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8, skip_channels=8,
-                        max_dilation=8, num_speakers=3, encoder_norm="instance")
+    normed = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8,
+                        skip_channels=8, max_dilation=8, num_speakers=3, encoder_norm="instance")
     z = normed.encoder(x[:, None])  # (2, 4, 10): every channel standardised over time, so never constant
     assert torch.allclose(z.mean(2), torch.zeros(2, 4), atol=1e-4)
     assert torch.allclose(z.var(2, unbiased=False), torch.ones(2, 4), atol=1e-2)
-    base = AudioVQVAE(use_codes=False, speaker_conditioning=False, channels=8, skip_channels=8, max_dilation=8)
+    base = AudioVQVAE(use_codes=False, speaker_conditioning=False, channels=8, skip_channels=8,
+                      max_dilation=8)
     assert base.encoder is None and base(x).indices.shape == (2, 0)
     assert base.decode_indices(None, length=50).shape == (1, 50)
 
@@ -260,12 +269,13 @@ def test_time_jitter_moves_codes_to_their_neighbours_only_in_training():
     picked = (torch.arange(1000) + step.long()).clamp(0, 999)  # where each output was taken from
     counts = torch.stack([torch.bincount(row, minlength=1000) for row in picked]).double()
     assert torch.equal(z.grad, counts[:, None, :].expand_as(z))  # gradients reach exactly the picked codes
-    from vqvae.models import AudioVQVAE
     from vqvae.config import AudioModelConfig
+    from vqvae.models import AudioVQVAE
 
     torch.manual_seed(0)
-    m = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8, skip_channels=8,
-                   max_dilation=8, num_speakers=2, jitter=0.25, quantizer="vq").eval()  # "vq": forward keeps the codebook
+    # "vq": forward keeps the codebook
+    m = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8,
+                   skip_channels=8, max_dilation=8, num_speakers=2, jitter=0.25, quantizer="vq").eval()
     x, s = torch.rand(2, 2048) * 2 - 1, torch.tensor([0, 1])  # 32 codes each
     assert torch.equal(m(x, s).recon_loss, m(x, s).recon_loss)  # no jitter at evaluation
     m.train()
@@ -281,15 +291,16 @@ def test_time_jitter_moves_codes_to_their_neighbours_only_in_training():
 
 
 def test_encoder_output_follows_a_quiet_input():
-    """At init the encoder's output must vary with the input, not sit at a bias-made constant (PyTorch's default
-    init gave variation over time of 0.8% of the output's size on speech at RMS 0.1, and the codes carried
-    nothing)."""
+    """At init the encoder's output must vary with the input, not sit at a bias-made constant (PyTorch's
+    default init gave variation over time of 0.8% of the output's size on speech at RMS 0.1, and the codes
+    carried nothing)."""
     from vqvae.nets.audio import AudioEncoder, CodeUpsampler
 
     torch.manual_seed(0)
     t = torch.arange(8 * 8192) / 16000.0
     envelope = 0.5 + 0.5 * torch.sin(2 * math.pi * 3 * t) ** 2  # syllable-like loudness
-    x = (0.14 * envelope * torch.sin(2 * math.pi * (120 + 80 * torch.sin(2 * math.pi * t)) * t)).reshape(8, 1, 8192)
+    pitch = 120 + 80 * torch.sin(2 * math.pi * t)
+    x = (0.14 * envelope * torch.sin(2 * math.pi * pitch * t)).reshape(8, 1, 8192)
     assert 0.05 < float(x.std()) < 0.15
     with torch.no_grad():
         z = AudioEncoder(64, 64, 6)(x)
@@ -301,8 +312,8 @@ def test_encoder_output_follows_a_quiet_input():
 @pytest.mark.slow
 def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
     out = tmp_path / "run"
-    code, text, err = run(capsys, "audio", "train", "--data", tiny_corpus, "--out", out, "--steps", 3, "--quiet",
-                          "--json", *AUDIO_TINY)
+    code, text, err = run(capsys, "audio", "train", "--data", tiny_corpus, "--out", out, "--steps", 3,
+                          "--quiet", "--json", *AUDIO_TINY)
     assert code == 0, err
     m = json.loads(text.splitlines()[0])
     assert m["conditioned_on"] == ["codes", "speaker"] and 0 < m["bits_per_sample"] < 9
@@ -322,16 +333,19 @@ def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
     y, rate = read_wav(rec)
     assert rate == 16000 and len(y) == 1600 - 1600 % 64
     conv = tmp_path / "conv.wav"
-    code, text, err = run(capsys, "audio", "convert", out, wav, "--speaker", speakers[1], "--seconds", 0.1, "--out", conv)
+    code, text, err = run(capsys, "audio", "convert", out, wav, "--speaker", speakers[1], "--seconds", 0.1,
+                          "--out", conv)
     assert code == 0 and f"as {speakers[1]}" in text, err
 
-    code, _, err = run(capsys, "audio", "convert", out, wav, "--speaker", "nobody", "--out", tmp_path / "x.wav")
+    code, _, err = run(capsys, "audio", "convert", out, wav, "--speaker", "nobody",
+                       "--out", tmp_path / "x.wav")
     assert code == 2 and "unknown speaker 'nobody'" in err
     code, _, err = run(capsys, "audio", "convert", out, wav, "--speaker", speakers[1], "--out", conv)
     assert code == 2 and "already exists" in err
     short = tmp_path / "short.wav"
     write_wav(short, np.zeros(30, np.float32), 16000)
-    code, _, err = run(capsys, "audio", "reconstruct", out, short, "--speaker", speakers[0], "--out", tmp_path / "x.wav")
+    code, _, err = run(capsys, "audio", "reconstruct", out, short, "--speaker", speakers[0],
+                       "--out", tmp_path / "x.wav")
     assert code == 2 and "shorter than one code" in err
     (tmp_path / "bad.wav").write_bytes(b"nonsense")
     code, _, err = run(capsys, "audio", "reconstruct", out, tmp_path / "bad.wav", "--speaker", speakers[0],
@@ -340,7 +354,8 @@ def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
     assert not (tmp_path / "x.wav").exists()
     # speaker conversion, judged by the speaker classifier
     wavs = tmp_path / "conv_wavs"
-    code, text, err = run(capsys, "audio", "conversion", out, "--pairs", 2, "--seconds", 0.1, "--wav-dir", wavs, "--json")
+    code, text, err = run(capsys, "audio", "conversion", out, "--pairs", 2, "--seconds", 0.1,
+                          "--wav-dir", wavs, "--json")
     assert code == 0, err
     cm = json.loads(text)
     assert cm["pairs"] == 2 and 0 <= cm["converted_recognised_as_target"] <= 1
@@ -350,7 +365,8 @@ def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
         assert 0 <= cm["converted_pitch_nearer_target"] + cm["converted_pitch_nearer_source"] <= 1
     else:
         assert cm["converted_pitch_nearer_target"] is None
-    assert len(cm["speaker_median_pitch_hz"]) >= 2 and all(60 < f < 400 for f in cm["speaker_median_pitch_hz"].values())
+    assert len(cm["speaker_median_pitch_hz"]) >= 2
+    assert all(60 < f < 400 for f in cm["speaker_median_pitch_hz"].values())
     assert len(list(wavs.glob("*.wav"))) == 6  # input, reconstruction, conversion of each
     code, _, err = run(capsys, "audio", "conversion", out, "--pairs", 1, "--wav-dir", wavs)
     assert code == 2 and "not empty" in err
@@ -358,9 +374,10 @@ def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
     # the prior over the codes, and sampling from it
     prior = tmp_path / "prior"
     tiny_prior = ["wavenet_prior.channels=8", "wavenet_prior.skip_channels=8", "wavenet_prior.max_dilation=4",
-                  "train.batch_size=2", "train.crop_length=16", "train.eval_batches=2", "train.warmup_steps=1"]
-    code, text, err = run(capsys, "audio", "train-prior", out, "--out", prior, "--steps", 3, "--quiet", "--json",
-                          *tiny_prior)
+                  "train.batch_size=2", "train.crop_length=16", "train.eval_batches=2",
+                  "train.warmup_steps=1"]
+    code, text, err = run(capsys, "audio", "train-prior", out, "--out", prior, "--steps", 3, "--quiet",
+                          "--json", *tiny_prior)
     assert code == 0, err
     pm = json.loads(text.splitlines()[0])
     assert pm["uniform_bits_per_code"] == 4 and 0 < pm["prior_bits_per_code"] < 6
@@ -368,7 +385,8 @@ def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
     assert (out / "prior_codes.cache.npz").exists()
     assert run(capsys, "audio", "train-prior", "--resume", prior, "--steps", 4, "--quiet")[0] == 0
     sample = tmp_path / "sample.wav"
-    code, text, err = run(capsys, "audio", "sample", prior, "--speaker", speakers[2], "--seconds", 0.05, "--out", sample)
+    code, text, err = run(capsys, "audio", "sample", prior, "--speaker", speakers[2], "--seconds", 0.05,
+                          "--out", sample)
     assert code == 0, err
     assert len(read_wav(sample)[0]) == 768  # 0.05 s -> 12 codes of 64 samples
     code, _, err = run(capsys, "audio", "sample", prior, "--speaker", "nobody", "--out", tmp_path / "x.wav")
@@ -377,8 +395,8 @@ def test_audio_cli_train_evaluate_resynthesise(tiny_corpus, tmp_path, capsys):
                        "--out", tmp_path / "x.wav")
     assert code == 2 and "--temperature must be > 0" in err
 
-    code, _, err = run(capsys, "audio", "train", "--data", tiny_corpus, "--out", tmp_path / "r2", "--steps", 1,
-                       "--quiet", *AUDIO_TINY, "train.crop_length=500")
+    code, _, err = run(capsys, "audio", "train", "--data", tiny_corpus, "--out", tmp_path / "r2",
+                       "--steps", 1, "--quiet", *AUDIO_TINY, "train.crop_length=500")
     assert code == 2 and "multiple of the code hop" in err
 
 
@@ -386,8 +404,8 @@ def test_decode_many_decodes_sequences_of_different_lengths_in_one_batch(device)
     from vqvae.models import AudioVQVAE
 
     torch.manual_seed(0)
-    model = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8, skip_channels=8,
-                       max_dilation=8, num_speakers=3).eval().to(device)
+    model = AudioVQVAE(hidden=8, embedding_dim=4, num_embeddings=16, local_channels=8, channels=8,
+                       skip_channels=8, max_dilation=8, num_speakers=3).eval().to(device)
     codes = torch.randint(16, (2, 5), generator=torch.Generator().manual_seed(1)).to(device)
     speakers = torch.tensor([2, 0], device=device)
     together = model.decode_many(list(codes), speakers, generator=torch.Generator().manual_seed(4))

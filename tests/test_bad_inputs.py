@@ -1,6 +1,7 @@
-"""A corpus of bad inputs a user can give the CLI -- data files (IDX, CIFAR, image folders, WAV, corpora), config
-files and overrides, checkpoints, codes and samples files, run directories and arguments. Every one must end with
-exit status 2, exactly one line on stderr (no traceback), and every file that existed before byte-identical after."""
+"""A corpus of bad inputs a user can give the CLI -- data files (IDX, CIFAR, image folders, WAV, corpora),
+config files and overrides, checkpoints, codes and samples files, run directories and arguments. Every one
+must end with exit status 2, exactly one line on stderr (no traceback), and every file that existed before
+byte-identical after."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def snapshot(*roots: Path) -> dict[str, str]:
     return found
 
 
-# -- builders of bad inputs: each takes (tmp, fmnist, run) and returns the command line --------------------------------
+# -- builders of bad inputs: each takes (tmp, fmnist, run) and returns the command line ----------------------
 
 def idx_dir(tmp: Path, fmnist: Path, mutate) -> Path:
     d = tmp / "idx"
@@ -85,8 +86,8 @@ def cifar_dir(tmp: Path, batch: bytes) -> Path:
 
 
 def cifar_case(batch_bytes):
-    return lambda tmp, fm, run: train_on(cifar_dir(tmp, batch_bytes() if callable(batch_bytes) else batch_bytes),
-                                         out=str(tmp / "out"))
+    return lambda tmp, fm, run: train_on(
+        cifar_dir(tmp, batch_bytes() if callable(batch_bytes) else batch_bytes), out=str(tmp / "out"))
 
 
 class _System:
@@ -98,7 +99,8 @@ class _Huge:
     """Pickles as an ndarray whose header declares 10^13 elements (numpy tries to allocate them)."""
 
     def __reduce__(self):
-        return (np.array(0).__reduce__()[0], (np.ndarray, (0,), b"b"), (1, (10**13,), np.dtype("O"), False, [0]))
+        return (np.array(0).__reduce__()[0], (np.ndarray, (0,), b"b"),
+                (1, (10**13,), np.dtype("O"), False, [0]))
 
 
 def _huge_array_pickle() -> bytes:
@@ -118,7 +120,8 @@ def wav_bytes(rate: int = 16000, frames: int = 3200, channels: int = 1) -> bytes
     return bytes(raw)
 
 
-def corpus(tmp: Path, bad: dict[str, bytes] | None = None, per_speaker: int = 3, tsv: str | None = None) -> Path:
+def corpus(tmp: Path, bad: dict[str, bytes] | None = None, per_speaker: int = 3,
+           tsv: str | None = None) -> Path:
     d = tmp / "corpus"
     for s in ("s1", "s2"):
         for i in range(per_speaker):
@@ -131,8 +134,9 @@ def corpus(tmp: Path, bad: dict[str, bytes] | None = None, per_speaker: int = 3,
 
 
 def audio_case(**kw):
-    return lambda tmp, fm, run: ["audio", "train", "--data", str(corpus(tmp, **kw)), "--out", str(tmp / "out"),
-                                 "--steps", "1", "--quiet", "train.crop_length=256", "audio.channels=4"]
+    return lambda tmp, fm, run: ["audio", "train", "--data", str(corpus(tmp, **kw)),
+                                 "--out", str(tmp / "out"), "--steps", "1", "--quiet",
+                                 "train.crop_length=256", "audio.channels=4"]
 
 
 def copy_run(tmp: Path, run: Path, mutate) -> Path:
@@ -157,8 +161,9 @@ def legacy_without(field: str):
 
 
 def run_case(mutate, command="evaluate"):
-    return lambda tmp, fm, run: [command, str(copy_run(tmp, run, mutate)), "--limit", "4"] if command == "evaluate" \
-        else ["train", "--resume", str(copy_run(tmp, run, mutate)), "--steps", "4", "--quiet"]
+    return lambda tmp, fm, run: (
+        [command, str(copy_run(tmp, run, mutate)), "--limit", "4"] if command == "evaluate"
+        else ["train", "--resume", str(copy_run(tmp, run, mutate)), "--steps", "4", "--quiet"])
 
 
 def npz_case(data):
@@ -192,7 +197,8 @@ def user_dir(tmp: Path) -> Path:
 CASES = {
     # IDX
     "idx-truncated-images": idx_case(lambda d: truncate(d / "train-images-idx3-ubyte.gz", 100)),
-    "idx-wrong-magic": idx_case(lambda d: gz(d / "train-images-idx3-ubyte.gz", struct.pack(">IIII", 0x801, 1, 2, 2))),
+    "idx-wrong-magic": idx_case(lambda d: gz(d / "train-images-idx3-ubyte.gz",
+                                             struct.pack(">IIII", 0x801, 1, 2, 2))),
     "idx-label-count-mismatch": idx_case(lambda d: write_bytes(d / "train-labels-idx1-ubyte",
                                                                  struct.pack(">II", 0x801, 3) + b"\0\0\0")),
     "idx-huge-header": idx_case(lambda d: gz(d / "train-images-idx3-ubyte.gz",
@@ -205,13 +211,15 @@ CASES = {
         write_idx(d, "t10k", np.zeros((8, 28, 28), np.uint8), np.arange(8)))),
     # CIFAR
     "cifar-malicious-pickle": cifar_case(lambda: pickle.dumps(_System())),
-    "cifar-truncated-pickle": cifar_case(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]})[:60]),
+    "cifar-truncated-pickle": cifar_case(
+        pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]})[:60]),
     "cifar-wrong-shape": cifar_case(pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]})),
     "cifar-array-of-1e13": cifar_case(_huge_array_pickle),
     # image folders
-    "folder-empty-classes": lambda tmp, fm, run: train_on((tmp / "imgs" / "a").mkdir(parents=True) or tmp / "imgs",
-                                                          out=str(tmp / "out")),
-    "folder-is-a-file": lambda tmp, fm, run: train_on(write_bytes(tmp / "images.png", b"x"), out=str(tmp / "out")),
+    "folder-empty-classes": lambda tmp, fm, run: train_on(
+        (tmp / "imgs" / "a").mkdir(parents=True) or tmp / "imgs", out=str(tmp / "out")),
+    "folder-is-a-file": lambda tmp, fm, run: train_on(write_bytes(tmp / "images.png", b"x"),
+                                                      out=str(tmp / "out")),
     "data-missing": lambda tmp, fm, run: train_on(tmp / "nowhere", out=str(tmp / "out")),
     # WAV and corpora
     "wav-rate-zero": audio_case(bad={"s1/bad.wav": wav_bytes(rate=0)}),
@@ -221,8 +229,8 @@ CASES = {
     "corpus-bad-utterances-header": audio_case(tsv="name\tlabel\n"),
     "corpus-unknown-split": audio_case(tsv="file\tclass\tsplit\ns1/0.wav\ta\tvalidation\n"),
     "corpus-no-test-split": audio_case(per_speaker=1),
-    "corpus-missing": lambda tmp, fm, run: ["audio", "train", "--data", str(tmp / "none"), "--out", str(tmp / "o"),
-                                            "--steps", "1"],
+    "corpus-missing": lambda tmp, fm, run: ["audio", "train", "--data", str(tmp / "none"),
+                                            "--out", str(tmp / "o"), "--steps", "1"],
     # recipes and overrides
     "recipe-not-yaml": recipe_case("model: [unclosed"),
     "recipe-unknown-key": recipe_case("model:\n  hiden: 3\n"),
@@ -239,7 +247,8 @@ CASES = {
     # checkpoints
     "checkpoint-missing": lambda tmp, fm, run: ["evaluate", str(tmp / "no-run")],
     "checkpoint-not-a-run": lambda tmp, fm, run: ["evaluate", str(user_dir(tmp))],
-    "checkpoint-config-edited": run_case(lambda d: edit_json(d / "config.json", lambda c: c["model"].pop("hidden"))),
+    "checkpoint-config-edited": run_case(
+        lambda d: edit_json(d / "config.json", lambda c: c["model"].pop("hidden"))),
     "checkpoint-legacy-config-lacks-field": run_case(legacy_without("hidden")),
     "checkpoint-no-manifest": run_case(lambda d: (d / "manifest.json").unlink()),
     "checkpoint-weights-truncated": run_case(lambda d: truncate(d / "model.safetensors", 200)),

@@ -56,7 +56,8 @@ def test_trainer_state_round_trip_without_pickle(tmp_path):
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(b["state"][pid][k]))
 
 
-FILES = [checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.STATE_JSON, checkpoint.STATE_TENSORS, checkpoint.MANIFEST]
+FILES = [checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.STATE_JSON, checkpoint.STATE_TENSORS,
+         checkpoint.MANIFEST]
 
 
 def _load_all(directory):

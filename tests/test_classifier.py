@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from vqvae.data import ImageDataset
 from vqvae.judges.image import ImageClassifier, predict, train_classifier
 from vqvae.metrics import frechet_distance
-from vqvae.data import ImageDataset
 
 
 def test_frechet_distance_closed_forms():
@@ -32,6 +32,7 @@ def test_classifier_learns_real_images_and_round_trips(small_fmnist, tmp_path):
 
 
 def test_empty_training_set_is_refused():
-    empty = ImageDataset(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.long), ["a"], "x")
+    empty = ImageDataset(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.long),
+                         ["a"], "x")
     with pytest.raises(ValueError, match="no images"):
         train_classifier(empty)

@@ -27,7 +27,8 @@ def run(capsys, *argv):
 @pytest.fixture(scope="module")
 def trained(small_fmnist, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    assert main(["train", "--data", str(small_fmnist), "--out", str(out), "--steps", "12", "--quiet", *TINY]) == 0
+    assert main(["train", "--data", str(small_fmnist), "--out", str(out), "--steps", "12", "--quiet",
+                 *TINY]) == 0
     return out
 
 
@@ -45,12 +46,13 @@ def test_train_writes_a_complete_run_directory(trained):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # channels_last weights, fused Adam: moments keep the layout
+# channels_last weights, fused Adam: moments keep the layout
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_resume_continues_exactly_where_it_stopped(small_fmnist, tmp_path, capsys, precision):
     a, b = tmp_path / "a", tmp_path / "b"
     # a constant schedule: the cosine one depends on the budget, which a resumed run extends
-    base = ["train", "--data", small_fmnist, "--quiet", *TINY, "train.schedule=constant", "model.restart_threshold=1.0",
-            f"train.precision={precision}"]
+    base = ["train", "--data", small_fmnist, "--quiet", *TINY, "train.schedule=constant",
+            "model.restart_threshold=1.0", f"train.precision={precision}"]
     assert run(capsys, *base, "--out", a, "--steps", 10)[0] == 0
     assert run(capsys, *base, "--out", b, "--steps", 6)[0] == 0
     assert run(capsys, "train", "--resume", b, "--steps", 10, "--quiet")[0] == 0
@@ -182,7 +184,8 @@ PRIOR_TINY = ["prior.channels=8", "prior.num_layers=3", "prior.head_channels=16"
 @pytest.mark.slow
 def test_train_prior_sample_and_resume(trained, tmp_path, capsys):
     out = tmp_path / "prior"
-    code, text, err = run(capsys, "train-prior", trained, "--out", out, "--steps", 6, "--quiet", "--json", *PRIOR_TINY)
+    code, text, err = run(capsys, "train-prior", trained, "--out", out, "--steps", 6, "--quiet", "--json",
+                          *PRIOR_TINY)
     assert code == 0, err
     m = json.loads(text.splitlines()[0])
     assert m["num_images"] == 256 and m["uniform_bits_per_latent"] == 5.0  # K=32
@@ -191,7 +194,8 @@ def test_train_prior_sample_and_resume(trained, tmp_path, capsys):
     assert (trained / "prior_codes.cache.npz").exists()  # the VQ-VAE's codes, cached for the next prior
     code, _, err = run(capsys, "train-prior", trained, "--out", trained, "--overwrite", "--quiet")
     assert code == 2 and "the VQ-VAE's own run directory" in err
-    assert {"config.json", "model.safetensors", "samples.png", "eval.json", "metrics.csv"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "samples.png", "eval.json", "metrics.csv"} <= {
+        p.name for p in out.iterdir()}
     assert run(capsys, "train-prior", "--resume", out, "--steps", 8, "--quiet")[0] == 0
     assert json.loads((out / "eval.json").read_text())["step"] == 8
 
@@ -231,8 +235,8 @@ def test_train_prior_sample_and_resume(trained, tmp_path, capsys):
 @pytest.mark.slow
 def test_unconditional_prior(trained, tmp_path, capsys):
     out = tmp_path / "prior"
-    assert run(capsys, "train-prior", trained, "--out", out, "--steps", 3, "--quiet", "prior.conditional=false",
-               *PRIOR_TINY)[0] == 0
+    assert run(capsys, "train-prior", trained, "--out", out, "--steps", 3, "--quiet",
+               "prior.conditional=false", *PRIOR_TINY)[0] == 0
     assert json.loads((out / "config.json").read_text())["prior"]["num_classes"] == 0
     npz = tmp_path / "u.npz"
     assert run(capsys, "sample", out, "--n", 6, "--out", npz)[0] == 0
@@ -260,7 +264,8 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
     m = json.loads(text)
     dims = 28 * 28
     # ELBO = decoder NLL + prior NLL; the uniform prior costs 7x7 latents * log2 32 bits per image
-    assert m["elbo_bits_per_dim_uniform_prior"] == pytest.approx(m["decoder_nll_bits_per_dim"] + 49 * 5 / dims)
+    assert m["elbo_bits_per_dim_uniform_prior"] == pytest.approx(
+        m["decoder_nll_bits_per_dim"] + 49 * 5 / dims)
     assert m["elbo_bits_per_dim_learned_prior"] == pytest.approx(  # + the label: log2 10 bits per image
         m["decoder_nll_bits_per_dim"] + (m["prior_bits_per_image"] + np.log2(10)) / dims)
     assert m["label_bits_per_dim"] == pytest.approx(np.log2(10) / dims)
@@ -268,14 +273,16 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
     code, text, _ = run(capsys, "evaluate-prior", prior)
     assert code == 0 and "with the learned prior" in text
 
-    code, text, err = run(capsys, "train-classifier", "--data", small_fmnist, "--out", clf, "--epochs", 2, "--json")
+    code, text, err = run(capsys, "train-classifier", "--data", small_fmnist, "--out", clf, "--epochs", 2,
+                          "--json")
     assert code == 0, err
     assert 0.1 < json.loads(text)["test_accuracy"] <= 1
     code, _, err = run(capsys, "train-classifier", "--data", small_fmnist, "--out", clf)
     assert code == 2 and "already exists" in err
     samples = tmp_path / "s.npz"
     assert run(capsys, "sample", prior, "--per-class", 3, "--out", samples)[0] == 0
-    code, text, err = run(capsys, "score", samples, "--classifier", clf, "--json", "--out", prior / "score.json")
+    code, text, err = run(capsys, "score", samples, "--classifier", clf, "--json",
+                          "--out", prior / "score.json")
     assert code == 0, err
     sc = json.loads(text)
     assert json.loads((prior / "score.json").read_text()) == sc  # kept beside the prior for its report
@@ -295,8 +302,8 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
     assert "samples judged by a classifier" in page and "recognised per class" in page
     per_class = page.split("recognised per class")[1].split("</table>")[0]
     for name, rate in sc["samples"]["recognised_per_class"].items():  # a row per class: samples, real, recon
-        assert re.search(rf"<tr><td>{re.escape(name)}</td><td>{rate:.1%}</td><td>[0-9.]+%</td><td>[0-9.]+%</td>",
-                         per_class), name
+        assert re.search(rf"<tr><td>{re.escape(name)}</td><td>{rate:.1%}</td>"
+                         r"<td>[0-9.]+%</td><td>[0-9.]+%</td>", per_class), name
     assert re.search(r"<th>budget</th><td>2 epochs</td>", page)  # the classifier's header
 
     bad = tmp_path / "bad.npz"
@@ -332,20 +339,22 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_codes_cache_follows_the_weights_and_the_data(small_fmnist, tmp_path):
-    from vqvae.data import load_images
     from vqvae.codes import cached_codes
+    from vqvae.data import load_images
     from vqvae.models import VQVAE
 
     vq = tmp_path / "vq"
-    assert main(["train", "--data", str(small_fmnist), "--out", str(vq), "--steps", "2", "--quiet", *TINY]) == 0
+    assert main(["train", "--data", str(small_fmnist), "--out", str(vq), "--steps", "2", "--quiet",
+                 *TINY]) == 0
     model = VQVAE.from_pretrained(vq)
     first = cached_codes(vq, model, {"train": {"data": str(small_fmnist)}})
     cache = vq / "prior_codes.cache.npz"
     stamp = cache.stat().st_mtime_ns
     again = cached_codes(vq, model, {"train": {"data": str(small_fmnist)}})
     assert cache.stat().st_mtime_ns == stamp and np.array_equal(again["test_indices"], first["test_indices"])
-    assert main(["train", "--data", str(small_fmnist), "--out", str(vq), "--steps", "4", "--quiet", "--overwrite",
-                 *TINY]) == 0  # new weights
+    # new weights
+    assert main(["train", "--data", str(small_fmnist), "--out", str(vq), "--steps", "4", "--quiet",
+                 "--overwrite", *TINY]) == 0
     model = VQVAE.from_pretrained(vq)
     cached_codes(vq, model, {"train": {"data": str(small_fmnist)}})
     with np.load(cache) as f:

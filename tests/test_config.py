@@ -1,8 +1,8 @@
 import pytest
 
 from vqvae.config import recipe_from_dict
-from vqvae.recipes import builtin_recipes, load_recipe
 from vqvae.errors import VQVAEError
+from vqvae.recipes import builtin_recipes, load_recipe
 
 
 def test_builtin_recipe_keeps_the_reference_bottleneck():
@@ -50,10 +50,11 @@ def test_unknown_sections_and_missing_recipe(tmp_path):
 
 
 def test_speech_conversion_recipe_is_the_speech_recipe_with_a_narrower_bottleneck():
-    # the README's conversion figures came from the `speech` recipe with exactly these overrides
+    # the conversion figures of docs/audio.md came from the `speech` recipe with exactly these overrides
     conv = load_recipe("speech_conversion", kind="audio")
-    same = load_recipe("speech", ["audio.num_downsamples=8", "audio.num_embeddings=64", "audio.encoder_norm=instance",
-                                  "train.lr=4e-3", "train.max_seconds=3000"], kind="audio")
+    same = load_recipe("speech", ["audio.num_downsamples=8", "audio.num_embeddings=64",
+                                  "audio.encoder_norm=instance", "train.lr=4e-3", "train.max_seconds=3000"],
+                       kind="audio")
     assert conv == same
     assert conv.audio.hop == 256 and "speech_conversion" in builtin_recipes()
 

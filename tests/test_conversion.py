@@ -115,7 +115,8 @@ def test_only_pairs_whose_pitches_differ_by_five_percent_or_more_are_judged_by_p
     assert abs(np.log(ref["a"] / ref["b"])) < np.log(1.05) < abs(np.log(ref["a"] / ref["c"]))
     assert m["pitch_pairs"] == 2
     assert m["converted_pitch_nearer_target"] == 1  # over the two judged pairs
-    assert m["reconstructions_voiced"] == 1 and m["reconstructions_pitch_within_10pct"] == 1  # their own inputs
+    # their own inputs
+    assert m["reconstructions_voiced"] == 1 and m["reconstructions_pitch_within_10pct"] == 1
     octave = [torch.from_numpy(tone(2 * voices["abc"[s]][0], voices["abc"[s]][1], rng)) for s in sources]
     m = judge_conversion(train, test, converted, octave, sources, targets, inputs=rebuilt)
     assert m["reconstructions_voiced"] == 1 and m["reconstructions_pitch_within_10pct"] == 0  # an octave off
@@ -144,7 +145,8 @@ def test_evaluate_conversion_writes_and_judges_every_pair(data, tmp_path):
     names = sorted(p.name for p in wavs.glob("*.wav"))
     assert len(names) == 9
     verdicts = json.loads((wavs / "verdicts.json").read_text())  # what the judges heard in each file
-    assert sorted(verdicts) == names and all(set(v) == {"speaker", "pitch_hz", "expected"} for v in verdicts.values())
+    assert sorted(verdicts) == names
+    assert all(set(v) == {"speaker", "pitch_hz", "expected"} for v in verdicts.values())
     for n in range(3):
         own = [x for x in names if x.startswith(f"{n:02d}_")]
         assert len(own) == 3, own
@@ -154,7 +156,8 @@ def test_evaluate_conversion_writes_and_judges_every_pair(data, tmp_path):
         (conv,) = [x for x in own if "_as_" in x]
         target = re.fullmatch(rf"{n:02d}_{source}_as_(\w+)\.wav", conv)[1]
         assert source in test.speakers and target in test.speakers and target != source
-        # beside what the judges heard: whom each file should sound like (a reconstruction: its input's pitch too)
+        # beside what the judges heard: whom each file should sound like
+        # (a reconstruction: its input's pitch too)
         assert verdicts[inp]["expected"] == {"speaker": source}
         assert verdicts[conv]["expected"] == {"speaker": target}
         assert verdicts[f"{n:02d}_{source}_reconstructed.wav"]["expected"] == {

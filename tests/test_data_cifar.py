@@ -16,6 +16,7 @@ from vqvae.data import load_images
 from vqvae.data.images.cifar import safe_load_pickle
 from vqvae.errors import VQVAEError
 
+
 def cifar_rows(images: np.ndarray) -> np.ndarray:
     """(N, 32, 32, 3) HWC images -> (N, 3072) rows in CIFAR's layout, built element by element."""
     rows = np.empty((len(images), 3072), dtype=np.uint8)

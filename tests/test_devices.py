@@ -1,6 +1,6 @@
-"""Devices and precision: ``--device`` / ``device=`` everywhere, and ``train.precision``. Every test that runs a model
-here is parametrised over the devices this machine has (the CPU; CUDA and MPS when present), and checks that a
-device gives what the CPU gives."""
+"""Devices and precision: ``--device`` / ``device=`` everywhere, and ``train.precision``. Every test
+that runs a model here is parametrised over the devices this machine has (the CPU; CUDA and MPS when
+present), and checks that a device gives what the CPU gives."""
 
 import json
 
@@ -8,21 +8,21 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import DEVICES
 from vqvae.cli import main
-from vqvae.recipes import load_recipe
 from vqvae.devices import autocast, grad_scaler, resolve_device
 from vqvae.errors import VQVAEError
 from vqvae.nets import WaveNet
 from vqvae.priors import GatedPixelCNN
-
-from tests.conftest import DEVICES
+from vqvae.recipes import load_recipe
 
 TINY = ["model.hidden=16", "model.res_hidden=8", "model.embedding_dim=8", "model.num_embeddings=32",
         "train.batch_size=16", "train.warmup_steps=1", "train.log_every=1", "train.eval_batches=2"]
 
 
 def test_resolve_device():
-    assert resolve_device("auto") == resolve_device(None) == torch.device(DEVICES[-1] if DEVICES[-1] != "cpu" else "cpu")
+    best = torch.device(DEVICES[-1] if DEVICES[-1] != "cpu" else "cpu")
+    assert resolve_device("auto") == resolve_device(None) == best
     assert resolve_device("CPU") == resolve_device(torch.device("cpu")) == torch.device("cpu")
     for bad in ("tpu", "gpu", "cuda:x", ""):
         with pytest.raises(VQVAEError, match="--device must be auto, cpu, cuda, cuda:N or mps"):
@@ -62,7 +62,8 @@ def test_precision_is_validated():
 @pytest.mark.parametrize("device", DEVICES)
 def test_cached_pixelcnn_sampling_is_the_naive_one_and_the_cpu_one(device):
     torch.manual_seed(0)
-    prior = GatedPixelCNN(num_embeddings=16, num_classes=3, channels=8, num_layers=3, head_channels=16).double()
+    prior = GatedPixelCNN(num_embeddings=16, num_classes=3, channels=8, num_layers=3,
+                          head_channels=16).double()
     labels = torch.tensor([0, 2, 1])
     on_cpu = prior.sample((5, 5), labels, generator=torch.Generator().manual_seed(1))
     prior = prior.to(device)
@@ -88,8 +89,8 @@ def test_incremental_wavenet_generation_is_the_naive_one_and_the_cpu_one(device)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_train_evaluate_encode_and_sample_on_a_device(device, precision, small_fmnist, tmp_path, capsys):
     vq, prior = tmp_path / "vq", tmp_path / "prior"
-    assert main(["train", "--data", str(small_fmnist), "--out", str(vq), "--steps", "3", "--quiet", "--device",
-                 device, *TINY, f"train.precision={precision}"]) == 0
+    assert main(["train", "--data", str(small_fmnist), "--out", str(vq), "--steps", "3", "--quiet",
+                 "--device", device, *TINY, f"train.precision={precision}"]) == 0
     assert json.loads((vq / "eval.json").read_text())["num_images"] == 32
     capsys.readouterr()
     assert main(["evaluate", str(vq), "--json", "--limit", "64", "--device", device]) == 0

@@ -1,6 +1,7 @@
-"""SIGKILL at moments spread over a run -- one of them inside a checkpoint write -- and resume each time: the final
-weights equal an uninterrupted run's, bit for bit, for `train`, `train-prior` and `audio train`; and SIGTERM (how
-clusters preempt) saves and stops like Ctrl-C. The full 10-kill run is ``benchmarks/kill_resume.py``."""
+"""SIGKILL at moments spread over a run -- one of them inside a checkpoint write -- and resume each time: the
+final weights equal an uninterrupted run's, bit for bit, for `train`, `train-prior` and `audio train`; and
+SIGTERM (how clusters preempt) saves and stops like Ctrl-C. The full 10-kill run is
+``benchmarks/kill_resume.py``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 
 from vqvae import checkpoint
 
-_spec = importlib.util.spec_from_file_location("kill_resume", Path(__file__).parents[1] / "benchmarks" / "kill_resume.py")
+_spec = importlib.util.spec_from_file_location(
+    "kill_resume", Path(__file__).parents[1] / "benchmarks" / "kill_resume.py")
 kill_resume = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(kill_resume)
 
@@ -31,8 +33,8 @@ def test_killed_and_resumed_runs_end_bitwise_equal_to_uninterrupted_ones(tmp_pat
 def test_sigterm_saves_and_stops_and_resume_continues(tmp_path):
     data = kill_resume.small_fmnist(tmp_path / "fmnist")
     run = tmp_path / "run"
-    cmd = kill_resume.vqvae("train", "--data", data, "--out", run, "--steps", 100000, "--quiet", *kill_resume.IMAGE,
-                            *kill_resume.COMMON)
+    cmd = kill_resume.vqvae("train", "--data", data, "--out", run, "--steps", 100000, "--quiet",
+                            *kill_resume.IMAGE, *kill_resume.COMMON)
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while p.poll() is None and kill_resume.last_step(run) < 20:
         time.sleep(0.01)

@@ -1,6 +1,6 @@
-"""Real speech: the Free Spoken Digit Dataset arranged as a speaker-folder corpus (digit classes, the dataset's
-own split), a download checked against its SHA-256 (served from a local file here), and per-utterance classes in
-any corpus through ``utterances.tsv``."""
+"""Real speech: the Free Spoken Digit Dataset arranged as a speaker-folder corpus (digit classes, the
+dataset's own split), a download checked against its SHA-256 (served from a local file here), and
+per-utterance classes in any corpus through ``utterances.tsv``."""
 
 import hashlib
 import io
@@ -35,7 +35,8 @@ def test_arrange_gives_speaker_folders_digits_and_the_official_split(tmp_path):
     src = recordings(tmp_path / "recordings")
     summary = arrange_fsdd(tmp_path / "corpus", src)
     assert summary["utterances"] == 2 * 3 * 7 and summary["speakers"] == ["anna", "bob"]
-    assert summary["digits"] == ["0", "1", "2"] and summary["test"] == 2 * 3 * 5 and summary["train"] == 2 * 3 * 2
+    assert summary["digits"] == ["0", "1", "2"]
+    assert summary["test"] == 2 * 3 * 5 and summary["train"] == 2 * 3 * 2
     out = tmp_path / "corpus"
     assert sorted(p.name for p in out.iterdir()) == ["anna", "bob", UTTERANCES]
     assert (out / "bob" / "2_bob_6.wav").read_bytes() == (src / "2_bob_6.wav").read_bytes()
@@ -44,10 +45,12 @@ def test_arrange_gives_speaker_folders_digits_and_the_official_split(tmp_path):
     test, train = load_speech(out, "test", 8000), load_speech(out, "train", 8000)
     assert len(test) == 30 and len(train) == 12
     assert test.class_names == train.class_names == ["0", "1", "2"]
-    for ds in (test, train):  # every utterance's class is the digit in its name, its speaker the one in its name
+    # every utterance's class is the digit in its name, its speaker the one in its name
+    for ds in (test, train):
         for path, c, s in zip(ds.paths, ds.classes, ds.labels):
             digit, speaker, take = Path(path).stem.split("_")
-            assert ds.class_names[c] == digit and ds.speakers[s] == speaker and (int(take) < 5) == (ds is test)
+            assert ds.class_names[c] == digit and ds.speakers[s] == speaker
+            assert (int(take) < 5) == (ds is test)
 
 
 def test_arrange_cli_and_its_errors(tmp_path, capsys):
@@ -55,7 +58,8 @@ def test_arrange_cli_and_its_errors(tmp_path, capsys):
     assert main(["data", "fsdd", "--out", str(tmp_path / "c"), "--from", str(src)]) == 0
     assert "wrote 42 recordings by 2 speakers of the digits 0, 1, 2" in capsys.readouterr().out
     before = (tmp_path / "c" / UTTERANCES).read_bytes()
-    assert main(["data", "fsdd", "--out", str(tmp_path / "c"), "--from", str(src)]) == 2  # nothing overwritten
+    # nothing overwritten
+    assert main(["data", "fsdd", "--out", str(tmp_path / "c"), "--from", str(src)]) == 2
     assert "already exists and is not empty: pass --overwrite" in capsys.readouterr().err
     assert (tmp_path / "c" / UTTERANCES).read_bytes() == before
     (tmp_path / "empty").mkdir()
@@ -103,15 +107,17 @@ def test_utterances_table_errors(tmp_path):
     arrange_fsdd(out, recordings(tmp_path / "rec"))
     table = (out / UTTERANCES).read_text().splitlines()
     for lines, message in ((["file\tdigit\tsplit"] + table[1:], "first line must be the header"),
-                           (table[:2] + ["anna/0_anna_1.wav\t0\tvalid"] + table[3:], "line 3: expected file, class"),
-                           (table[:1] + [l.rsplit("\t", 1)[0] + "\t" for l in table[1:2]] + table[2:],
+                           (table[:2] + ["anna/0_anna_1.wav\t0\tvalid"] + table[3:],
+                            "line 3: expected file, class"),
+                           (table[:1] + [row.rsplit("\t", 1)[0] + "\t" for row in table[1:2]] + table[2:],
                             "gives a split to some files only"),
                            (table[:-1], "has no row for bob/2_bob_6.wav")):
         (out / UTTERANCES).write_text("\n".join(lines) + "\n")
         with pytest.raises(VQVAEError, match=message):
             load_speech(out, "train", 8000)
     # classes without splits: the seeded shuffle splits, the classes stay
-    (out / UTTERANCES).write_text("\n".join(table[:1] + [l.rsplit("\t", 1)[0] + "\t" for l in table[1:]]) + "\n")
+    unsplit = table[:1] + [row.rsplit("\t", 1)[0] + "\t" for row in table[1:]]
+    (out / UTTERANCES).write_text("\n".join(unsplit) + "\n")
     shuffled = load_speech(out, "test", 8000)
     assert [p for p, _ in split_files(out, "test")] == [Path(p) for p in shuffled.paths]
     assert all(shuffled.class_names[c] == Path(p).stem[0] for p, c in zip(shuffled.paths, shuffled.classes))
@@ -150,7 +156,8 @@ def test_a_class_conditional_audio_prior_from_the_command_line(tmp_path, capsys)
     corpus = tmp_path / "corpus"
     arrange_fsdd(corpus, recordings(tmp_path / "rec", takes=6))
     vq, prior = tmp_path / "vq", tmp_path / "prior"
-    assert main(["audio", "train", "--data", str(corpus), "--out", str(vq), "--steps", "2", "--quiet", *AUDIO_TINY]) == 0
+    assert main(["audio", "train", "--data", str(corpus), "--out", str(vq), "--steps", "2", "--quiet",
+                 *AUDIO_TINY]) == 0
     assert json.loads((vq / "config.json").read_text())["classes"] == ["0", "1", "2"]
     capsys.readouterr()
     assert main(["audio", "train-prior", str(vq), "--out", str(prior), "--steps", "2", "--quiet", "--json",
@@ -166,24 +173,27 @@ def test_a_class_conditional_audio_prior_from_the_command_line(tmp_path, capsys)
     assert "as bob saying 2" in capsys.readouterr().out and len(read_wav(out)[0]) == 768
     for argv, message in ((["--class", "7"], "unknown class '7': this prior knows 0, 1, 2"),
                           ([], "pass --class: this prior knows 0, 1, 2")):
-        assert main(["audio", "sample", str(prior), "--speaker", "bob", *argv, "--out", str(tmp_path / "x.wav")]) == 2
+        assert main(["audio", "sample", str(prior), "--speaker", "bob", *argv,
+                     "--out", str(tmp_path / "x.wav")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x.wav").exists()
     # the judges (trained on the corpus's train split) on reconstructions, conversions and prior samples
     assert main(["audio", "conversion", str(vq), "--pairs", "4", "--json"]) == 0
     cm = json.loads(capsys.readouterr().out)
-    for key in ("reconstructions_recognised_as_class", "converted_recognised_as_class", "reconstructions_voiced",
-                "content_classifier_test_accuracy", "decoder_real_time_factor"):
+    for key in ("reconstructions_recognised_as_class", "converted_recognised_as_class",
+                "reconstructions_voiced", "content_classifier_test_accuracy", "decoder_real_time_factor"):
         assert cm[key] is not None and cm[key] >= 0, key
     assert cm["pairs"] == 4 and cm["decode_batch_size"] == 4
     wavs = tmp_path / "samples"
     assert main(["audio", "score", str(prior), "--per", "2", "--wav-dir", str(wavs)]) == 0
     text = capsys.readouterr().out
-    assert "12 prior samples: recognised as the speaker asked for" in text and "as the class asked for" in text
+    assert "12 prior samples: recognised as the speaker asked for" in text
+    assert "as the class asked for" in text
     assert "s of audio per second in batches" in text and "one utterance at a time" in text
     names = sorted(p.name for p in wavs.glob("*.wav"))
     assert len(names) == 12 and names[0] == "000_anna_says_0.wav" and names[-1] == "011_bob_says_2.wav"
-    verdicts = json.loads((wavs / "verdicts.json").read_text())  # what was asked of each, beside what was heard
+    # what was asked of each, beside what was heard
+    verdicts = json.loads((wavs / "verdicts.json").read_text())
     assert sorted(verdicts) == names
     for name, v in verdicts.items():
         _, who, _, digit = name[:-4].split("_")
@@ -202,5 +212,6 @@ def test_a_class_conditional_audio_prior_from_the_command_line(tmp_path, capsys)
     # a corpus where a take has no class cannot train a class-conditional prior
     table = corpus / UTTERANCES
     table.write_text(table.read_text().replace("anna/0_anna_0.wav\t0\t", "anna/0_anna_0.wav\t\t"))
-    assert main(["audio", "train-prior", str(vq), "--out", str(tmp_path / "p3"), "--steps", "1", *PRIOR_TINY]) == 2
+    assert main(["audio", "train-prior", str(vq), "--out", str(tmp_path / "p3"), "--steps", "1",
+                 *PRIOR_TINY]) == 2
     assert "1 test utterances have no class in utterances.tsv" in capsys.readouterr().err

@@ -1,6 +1,6 @@
-"""Property-based fuzzing of the readers of outside files (IDX, WAV, CIFAR pickles, .npz) and of the quantizer API:
-whatever the bytes or the tensor, the result is a correct load or a VQVAEError / ValueError -- never another
-exception (an IndexError, a ZeroDivisionError, a MemoryError, a pickle executing code ...)."""
+"""Property-based fuzzing of the readers of outside files (IDX, WAV, CIFAR pickles, .npz) and of the quantizer
+API: whatever the bytes or the tensor, the result is a correct load or a VQVAEError / ValueError -- never
+another exception (an IndexError, a ZeroDivisionError, a MemoryError, a pickle executing code ...)."""
 
 from __future__ import annotations
 
@@ -16,16 +16,17 @@ import numpy as np
 import pytest
 import torch
 
+from vqvae.data.audio import read_wav
+from vqvae.data.images.cifar import _read_batch
+from vqvae.data.images.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from vqvae.errors import VQVAEError
+from vqvae.fileio import read_npz
+from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA
+
+# hypothesis is optional: the module is skipped without it, so its imports must follow importorskip (E402)
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from vqvae.data.audio import read_wav  # noqa: E402
-from vqvae.data.images.cifar import _read_batch  # noqa: E402
-from vqvae.data.images.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx  # noqa: E402
-from vqvae.errors import VQVAEError  # noqa: E402
-from vqvae.fileio import read_npz  # noqa: E402
-from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA  # noqa: E402
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -134,8 +135,8 @@ _values = st.sampled_from([0.0, 1.0, -3.5, 1e30, -1e30, float("nan"), float("inf
 @given(cls=st.sampled_from([VectorQuantizer, VectorQuantizerEMA]), training=st.booleans(),
        shape=st.lists(st.integers(0, 4), min_size=0, max_size=4), dim=st.integers(1, 4),
        fill=_values, dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.int64]),
-       kwargs=st.fixed_dictionaries({}, optional={"commitment_cost": _values, "decay": _values, "epsilon": _values,
-                                                  "restart_threshold": _values}))
+       kwargs=st.fixed_dictionaries({}, optional={"commitment_cost": _values, "decay": _values,
+                                                  "epsilon": _values, "restart_threshold": _values}))
 def test_quantizer_api(cls, training, shape, dim, fill, dtype, kwargs):
     if cls is VectorQuantizer:
         kwargs.pop("decay", None), kwargs.pop("epsilon", None)
@@ -144,7 +145,10 @@ def test_quantizer_api(cls, training, shape, dim, fill, dtype, kwargs):
     except ValueError:
         return
     q.train(training)
-    x = torch.randn(*shape, dim).to(dtype) if dtype.is_floating_point else torch.ones(*shape, dim, dtype=dtype)
+    if dtype.is_floating_point:
+        x = torch.randn(*shape, dim).to(dtype)
+    else:
+        x = torch.ones(*shape, dim, dtype=dtype)
     if x.numel() and dtype.is_floating_point:
         x.view(-1)[0] = fill
     try:

@@ -39,7 +39,8 @@ def test_log_mel_stats_find_a_tone_and_the_classifier_separates_voices(tmp_path)
     from vqvae.judges.audio import pitch_hz
 
     def median_pitch(data, s):
-        return float(np.median([pitch_hz(w, 16000)[0] for w, label in zip(data.waves, data.labels) if label == s]))
+        return float(np.median([pitch_hz(w, 16000)[0] for w, label in zip(data.waves, data.labels)
+                                if label == s]))
 
     for s in range(3):
         assert median_pitch(test, s) == pytest.approx(median_pitch(train, s), rel=0.1)
@@ -82,7 +83,8 @@ def test_log_mel_course_invariants():
 
     rng = np.random.default_rng(0)
     t = np.arange(4000) / 8000
-    word = (np.sin(2 * np.pi * (300 + 900 * t) * t) * np.hanning(len(t)) * 0.3).astype(np.float32)  # a rising chirp
+    # a rising chirp
+    word = (np.sin(2 * np.pi * (300 + 900 * t) * t) * np.hanning(len(t)) * 0.3).astype(np.float32)
     f = log_mel_course(word, 8000)
     assert f.shape == (320,) and float(f.max()) <= 0.0  # 32 bands x 10 stretches, relative to the loudest bin
     assert torch.allclose(log_mel_course(2.5 * word, 8000), f, atol=1e-4)  # loudness does not count
@@ -90,7 +92,8 @@ def test_log_mel_course_invariants():
         padded = np.concatenate([np.zeros(before, np.float32), word, np.zeros(5000, np.float32)])
         assert float((log_mel_course(padded, 8000) - f).abs().mean()) < 0.05
     falling = word[::-1].copy()
-    assert float((log_mel_course(falling, 8000) - f).abs().mean()) > 0.3  # but the course of the spectrum does
+    # but the course of the spectrum does
+    assert float((log_mel_course(falling, 8000) - f).abs().mean()) > 0.3
     hiss = padded + 1e-4 * rng.standard_normal(len(padded)).astype(np.float32)
     assert float((log_mel_course(hiss, 8000) - log_mel_course(padded, 8000)).abs().mean()) < 0.05
 
@@ -100,8 +103,8 @@ FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd-digits0-4
 
 @pytest.mark.skipif(not FSDD.is_dir(), reason="../shared/data/fsdd-digits0-4 is not beside the project")
 def test_the_judges_recognise_real_recordings(tmp_path):
-    """The content judge (which digit) and the speaker judge, trained on FSDD's train takes, on its 150 real test
-    takes: the issue asks >= 95% of the content judge (measured: 100% and 98.7%)."""
+    """The content judge (which digit) and the speaker judge, trained on FSDD's train takes, on its 150 real
+    test takes: the issue asks >= 95% of the content judge (measured: 100% and 98.7%)."""
     from vqvae.data.audio.fsdd import arrange_fsdd
     from vqvae.judges.audio import ContentClassifier, SpeakerClassifier
 

@@ -1,7 +1,7 @@
 """The house rules of the package, checked on its source: every room (a top-level module or package of
-``vqvae``) imports only rooms below it in :data:`RANKS`, the order the README's layout lists them in; no import
-circle between modules; no module over 400 lines and no function over 60 lines; no private name imported from
-another module."""
+``vqvae``) imports only rooms below it in :data:`RANKS`, the order the README's layout lists them in; no
+import circle between modules; no module over 400 lines and no function over 60 lines; no private name
+imported from another module."""
 
 import ast
 import re
@@ -11,11 +11,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "vqvae"
-# The rooms of the package, lowest first: each imports only rooms before it. The package's own ``__init__`` (the
-# public names) and ``__main__`` sit above all of them, and no room imports them.
-RANKS = ["errors", "fileio", "config", "devices", "distributed", "checkpoint", "recipes", "metrics", "likelihoods",
-         "spectral", "quantize", "nets", "data", "report", "models", "runs", "reconstruct", "codes", "priors",
-         "judges", "evaluate", "train", "cli"]
+# The rooms of the package, lowest first: each imports only rooms before it. The package's own ``__init__``
+# (the public names) and ``__main__`` sit above all of them, and no room imports them.
+RANKS = ["errors", "fileio", "config", "devices", "distributed", "checkpoint", "recipes", "metrics",
+         "likelihoods", "spectral", "quantize", "nets", "data", "report", "models", "runs", "reconstruct",
+         "codes", "priors", "judges", "evaluate", "train", "cli"]
 
 
 def _modules() -> dict[str, Path]:
@@ -28,7 +28,8 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(name: str, path: Path) -> list[tuple[str, list[str]]]:
-    """(imported module, names) of every ``from vqvae... import`` and ``import vqvae...`` in a module, anywhere."""
+    """(imported module, names) of every ``from vqvae... import`` and ``import vqvae...`` in a module,
+    anywhere."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vqvae"):
@@ -62,7 +63,8 @@ def upward_imports(modules: dict[str, Path]) -> list[str]:
 
 
 def test_every_room_is_ranked():
-    rooms = {_room(name) for name in _modules()} - {"vqvae", "__main__", "configs"}  # configs: the recipe files
+    # configs: the recipe files
+    rooms = {_room(name) for name in _modules()} - {"vqvae", "__main__", "configs"}
     assert rooms == set(RANKS) and len(RANKS) == len(set(RANKS))
 
 
@@ -71,8 +73,10 @@ def test_rooms_import_only_rooms_ranked_below_them():
 
 
 def test_an_upward_import_is_caught(tmp_path):
-    planted = tmp_path / "metrics.py"  # a low room importing a higher one, the public names, and two lower modules
-    planted.write_text("from vqvae.models import VQVAE\nfrom vqvae import VQVAE\nfrom vqvae import checkpoint, fileio\n")
+    # a low room importing a higher one, the public names, and two lower modules
+    planted = tmp_path / "metrics.py"
+    planted.write_text("from vqvae.models import VQVAE\nfrom vqvae import VQVAE\n"
+                       "from vqvae import checkpoint, fileio\n")
     modules = {**_modules(), "vqvae.metrics": planted}
     assert [b for b in upward_imports(modules) if b.startswith("vqvae.metrics ")] == [
         "vqvae.metrics imports vqvae.models (metrics ranks below models)",
@@ -110,7 +114,8 @@ def test_no_import_circle():
             # `from vqvae.x import y` depends on vqvae.x.y when that is a module, else on vqvae.x
             deps.update(f"{mod}.{n}" if f"{mod}.{n}" in modules else mod for n in names or [""])
         graph[name] = {d for d in deps if d in modules and d != name}
-    # a package's __init__ that re-exports its modules is not a circle with them: drop edges module -> own package
+    # a package's __init__ that re-exports its modules is not a circle with them:
+    # drop edges module -> own package
     for name in graph:
         graph[name] = {d for d in graph[name] if not name.startswith(d + ".")}
     state: dict[str, int] = {}
@@ -133,5 +138,6 @@ def test_no_private_name_imported_across_modules():
     bad = []
     for name, path in _modules().items():
         for mod, names in _imports(name, path):
-            bad.extend(f"{name} imports {mod}.{n}" for n in names if n.startswith("_") and not n.endswith("__"))
+            bad.extend(f"{name} imports {mod}.{n}" for n in names
+                       if n.startswith("_") and not n.endswith("__"))
     assert not bad

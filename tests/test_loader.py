@@ -1,7 +1,8 @@
-"""Feeding the training loop (vqvae.data.loader): data read from files by DataLoader workers gives the batches that
-data held in memory gives, for images and for speech crops; a resumed feed continues exactly where the batches
-consumed (not those prefetched) stopped; a worker's error is one line; a run that streams an image folder through
-workers trains exactly like one that reads it in the training process, resumed mid-epoch included."""
+"""Feeding the training loop (vqvae.data.loader): data read from files by DataLoader workers gives the batches
+that data held in memory gives, for images and for speech crops; a resumed feed continues exactly where the
+batches consumed (not those prefetched) stopped; a worker's error is one line; a run that streams an image
+folder through workers trains exactly like one that reads it in the training process, resumed mid-epoch
+included."""
 
 import json
 from functools import partial
@@ -11,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vqvae.recipes import load_recipe
 from vqvae.data import load_images
 from vqvae.data.audio import load_speech, random_crops, write_wav
 from vqvae.data.images.folder import ImageFiles
 from vqvae.data.loader import Batches, Feed, batch_generator, iter_batches, rows
 from vqvae.errors import VQVAEError
+from vqvae.recipes import load_recipe
 
 
 def export_folder(root, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
@@ -128,8 +129,9 @@ def test_speech_files_have_their_header_lengths_and_the_in_memory_crops(tmp_path
 # -- whole runs ---------------------------------------------------------------------------------------------
 TINY = ["model.hidden=8", "model.res_hidden=4", "model.num_res_layers=1", "model.embedding_dim=4",
         "model.num_embeddings=8", "model.image_size=8", "train.batch_size=16", "train.warmup_steps=1",
-        "train.eval_batches=1", "train.log_every=1", "train.schedule=constant"]  # constant: a run cut short and resumed
-# has the learning rates of an uninterrupted one
+        "train.eval_batches=1", "train.log_every=1",
+        # constant: a run cut short and resumed has the learning rates of an uninterrupted one
+        "train.schedule=constant"]
 
 
 def train_folder(root, out, steps: int, workers: int, resume: bool = False) -> dict[str, torch.Tensor]:

@@ -268,7 +268,7 @@ def test_perplexity_agrees_with_batch_formula_up_to_epsilon():
 def test_codebook_usage_bad_input_and_reset():
     usage = CodebookUsage(16)
     with pytest.raises(ValueError, match="no indices"):
-        usage.perplexity
+        _ = usage.perplexity
     with pytest.raises(ValueError, match="16"):
         usage.update(torch.tensor([0, 16]))
     with pytest.raises(ValueError, match="-3"):

@@ -80,23 +80,26 @@ def test_logistic_likelihood_model_and_its_bits_per_dim():
     z_q = m.quantizer.lookup(out.indices).permute(0, 3, 1, 2)
     lp = m.pixel_log_prob(x, z_q)
     torch.testing.assert_close(out.recon_loss, -lp.mean())  # the training loss is the NLL in nats/dim
-    metrics = evaluate_image_model(m.eval(), ImageDataset(images, torch.zeros(6, dtype=torch.long), ["a"], "toy"))
+    metrics = evaluate_image_model(m.eval(),
+                                   ImageDataset(images, torch.zeros(6, dtype=torch.long), ["a"], "toy"))
     with torch.no_grad():
-        expected_nll = -float(m.pixel_log_prob(x, m.quantizer.lookup(m.encode(x)).permute(0, 3, 1, 2)).double().sum())
+        z_q_eval = m.quantizer.lookup(m.encode(x)).permute(0, 3, 1, 2)
+        expected_nll = -float(m.pixel_log_prob(x, z_q_eval).double().sum())
     assert metrics["nll_bits_per_dim"] == pytest.approx(expected_nll / (6 * 784 * 0.6931471805599453))
     # the uniform prior adds log2(K) bits per latent: 49 * 5 bits over 784 pixels
-    assert metrics["elbo_bits_per_dim_uniform_prior"] - metrics["nll_bits_per_dim"] == pytest.approx(49 * 5 / 784)
+    gap = metrics["elbo_bits_per_dim_uniform_prior"] - metrics["nll_bits_per_dim"]
+    assert gap == pytest.approx(49 * 5 / 784)
     with pytest.raises(VQVAEError, match="no pixel likelihood"):
         VQVAE(hidden=16, res_hidden=8, embedding_dim=4, num_embeddings=32).pixel_log_prob(x, z_q)
 
 
-# -- several codes at each latent position (the paper's 8x8x10 CIFAR-10 layout) ---------------------------------------
+# -- several codes at each latent position (the paper's 8x8x10 CIFAR-10 layout) ------------------------------
 def test_several_codes_per_position_share_one_codebook():
     from vqvae.config import ImageModelConfig
     from vqvae.models import VQVAE
 
-    config = ImageModelConfig(in_channels=3, image_size=16, hidden=16, res_hidden=8, num_res_layers=1, embedding_dim=4,
-                         num_embeddings=8, latents_per_position=3)
+    config = ImageModelConfig(in_channels=3, image_size=16, hidden=16, res_hidden=8, num_res_layers=1,
+                              embedding_dim=4, num_embeddings=8, latents_per_position=3)
     torch.manual_seed(0)
     model = VQVAE(config).eval()
     x = torch.rand(2, 3, 16, 16)

@@ -1,6 +1,6 @@
-"""The non-finite guard: a poisoned batch is undone (skip) or ends the run (stop) before it touches the weights, the
-optimiser or the codebook; the quantizers leave non-finite vectors out of their statistics; no checkpoint with a
-non-finite value is ever written."""
+"""The non-finite guard: a poisoned batch is undone (skip) or ends the run (stop) before it touches the
+weights, the optimiser or the codebook; the quantizers leave non-finite vectors out of their statistics; no
+checkpoint with a non-finite value is ever written."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from vqvae import checkpoint
-from vqvae.recipes import load_recipe
 from vqvae.errors import VQVAEError
 from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA
+from vqvae.recipes import load_recipe
 from vqvae.train import tasks as tasks_module
 from vqvae.train import train_and_evaluate
 
@@ -78,11 +78,14 @@ def test_skip_undoes_a_poisoned_step_and_counts_it(small_fmnist, tmp_path, monke
 
 
 @pytest.mark.slow
-def test_stop_ends_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(small_fmnist, tmp_path, monkeypatch):
+def test_stop_ends_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(small_fmnist, tmp_path,
+                                                                              monkeypatch):
     _poison(monkeypatch, {5})
     out = tmp_path / "stopped"
-    with pytest.raises(VQVAEError, match=r"step 5: the loss or a gradient is not finite \(train.on_nonfinite is stop"):
-        train_and_evaluate(_recipe(small_fmnist, "train.steps=8", "train.on_nonfinite=stop"), out, progress=False)
+    with pytest.raises(VQVAEError, match=r"step 5: the loss or a gradient is not finite "
+                                         r"\(train.on_nonfinite is stop"):
+        train_and_evaluate(_recipe(small_fmnist, "train.steps=8", "train.on_nonfinite=stop"), out,
+                           progress=False)
     manifest = checkpoint.verify(out)
     assert manifest["step"] == 4 and _finite(out)
     codebook = load_file(out / "model.safetensors")["quantizer.embeddings"]
@@ -103,6 +106,7 @@ def test_non_finite_settings_are_refused():
                      "train.max_seconds=.inf"):
         with pytest.raises(VQVAEError, match="must be a finite number"):
             load_recipe("fashion_mnist", [override])
-    for kw in ({"commitment_cost": float("inf")}, {"epsilon": float("inf")}, {"restart_threshold": float("nan")}):
+    for kw in ({"commitment_cost": float("inf")}, {"epsilon": float("inf")},
+               {"restart_threshold": float("nan")}):
         with pytest.raises(ValueError, match="finite"):
             VectorQuantizerEMA(4, 8, **kw)

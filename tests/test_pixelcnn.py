@@ -40,7 +40,8 @@ def test_causal_and_no_blind_spot(kernel_size, device):
 
 def test_label_changes_the_output_and_shapes(device):
     torch.manual_seed(0)
-    model = GatedPixelCNN(num_embeddings=11, num_classes=4, channels=8, num_layers=3, head_channels=16).to(device)
+    model = GatedPixelCNN(num_embeddings=11, num_classes=4, channels=8, num_layers=3,
+                          head_channels=16).to(device)
     idx = torch.randint(11, (2, 5, 7)).to(device)
     a = model(idx, torch.tensor([0, 0], device=device))
     b = model(idx, torch.tensor([3, 3], device=device))
@@ -51,7 +52,8 @@ def test_label_changes_the_output_and_shapes(device):
 
 def test_naive_sampling_is_seeded_and_respects_temperature_and_labels(device):
     torch.manual_seed(0)
-    model = GatedPixelCNN(num_embeddings=5, num_classes=2, channels=8, num_layers=2, head_channels=8).to(device)
+    model = GatedPixelCNN(num_embeddings=5, num_classes=2, channels=8, num_layers=2,
+                          head_channels=8).to(device)
     labels = torch.tensor([0, 1, 1], device=device)
     s1 = model.sample_naive((3, 4), labels, generator=torch.Generator().manual_seed(1))
     s2 = model.sample_naive((3, 4), labels, generator=torch.Generator().manual_seed(1))
@@ -110,6 +112,7 @@ def test_evaluate_prior_closed_form_with_a_uniform_prior(small_fmnist):
         z_q = vq.quantizer.lookup(vq.encode(x)).permute(0, 3, 1, 2)
         decoder_bits = -float(vq.pixel_log_prob(x, z_q).double().sum()) / math.log(2)
     assert m["decoder_nll_bits_per_dim"] == pytest.approx(decoder_bits / x.numel(), rel=1e-6)
-    assert m["elbo_bits_per_dim_uniform_prior"] == pytest.approx((decoder_bits + 100 * 49 * 4) / x.numel(), rel=1e-6)
+    assert m["elbo_bits_per_dim_uniform_prior"] == pytest.approx((decoder_bits + 100 * 49 * 4) / x.numel(),
+                                                                 rel=1e-6)
     with pytest.raises(VQVAEError, match="classes"):
         evaluate_prior(GatedPixelCNN(num_embeddings=16, num_classes=3, channels=4, num_layers=1), vq, data)

@@ -154,7 +154,8 @@ def test_classifier_is_built_from_its_config_and_refuses_bad_configs(tmp_path):
     assert c(torch.rand(2, 3, 32, 32)).shape == (2, 5)
     c.save_pretrained(tmp_path / "clf")
     config = json.loads((tmp_path / "clf" / "config.json").read_text())
-    (tmp_path / "clf" / "manifest.json").unlink()  # a checkpoint from before manifests: its config is what is checked
+    # a checkpoint from before manifests: its config is what is checked
+    (tmp_path / "clf" / "manifest.json").unlink()
     for bad, says in (({"in_channels": "1"}, "classifier in_channels must be an integer"),
                       ({"num_classes": 0}, "classifier num_classes must be"),
                       ({"image_size": -4}, "classifier image_size must be"), ({"colour": True}, "colour")):

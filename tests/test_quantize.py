@@ -80,7 +80,8 @@ def test_vq_matches_reference_values_and_gradients(shape, device):
     np.testing.assert_allclose(out.loss.item(), cl + 0.25 * ml, rtol=1e-5)
     np.testing.assert_allclose(out.perplexity.item(), ppl, rtol=1e-5)
     # d/dx: straight-through g, plus beta * 2 (x - q) / m from the commitment term
-    np.testing.assert_allclose(x.grad.cpu().numpy(), g.cpu().numpy() + 0.25 * 2 * (xn - q) / m, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(x.grad.cpu().numpy(), g.cpu().numpy() + 0.25 * 2 * (xn - q) / m,
+                               rtol=1e-4, atol=1e-6)
     # d/dcodebook: only the codebook term, 2 (e - x) / m summed over the vectors assigned to each code
     gcb = np.zeros_like(cb)
     np.add.at(gcb, idx.reshape(-1), 2 * (q - xn).reshape(-1, D) / m)
@@ -162,7 +163,8 @@ def test_wrong_last_dimension_names_the_shapes():
         VectorQuantizer(D, K).lookup(torch.tensor([16]))
 
 
-@pytest.mark.parametrize("kwargs", [dict(embedding_dim=0), dict(num_embeddings=-1), dict(commitment_cost=-1.0)])
+@pytest.mark.parametrize("kwargs", [dict(embedding_dim=0), dict(num_embeddings=-1),
+                                    dict(commitment_cost=-1.0)])
 def test_bad_constructor_arguments(kwargs):
     args = dict(embedding_dim=D, num_embeddings=K) | kwargs
     with pytest.raises(ValueError):
@@ -204,7 +206,8 @@ def test_ema_matches_reference_over_several_steps(device):
         ml = ((xn - q) ** 2).mean()
         np.testing.assert_allclose(out.loss.item(), 0.25 * ml, rtol=1e-5)
         out.loss.backward()
-        np.testing.assert_allclose(x.grad.cpu().numpy(), 0.25 * 2 * (xn - q) / x.numel(), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(x.grad.cpu().numpy(), 0.25 * 2 * (xn - q) / x.numel(),
+                                   rtol=1e-4, atol=1e-7)
 
 
 def test_ema_eval_mode_changes_nothing():

@@ -1,9 +1,9 @@
 """The paper's recipes (arXiv:1711.00937, section 4): CIFAR-10, ImageNet 128x128 and VCTK-style speech.
 
-They cannot be trained to the end here. A fast test reads each one as written and checks the paper's values and
-the latent shapes of the models it builds; the slow ones shrink each recipe (widths, batch, steps: never the number
-of strided convolutions, the latent grid's ratio or K) and train it a few steps on data made in the test, in one
-process and under ``torchrun`` with two gloo ranks.
+They cannot be trained to the end here. A fast test reads each one as written and checks the paper's values
+and the latent shapes of the models it builds; the slow ones shrink each recipe (widths, batch, steps: never
+the number of strided convolutions, the latent grid's ratio or K) and train it a few steps on data made in the
+test, in one process and under ``torchrun`` with two gloo ranks.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def write_cifar_batches(root: Path, n_train: int = 32, n_test: int = 16) -> Path
 
 
 def write_image_folder(root: Path, per_class: int = 10) -> Path:
-    """Two class sub-folders of 160x128 RGB PNGs (the loader resizes and centre-crops them to 128x128); with 10
-    per class, the folder's deterministic split leaves one test image in each."""
+    """Two class sub-folders of 160x128 RGB PNGs (the loader resizes and centre-crops them to 128x128); with
+    10 per class, the folder's deterministic split leaves one test image in each."""
     for c, name in enumerate(("goldfish", "tabby")):
         (root / name).mkdir(parents=True)
         for i, image in enumerate(_smooth_images(per_class, 160, 10 + c)):
@@ -59,7 +59,8 @@ def write_image_folder(root: Path, per_class: int = 10) -> Path:
 
 
 def write_speaker_corpus(root: Path, speakers: int = 2, per_speaker: int = 3, rate: int = 16000) -> Path:
-    """Speaker sub-folders of 0.3 s 16-bit WAVs: a voiced-like buzz (a pitch per speaker) with a moving formant."""
+    """Speaker sub-folders of 0.3 s 16-bit WAVs: a voiced-like buzz (a pitch per speaker) with a moving
+    formant."""
     from vqvae.data.audio import write_wav
 
     t = np.arange(int(0.3 * rate)) / rate
@@ -73,18 +74,22 @@ def write_speaker_corpus(root: Path, speakers: int = 2, per_speaker: int = 3, ra
 
 
 # -- how the recipes are shrunk ---------------------------------------------------------------------------
-# Kept as the paper has them: the strided convolutions (so the latent grid's ratio), K, beta, the quantizer, the
-# likelihood, speaker conditioning, the residual blocks. Shrunk: widths, D, the WaveNet's depth, the batch, the
-# crop, the step count; the priors' widths and depths too.
+# Kept as the paper has them: the strided convolutions (so the latent grid's ratio), K, beta, the quantizer,
+# the likelihood, speaker conditioning, the residual blocks. Shrunk: widths, D, the WaveNet's depth, the
+# batch, the crop, the step count; the priors' widths and depths too.
 COMMON = ["train.eval_batches=1", "train.log_every=1"]
-CIFAR_SMALL = ["model.hidden=32", "model.res_hidden=16", "model.embedding_dim=8", "train.batch_size=8", *COMMON]
-IMAGENET_SMALL = ["model.hidden=16", "model.res_hidden=8", "model.embedding_dim=8", "train.batch_size=4", *COMMON]
+CIFAR_SMALL = ["model.hidden=32", "model.res_hidden=16", "model.embedding_dim=8", "train.batch_size=8",
+               *COMMON]
+IMAGENET_SMALL = ["model.hidden=16", "model.res_hidden=8", "model.embedding_dim=8", "train.batch_size=4",
+                  *COMMON]
 VCTK_SMALL = ["audio.hidden=8", "audio.embedding_dim=8", "audio.local_channels=8", "audio.channels=8",
-              "audio.skip_channels=8", "audio.max_dilation=8", "audio.dilation_cycles=1", "train.batch_size=2",
-              "train.crop_length=512", *COMMON]
-PIXELCNN_SMALL = ["prior.channels=8", "prior.num_layers=2", "prior.head_channels=16", "train.batch_size=4", *COMMON]
-WAVENET_PRIOR_SMALL = ["wavenet_prior.channels=8", "wavenet_prior.skip_channels=8", "wavenet_prior.max_dilation=4",
-                       "wavenet_prior.dilation_cycles=1", "train.batch_size=2", "train.crop_length=4", *COMMON]
+              "audio.skip_channels=8", "audio.max_dilation=8", "audio.dilation_cycles=1",
+              "train.batch_size=2", "train.crop_length=512", *COMMON]
+PIXELCNN_SMALL = ["prior.channels=8", "prior.num_layers=2", "prior.head_channels=16", "train.batch_size=4",
+                  *COMMON]
+WAVENET_PRIOR_SMALL = ["wavenet_prior.channels=8", "wavenet_prior.skip_channels=8",
+                       "wavenet_prior.max_dilation=4", "wavenet_prior.dilation_cycles=1",
+                       "train.batch_size=2", "train.crop_length=4", *COMMON]
 STEPS = 3
 
 
@@ -120,10 +125,12 @@ def test_cifar10_recipe_is_section_4_1():
     m, t = r.model, r.train
     assert (m.in_channels, m.image_size) == (3, 32)
     assert m.downsample == 4  # two stride-2 4x4 convolutions
-    assert (m.hidden, m.res_hidden, m.num_res_layers) == (256, 256, 2)  # "two residual blocks ... 256 hidden units"
+    # "two residual blocks ... 256 hidden units"
+    assert (m.hidden, m.res_hidden, m.num_res_layers) == (256, 256, 2)
     assert (t.lr, t.batch_size, t.steps, t.max_seconds, t.schedule) == (2e-4, 128, 250_000, 0, "constant")
     assert t.data == "cifar10"
-    assert m.latent_size == 8 and m.latents_per_position == 10 and m.num_embeddings == 512  # section 3.2's 8x8x10
+    # section 3.2's 8x8x10
+    assert m.latent_size == 8 and m.latents_per_position == 10 and m.num_embeddings == 512
     assert (m.quantizer, m.commitment_cost) == ("vq", 0.25)  # section 3.2: no EMA, beta 0.25
     model = VQVAE(m).eval()
     strided = [c for c in model.encoder.modules() if isinstance(c, torch.nn.Conv2d) and c.stride == (2, 2)]
@@ -144,9 +151,11 @@ def test_imagenet128_recipe_is_section_4_2():
     with torch.no_grad():  # full width at batch 1: 128x128x3 -> 32x32x1 codes
         out = model(torch.rand(1, 3, 128, 128))
     assert out.indices.shape == (1, 32, 32) and out.reconstruction.shape == (1, 3, 128, 128)
-    assert 128 * 128 * 3 * 8 / (32 * 32 * 9) == pytest.approx(42.67, abs=0.01)  # section 4.2's reduction in bits
+    # section 4.2's reduction in bits
+    assert 128 * 128 * 3 * 8 / (32 * 32 * 9) == pytest.approx(42.67, abs=0.01)
     p = load_recipe("imagenet128_prior", kind="prior").prior
-    assert p.conditional and p.num_layers * (p.kernel_size // 2) >= 32  # the gated stack reaches over the grid
+    # the gated stack reaches over the grid
+    assert p.conditional and p.num_layers * (p.kernel_size // 2) >= 32
     # its depth and kernel as written, narrowed (256 -> 16 channels) so that one forward pass takes no seconds
     prior = GatedPixelCNN(**{**vars(p), "channels": 16, "head_channels": 32, "num_embeddings": 512,
                              "num_classes": 2}).eval()
@@ -174,7 +183,7 @@ def test_vctk_recipe_is_section_4_3():
     assert prior.net.receptive_field >= p.train.crop_length
 
 
-# -- shrunk, trained a few steps: one process and two gloo ranks ----------------------------------------------
+# -- shrunk, trained a few steps: one process and two gloo ranks ---------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -207,10 +216,12 @@ def test_cifar10_recipe_trains(datasets, tmp_path, nproc, monkeypatch, capsys):
     out = tmp_path / "cifar10"
     _vqvae(capsys, ["train", "--config", "cifar10", "--out", out, "--steps", STEPS, *CIFAR_SMALL], nproc)
     metrics = _finished(out, STEPS)
-    assert metrics["latent_grid"] == [8, 8] and metrics["bits_per_image"] == 8 * 8 * 10 * 9  # K = 512: 9 bits a code
+    # K = 512: 9 bits a code
+    assert metrics["latent_grid"] == [8, 8] and metrics["bits_per_image"] == 8 * 8 * 10 * 9
     assert metrics["nll_bits_per_dim"] > 0  # the logistic likelihood gives bits/dim, the paper's measure
     _image_run(out, latent=8, k=512)
-    if nproc == 1:  # the paper trained no prior on these latents; the Gated PixelCNN models one code a position
+    # the paper trained no prior on these latents; the Gated PixelCNN models one code a position
+    if nproc == 1:
         from vqvae.cli import main
 
         assert main(["train-prior", str(out), "--out", str(tmp_path / "prior"), "--steps", "1"]) == 2
@@ -222,10 +233,11 @@ def test_cifar10_recipe_trains(datasets, tmp_path, nproc, monkeypatch, capsys):
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_imagenet128_recipe_and_its_prior_train(datasets, tmp_path, nproc, capsys):
     out = tmp_path / "imagenet128"
-    _vqvae(capsys, ["train", "--config", "imagenet128", "--data", datasets["imagenet"], "--out", out, "--steps", STEPS,
-                    *IMAGENET_SMALL], nproc)
+    _vqvae(capsys, ["train", "--config", "imagenet128", "--data", datasets["imagenet"], "--out", out,
+                    "--steps", STEPS, *IMAGENET_SMALL], nproc)
     metrics = _finished(out, STEPS)
-    assert metrics["latent_grid"] == [32, 32] and metrics["bits_per_image"] == 32 * 32 * 9  # section 4.2's 32x32x9
+    # section 4.2's 32x32x9
+    assert metrics["latent_grid"] == [32, 32] and metrics["bits_per_image"] == 32 * 32 * 9
     _image_run(out, latent=32, k=512)
     if nproc == 1:  # the class-conditional PixelCNN over the 32x32 codes of the two classes
         prior = tmp_path / "prior"
@@ -240,8 +252,8 @@ def test_imagenet128_recipe_and_its_prior_train(datasets, tmp_path, nproc, capsy
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_vctk_recipe_and_its_prior_train(datasets, tmp_path, nproc, capsys):
     out = tmp_path / "vctk"
-    _vqvae(capsys, ["audio", "train", "--config", "vctk", "--data", datasets["vctk"], "--out", out, "--steps", STEPS,
-                    *VCTK_SMALL], nproc)
+    _vqvae(capsys, ["audio", "train", "--config", "vctk", "--data", datasets["vctk"], "--out", out,
+                    "--steps", STEPS, *VCTK_SMALL], nproc)
     metrics = _finished(out, STEPS)
     assert metrics["conditioned_on"] == ["codes", "speaker"] and metrics["codes_per_second"] == 250
     _audio_run(out)

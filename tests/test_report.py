@@ -1,5 +1,5 @@
-"""``vqvae report``: one self-contained HTML page per run (or several side by side), a run still training renders
-what exists, and bad input is one line with exit 2."""
+"""``vqvae report``: one self-contained HTML page per run (or several side by side), a run still training
+renders what exists, and bad input is one line with exit 2."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from vqvae.cli import main
 from vqvae.data.audio import write_wav
-from vqvae.report import build_report, read_metrics
 from vqvae.errors import VQVAEError
+from vqvae.report import build_report, read_metrics
 
 TINY = ["model.hidden=16", "model.res_hidden=8", "model.embedding_dim=8", "model.num_embeddings=32",
         "train.batch_size=16", "train.log_every=2", "train.warmup_steps=2", "train.eval_batches=2"]
@@ -23,8 +23,8 @@ TINY = ["model.hidden=16", "model.res_hidden=8", "model.embedding_dim=8", "model
 def runs(small_fmnist, tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     for name, k in (("a", 32), ("b", 16)):
-        assert main(["train", "--data", str(small_fmnist), "--out", str(root / name), "--steps", "6", "--quiet",
-                     *TINY, f"model.num_embeddings={k}"]) == 0
+        assert main(["train", "--data", str(small_fmnist), "--out", str(root / name), "--steps", "6",
+                     "--quiet", *TINY, f"model.num_embeddings={k}"]) == 0
     return root
 
 
@@ -38,19 +38,22 @@ def test_one_run_is_one_self_contained_page(runs, tmp_path, capsys):
     assert main(["report", str(runs / "a"), "--out", str(out)]) == 0
     assert str(out) in capsys.readouterr().out
     page = out.read_text()
-    assert all(s.startswith("data:") for s in _srcs(page))  # every image and sound inline: no request anywhere
+    # every image and sound inline: no request anywhere
+    assert all(s.startswith("data:") for s in _srcs(page))
     assert "<script" not in page and "http://" not in page and "https://" not in page
     for part in ("training curves", "metrics (eval.json)", "codebook", "originals above reconstructions",
                  "model.num_embeddings", "<details>", "psnr"):
         assert part in page, part
     assert len(re.findall(r"<img ", page)) >= 2 * 5 + 2 + 1  # curves against steps and time, usage, grid
-    assert "<p>0 all along: skipped.</p>" in page and 'alt="skipped against steps"' not in page  # said, not drawn
+    # said, not drawn
+    assert "<p>0 all along: skipped.</p>" in page and 'alt="skipped against steps"' not in page
 
 
 @pytest.mark.slow
 def test_two_runs_side_by_side_highlight_what_differs(runs, tmp_path):
     page = build_report([runs / "a", runs / "b"], tmp_path / "r.html").read_text()
-    assert re.search(r'<tr class="diff"><td class=\'key\'>model.num_embeddings</td><td>32</td><td>16</td>', page)
+    assert re.search(r'<tr class="diff"><td class=\'key\'>model.num_embeddings</td>'
+                     r'<td>32</td><td>16</td>', page)
     assert not re.search(r'<tr class="diff"><td class=\'key\'>model.hidden<', page)
 
 
@@ -88,9 +91,11 @@ def test_bad_input_is_one_line_and_nothing_is_overwritten(runs, tmp_path, capfd)
     for name, text, says in (("verdicts.json", "[1, 2]", "must map file names"),
                              ("verdicts.json", "{", "is not valid JSON"),
                              ("score.json", "[]", "is not a score.json"),
-                             ("score.json", '{"classifier_test_accuracy": "high", "samples": {}}', "is not a score.json")):
+                             ("score.json", '{"classifier_test_accuracy": "high", "samples": {}}',
+                              "is not a score.json")):
         (media / name).write_text(text)
-        assert main(["report", str(runs / "a"), "--media", str(media), "--out", str(tmp_path / "x.html")]) == 2
+        assert main(["report", str(runs / "a"), "--media", str(media),
+                     "--out", str(tmp_path / "x.html")]) == 2
         err = capfd.readouterr().err.strip().splitlines()
         assert len(err) == 1 and says in err[0], err
         (media / name).unlink()
@@ -102,15 +107,15 @@ def test_a_new_run_with_overwrite_removes_the_old_scores(runs, small_fmnist, tmp
     shutil.copytree(runs / "b", run)
     (run / "score.json").write_text("{}")  # scores of the samples of the run being replaced
     (run / "mine.txt").write_text("mine")
-    assert main(["train", "--data", str(small_fmnist), "--out", str(run), "--steps", "1", "--quiet", "--overwrite",
-                 *TINY]) == 0
+    assert main(["train", "--data", str(small_fmnist), "--out", str(run), "--steps", "1", "--quiet",
+                 "--overwrite", *TINY]) == 0
     assert not (run / "score.json").exists() and (run / "mine.txt").read_text() == "mine"
 
 
 def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
     """150 conversions (450 files): a report plays whole triples (input, reconstruction, conversion), every
-    speaker before any speaker twice, a digit each speaker has not had yet first; the verdicts are marked against
-    what each file should be heard as."""
+    speaker before any speaker twice, a digit each speaker has not had yet first; the verdicts are marked
+    against what each file should be heard as."""
     from vqvae.report.sections import MAX_WAVS, media_dir_section, pick_wavs
 
     speakers, wavs, verdicts = ["ann", "bob", "cy"], [], {}
@@ -119,7 +124,8 @@ def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
         for role, who in (("input", s), ("reconstructed", s), (f"as_{t}", t)):
             name = f"{n:03d}_{s}_{role}.wav"
             wavs.append(tmp_path / name)
-            verdicts[name] = {"speaker": who, "class": k, "pitch_hz": 120.0, "expected": {"speaker": who, "class": k}}
+            verdicts[name] = {"speaker": who, "class": k, "pitch_hz": 120.0,
+                              "expected": {"speaker": who, "class": k}}
     groups = pick_wavs(sorted(wavs), verdicts)
     assert sum(map(len, groups)) <= MAX_WAVS and len(groups) == MAX_WAVS // 3
     for g in groups:  # whole takes, in the order input, reconstruction, conversion
@@ -132,7 +138,8 @@ def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
         digits = [k for who, k in takes if who == s]
         assert len(set(digits)) == len(digits)  # no digit twice for a speaker while others are left
     # without verdicts.json: the speaker is the word after the number, the class the rest of the name
-    samples = [tmp_path / f"{n:03d}_{s}_says_{n // 5 % 5}.wav" for n, s in enumerate(["ann"] * 25 + ["bob"] * 25)]
+    samples = [tmp_path / f"{n:03d}_{s}_says_{n // 5 % 5}.wav"
+               for n, s in enumerate(["ann"] * 25 + ["bob"] * 25)]
     picked = [g[0].name for g in pick_wavs(samples, {}, limit=6)]
     assert picked == ["000_ann_says_0.wav", "005_ann_says_1.wav", "010_ann_says_2.wav",
                       "025_bob_says_0.wav", "030_bob_says_1.wav", "035_bob_says_2.wav"], picked
@@ -140,7 +147,7 @@ def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
     assert pick_wavs(few, verdicts) == [[few[1], few[2], few[0]], [few[4], few[5], few[3]]]
 
     folder = tmp_path / "conv"
-    for name, (f0, heard_as) in {"00_ann_input.wav": (120, "ann"), "00_ann_reconstructed.wav": (240, "ann"),
+    for name, (f0, _heard_as) in {"00_ann_input.wav": (120, "ann"), "00_ann_reconstructed.wav": (240, "ann"),
                                  "00_ann_as_bob.wav": (150, "cy")}.items():
         write_wav(folder / name, 0.3 * np.sin(2 * np.pi * f0 * np.arange(800) / 8000), 8000)
     (folder / "verdicts.json").write_text(json.dumps({
@@ -151,7 +158,8 @@ def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
     from vqvae.report import _img, _uri
 
     page = media_dir_section(folder, _img, _uri)
-    assert "the judges hear: speaker ann \u2713, pitch 120.0 Hz (0.10 s)" in page  # an input's pitch is its own
+    # an input's pitch is its own
+    assert "the judges hear: speaker ann \u2713, pitch 120.0 Hz (0.10 s)" in page
     assert "speaker ann \u2713, pitch 240.0 Hz \u2717 (input 120.0 Hz)" in page  # an octave off
     assert "speaker cy \u2717 (expected bob), unvoiced" in page
     for name in ("01_solo.wav", "02_solo.wav"):  # single files beside the take: side by side, boxes balanced
@@ -164,7 +172,8 @@ def test_many_wavs_are_picked_whole_takes_one_speaker_at_a_time(tmp_path):
     for i in range(MAX_WAVS + 2):  # images beyond the first 30 are counted, not shown
         Image.new("L", (4, 4), i).save(folder / f"grid{i:02d}.png")
     page = media_dir_section(folder, _img, _uri)
-    assert page.count("data:image/png") == MAX_WAVS and f"the first {MAX_WAVS} of the {MAX_WAVS + 2} PNG" in page
+    assert page.count("data:image/png") == MAX_WAVS
+    assert f"the first {MAX_WAVS} of the {MAX_WAVS + 2} PNG" in page
 
 
 AUDIO = ["audio.sample_rate=8000", "audio.num_downsamples=2", "audio.hidden=8", "audio.embedding_dim=4",
@@ -190,22 +199,25 @@ def test_a_report_of_every_kind_of_run_opens_in_a_real_browser(runs, small_fmnis
     t = np.arange(3200) / 8000
     for s, f0 in enumerate((110.0, 190.0, 300.0)):
         for i in range(3):
-            write_wav(tones / f"spk{s}" / f"u{i}.wav", 0.3 * np.sin(2 * np.pi * f0 * (1 + 0.02 * i) * t), 8000)
+            write_wav(tones / f"spk{s}" / f"u{i}.wav", 0.3 * np.sin(2 * np.pi * f0 * (1 + 0.02 * i) * t),
+                      8000)
     made = {
         "prior": ["train-prior", str(runs / "a"), "--steps", "3", "prior.channels=8", "prior.num_layers=2",
                   "prior.head_channels=16", "train.batch_size=16", "train.eval_batches=1"],
-        "classifier": ["train-classifier", "--data", str(small_fmnist), "--epochs", "1", "--max-seconds", "3"],
+        "classifier": ["train-classifier", "--data", str(small_fmnist), "--epochs", "1",
+                       "--max-seconds", "3"],
         "audio": ["audio", "train", "--data", str(tones), "--steps", "3", *AUDIO],
     }
     for name, argv in made.items():
-        assert main([*argv, "--out", str(tmp_path / name), *(["--quiet"] if name != "classifier" else [])]) == 0
-    assert main(["audio", "train-prior", str(tmp_path / "audio"), "--out", str(tmp_path / "audio_prior"), "--steps",
-                 "3", "--quiet", "wavenet_prior.channels=8", "wavenet_prior.skip_channels=8",
+        quiet = ["--quiet"] if name != "classifier" else []
+        assert main([*argv, "--out", str(tmp_path / name), *quiet]) == 0
+    assert main(["audio", "train-prior", str(tmp_path / "audio"), "--out", str(tmp_path / "audio_prior"),
+                 "--steps", "3", "--quiet", "wavenet_prior.channels=8", "wavenet_prior.skip_channels=8",
                  "wavenet_prior.max_dilation=4", "wavenet_prior.dilation_cycles=1", "train.batch_size=2",
                  "train.crop_length=16", "train.warmup_steps=1", "train.eval_batches=1"]) == 0
     wavs = tmp_path / "wavs"  # conversions written outside the run, with what the judges heard in each
-    assert main(["audio", "conversion", str(tmp_path / "audio"), "--pairs", "2", "--seconds", "0.1", "--wav-dir",
-                 str(wavs)]) == 0
+    assert main(["audio", "conversion", str(tmp_path / "audio"), "--pairs", "2", "--seconds", "0.1",
+                 "--wav-dir", str(wavs)]) == 0
     verdicts = json.loads((wavs / "verdicts.json").read_text())
     assert sorted(verdicts) == sorted(p.name for p in wavs.glob("*.wav")) and len(verdicts) == 6
     assert all(v["speaker"] in ("spk0", "spk1", "spk2") and "pitch_hz" in v for v in verdicts.values())
@@ -215,10 +227,12 @@ def test_a_report_of_every_kind_of_run_opens_in_a_real_browser(runs, small_fmnis
         result = open_page(chromium, out, tmp_path / f"{name}.png")
         assert result["console_errors"] == [] and result["requests"] == [], name
         assert result["broken_images"] == 0 and result["screenshot_variance"] > 10.0, name
-        assert result["images"] >= (0 if name == "classifier" else 4), (name, result)  # no metrics.csv: no curves
+        # no metrics.csv: no curves
+        assert result["images"] >= (0 if name == "classifier" else 4), (name, result)
         if media:
             assert result["audios"] == 6 and result["silent_audios"] == 0, result
-            assert out.read_text().count("the judges hear: speaker spk") == 2 * 6  # the caption and the alt text
+            # the caption and the alt text
+            assert out.read_text().count("the judges hear: speaker spk") == 2 * 6
 
 
 @pytest.mark.slow
@@ -236,16 +250,21 @@ def test_the_report_opens_in_a_real_browser(runs, tmp_path):
     assert result["images"] > 10 and result["broken_images"] == 0
     assert result["audios"] == 1 and result["silent_audios"] == 0
     assert result["screenshot_variance"] > 10.0 and result["overflow"] <= 0
-    # on a phone (390 CSS pixels) nothing makes the reader scroll sideways: wide tables scroll in their own box
-    phone = open_page(chromium, build_report([run, runs / "b"], tmp_path / "two.html"), tmp_path / "phone.png", 390)
-    assert phone["overflow"] <= 0 and phone["broken_images"] == 0 and phone["screenshot_variance"] > 10.0, phone
-    # and the check can fail: a broken image, a request to the network, an unplayable sound, a page too wide for a
-    # phone, a blank page
+    # on a phone (390 CSS pixels) nothing makes the reader scroll sideways:
+    # wide tables scroll in their own box
+    two = build_report([run, runs / "b"], tmp_path / "two.html")
+    phone = open_page(chromium, two, tmp_path / "phone.png", 390)
+    assert (phone["overflow"] <= 0 and phone["broken_images"] == 0
+            and phone["screenshot_variance"] > 10.0), phone
+    # and the check can fail: a broken image, a request to the network, an unplayable sound, a page too wide
+    # for a phone, a blank page
     bad = tmp_path / "bad.html"
     bad.write_text('<!doctype html><html><head></head><body><img src="data:image/png;base64,AAAA">'
-                   '<img src="http://192.0.2.1/x.png"><audio src="data:audio/wav;base64,AAAA"></audio></body></html>')
+                   '<img src="http://192.0.2.1/x.png"><audio src="data:audio/wav;base64,AAAA"></audio>'
+                   '</body></html>')
     result = open_page(chromium, bad, tmp_path / "bad.png")
     assert result["broken_images"] == 2 and result["silent_audios"] == 1
     assert result["requests"] == ["http://192.0.2.1/x.png"] and result["screenshot_variance"] < 10.0
-    bad.write_text('<!doctype html><html><head></head><body><div style="width:900px">wide</div></body></html>')
+    bad.write_text('<!doctype html><html><head></head><body><div style="width:900px">wide</div>'
+                   '</body></html>')
     assert open_page(chromium, bad, tmp_path / "bad.png", 390)["overflow"] > 400

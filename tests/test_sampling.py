@@ -56,7 +56,8 @@ def test_sample_images_is_the_prior_sample_of_a_seeded_generator(prior, vq, devi
     assert torch.equal(indices, expected.cpu())
     assert torch.equal(indices, cpu_prior.sample((7, 7), labels, 1.0, torch.Generator().manual_seed(5)))
     _, cold = sample_images(prior, vq, labels, seed=5, temperature=0.5)
-    assert torch.equal(cold, prior.sample((7, 7), labels.to(device), 0.5, torch.Generator().manual_seed(5)).cpu())
+    assert torch.equal(cold, prior.sample((7, 7), labels.to(device), 0.5,
+                                          torch.Generator().manual_seed(5)).cpu())
 
 
 def test_sample_images_same_seed_same_samples(prior, vq):
@@ -159,17 +160,17 @@ def test_wavenet_prior_is_exactly_causal():
     codes = torch.randint(0, 8, (2, L), generator=g)
     speakers = torch.tensor([0, 1])
     base = model(codes, speakers)
-    for l in range(L):
+    for pos in range(L):
         later = codes.clone()
-        shift = 1 + torch.randint(0, 7, later[:, l:].shape, generator=g)
-        later[:, l:] = (later[:, l:] + shift) % 8  # every code from l on differs
-        assert torch.equal(model(later, speakers)[:, :, : l + 1], base[:, :, : l + 1]), l
-        if l + 1 < L:  # the code at l reaches the logits after it (the next one at least)
+        shift = 1 + torch.randint(0, 7, later[:, pos:].shape, generator=g)
+        later[:, pos:] = (later[:, pos:] + shift) % 8  # every code from pos on differs
+        assert torch.equal(model(later, speakers)[:, :, : pos + 1], base[:, :, : pos + 1]), pos
+        if pos + 1 < L:  # the code at pos reaches the logits after it (the next one at least)
             one = codes.clone()
-            one[:, l] = (one[:, l] + 1) % 8
+            one[:, pos] = (one[:, pos] + 1) % 8
             changed = (model(one, speakers) != base).any(1)  # (B, L)
-            assert not bool(changed[:, : l + 1].any()) and bool(changed[:, l + 1].all())
-            assert not bool(changed[:, l + 1 + rf :].any())  # and nothing beyond the receptive field
+            assert not bool(changed[:, : pos + 1].any()) and bool(changed[:, pos + 1].all())
+            assert not bool(changed[:, pos + 1 + rf :].any())  # and nothing beyond the receptive field
 
 
 def test_wavenet_prior_gradient_is_causal():
@@ -178,11 +179,11 @@ def test_wavenet_prior_gradient_is_causal():
     speakers = torch.tensor([1])
     e = model.net.embed(codes).transpose(1, 2).detach().requires_grad_()
     assert torch.equal(model.net.forward_embedded(e, None, speakers), model(codes, speakers))
-    for l in range(10):
-        (grad,) = torch.autograd.grad(model.net.forward_embedded(e, None, speakers)[:, :, l].sum(), e)
-        assert float(grad[:, :, l:].abs().max()) == 0.0, l
-        if l:
-            assert float(grad[:, :, l - 1].abs().max()) > 0, l
+    for pos in range(10):
+        (grad,) = torch.autograd.grad(model.net.forward_embedded(e, None, speakers)[:, :, pos].sum(), e)
+        assert float(grad[:, :, pos:].abs().max()) == 0.0, pos
+        if pos:
+            assert float(grad[:, :, pos - 1].abs().max()) > 0, pos
 
 
 def test_wavenet_prior_nll(device):
@@ -291,7 +292,7 @@ def test_code_crops_cover_every_start_and_follow_the_global_generator():
     assert not torch.equal(first, second)
 
 
-# -- the class-conditional WaveNet prior (speaker + what is said) ---------------------------------------------
+# -- the class-conditional WaveNet prior (speaker + what is said) --------------------------------------------
 def test_class_conditional_prior_embeddings_add_up_and_are_checked(device):
     model = wavenet_prior(num_classes=3).to(device)
     assert model.net.num_globals == 2 + 3  # speakers first, classes after them, in one table
@@ -307,8 +308,8 @@ def test_class_conditional_prior_embeddings_add_up_and_are_checked(device):
     with torch.no_grad():  # the embeddings of speaker s and class c add up: a net whose table is e_s + e_c
         one = model.net.layers[0].glob.weight
         expected = one[1] + one[2 + 2]
-        assert torch.allclose(model.net.layers[0].conditioning(None, torch.tensor([[1, 4]], device=device))[0, :, 0],
-                              expected)
+        table = model.net.layers[0].conditioning(None, torch.tensor([[1, 4]], device=device))
+        assert torch.allclose(table[0, :, 0], expected)
     with pytest.raises(VQVAEError, match=r"conditioned on the utterance's class: pass classes in \[0, 3\)"):
         model(codes, spk)
     with pytest.raises(VQVAEError, match=r"classes must lie in \[0, 3\), got \[0, 3\]"):

@@ -1,6 +1,7 @@
-"""The spectral decoder's parts against independent references: the STFT against a NumPy one, the spectral losses
-against NumPy, Griffin-Lim on signals whose spectrum is known, the decoder's shapes and a tone decoded to its
-frequency, the encoder hearing in `encode` what it hears in training, and the code probe at chance and above."""
+"""The spectral decoder's parts against independent references: the STFT against a NumPy one, the spectral
+losses against NumPy, Griffin-Lim on signals whose spectrum is known, the decoder's shapes and a tone decoded
+to its frequency, the encoder hearing in `encode` what it hears in training, and the code probe at chance and
+above."""
 
 import numpy as np
 import pytest
@@ -10,15 +11,23 @@ from vqvae.errors import VQVAEError
 from vqvae.judges.codes import CodeProbe, code_features
 from vqvae.models import AudioVQVAE
 from vqvae.models.audio import MEL_SCALES
-from vqvae.spectral import (LOG_FLOOR, griffin_lim, log_magnitude, mel_filterbank, sharpen_harmonics,
-                            spectral_convergence, spectral_loss, stft)
+from vqvae.spectral import (
+    LOG_FLOOR,
+    griffin_lim,
+    log_magnitude,
+    mel_filterbank,
+    sharpen_harmonics,
+    spectral_convergence,
+    spectral_loss,
+    stft,
+)
 
 
 def numpy_stft(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     """Frames centred on multiples of hop, zeros beyond the ends, periodic Hann window, T // hop frames."""
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
     padded = np.pad(x, n_fft // 2)
-    frames = [padded[l * hop : l * hop + n_fft] * window for l in range(len(x) // hop)]
+    frames = [padded[i * hop : i * hop + n_fft] * window for i in range(len(x) // hop)]
     return np.fft.rfft(np.array(frames), axis=1).T  # (F, N)
 
 
@@ -49,7 +58,8 @@ def test_spectral_loss_matches_numpy():
     mask[1, 9:] = 0  # the second example's last 4 frames are padding
     banks = [mel_filterbank(8000, 256, m).double() for m in (20, 10)]
     pools = [1, 4]
-    l1, mel = spectral_loss(torch.from_numpy(pred), torch.from_numpy(target), banks, pools, torch.from_numpy(mask))
+    l1, mel = spectral_loss(torch.from_numpy(pred), torch.from_numpy(target), banks, pools,
+                            torch.from_numpy(mask))
 
     ref_l1 = (np.abs(pred - target).mean(1) * mask).sum() / mask.sum()
     ref_mel = []
@@ -93,7 +103,8 @@ def test_griffin_lim_in_a_padded_batch_is_each_waveform_alone():
     a, b = torch.randn(1, 40 * hop, generator=g) * 0.1, torch.randn(1, 25 * hop, generator=g) * 0.1
     ma, mb = stft(a, n_fft, hop).abs(), stft(b, n_fft, hop).abs()
     batch = torch.cat([ma, torch.nn.functional.pad(mb, (0, 15))])
-    together = griffin_lim(batch, n_fft, hop, iterations=10, lengths=[40, 25], generator=torch.Generator().manual_seed(3))
+    together = griffin_lim(batch, n_fft, hop, iterations=10, lengths=[40, 25],
+                           generator=torch.Generator().manual_seed(3))
     alone_a = griffin_lim(ma, n_fft, hop, iterations=10, generator=torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
     torch.rand(n_fft // 2 + 1, 40 + n_fft // (2 * hop), generator=g)  # the first waveform's phases
@@ -106,8 +117,8 @@ def test_griffin_lim_in_a_padded_batch_is_each_waveform_alone():
 
 def _spectral(**kw):
     torch.manual_seed(0)
-    args = dict(decoder="spectral", sample_rate=8000, hidden=16, embedding_dim=8, num_embeddings=16, num_speakers=3,
-                spectral_channels=32, spectral_layers=2, num_downsamples=7)
+    args = dict(decoder="spectral", sample_rate=8000, hidden=16, embedding_dim=8, num_embeddings=16,
+                num_speakers=3, spectral_channels=32, spectral_layers=2, num_downsamples=7)
     args.update(kw)
     return AudioVQVAE(**args)
 
@@ -124,15 +135,16 @@ def test_spectral_decoder_shapes_and_conditioning():
     other = model.log_spectrum(out.indices, torch.tensor([1, 1]))
     with torch.no_grad():
         model.decoder.speaker.weight.normal_()
-    assert not torch.allclose(model.log_spectrum(out.indices, speakers), model.log_spectrum(out.indices,
-                                                                                              torch.tensor([1, 1])))
+    assert not torch.allclose(model.log_spectrum(out.indices, speakers),
+                              model.log_spectrum(out.indices, torch.tensor([1, 1])))
     assert other.shape == spec.shape
     wave = model.decode_indices(out.indices, speakers, generator=torch.Generator().manual_seed(0))
     assert wave.shape == (2, 1024) and float(wave.abs().max()) <= 1
     many = model.decode_many([out.indices[0, :3], out.indices[1]], speakers,
                              generator=torch.Generator().manual_seed(0))
     assert [len(w) for w in many] == [384, 1024]
-    alone = model.decode_many([out.indices[0, :3]], speakers[:1], generator=torch.Generator().manual_seed(0))[0]
+    alone = model.decode_many([out.indices[0, :3]], speakers[:1],
+                              generator=torch.Generator().manual_seed(0))[0]
     assert torch.allclose(many[0], alone, atol=1e-5)  # the longer one's frames are silence to the shorter one
     with pytest.raises(VQVAEError, match="spectral decoder has no likelihood"):
         model.nll(x, speakers)
@@ -151,7 +163,8 @@ def test_spectral_decoder_learns_a_tone_and_decodes_it_to_its_frequency():
         loss.backward()
         opt.step()
     model.eval()
-    y = model.decode_indices(model.encode(x), torch.tensor([0]), generator=torch.Generator().manual_seed(0))[0]
+    y = model.decode_indices(model.encode(x), torch.tensor([0]),
+                             generator=torch.Generator().manual_seed(0))[0]
     spectrum = np.abs(np.fft.rfft(y[256:-256].numpy() * np.hanning(1536)))
     peak = np.argmax(spectrum) * rate / 1536
     assert abs(peak - f) < rate / 1536  # within one bin of the tone
@@ -161,8 +174,10 @@ def test_spectral_decoder_learns_a_tone_and_decodes_it_to_its_frequency():
 @pytest.mark.parametrize("decoder,frontend", [("wavenet", "conv"), ("spectral", "conv"), ("wavenet", "mel"),
                                               ("spectral", "mel")])
 def test_encode_gives_the_codes_of_a_training_forward_pass(decoder, frontend):
-    kw = dict(decoder=decoder) if decoder == "spectral" else dict(decoder=decoder, channels=8, skip_channels=8,
-                                                                 local_channels=8, max_dilation=4)
+    if decoder == "spectral":
+        kw = dict(decoder=decoder)
+    else:
+        kw = dict(decoder=decoder, channels=8, skip_channels=8, local_channels=8, max_dilation=4)
     model = AudioVQVAE(sample_rate=8000, hidden=16, embedding_dim=8, num_embeddings=64, num_speakers=2,
                        spectral_channels=16, spectral_layers=1, encoder_frontend=frontend, frame_hop=16,
                        encoder_input_norm="utterance" if frontend == "mel" else "none", **kw)
@@ -195,7 +210,8 @@ def test_mel_frontend_matches_numpy_and_its_utterance_norm_ignores_gain_and_sile
 
     rate, n_fft, frame_hop, bands = 8000, 256, 32, 20
     rng = np.random.default_rng(0)
-    x = (rng.standard_normal(2048) * 0.2 + np.sin(2 * np.pi * 300 * np.arange(2048) / rate) * 0.3).astype(np.float32)
+    tone = np.sin(2 * np.pi * 300 * np.arange(2048) / rate)
+    x = (rng.standard_normal(2048) * 0.2 + tone * 0.3).astype(np.float32)
     enc = MelEncoder(rate, n_fft, frame_hop, 128, bands, hidden=8, embedding_dim=4)
     bank = mel_filterbank(rate, n_fft, bands).numpy().astype(np.float64)
     ref = np.log(np.maximum(bank @ np.abs(numpy_stft(x.astype(np.float64), n_fft, frame_hop)) ** 2, 1e-8))
@@ -210,7 +226,8 @@ def test_mel_frontend_matches_numpy_and_its_utterance_norm_ignores_gain_and_sile
     assert torch.allclose(live.std(1, unbiased=False), torch.ones(bands), atol=1e-3)
     quiet = norm.features(torch.from_numpy(x * 0.05)[None])[0]  # a gain is a constant in every log band
     assert torch.allclose(live, quiet, atol=1e-3)
-    silent = torch.zeros(1, 4096)  # zero padding (whole frames of digital silence) is left out of the statistics
+    # zero padding (whole frames of digital silence) is left out of the statistics
+    silent = torch.zeros(1, 4096)
     silent[0, :2048] = torch.from_numpy(x)
     padded = norm.features(silent)[0]
     assert bool((padded[:, -(n_fft // frame_hop) :] == 0).all())
@@ -221,7 +238,8 @@ def test_mel_frontend_matches_numpy_and_its_utterance_norm_ignores_gain_and_sile
 
 
 def numpy_sharpen(log_mag: np.ndarray, contrast: float, width: int) -> np.ndarray:
-    """sharpen_harmonics of one (F, N) log-magnitude, transcribed: moving means over ``width`` bins, edges repeated."""
+    """sharpen_harmonics of one (F, N) log-magnitude, transcribed: moving means over ``width`` bins, edges
+    repeated."""
     half = width // 2
 
     def smooth(v):
@@ -236,16 +254,21 @@ def numpy_sharpen(log_mag: np.ndarray, contrast: float, width: int) -> np.ndarra
 def test_sharpen_harmonics_matches_numpy_raises_the_harmonics_and_keeps_the_envelope():
     f = np.arange(257)
     envelope = -f / 60.0  # falling with frequency
-    comb = envelope[:, None] + 2.0 * np.cos(2 * np.pi * f / 8)[:, None] + np.zeros((1, 5))  # harmonics every 8 bins
+    # harmonics every 8 bins
+    comb = envelope[:, None] + 2.0 * np.cos(2 * np.pi * f / 8)[:, None] + np.zeros((1, 5))
     ours = sharpen_harmonics(torch.from_numpy(comb)[None], 2.5, 16)[0].numpy()
     assert np.abs(ours - numpy_sharpen(comb, 2.5, 16)).max() < 1e-9
     middle = slice(32, 224)
     peaks, valleys = f[middle][f[middle] % 8 == 0], f[middle][f[middle] % 8 == 4]
     assert (ours[peaks, 0] - ours[valleys, 0]).mean() > 2.3 * (comb[peaks, 0] - comb[valleys, 0]).mean()
-    power = lambda v: np.exp(2 * v)[middle].reshape(-1, 16, 5).sum(1)  # noqa: E731 -- bands of 16 bins
+
+    def power(v):  # bands of 16 bins
+        return np.exp(2 * v)[middle].reshape(-1, 16, 5).sum(1)
+
     assert np.abs(np.log(power(ours) / power(comb))).max() < 0.15  # the envelope stays within 0.15 nepers
     flat = torch.from_numpy(np.tile(envelope[:, None], (1, 5)))[None]
-    assert torch.allclose(sharpen_harmonics(flat, 2.5, 16)[0, 20:-20], flat[0, 20:-20], atol=1e-6)  # no detail
+    # no detail
+    assert torch.allclose(sharpen_harmonics(flat, 2.5, 16)[0, 20:-20], flat[0, 20:-20], atol=1e-6)
     assert torch.equal(sharpen_harmonics(torch.from_numpy(comb)[None], 1.0, 16)[0], torch.from_numpy(comb))
 
 

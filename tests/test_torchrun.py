@@ -1,5 +1,5 @@
-"""``torchrun --nproc_per_node 2 -m vqvae train``: two gloo processes on the CPU take the same steps as one process
-with the same global batch and seed, and only rank 0 writes."""
+"""``torchrun --nproc_per_node 2 -m vqvae train``: two gloo processes on the CPU take the same steps as one
+process with the same global batch and seed, and only rank 0 writes."""
 
 import json
 import os
@@ -14,12 +14,14 @@ from safetensors.torch import load_file
 TINY = ["model.hidden=16", "model.res_hidden=8", "model.embedding_dim=8", "model.num_embeddings=32",
         "model.restart_threshold=0", "train.batch_size=16", "train.warmup_steps=0", "train.schedule=constant",
         "train.log_every=2", "train.eval_batches=1", "train.threads=1",
-        "train.precision=fp32"]  # fp32: the 1-rank and 2-rank runs are compared to 1e-5 (bf16 rounds per batch shape)
+        # fp32: the 1-rank and 2-rank runs are compared to 1e-5 (bf16 rounds per batch shape)
+        "train.precision=fp32"]
 
 
 def _run(argv: list[str], nproc: int) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "vqvae"] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "vqvae"]
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+        "-m", "vqvae"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([*launcher, *argv], capture_output=True, text=True, timeout=300, env=env)
 
@@ -37,23 +39,24 @@ def test_two_ranks_take_the_steps_of_one_process(small_fmnist, tmp_path):
     assert one.keys() == two.keys()
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6, msg=key)
-    # ... although each rank saw only its half of every batch: rank 0 logs the reconstruction loss of its 8 images,
-    # which is not that of the 16 one process logs (while DDP's averaged gradients and the all-reduced EMA
-    # statistics make the weights agree)
+    # ... although each rank saw only its half of every batch: rank 0 logs the reconstruction loss of its 8
+    # images, which is not that of the 16 one process logs (while DDP's averaged gradients and the all-reduced
+    # EMA statistics make the weights agree)
     rows = {n: (runs[n] / "metrics.csv").read_text().splitlines() for n in (1, 2)}
     column = rows[1][0].split(",").index("recon_loss")
     assert [r.split(",")[column] for r in rows[1][1:]] != [r.split(",")[column] for r in rows[2][1:]]
     # rank 0 alone wrote: one event file, one set of CSV rows, the same files as one process
     assert len(list((runs[2] / "tb").iterdir())) == 1
-    assert (runs[2] / "metrics.csv").read_text().count("\n") == (runs[1] / "metrics.csv").read_text().count("\n")
+    assert ((runs[2] / "metrics.csv").read_text().count("\n")
+            == (runs[1] / "metrics.csv").read_text().count("\n"))
     assert sorted(p.name for p in runs[2].iterdir()) == sorted(p.name for p in runs[1].iterdir())
     assert json.loads((runs[2] / "eval.json").read_text())["step"] == 6
 
 
 @pytest.mark.slow
 def test_a_global_batch_that_the_ranks_cannot_share_is_one_line(small_fmnist, tmp_path):
-    done = _run(["train", "--data", str(small_fmnist), "--out", str(tmp_path / "r"), "--steps", "1", "--quiet",
-                 "--device", "cpu", *TINY, "train.batch_size=15"], 2)
+    done = _run(["train", "--data", str(small_fmnist), "--out", str(tmp_path / "r"), "--steps", "1",
+                 "--quiet", "--device", "cpu", *TINY, "train.batch_size=15"], 2)
     assert done.returncode != 0
     assert "train.batch_size 15 (the global batch) must be a multiple of the 2 processes" in done.stderr
     assert not (tmp_path / "r").exists()
@@ -85,8 +88,10 @@ def test_resume_under_two_ranks_and_under_another_world_size(small_fmnist, tmp_p
         done = _run(["train", "--resume", str(out), "--steps", "6", "--quiet", "--device", "cpu"], second)
         assert done.returncode == 0, done.stderr[-2000:]
         resumed = load_file(out / "model.safetensors")
-        for key in reference:  # the global batches and the averaged gradients do not depend on the world size
-            torch.testing.assert_close(resumed[key], reference[key], rtol=1e-5, atol=1e-6, msg=f"{first}->{second} {key}")
+        # the global batches and the averaged gradients do not depend on the world size
+        for key in reference:
+            torch.testing.assert_close(resumed[key], reference[key], rtol=1e-5, atol=1e-6,
+                                       msg=f"{first}->{second} {key}")
 
 
 @pytest.mark.slow
@@ -122,16 +127,17 @@ def test_encoding_sharded_over_two_ranks_gives_the_one_process_codes(tmp_path):
     assert _run(["train", "--data", "fashion-mnist", "--out", str(vq), "--steps", "2", "--quiet", *TINY],
                 1).returncode == 0
     for nproc in (1, 2):
-        done = _run(["encode", str(vq), "--out", str(tmp_path / f"codes{nproc}.npz"), "--device", "cpu"], nproc)
+        done = _run(["encode", str(vq), "--out", str(tmp_path / f"codes{nproc}.npz"), "--device", "cpu"],
+                    nproc)
         assert done.returncode == 0, done.stderr[-2000:]
     one, two = (np.load(tmp_path / f"codes{n}.npz") for n in (1, 2))
     assert sorted(one.files) == sorted(two.files) and one["train_indices"].shape == (60000, 7, 7)
     for key in one.files:
         assert np.array_equal(one[key], two[key]), key
     # the codes cache of train-prior, built by two ranks, holds the same codes
-    done = _run(["train-prior", str(vq), "--out", str(tmp_path / "prior"), "--steps", "1", "--quiet", "--device",
-                 "cpu", "prior.num_layers=1", "prior.channels=4", "prior.head_channels=8", "train.batch_size=16",
-                 "train.eval_batches=1"], 2)
+    done = _run(["train-prior", str(vq), "--out", str(tmp_path / "prior"), "--steps", "1", "--quiet",
+                 "--device", "cpu", "prior.num_layers=1", "prior.channels=4", "prior.head_channels=8",
+                 "train.batch_size=16", "train.eval_batches=1"], 2)
     assert done.returncode == 0, done.stderr[-2000:]
     cache = np.load(vq / "prior_codes.cache.npz")
     for key in ("train_indices", "test_indices", "train_labels", "test_labels"):
@@ -147,15 +153,16 @@ def test_a_wall_clock_budget_ends_every_rank_at_the_same_step(small_fmnist, tmp_
     assert json.loads((out / "eval.json").read_text())["train_seconds"] >= 4
 
 
-# -- the codebook agrees on every rank after every step ------------------------------------------------------------
-def _codebook_worker(rank: int, world: int, port: int, data: str, out: str, overrides: list[str], results) -> None:
-    """One rank of a real training run (the process group set up as torchrun would), recording the codebook before
-    and after every step."""
+# -- the codebook agrees on every rank after every step ------------------------------------------------------
+def _codebook_worker(rank: int, world: int, port: int, data: str, out: str, overrides: list[str],
+                     results) -> None:
+    """One rank of a real training run (the process group set up as torchrun would), recording the codebook
+    before and after every step."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from vqvae.recipes import load_recipe
     from vqvae.distributed import leave
+    from vqvae.recipes import load_recipe
     from vqvae.train.loop import train_task
     from vqvae.train.tasks import ImageTask
 
@@ -165,7 +172,8 @@ def _codebook_worker(rank: int, world: int, port: int, data: str, out: str, over
     def recording_step(batch):
         seen.append(task.model.quantizer.codebook.detach().clone())  # after k-means / the last optimiser step
         result = step(batch)
-        seen.append(task.model.quantizer.codebook.detach().clone())  # after this step's EMA update and restarts
+        # after this step's EMA update and restarts
+        seen.append(task.model.quantizer.codebook.detach().clone())
         return result
 
     task.step = recording_step
@@ -191,10 +199,12 @@ def test_the_codebook_is_bitwise_identical_on_every_rank_after_every_step(small_
         port = s.getsockname()[1]
     overrides = [*[o for o in TINY if not o.startswith("model.restart_threshold")], "train.steps=8",
                  f"model.quantizer={quantizer}", "model.kmeans_init=true", "train.kmeans_batches=2",
-                 "model.restart_threshold=4.0"]  # codes used < 4 times a step are restarted: some are, every step
+                 # codes used < 4 times a step are restarted: some are, every step
+                 "model.restart_threshold=4.0"]
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_codebook_worker, args=(2, port, str(small_fmnist), str(tmp_path / "run"), overrides, results),
+        mp.spawn(_codebook_worker,
+                 args=(2, port, str(small_fmnist), str(tmp_path / "run"), overrides, results),
                  nprocs=2, join=True)
         (seen0, restarts0, init0), (seen1, restarts1, init1) = results[0], results[1]
     assert seen0.shape[0] == 16 and torch.equal(seen0, seen1)  # before and after each of the 8 steps
@@ -202,7 +212,7 @@ def test_the_codebook_is_bitwise_identical_on_every_rank_after_every_step(small_
     assert not torch.equal(seen0[0], seen0[-1])
 
 
-# -- a rank that fails ends the job ----------------------------------------------------------------------------------
+# -- a rank that fails ends the job --------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_rank_that_raises_ends_the_job(tmp_path):
     """Rank 1 alone meets an unreadable image in its half of the first batch: the job ends non-zero with that
@@ -232,7 +242,8 @@ def test_a_rank_killed_with_sigkill_ends_the_job(small_fmnist, tmp_path):
     import signal
     import time
 
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "vqvae"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "-m", "vqvae"]
     job = subprocess.Popen([*launcher, "train", "--data", str(small_fmnist), "--out", str(tmp_path / "r"),
                             "--max-seconds", "300", "--quiet", "--device", "cpu", *TINY, "train.steps=0"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -1,5 +1,5 @@
-"""The training tasks that plug into the one loop: k-means init of the codebook for both autoencoders (through the
-task's encoder outputs), and runs written by a task (what config.json records)."""
+"""The training tasks that plug into the one loop: k-means init of the codebook for both autoencoders (through
+the task's encoder outputs), and runs written by a task (what config.json records)."""
 
 import json
 
@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from vqvae.recipes import load_recipe
 from vqvae.data.audio import write_wav
+from vqvae.recipes import load_recipe
 from vqvae.train.tasks import AudioTask
 
 AUDIO_TINY = ["audio.sample_rate=8000", "audio.num_downsamples=2", "audio.hidden=8", "audio.embedding_dim=4",
               "audio.num_embeddings=8", "audio.local_channels=8", "audio.channels=8", "audio.skip_channels=8",
-              "audio.max_dilation=4", "audio.dilation_cycles=1", "train.crop_length=256", "train.batch_size=2",
-              "train.warmup_steps=1", "train.log_every=1"]
+              "audio.max_dilation=4", "audio.dilation_cycles=1", "train.crop_length=256",
+              "train.batch_size=2", "train.warmup_steps=1", "train.log_every=1"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,8 @@ def test_audio_encoder_outputs_are_the_encoder_on_the_batch_crops(tones, tmp_pat
     from vqvae.data.audio import random_crops
     from vqvae.data.loader import batch_generator
 
-    x, _ = random_crops(task.train_set, 256, batch.tolist(), batch_generator(recipe.train.seed, 7))  # the same crops
+    # the same crops
+    x, _ = random_crops(task.train_set, 256, batch.tolist(), batch_generator(recipe.train.seed, 7))
     z = model.encode_continuous(x)  # (B, D, L)
     assert vectors.shape == (2 * 256 // 4, 4)
     torch.testing.assert_close(vectors, z.transpose(1, 2).reshape(-1, 4))
@@ -54,17 +55,20 @@ def test_audio_kmeans_init_seeds_the_codebook_from_encoder_outputs(tones, tmp_pa
 
     seen = []
     original = Quantizer.initialize_from
-    monkeypatch.setattr(Quantizer, "initialize_from", lambda self, v: (seen.append(v.clone()), original(self, v))[1])
+    monkeypatch.setattr(Quantizer, "initialize_from",
+                        lambda self, v: (seen.append(v.clone()), original(self, v))[1])
     out = tmp_path / "run"
-    recipe = load_recipe("speech", [*AUDIO_TINY, f"train.data={tones}", "train.steps=1", "train.kmeans_batches=3",
-                                    "audio.kmeans_init=true", "audio.quantizer=vq", "train.lr=1e-12"], kind="audio")
+    recipe = load_recipe("speech", [*AUDIO_TINY, f"train.data={tones}", "train.steps=1",
+                                    "train.kmeans_batches=3", "audio.kmeans_init=true", "audio.quantizer=vq",
+                                    "train.lr=1e-12"], kind="audio")
     assert train_audio_and_evaluate(recipe, out, progress=False)["step"] == 1
-    assert len(seen) == 1 and seen[0].shape == (3 * 2 * 256 // 4, 4)  # kmeans_batches x batch x codes per crop
+    # kmeans_batches x batch x codes per crop
+    assert len(seen) == 1 and seen[0].shape == (3 * 2 * 256 // 4, 4)
     model = AudioVQVAE.from_pretrained(out)
     assert json.loads((out / "config.json").read_text())["audio"]["kmeans_init"] is True
     assert int(model.quantizer.initialized) == 1
-    # every code is a mean of encoder outputs (or one of them): inside their bounding box, coordinate by coordinate
-    # (one Adam step at lr 1e-12 moves it by at most 1e-12)
+    # every code is a mean of encoder outputs (or one of them): inside their bounding box, coordinate by
+    # coordinate (one Adam step at lr 1e-12 moves it by at most 1e-12)
     codebook, lo, hi = model.quantizer.codebook.detach(), seen[0].min(0).values, seen[0].max(0).values
     assert bool(((codebook >= lo - 1e-6) & (codebook <= hi + 1e-6)).all())
     torch.manual_seed(0)

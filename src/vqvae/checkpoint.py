@@ -2,11 +2,11 @@
 ``trainer_state.safetensors`` for resuming) + ``manifest.json``. Nothing is ever loaded with pickle.
 
 A checkpoint is whole or refused. Every file is written to a temporary name and renamed over its target, and
-``manifest.json`` -- the step and the SHA-256 of every file -- is written last; each file is checked against it
-when read, so files from different saves (a save cut short, a file copied in from elsewhere, a truncated one) are
-refused with one line. While a new checkpoint is being written the last complete one is kept in ``.previous/``
-(hard links: no copy), and :func:`recover` puts it back, so ``--resume`` always has a whole checkpoint to use.
-"""
+``manifest.json`` -- the step and the SHA-256 of every file -- is written last; each file is checked against
+it when read, so files from different saves (a save cut short, a file copied in from elsewhere, a truncated
+one) are refused with one line. While a new checkpoint is being written the last complete one is kept in
+``.previous/`` (hard links: no copy), and :func:`recover` puts it back, so ``--resume`` always has a whole
+checkpoint to use."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ MANIFEST = "manifest.json"
 FILES = (CONFIG, WEIGHTS, STATE_JSON, STATE_TENSORS)  # what a manifest may list
 PREVIOUS = ".previous"  # the last complete checkpoint while a new one is written
 FORMAT_VERSION = 2  # 2: with manifest.json (version 1 checkpoints, without one, still load)
-# fault injection for the kill tests: VQVAE_FAULT_KILL_AFTER_FILE=N kills the process (SIGKILL) right after the Nth
-# file of a checkpoint save is written (the manifest counts as the last one); unset in normal use
+# fault injection for the kill tests: VQVAE_FAULT_KILL_AFTER_FILE=N kills the process (SIGKILL) right after
+# the Nth file of a checkpoint save is written (the manifest counts as the last one); unset in normal use
 _FAULT = "VQVAE_FAULT_KILL_AFTER_FILE"
 
 
@@ -45,18 +45,30 @@ def _tensors(state: dict[str, torch.Tensor]) -> bytes:
 
 
 def save_model(directory: str | Path, config: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> None:
-    """Write a model checkpoint whole: the weights, the config (which names what the weights are), the manifest."""
-    write_checkpoint(directory, {WEIGHTS: _tensors(state_dict), CONFIG: _config_bytes(config)}, config.get("step"))
+    """Write a model checkpoint whole: the weights, the config (naming what the weights are), the manifest.
+
+    Args:
+        directory: the checkpoint directory (created if missing).
+        config: the JSON-able config; its ``step``, if any, goes into the manifest.
+        state_dict: the model's weights."""
+    write_checkpoint(directory, {WEIGHTS: _tensors(state_dict), CONFIG: _config_bytes(config)},
+                     config.get("step"))
 
 
 def _config_bytes(config: dict[str, Any]) -> bytes:
-    return (json.dumps({**config, "format_version": FORMAT_VERSION}, indent=2, sort_keys=True) + "\n").encode()
+    return (json.dumps({**config, "format_version": FORMAT_VERSION}, indent=2, sort_keys=True)
+            + "\n").encode()
 
 
 def write_checkpoint(directory: str | Path, files: dict[str, bytes], step: int | None) -> None:
-    """Write ``files`` (name -> bytes) as one checkpoint of ``step``: the complete checkpoint already there is kept
-    in ``.previous/`` first; each file is replaced atomically; ``manifest.json`` (the step and every file's SHA-256)
-    comes last and makes the new checkpoint whole."""
+    """Write ``files`` (name -> bytes) as one checkpoint of ``step``: the complete checkpoint already there is
+    kept in ``.previous/`` first; each file is replaced atomically; ``manifest.json`` (the step and every
+    file's SHA-256) comes last and makes the new checkpoint whole.
+
+    Args:
+        directory: the checkpoint directory (created if missing).
+        files: file name (one of ``FILES``) -> its bytes, written in this order.
+        step: the training step the checkpoint holds, recorded in the manifest (None: unknown)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _keep_previous(directory)
@@ -68,12 +80,13 @@ def write_checkpoint(directory: str | Path, files: dict[str, bytes], step: int |
         atomic_write_bytes(directory / name, data)
         _fault(i)
     files_sha = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-    atomic_write_json(directory / MANIFEST, {"format_version": FORMAT_VERSION, "step": step, "files": files_sha})
+    atomic_write_json(directory / MANIFEST,
+                      {"format_version": FORMAT_VERSION, "step": step, "files": files_sha})
     _fault(len(files) + 1)
 
 
 def _remove_temporaries(directory: Path) -> None:
-    """Temporary files of checkpoint writes that a kill left behind (see :func:`vqvae.fileio.atomic_write_bytes`)."""
+    """Remove what killed checkpoint writes left behind (see :func:`vqvae.fileio.atomic_write_bytes`)."""
     for name in (*FILES, MANIFEST):
         for tmp in directory.glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
@@ -96,12 +109,13 @@ def _manifest(directory: Path) -> dict[str, Any] | None:
             raise ValueError("not a manifest")
         return m
     except (ValueError, UnicodeDecodeError):
-        raise VQVAEError(f"{path} is damaged (not a checkpoint manifest): the checkpoint cannot be trusted") from None
+        raise VQVAEError(f"{path} is damaged (not a checkpoint manifest): "
+                         "the checkpoint cannot be trusted") from None
 
 
 def _keep_previous(directory: Path) -> None:
-    """Hard-link the checkpoint now in ``directory`` (the files its manifest lists) into ``.previous/``, replacing
-    the one there; at every moment one of the two is whole."""
+    """Hard-link the checkpoint now in ``directory`` (the files its manifest lists) into ``.previous/``,
+    replacing the one there; at every moment one of the two is whole."""
     try:
         listed = _manifest(directory)
     except VQVAEError:
@@ -124,19 +138,22 @@ def _keep_previous(directory: Path) -> None:
 
 
 def _check_file(directory: Path, name: str, raw: bytes) -> None:
-    """Refuse ``raw`` (the bytes of ``directory/name`` just read) unless the manifest lists exactly these bytes;
-    checkpoints written before manifests existed (format version 1) are not checked."""
+    """Refuse ``raw`` (the bytes of ``directory/name`` just read) unless the manifest lists exactly these
+    bytes; checkpoints of format version 1 (written without a manifest) are not checked."""
     m = _manifest(directory)
     if m is None:
         if _written_with_manifest(directory):
-            raise VQVAEError(f"{directory} has no {MANIFEST}: its last save did not complete (torn checkpoint)")
+            raise VQVAEError(f"{directory} has no {MANIFEST}: "
+                             "its last save did not complete (torn checkpoint)")
         return
     want = m["files"].get(name)
     if want is None:
-        raise VQVAEError(f"{directory / name} is not part of the checkpoint in {directory} (not in its {MANIFEST})")
+        raise VQVAEError(f"{directory / name} is not part of the checkpoint in {directory} "
+                         f"(not in its {MANIFEST})")
     if hashlib.sha256(raw).hexdigest() != want:
-        raise VQVAEError(f"{directory / name} is not the file the checkpoint's {MANIFEST} (step {m.get('step')}) "
-                         "lists: a save was cut short, or the file was changed or copied in (torn checkpoint)")
+        raise VQVAEError(f"{directory / name} is not the file the checkpoint's {MANIFEST} "
+                         f"(step {m.get('step')}) lists: a save was cut short, or the file was changed "
+                         "or copied in (torn checkpoint)")
 
 
 def _written_with_manifest(directory: Path) -> bool:
@@ -150,7 +167,12 @@ def _written_with_manifest(directory: Path) -> bool:
 
 def verify(directory: str | Path) -> dict[str, Any]:
     """The manifest of a whole checkpoint in ``directory``: every file it lists is there with its SHA-256; a
-    one-line error otherwise."""
+    one-line error otherwise.
+
+    Args:
+        directory: the checkpoint directory.
+    Returns:
+        The manifest: ``format_version``, ``step`` and ``files`` (name -> SHA-256)."""
     directory = Path(directory)
     m = _manifest(directory)
     if m is None:
@@ -165,8 +187,12 @@ def verify(directory: str | Path) -> dict[str, Any]:
 
 
 def whole(directory: str | Path) -> bool:
-    """Whether ``directory`` needs no :func:`recover`: its checkpoint is whole, or it is not a checkpoint written
-    with a manifest at all."""
+    """Whether ``directory`` needs no :func:`recover`.
+
+    Args:
+        directory: the checkpoint directory.
+    Returns:
+        True when its checkpoint is whole, or it is not a checkpoint written with a manifest at all."""
     directory = Path(directory)
     if not (directory / MANIFEST).exists() and not _written_with_manifest(directory):
         return True
@@ -179,11 +205,16 @@ def whole(directory: str | Path) -> bool:
 
 def recover(directory: str | Path) -> str | None:
     """Make the checkpoint in ``directory`` whole before resuming: when it is torn (a save was killed) and
-    ``.previous/`` holds a whole one, put that back (each file atomically, the manifest last) and say so; refused
-    in one line when neither is whole."""
+    ``.previous/`` holds a whole one, put that back (each file atomically, the manifest last) and say so;
+    refused in one line when neither is whole.
+
+    Args:
+        directory: the run's checkpoint directory.
+    Returns:
+        A message saying which step the run resumes from, or None when nothing was put back."""
     directory = Path(directory)
     if not (directory / MANIFEST).exists() and not _written_with_manifest(directory):
-        return None  # not a checkpoint, or one from before manifests (read_config says which)
+        return None  # not a checkpoint, or one of format version 1 (read_config says which)
     try:
         verify(directory)
         return None  # whole
@@ -192,8 +223,8 @@ def recover(directory: str | Path) -> str | None:
         try:
             m = verify(prev)
         except VQVAEError:
-            raise VQVAEError(f"cannot resume from {directory}: {torn} and there is no earlier complete checkpoint "
-                             "(start again with --overwrite)") from None
+            raise VQVAEError(f"cannot resume from {directory}: {torn} and there is no earlier complete "
+                             "checkpoint (start again with --overwrite)") from None
     (directory / MANIFEST).unlink(missing_ok=True)
     for name in m["files"]:
         atomic_write_bytes(directory / name, (prev / name).read_bytes())
@@ -204,7 +235,13 @@ def recover(directory: str | Path) -> str | None:
 
 
 def read_config(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """The checkpoint's config; a clear error when ``directory`` is not a checkpoint (of ``kind``)."""
+    """The checkpoint's config; a clear error when ``directory`` is not a checkpoint (of ``kind``).
+
+    Args:
+        directory: the checkpoint directory.
+        kind: the ``kind`` the config must name (e.g. ``vqvae``, ``prior``); None accepts any.
+    Returns:
+        The parsed ``config.json``."""
     directory = Path(directory)
     if not directory.is_dir():
         raise VQVAEError(f"checkpoint directory not found: {directory}")
@@ -220,11 +257,18 @@ def read_config(directory: str | Path, kind: str | None = None) -> dict[str, Any
     if not isinstance(config, dict):
         raise VQVAEError(f"{path} must hold a JSON object")
     if kind is not None and config.get("kind") != kind:
-        raise VQVAEError(f"{directory} holds a {config.get('kind', 'unknown')!r} checkpoint, expected {kind!r}")
+        raise VQVAEError(f"{directory} holds a {config.get('kind', 'unknown')!r} checkpoint, "
+                         f"expected {kind!r}")
     return config
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint's .safetensors file, checked against its manifest (refused if torn).
+
+    Args:
+        path: the file, inside its checkpoint directory.
+    Returns:
+        name -> tensor, on the CPU."""
     return _load_tensors(Path(path))[0]
 
 
@@ -237,33 +281,53 @@ def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], bytes]:
     except VQVAEError:
         raise
     except (SafetensorError, OSError, ValueError) as exc:
-        raise VQVAEError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise VQVAEError(f"cannot read {path}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def load_model_state(directory: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """The weights of a checkpoint and the SHA-256 of the very bytes they were read from: the fingerprint
     that ties cached codes and priors to one exact VQ-VAE (one read, so a run still saving new weights
-    can never pair one file's tensors with another's hash)."""
+    can never pair one file's tensors with another's hash).
+
+    Args:
+        directory: the checkpoint directory.
+    Returns:
+        (state dict on the CPU, hex SHA-256 of ``model.safetensors``)."""
     state, raw = _load_tensors(Path(directory) / WEIGHTS)
     return state, hashlib.sha256(raw).hexdigest()
 
 
 def load_weights(model: torch.nn.Module, directory: str | Path) -> str:
-    """Load a checkpoint's weights into ``model`` (built from its config.json); return their SHA-256."""
+    """Load a checkpoint's weights into ``model`` (built from its config.json); return their SHA-256.
+
+    Args:
+        model: the model to fill in place; weights that do not fit it are refused in one line.
+        directory: the checkpoint directory.
+    Returns:
+        The hex SHA-256 of ``model.safetensors``."""
     state, sha = load_model_state(directory)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        raise VQVAEError(f"weights in {directory} do not match its config.json: {lines[min(1, len(lines) - 1)]}") \
-            from None
+        raise VQVAEError(f"weights in {directory} do not match its config.json: "
+                         f"{lines[min(1, len(lines) - 1)]}") from None
     return sha
 
 
 def save_training(directory: str | Path, config: dict[str, Any], model_state: dict[str, torch.Tensor],
-                  optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """A training checkpoint, whole: the model (as :func:`save_model`) with the optimiser state, RNG states (as
-    ``tensors``) and JSON-able progress (``meta``, with its ``step``) for ``--resume``."""
+                  optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                  meta: dict[str, Any]) -> None:
+    """Write a training checkpoint, whole: the model (as :func:`save_model`) with the optimiser state, RNG
+    states (as ``tensors``) and JSON-able progress (``meta``, with its ``step``) for ``--resume``.
+
+    Args:
+        directory: the run's checkpoint directory.
+        config, model_state: the JSON-able config and the model's weights, as :func:`save_model` takes them.
+        optimizer: the optimiser whose state is saved (tensors and scalars apart).
+        tensors: the RNG states, name -> tensor.
+        meta: JSON-able progress; ``step`` goes into the manifest."""
     files = {WEIGHTS: _tensors(model_state), CONFIG: _config_bytes(config),
              **_trainer_files(optimizer, tensors, meta)}
     write_checkpoint(directory, files, meta["step"])
@@ -281,13 +345,19 @@ def _trainer_files(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
             else:
                 scalars.setdefault(str(pid), {})[name] = value
     info = {"meta": meta, "param_groups": opt["param_groups"], "optim_scalars": scalars}
-    return {STATE_TENSORS: _tensors(flat), STATE_JSON: (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()}
+    return {STATE_TENSORS: _tensors(flat),
+            STATE_JSON: (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()}
 
 
-def load_trainer_state(
-    directory: str | Path, optimizer: torch.optim.Optimizer
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Restore the optimiser in place; return (rng tensors, meta)."""
+def load_trainer_state(directory: str | Path,
+                       optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Restore the optimiser in place; return (rng tensors, meta).
+
+    Args:
+        directory: the checkpoint directory of the run to resume (a missing or torn state is refused).
+        optimizer: the optimiser to restore, over the parameters it had when saved (else a one-line error).
+    Returns:
+        (RNG states as :func:`save_training` got them, ``meta`` with at least ``step`` and ``seconds``)."""
     directory = Path(directory)
     if not (directory / STATE_JSON).is_file() or not (directory / STATE_TENSORS).is_file():
         raise VQVAEError(f"{directory} has no trainer state to resume from ({STATE_JSON}, {STATE_TENSORS})")
@@ -309,17 +379,19 @@ def load_trainer_state(
         optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
         meta = info["meta"]
         int(meta["step"]), float(meta["seconds"])
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError, IndexError,
+            RuntimeError) as exc:
         raise VQVAEError(f"{directory / STATE_JSON} does not hold a trainer state this run can use "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'malformed'})") from None
+                         f"({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'malformed'})") from None
     _match_layouts(optimizer)
     return rng, meta
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
     """Give restored per-parameter state (Adam's moments) the memory layout of its parameter: it was saved
-    contiguous, a channels_last parameter has channels_last moments, and a fused optimiser kernel pairs elements by
-    storage order, so a mismatch would pair the wrong ones."""
+    contiguous, a channels_last parameter has channels_last moments, and a fused optimiser kernel pairs
+    elements by storage order, so a mismatch would pair the wrong ones."""
     for group in optimizer.param_groups:
         for p in group["params"]:
             state = optimizer.state.get(p, {})

@@ -1,5 +1,6 @@
-"""Datasets -> codes: encoding whole splits with a VQ-VAE (images or speech), the one codes cache that priors are
-trained from, the ``.npz`` files of ``vqvae encode`` / ``vqvae decode``, and random crops of code sequences.
+"""Datasets -> codes: encoding whole splits with a VQ-VAE (images or speech), the one codes cache that priors
+are trained from, the ``.npz`` files of ``vqvae encode`` / ``vqvae decode``, and random crops of code
+sequences.
 
 The cache (``RUN_DIR/prior_codes.cache.npz``) is reused only while the SHA-256 of the weights the VQ-VAE was
 loaded from and of every split's data are unchanged; changed weights or data are encoded again.
@@ -23,8 +24,8 @@ from vqvae.fileio import atomic_write_npz, check_out_file, read_npz
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.runs import load_run, run_split
 
-__all__ = ["CACHE_NAME", "SpeechCodes", "cached_codes", "code_crops", "decode_run", "encode_images", "encode_run",
-           "encode_speech", "load_codes", "save_codes", "speech_codes"]
+__all__ = ["CACHE_NAME", "SpeechCodes", "cached_codes", "code_crops", "decode_run", "encode_images",
+           "encode_run", "encode_speech", "load_codes", "save_codes", "speech_codes"]
 
 CACHE_NAME = "prior_codes.cache.npz"
 
@@ -36,9 +37,18 @@ def _index_dtype(num_embeddings: int) -> type:
 @torch.no_grad()
 def encode_images(model: VQVAE, data: ImageDataset, batch_size: int = 500, ranks: Ranks = Ranks(),
                   num_workers: int = 0) -> np.ndarray:
-    """Code indices of every image of ``data``: (N, h, w) int16 (K <= 32768) or int32, the images read by
-    ``num_workers`` DataLoader workers when more than 0. Under torchrun (``ranks``) each process encodes every
-    world-th batch and every process gets the whole result."""
+    """Code indices of every image of ``data``. Under torchrun (``ranks``) each process encodes every
+    world-th batch and every process gets the whole result.
+
+    Args:
+        model: the image VQ-VAE (put in eval mode).
+        data: the images.
+        batch_size: images encoded at once.
+        ranks: this process's place in a torchrun job (default: alone).
+        num_workers: DataLoader workers that read the images (0: read in this process).
+    Returns:
+        (N, h, w) int16 (K <= 32768) or int32 code indices.
+    """
     model.eval()
     dtype, dev = _index_dtype(model.config.num_embeddings), model_device(model)
     starts = ranks.mine(range(0, len(data), batch_size))
@@ -56,9 +66,18 @@ def _in_order(ranks: Ranks, mine: dict[int, np.ndarray]) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def encode_speech(model: AudioVQVAE, data: SpeechDataset, ranks: Ranks = Ranks()) -> tuple[np.ndarray, np.ndarray]:
-    """The codes of every utterance (each cut to whole codes), concatenated: (flat codes (sum L_i,), lengths (N,)).
-    Under torchrun each process encodes every world-th utterance and every process gets the whole result."""
+def encode_speech(model: AudioVQVAE, data: SpeechDataset,
+                  ranks: Ranks = Ranks()) -> tuple[np.ndarray, np.ndarray]:
+    """The codes of every utterance (each cut to whole codes), concatenated. Under torchrun each process
+    encodes every world-th utterance and every process gets the whole result.
+
+    Args:
+        model: the audio VQ-VAE (put in eval mode).
+        data: the utterances; one shorter than a code gets no codes.
+        ranks: this process's place in a torchrun job (default: alone).
+    Returns:
+        (flat codes (sum L_i,) int16 (K <= 32768) or int32, lengths L_i (N,) int64).
+    """
     model.eval()
     hop, dev = model.config.hop, model_device(model)
     mine = {i: model.encode(torch.from_numpy(w[: len(w) // hop * hop])[None].to(dev))[0].cpu().numpy()
@@ -66,7 +85,8 @@ def encode_speech(model: AudioVQVAE, data: SpeechDataset, ranks: Ranks = Ranks()
             ((i, data.waves[i]) for i in ranks.mine(range(len(data))))}
     seqs = _in_order(ranks, mine)
     flat = np.concatenate(seqs) if seqs else np.zeros(0)
-    return flat.astype(_index_dtype(model.config.num_embeddings)), np.array([len(q) for q in seqs], dtype=np.int64)
+    return (flat.astype(_index_dtype(model.config.num_embeddings)),
+            np.array([len(q) for q in seqs], dtype=np.int64))
 
 
 def _encode_split(model: VQVAE | AudioVQVAE, data: ImageDataset | SpeechDataset, split: str,
@@ -78,23 +98,35 @@ def _encode_split(model: VQVAE | AudioVQVAE, data: ImageDataset | SpeechDataset,
     flat, lengths = encode_speech(model, data, ranks)
     classes = data.classes or [-1] * len(data)  # -1: the corpus gives the utterance no class
     return {f"{split}_indices": flat, f"{split}_lengths": lengths,
-            f"{split}_labels": np.array(data.labels, dtype=np.int64), f"{split}_classes": np.array(classes, np.int64)}
+            f"{split}_labels": np.array(data.labels, dtype=np.int64),
+            f"{split}_classes": np.array(classes, np.int64)}
 
 
 def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[str, Any],
                  splits: tuple[str, ...] = ("train", "test"), ranks: Ranks = Ranks(), num_workers: int = 0
                  ) -> dict[str, np.ndarray]:
-    """The codes and labels of ``splits`` of the data the run in ``run_dir`` was trained on (``config``: its
-    config.json), under ``model`` (loaded from there), encoded once and cached in ``run_dir/prior_codes.cache.npz``.
-    Arrays ``{split}_indices``, ``{split}_labels``; for speech the sequences are concatenated and
-    ``{split}_lengths`` splits them (see :func:`speech_codes`). A cache that is unreadable or keyed by other
-    weights or data is rebuilt; in a read-only directory it is kept in memory only. Under torchrun every process
-    calls this together: they encode a share each, and rank 0 writes the cache. Images are read by ``num_workers``
-    DataLoader workers when more than 0."""
+    """The codes and labels of ``splits`` of the data the run in ``run_dir`` was trained on, encoded once and
+    cached in ``run_dir/prior_codes.cache.npz``. A cache that is unreadable or keyed by other weights or data
+    is rebuilt; in a read-only directory it is kept in memory only. Under torchrun every process calls this
+    together: they encode a share each, and rank 0 writes the cache.
+
+    Args:
+        run_dir: the VQ-VAE's run directory.
+        model: the VQ-VAE, loaded from there with ``from_pretrained`` (refused otherwise).
+        config: its config.json.
+        splits: the splits to encode.
+        ranks: this process's place in a torchrun job (default: alone).
+        num_workers: DataLoader workers that read the images (0: read in this process).
+    Returns:
+        ``{split}_indices``, ``{split}_labels`` and the cache's key; for speech the sequences are
+        concatenated, ``{split}_lengths`` splits them (see :func:`speech_codes`) and ``{split}_classes``
+        holds their classes.
+    """
     if model.weights_sha256 is None:
         raise VQVAEError("cached_codes needs a model loaded with from_pretrained (its weights' fingerprint)")
     datasets = {s: run_split(model, config, None, s) for s in splits}
-    meta: dict[str, Any] = {"num_embeddings": model.config.num_embeddings, "weights_sha256": model.weights_sha256,
+    meta: dict[str, Any] = {"num_embeddings": model.config.num_embeddings,
+                            "weights_sha256": model.weights_sha256,
                             **{f"{s}_data_sha256": ds.fingerprint() for s, ds in datasets.items()}}
     if isinstance(model, VQVAE):
         meta["latent_size"] = model.config.latent_size
@@ -102,12 +134,14 @@ def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[st
     if path.exists():
         try:
             arrays = read_npz(path, "codes cache")
-            arrays = arrays if all(k in arrays and str(arrays[k]) == str(v) for k, v in meta.items()) else None
+            arrays = (arrays if all(k in arrays and str(arrays[k]) == str(v) for k, v in meta.items())
+                      else None)
         except VQVAEError:
             arrays = None
     if all(ranks.gather(arrays is not None)):  # every rank read the same valid cache
         return arrays
-    arrays = {k: v for s, ds in datasets.items() for k, v in _encode_split(model, ds, s, ranks, num_workers).items()}
+    arrays = {k: v for s, ds in datasets.items()
+              for k, v in _encode_split(model, ds, s, ranks, num_workers).items()}
     arrays.update({k: np.asarray(v) for k, v in meta.items()})
     if ranks.main:
         try:
@@ -120,8 +154,13 @@ def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[st
 
 @dataclass
 class SpeechCodes:
-    """The code sequences of one split of a corpus: ``codes[i]`` (L_i,) int64 of utterance i by speaker
-    ``labels[i]``, saying class ``classes[i]`` (-1: none; all -1 when ``classes`` is not given)."""
+    """The code sequences of one split of a corpus.
+
+    Args:
+        codes: ``codes[i]`` (L_i,) int64, the codes of utterance i.
+        labels: (N,) the speaker of each utterance.
+        classes: (N,) the class each says (-1: none; all -1 when not given).
+    """
 
     codes: list[np.ndarray]
     labels: np.ndarray
@@ -136,8 +175,17 @@ class SpeechCodes:
 
 
 def speech_codes(arrays: dict[str, np.ndarray], split: str, data: str = "the corpus") -> SpeechCodes:
-    """The non-empty code sequences of ``split`` from :func:`cached_codes` of an audio VQ-VAE (of the corpus
-    ``data``, named in the error when no utterance is long enough for a code)."""
+    """The non-empty code sequences of ``split`` from :func:`cached_codes` of an audio VQ-VAE.
+
+    Args:
+        arrays: what :func:`cached_codes` returned.
+        split: the split to take.
+        data: the name of the corpus, for the error message.
+    Returns:
+        the split's sequences with their speakers and classes.
+    Raises:
+        VQVAEError: no utterance of the split is long enough for one code.
+    """
     lengths = arrays[f"{split}_lengths"]
     flat = arrays[f"{split}_indices"].astype(np.int64)
     keep = lengths > 0
@@ -151,9 +199,18 @@ def speech_codes(arrays: dict[str, np.ndarray], split: str, data: str = "the cor
 
 def code_crops(data: SpeechCodes, length: int, indices: list[int], starts: list[int] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A crop of at most ``length`` codes of each utterance ``indices[i]``, starting at ``starts[i]`` (default:
-    drawn by :func:`vqvae.data.audio.crop_starts` from torch's global generator): (codes (B, length) int64,
-    zero-padded; valid lengths (B,); speaker labels (B,); classes (B,), -1 where none)."""
+    """A crop of at most ``length`` codes of each utterance ``indices[i]``, starting at ``starts[i]``.
+
+    Args:
+        data: the code sequences.
+        length: the longest crop, in codes.
+        indices: the utterances to crop (B of them).
+        starts: where each crop starts (None: drawn by :func:`vqvae.data.audio.crop_starts` from torch's
+            global generator).
+    Returns:
+        (codes (B, length) int64, zero-padded; valid lengths (B,); speaker labels (B,); classes (B,), -1 where
+        none).
+    """
     if starts is None:
         starts = crop_starts([len(data.codes[i]) for i in indices], length)
     x = torch.zeros(len(indices), length, dtype=torch.long)
@@ -162,13 +219,20 @@ def code_crops(data: SpeechCodes, length: int, indices: list[int], starts: list[
         piece = torch.from_numpy(data.codes[i][start : start + length].astype(np.int64))
         x[row, : len(piece)] = piece
         lengths[row] = len(piece)
-    return x, lengths, torch.from_numpy(data.labels[indices]).long(), torch.from_numpy(data.classes[indices]).long()
+    return (x, lengths, torch.from_numpy(data.labels[indices]).long(),
+            torch.from_numpy(data.classes[indices]).long())
 
 
-# -- the files of `vqvae encode` / `vqvae decode` ---------------------------------------------------------------
-def save_codes(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]], meta: dict[str, Any]) -> None:
-    """Write ``{split}_indices`` / ``{split}_labels`` arrays (plus ``meta``: ``num_embeddings``, ``latent_size``)
-    to an .npz, atomically."""
+# -- the files of `vqvae encode` / `vqvae decode` ------------------------------------------------------------
+def save_codes(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
+               meta: dict[str, Any]) -> None:
+    """Write ``{split}_indices`` / ``{split}_labels`` arrays and ``meta`` to an .npz, atomically.
+
+    Args:
+        path: the .npz file.
+        splits: split name -> (code indices, labels).
+        meta: further arrays to store: ``num_embeddings``, ``latent_size``.
+    """
     arrays: dict[str, Any] = {}
     for split, (indices, labels) in splits.items():
         arrays[f"{split}_indices"] = indices
@@ -176,10 +240,19 @@ def save_codes(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]
     atomic_write_npz(path, {**arrays, **meta})
 
 
-def load_codes(path: str | Path, num_embeddings: int, latent_size: int | tuple[int, ...]) -> dict[str, np.ndarray]:
-    """Read an .npz written by :func:`save_codes` (never with pickle) and check it fits a model with
-    ``num_embeddings`` codes of shape ``latent_size`` per image (an int: a square grid; or the model's
-    ``code_shape``)."""
+def load_codes(path: str | Path, num_embeddings: int,
+               latent_size: int | tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Read an .npz written by :func:`save_codes` (never with pickle) and check it fits the model.
+
+    Args:
+        path: the .npz file.
+        num_embeddings: K, the model's number of codes.
+        latent_size: the codes' shape per image (an int: a square grid; or the model's ``code_shape``).
+    Returns:
+        its arrays by name.
+    Raises:
+        VQVAEError: no ``*_indices`` array, or one of the wrong shape, dtype or range.
+    """
     shape = (latent_size, latent_size) if isinstance(latent_size, int) else tuple(latent_size)
     arrays = read_npz(path, "codes file")
     splits = [k[: -len("_indices")] for k in arrays if k.endswith("_indices")]
@@ -188,19 +261,32 @@ def load_codes(path: str | Path, num_embeddings: int, latent_size: int | tuple[i
     for split in splits:
         idx = arrays[f"{split}_indices"]
         if idx.shape[1:] != shape:
-            raise VQVAEError(f"{path}: {split}_indices has shape {idx.shape}, expected (N, {', '.join(map(str, shape))})")
+            raise VQVAEError(f"{path}: {split}_indices has shape {idx.shape}, "
+                             f"expected (N, {', '.join(map(str, shape))})")
         if not np.issubdtype(idx.dtype, np.integer):
             raise VQVAEError(f"{path}: {split}_indices must be integers, got {idx.dtype}")
         if idx.size and (idx.min() < 0 or idx.max() >= num_embeddings):
-            raise VQVAEError(f"{path}: {split}_indices has codes in [{idx.min()}, {idx.max()}], model has K={num_embeddings}")
+            raise VQVAEError(f"{path}: {split}_indices has codes in [{idx.min()}, {idx.max()}], "
+                             f"model has K={num_embeddings}")
     return arrays
 
 
 def encode_run(run_dir: str | Path, out: str | Path, *, data: str | None = None,
                splits: tuple[str, ...] = ("train", "test"), overwrite: bool = False,
                device: str | None = "auto") -> dict[str, tuple[int, ...]]:
-    """``vqvae encode``: the codes and labels of ``splits`` under the image VQ-VAE in ``run_dir`` (run on
-    ``device``), written to the .npz ``out``; returns the shape of each split's codes."""
+    """``vqvae encode``: the codes and labels of ``splits`` under the image VQ-VAE in ``run_dir``, written to
+    the .npz ``out`` (by rank 0 under torchrun).
+
+    Args:
+        run_dir: the image VQ-VAE's run directory.
+        out: the ``.npz`` file to write, refused when it exists unless ``overwrite``.
+        data: the data to encode (None: the run's own).
+        splits: the splits to encode.
+        overwrite: replace an existing ``out``.
+        device: where the model runs (``auto``: see :func:`vqvae.devices.resolve_device`).
+    Returns:
+        split -> the shape of its codes.
+    """
     path = check_out_file(out, overwrite, (".npz",))
     ranks = join(device)
     model, config = load_run(run_dir, "vqvae", ranks.device)
@@ -215,10 +301,22 @@ def encode_run(run_dir: str | Path, out: str | Path, *, data: str | None = None,
 
 
 @torch.no_grad()
-def decode_run(run_dir: str | Path, codes: str | Path, out: str | Path, *, split: str = "test", n: int = 64,
-               overwrite: bool = False, device: str | None = "auto") -> int:
-    """``vqvae decode``: the first ``n`` (at most 1,024) code grids of ``split`` in the .npz ``codes``, decoded
-    by the image VQ-VAE in ``run_dir`` (on ``device``) into a PNG grid ``out``; returns how many images it holds."""
+def decode_run(run_dir: str | Path, codes: str | Path, out: str | Path, *, split: str = "test",
+               n: int = 64, overwrite: bool = False, device: str | None = "auto") -> int:
+    """``vqvae decode``: the first ``n`` code grids of ``split`` in the .npz ``codes``, decoded by the image
+    VQ-VAE in ``run_dir`` into a PNG grid ``out``.
+
+    Args:
+        run_dir: the image VQ-VAE's run directory.
+        codes: the .npz of ``vqvae encode`` (checked by :func:`load_codes`).
+        out: the ``.png`` file to write, refused when it exists unless ``overwrite``.
+        split: the split to decode, refused when the file lacks it.
+        n: how many code grids (at most 1,024).
+        overwrite: replace an existing ``out``.
+        device: where the model runs (``auto``: see :func:`vqvae.devices.resolve_device`).
+    Returns:
+        how many images the grid holds.
+    """
     path = check_out_file(out, overwrite, (".png",))
     model, _ = load_run(run_dir, "vqvae", device)
     arrays = load_codes(codes, model.config.num_embeddings, model.code_shape)

@@ -1,8 +1,8 @@
-"""Configuration: the architecture (:class:`ImageModelConfig`) is kept apart from the run (:class:`TrainConfig`); both
-are saved in every checkpoint, so evaluating or sampling needs no flags.
-
-Recipes are YAML files (read by :mod:`vqvae.recipes`) with two sections, ``model:`` and ``train:``; overrides use
-dotted keys (``model.hidden=64 train.lr=3e-4``). Unknown keys, wrong types and numbers that are not finite are rejected with a message naming them."""
+"""Configuration: the architecture (:class:`ImageModelConfig`) is kept apart from the run
+(:class:`TrainConfig`); both are saved in every checkpoint, so evaluating or sampling needs no flags. Recipes
+are YAML files (read by :mod:`vqvae.recipes`) with two sections, ``model:`` and ``train:``; overrides use
+dotted keys (``model.hidden=64 train.lr=3e-4``). Unknown keys, wrong types and numbers that are not finite
+are rejected with a message naming them."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from vqvae.errors import VQVAEError
 
 @dataclass(kw_only=True)
 class QuantizerConfig:
-    """The vector-quantisation fields every autoencoder shares (``model.*`` for images, ``audio.*`` for audio),
-    validated here once and turned into a layer by :func:`vqvae.quantize.build_quantizer`."""
+    """The vector-quantisation fields every autoencoder shares (``model.*`` for images, ``audio.*`` for
+    audio), validated here once and turned into a layer by :func:`vqvae.quantize.build_quantizer`."""
 
     embedding_dim: int = 64  # D, size of a code vector
     num_embeddings: int = 512  # K, number of codes
@@ -54,7 +54,7 @@ class ImageModelConfig(QuantizerConfig):
     # a discretized logistic likelihood of the 8-bit pixels, so log p(x|z) and bits/dim are real
     recon_loss: str = "mse"
     downsample: int = 4  # latent grid = image / downsample (a power of two)
-    latents_per_position: int = 1  # G codes (one codebook) at each grid position: the paper's CIFAR-10 has 8x8x10
+    latents_per_position: int = 1  # G codes (one codebook) per grid position: the paper's CIFAR-10 has 8x8x10
 
     def validate(self) -> None:
         self.validate_quantizer("model")
@@ -65,7 +65,8 @@ class ImageModelConfig(QuantizerConfig):
         _check(self.num_res_layers >= 0, "model.num_res_layers", self.num_res_layers, ">= 0")
         d = self.downsample
         _check(d >= 2 and d & (d - 1) == 0, "model.downsample", d, "a power of two >= 2")
-        _check(self.latents_per_position >= 1, "model.latents_per_position", self.latents_per_position, ">= 1")
+        _check(self.latents_per_position >= 1, "model.latents_per_position", self.latents_per_position,
+               ">= 1")
         _check(self.recon_loss in ("mse", "mse_in_range", "logistic"), "model.recon_loss", self.recon_loss,
                '"mse", "mse_in_range" or "logistic"')
 
@@ -77,7 +78,7 @@ class ImageModelConfig(QuantizerConfig):
 
 @dataclass
 class PixelCNNConfig:
-    """The Gated PixelCNN prior's architecture; ``num_embeddings`` and ``num_classes`` come from the VQ-VAE's data."""
+    """The Gated PixelCNN prior's architecture; ``num_embeddings``, ``num_classes`` from the VQ-VAE's data."""
 
     num_embeddings: int = 512  # K: codes per position (the VQ-VAE's codebook size)
     num_classes: int = 10  # labels for conditioning (0: unconditional)
@@ -101,35 +102,36 @@ def wavenet_dilations(max_dilation: int, cycles: int) -> list[int]:
 
 
 def _check_dilations(section: str, max_dilation: int, cycles: int) -> None:
-    _check(max_dilation >= 1 and max_dilation & (max_dilation - 1) == 0, f"{section}.max_dilation", max_dilation,
-           "a power of two")
+    _check(max_dilation >= 1 and max_dilation & (max_dilation - 1) == 0, f"{section}.max_dilation",
+           max_dilation, "a power of two")
     _check(cycles >= 1, f"{section}.dilation_cycles", cycles, ">= 1")
 
 
 @dataclass(kw_only=True)
 class AudioModelConfig(QuantizerConfig):
-    """Architecture of the audio VQ-VAE: a 1-D strided encoder, the quantizer (the fields of
-    :class:`QuantizerConfig`), and a decoder from codes and speaker to sound: a WaveNet over mu-law samples
-    conditioned on the upsampled codes (local) and on the speaker (global), as in the paper, or a spectral decoder
-    (codes + speaker -> log-magnitude STFT frames, inverted by Griffin-Lim) that learns in far fewer steps."""
+    """Architecture of the audio VQ-VAE: a 1-D strided encoder, the quantizer (:class:`QuantizerConfig`'s
+    fields), and a decoder from codes and speaker to sound: a WaveNet over mu-law samples conditioned on the
+    upsampled codes (local) and on the speaker (global), as in the paper, or a spectral decoder (codes +
+    speaker -> log-magnitude STFT frames, inverted by Griffin-Lim) that learns in far fewer steps."""
 
     sample_rate: int = 16000  # Hz; every waveform is resampled to it
     num_downsamples: int = 6  # strided convs (window 4, stride 2): one code per 2^6 = 64 samples
     hidden: int = 64  # encoder channels
-    # "instance": each encoder output channel normalised to zero mean, unit variance over time (per utterance or
-    # crop), so it cannot collapse to a constant that the codebook then follows; "none" as in the paper
+    # "instance": each encoder output channel normalised to zero mean, unit variance over time (per utterance
+    # or crop), so it cannot collapse to a constant that the codebook then follows; "none" as in the paper
     encoder_norm: str = "none"
-    # what the encoder reads the waveform through: "conv", strided convolutions over the samples as in the paper,
-    # or "mel", a fixed log-mel STFT (n_fft, frame_hop below) then convolutions at the frame rate
+    # what the encoder reads the waveform through: "conv", strided convolutions over the samples as in the
+    # paper, or "mel", a fixed log-mel STFT (n_fft, frame_hop below) then convolutions at the frame rate
     encoder_frontend: str = "conv"
     encoder_mel_bands: int = 80  # encoder_frontend mel: mel bands of its input
-    # encoder_frontend mel: "utterance" normalises each band over the utterance's frames (the recording's channel
-    # and the speaker's average envelope taken out); "none" keeps the log-mel as it is
+    # encoder_frontend mel: "utterance" normalises each band over the utterance's frames (the recording's
+    # channel and the speaker's average envelope taken out); "none" keeps the log-mel as it is
     encoder_input_norm: str = "none"
-    # training only: each code replaced by its left and by its right neighbour with this probability each (time
-    # jitter, Chorowski et al. 2019, arXiv:1901.08810): no fine timing (pitch pulses) in the codes; 0 as in the paper
+    # training only: each code replaced by its left and by its right neighbour with this probability each
+    # (time jitter, Chorowski et al. 2019, arXiv:1901.08810): no fine timing (pitch pulses) in the codes; 0 as
+    # in the paper
     jitter: float = 0.0
-    use_codes: bool = True  # false: no encoder, a plain WaveNet (the baseline that shows what the codes carry)
+    use_codes: bool = True  # false: no encoder, a plain WaveNet (the baseline showing what the codes carry)
     speaker_conditioning: bool = True  # a learned speaker embedding in every WaveNet layer
     num_speakers: int = 0  # filled in from the corpus by `vqvae audio train`
     local_channels: int = 64  # width of the upsampled code features
@@ -144,20 +146,21 @@ class AudioModelConfig(QuantizerConfig):
     spectral_layers: int = 8  # spectral: residual blocks (dilations 1, 2, 4, 8 in turn)
     mel_loss_weight: float = 1.0  # spectral: loss = L1 of log-magnitudes + this * multi-scale log-mel L1
     griffin_lim_iterations: int = 32  # spectral: Griffin-Lim iterations when decoding to a waveform
-    griffin_lim_momentum: float = 0.99  # spectral: the fast Griffin-Lim's momentum (0: the original algorithm)
-    griffin_lim_power: float = 1.0  # spectral: the predicted magnitude is raised to this power before inversion
-    # spectral: the predicted log-magnitude's detail across frequency (the harmonics over the envelope, the envelope
-    # being its mean over 250 Hz) is multiplied by this before inversion: an L1-trained spectrum is smoother than a
-    # real one, and Griffin-Lim turns smeared harmonics into noise; 1: as predicted
+    griffin_lim_momentum: float = 0.99  # spectral: fast Griffin-Lim's momentum (0: the original algorithm)
+    griffin_lim_power: float = 1.0  # spectral: predicted magnitude raised to this power before inversion
+    # spectral: the predicted log-magnitude's detail across frequency (the harmonics over the envelope, the
+    # envelope being its mean over 250 Hz) is multiplied by this before inversion: an L1-trained spectrum is
+    # smoother than a real one, and Griffin-Lim turns smeared harmonics into noise; 1: as predicted
     harmonic_contrast: float = 1.0
 
     def validate(self) -> None:
         self.validate_quantizer("audio")
-        _check(self.decoder in ("wavenet", "spectral"), "audio.decoder", self.decoder, '"wavenet" or "spectral"')
+        _check(self.decoder in ("wavenet", "spectral"), "audio.decoder", self.decoder,
+               '"wavenet" or "spectral"')
         _check(self.encoder_frontend in ("conv", "mel"), "audio.encoder_frontend", self.encoder_frontend,
                '"conv" or "mel"')
-        _check(self.encoder_input_norm in ("none", "utterance"), "audio.encoder_input_norm", self.encoder_input_norm,
-               '"none" or "utterance"')
+        _check(self.encoder_input_norm in ("none", "utterance"), "audio.encoder_input_norm",
+               self.encoder_input_norm, '"none" or "utterance"')
         _check(self.encoder_mel_bands >= 1, "audio.encoder_mel_bands", self.encoder_mel_bands, ">= 1")
         if self.decoder == "spectral":
             _check(self.use_codes, "audio.use_codes", self.use_codes, "true with audio.decoder spectral")
@@ -167,20 +170,22 @@ class AudioModelConfig(QuantizerConfig):
             _check(self.n_fft >= 2 * self.frame_hop and self.n_fft % 2 == 0, "audio.n_fft", self.n_fft,
                    f"even and >= 2 * audio.frame_hop ({2 * self.frame_hop})")
         if self.decoder == "spectral":
-            for name, ok, expected in (("spectral_channels", self.spectral_channels >= 1, ">= 1"),
-                                       ("spectral_layers", self.spectral_layers >= 1, ">= 1"),
-                                       ("mel_loss_weight", self.mel_loss_weight >= 0, ">= 0"),
-                                       ("griffin_lim_iterations", self.griffin_lim_iterations >= 0, ">= 0"),
-                                       ("griffin_lim_momentum", 0 <= self.griffin_lim_momentum < 1, "in [0, 1)"),
-                                       ("griffin_lim_power", self.griffin_lim_power > 0, "> 0"),
-                                       ("harmonic_contrast", self.harmonic_contrast > 0, "> 0")):
+            for name, ok, expected in (
+                    ("spectral_channels", self.spectral_channels >= 1, ">= 1"),
+                    ("spectral_layers", self.spectral_layers >= 1, ">= 1"),
+                    ("mel_loss_weight", self.mel_loss_weight >= 0, ">= 0"),
+                    ("griffin_lim_iterations", self.griffin_lim_iterations >= 0, ">= 0"),
+                    ("griffin_lim_momentum", 0 <= self.griffin_lim_momentum < 1, "in [0, 1)"),
+                    ("griffin_lim_power", self.griffin_lim_power > 0, "> 0"),
+                    ("harmonic_contrast", self.harmonic_contrast > 0, "> 0")):
                 _check(ok, f"audio.{name}", getattr(self, name), expected)
         _check(self.sample_rate >= 1000, "audio.sample_rate", self.sample_rate, ">= 1000")
         _check(1 <= self.num_downsamples <= 12, "audio.num_downsamples", self.num_downsamples, "in 1..12")
         for name in ("hidden", "local_channels", "channels", "skip_channels"):
             _check(getattr(self, name) >= 1, f"audio.{name}", getattr(self, name), ">= 1")
         _check_dilations("audio", self.max_dilation, self.dilation_cycles)
-        _check(self.encoder_norm in ("none", "instance"), "audio.encoder_norm", self.encoder_norm, '"none" or "instance"')
+        _check(self.encoder_norm in ("none", "instance"), "audio.encoder_norm", self.encoder_norm,
+               '"none" or "instance"')
         _check(0 <= self.jitter <= 0.5, "audio.jitter", self.jitter, "in [0, 0.5]")
         _check(self.num_speakers >= 0, "audio.num_speakers", self.num_speakers, ">= 0")
         _check(self.use_codes or not self.kmeans_init, "audio.kmeans_init", self.kmeans_init,
@@ -198,8 +203,8 @@ class AudioModelConfig(QuantizerConfig):
 
 @dataclass
 class AudioPriorConfig:
-    """Architecture of the audio prior: a WaveNet over code sequences (K-way softmax), optionally conditioned on the
-    speaker and on the utterance's class (e.g. the digit said). The counts come from the VQ-VAE's corpus."""
+    """Architecture of the audio prior: a WaveNet over code sequences (K-way softmax), optionally conditioned
+    on the speaker and on the utterance's class (e.g. the digit). The counts come from the VQ-VAE's corpus."""
 
     num_embeddings: int = 512
     num_speakers: int = 0
@@ -227,7 +232,7 @@ class AudioPriorConfig:
 class TrainConfig:
     """How one training run goes (data, optimiser, budget, logging)."""
 
-    data: str = "fashion-mnist"  # "fashion-mnist", "mnist", "cifar10" or a path (IDX dir, CIFAR dir, image folder)
+    data: str = "fashion-mnist"  # "fashion-mnist", "mnist", "cifar10" or a path (IDX/CIFAR dir, image folder)
     batch_size: int = 64
     lr: float = 1e-3  # peak learning rate (Adam)
     weight_decay: float = 0.0
@@ -238,42 +243,46 @@ class TrainConfig:
     max_seconds: float = 0.0  # wall-clock budget for the optimisation steps (0: none)
     # Batches below are of train.batch_size examples: images, utterances, or code grids / sequences.
     kmeans_batches: int = 20  # training batches whose encoder outputs the k-means init sees (*.kmeans_init)
-    precision: str = "fp32"  # autocast of the nets: "fp32", "bf16", "fp16" (loss-scaled on CUDA); quantizer: fp32
+    precision: str = "fp32"  # nets' autocast: "fp32", "bf16", "fp16" (loss-scaled on CUDA); quantizer: fp32
     seed: int = 0
     threads: int = 0  # torch intra-op threads (0: leave PyTorch's default)
-    num_workers: int = 0  # DataLoader processes reading and decoding image folders / speech files (0: in-process)
+    num_workers: int = 0  # DataLoader processes loading image folders / speech files (0: in-process)
     log_every: int = 50  # steps between CSV/TensorBoard rows
     checkpoint_every: float = 60.0  # seconds between checkpoints (one is always written at the end)
     eval_batches: int = 0  # test-split batches evaluated at the end of training (0: the whole split)
     crop_length: int = 8192  # audio only: samples per training crop (codes per crop for an audio prior)
-    # a step with a non-finite loss or gradient is undone ("skip": logged; 50 in a row stop the run) or ends the run
+    # a non-finite loss or gradient: "skip" undoes the step (logged; 50 in a row stop the run), "stop" ends it
     on_nonfinite: str = "skip"
 
     def validate(self) -> None:
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
         _check(self.lr > 0, "train.lr", self.lr, "> 0")
         _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, ">= 0")
-        _check(self.schedule in ("cosine", "constant"), "train.schedule", self.schedule, '"cosine" or "constant"')
+        _check(self.schedule in ("cosine", "constant"), "train.schedule", self.schedule,
+               '"cosine" or "constant"')
         _check(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, ">= 0")
         _check(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", self.min_lr_ratio, "in [0, 1]")
         _check(self.steps >= 0, "train.steps", self.steps, ">= 0")
         _check(self.max_seconds >= 0, "train.max_seconds", self.max_seconds, ">= 0")
         if self.steps == 0 and self.max_seconds == 0:
-            raise VQVAEError("set train.steps or train.max_seconds (--steps / --max-seconds): the run has no end")
+            raise VQVAEError("set train.steps or train.max_seconds (--steps / --max-seconds): "
+                             "the run has no end")
         _check(self.kmeans_batches >= 1, "train.kmeans_batches", self.kmeans_batches, ">= 1")
-        _check(self.precision in ("fp32", "bf16", "fp16"), "train.precision", self.precision, '"fp32", "bf16" or "fp16"')
+        _check(self.precision in ("fp32", "bf16", "fp16"), "train.precision", self.precision,
+               '"fp32", "bf16" or "fp16"')
         _check(self.threads >= 0, "train.threads", self.threads, ">= 0")
         _check(self.num_workers >= 0, "train.num_workers", self.num_workers, ">= 0")
         _check(self.log_every >= 1, "train.log_every", self.log_every, ">= 1")
         _check(self.checkpoint_every > 0, "train.checkpoint_every", self.checkpoint_every, "> 0")
         _check(self.eval_batches >= 0, "train.eval_batches", self.eval_batches, ">= 0")
         _check(self.crop_length >= 1, "train.crop_length", self.crop_length, ">= 1")
-        _check(self.on_nonfinite in ("skip", "stop"), "train.on_nonfinite", self.on_nonfinite, '"skip" or "stop"')
+        _check(self.on_nonfinite in ("skip", "stop"), "train.on_nonfinite", self.on_nonfinite,
+               '"skip" or "stop"')
 
 
 class RecipeSections:
-    """A recipe: dataclass fields that are config sections, each with its own ``validate``. The first section is
-    the architecture, the last one ``train``."""
+    """A recipe: dataclass fields that are config sections, each with its own ``validate``. The first section
+    is the architecture, the last one ``train``."""
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -288,8 +297,8 @@ class RecipeSections:
         return getattr(self, dataclasses.fields(self)[0].name)
 
     def with_architecture(self, **changes: Any) -> RecipeSections:
-        """A copy whose architecture section has ``changes`` (what training fills in from the data); the recipe
-        itself is never changed."""
+        """A copy whose architecture section has ``changes`` (what training fills in from the data); the
+        recipe itself is never changed."""
         name = dataclasses.fields(self)[0].name
         return dataclasses.replace(self, **{name: dataclasses.replace(self.architecture, **changes)})
 
@@ -338,7 +347,8 @@ def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
         hint = next(t for t in typing.get_args(hint) if t is not type(None))
     if hint is bool or hint is str:
         if not isinstance(value, hint):
-            raise VQVAEError(f"{key} must be {'true or false' if hint is bool else 'a string'}, got {value!r}")
+            raise VQVAEError(f"{key} must be {'true or false' if hint is bool else 'a string'}, "
+                             f"got {value!r}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -350,15 +360,15 @@ def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
                 value = float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                isinstance(value, float) or abs(value) < 10**308) or not math.isfinite(value):  # ints beyond floats
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (isinstance(value, float)
+                or abs(value) < 10**308) or not math.isfinite(value):  # ints beyond floats
             raise VQVAEError(f"{key} must be a finite number, got {value!r}")
         return float(value)
     raise TypeError(f"unsupported config type {hint} for {key}")
 
 
-_CLASSES = {"model": ImageModelConfig, "prior": PixelCNNConfig, "train": TrainConfig, "audio": AudioModelConfig,
-            "wavenet_prior": AudioPriorConfig}
+_CLASSES = {"model": ImageModelConfig, "prior": PixelCNNConfig, "train": TrainConfig,
+            "audio": AudioModelConfig, "wavenet_prior": AudioPriorConfig}
 # recipe kind -> (class, its sections, the built-in recipe used when none is named)
 RECIPE_KINDS = {"vqvae": (ImageRecipe, ("model", "train"), "fashion_mnist"),
                 "prior": (ImagePriorRecipe, ("prior", "train"), "fashion_mnist_prior"),
@@ -374,14 +384,16 @@ def section_from_dict(name: str, values: dict[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise VQVAEError(f"unknown config key(s) in {name}: {', '.join(unknown)} (known: {', '.join(fields)})")
+        raise VQVAEError(f"unknown config key(s) in {name}: {', '.join(unknown)} "
+                         f"(known: {', '.join(fields)})")
     return cls(**{k: _coerce(name, fields[k], v) for k, v in values.items()})
 
 
 def recipe_from_dict(d: dict[str, Any], kind: str = "vqvae") -> RecipeSections:
     cls, sections, _ = RECIPE_KINDS[kind]
     if not isinstance(d, dict):
-        raise VQVAEError(f"a recipe must be a mapping with sections {'/'.join(sections)}, got {type(d).__name__}")
+        raise VQVAEError(f"a recipe must be a mapping with sections {'/'.join(sections)}, "
+                         f"got {type(d).__name__}")
     unknown = sorted(set(d) - set(sections))
     if unknown:
         raise VQVAEError(f"unknown config section(s): {', '.join(unknown)} (known: {', '.join(sections)})")

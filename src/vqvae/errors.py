@@ -10,5 +10,5 @@ class VQVAEError(ValueError):
 
 
 class Preempted(KeyboardInterrupt):
-    """Training was asked to stop by a signal (SIGTERM: how clusters preempt a job); the checkpoint is saved, and
-    ``--resume`` continues. A KeyboardInterrupt, so it unwinds as Ctrl-C does."""
+    """Training was asked to stop by a signal (SIGTERM: how clusters preempt a job); the checkpoint is saved,
+    and ``--resume`` continues. A KeyboardInterrupt, so it unwinds as Ctrl-C does."""

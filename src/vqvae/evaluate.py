@@ -1,12 +1,11 @@
 """Whole-split metrics of the autoencoders and the priors, and of speaker conversion.
 
 Every metric accumulates sums over the whole split and divides once at the end (never a mean of batch means,
-see :class:`vqvae.metrics.MeanAccumulator`): ``mse`` is the mean squared error per pixel of the reconstructions
-(clamped to the valid range [0, 1]), ``psnr`` = 10 log10(1 / mse) of that split-wide mse, ``psnr_per_image`` the
-mean of per-image PSNRs (always >= ``psnr``), ``ssim`` the mean per-image SSIM (7x7 uniform window), codebook
-usage over the whole split. Each ``*_run`` function is a command of the CLI: it loads a run directory and its
-data and returns the metrics.
-"""
+see :class:`vqvae.metrics.MeanAccumulator`): ``mse`` is the mean squared error per pixel of the
+reconstructions (clamped to the valid range [0, 1]), ``psnr`` = 10 log10(1 / mse) of that split-wide mse,
+``psnr_per_image`` the mean of per-image PSNRs (always >= ``psnr``), ``ssim`` the mean per-image SSIM (7x7
+uniform window), codebook usage over the whole split. Each ``*_run`` function is a command of the CLI: it
+loads a run directory and its data and returns the metrics."""
 
 from __future__ import annotations
 
@@ -45,7 +44,8 @@ from vqvae.reconstruct import decode_as, write_conversions
 from vqvae.runs import check_generation_options, load_prior, load_run, run_split
 
 __all__ = ["write_codebook_usage", "evaluate_audio", "evaluate_audio_prior", "evaluate_conversion",
-           "evaluate_conversion_run", "evaluate_image_model", "evaluate_prior", "evaluate_prior_run", "evaluate_run"]
+           "evaluate_conversion_run", "evaluate_image_model", "evaluate_prior", "evaluate_prior_run",
+           "evaluate_run"]
 
 
 def _count(n: int, limit: int | None, name: str, what: str) -> int:
@@ -72,9 +72,12 @@ def _reduce(ranks: Ranks, sums: MeanAccumulator, usage: CodebookUsage | None = N
 
 
 def write_codebook_usage(path: str | Path, usage: CodebookUsage, codebook: torch.Tensor) -> None:
-    """``codebook.npz`` of a run: ``counts`` (K,), how often each code was chosen over the evaluated split, and the
-    ``codebook`` (K, D) itself -- what the report draws, without loading the model."""
-    atomic_write_npz(path, {"counts": usage.counts.numpy(), "codebook": codebook.detach().float().cpu().numpy()})
+    """``codebook.npz`` of a run: ``counts`` (K,), how often each code was chosen over the evaluated split,
+    and the ``codebook`` (K, D) itself -- what the report draws, without loading the model.
+    Args:
+        path: the file to write; usage: the code counts; codebook: (K, D) the code vectors."""
+    atomic_write_npz(path, {"counts": usage.counts.numpy(),
+                            "codebook": codebook.detach().float().cpu().numpy()})
 
 
 def _usage_metrics(usage: CodebookUsage) -> dict[str, Any]:
@@ -86,10 +89,14 @@ def _usage_metrics(usage: CodebookUsage) -> dict[str, Any]:
 def evaluate_image_model(model: VQVAE, data: ImageDataset, *, limit: int | None = None, batch_size: int = 500,
                          ranks: Ranks = Ranks(), num_workers: int = 0,
                          codebook_file: str | Path | None = None) -> dict[str, Any]:
-    """Reconstruction quality and codebook usage of ``model`` on ``data`` (the first ``limit`` images, read by
-    ``num_workers`` DataLoader workers when more than 0); under torchrun (``ranks``) each process takes every
-    world-th batch and the sums are added up. With ``codebook_file``, rank 0 writes the code counts there
-    (:func:`write_codebook_usage`)."""
+    """Reconstruction quality and codebook usage (see the module docstring) of ``model`` on ``data``.
+    Args:
+        model, data: the image VQ-VAE and the images; limit: the first ``limit`` only (None: all).
+        batch_size: images per batch; num_workers: DataLoader workers that read them (when more than 0).
+        ranks: under torchrun each process takes every world-th batch and the sums are added up.
+        codebook_file: where rank 0 writes the code counts (:func:`write_codebook_usage`); None: nowhere.
+    Returns:
+        The metrics, as ``eval.json`` holds them."""
     model.eval()
     n, dev = _count(len(data), limit, data.name, "images"), model_device(model)
     usage = CodebookUsage(model.config.num_embeddings)
@@ -121,24 +128,28 @@ def evaluate_image_model(model: VQVAE, data: ImageDataset, *, limit: int | None 
     if logistic:  # the decoder's NLL, and the ELBO with the uniform prior (log K nats per latent)
         nll, pixels = sums.total("nll_nats"), sums.count("mse")
         out["nll_bits_per_dim"] = bits_per_dim(nll, pixels)
-        out["elbo_bits_per_dim_uniform_prior"] = elbo_bits_per_dim(nll, n * uniform_prior_nll_nats(codes, k), pixels)
+        out["elbo_bits_per_dim_uniform_prior"] = elbo_bits_per_dim(nll, n * uniform_prior_nll_nats(codes, k),
+                                                                   pixels)
     return out
 
 
 @torch.no_grad()
 def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit: int | None = None,
                    batch_size: int = 500, ranks: Ranks = Ranks(), num_workers: int = 0) -> dict[str, Any]:
-    """Likelihoods of a prior and its VQ-VAE over ``data`` (the first ``limit`` images), summed over the whole
-    split before dividing:
+    """Likelihoods of a prior and its VQ-VAE over ``data``, summed over the whole split before dividing:
 
     * prior NLL of the codes z = encode(x), in nats and bits per latent, against log2 K of the uniform prior;
     * for a VQ-VAE with a pixel likelihood (``recon_loss: logistic``), image bits/dim of the negative ELBO
       ``(-log p(x|z) - log p(z)) / (num_dims ln 2)`` with the uniform prior (log p(z) = -h w log K) and with
       the learned prior (log p(z) from the PixelCNN). The posterior is one-hot, so it adds no entropy term.
       A class-conditional prior gives log p(z|y) for the true label y; log p(x) >= log p(x|z) + log p(z|y) +
-      log p(y), so the label's cost under a uniform p(y), ln C nats per image, is added to make the learned-prior
-      ELBO a bound on -log p(x) (``label_bits_per_dim``).
-    """
+      log p(y), so the label's cost under a uniform p(y), ln C nats per image, is added to make the
+      learned-prior ELBO a bound on -log p(x) (``label_bits_per_dim``).
+    Args:
+        prior, vq: the Gated PixelCNN and the VQ-VAE whose codes it models; data: the images.
+        limit, batch_size, ranks, num_workers: as :func:`evaluate_image_model`.
+    Returns:
+        The metrics, as ``eval.json`` holds them (``note`` says why image bits/dim are missing)."""
     prior.eval()
     vq.eval()
     n = _count(len(data), limit, data.name, "images")
@@ -162,7 +173,8 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
     out: dict[str, Any] = {
         "split": data.name, "num_images": n, "latent_grid": [h, h], "num_embeddings": k,
         "prior_nll_nats_per_latent": per_latent, "prior_nll_bits_per_latent": nats_to_bits(per_latent),
-        "uniform_bits_per_latent": math.log2(k), "bits_below_uniform": math.log2(k) - nats_to_bits(per_latent),
+        "uniform_bits_per_latent": math.log2(k),
+        "bits_below_uniform": math.log2(k) - nats_to_bits(per_latent),
         "prior_bits_per_image": nats_to_bits(sums.total("prior") / n),
     }
     if not logistic:
@@ -173,20 +185,26 @@ def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit
     prior_nats, decoder_nats = sums.total("prior"), sums.total("decoder")
     label_nats = n * math.log(prior.config.num_classes) if conditional else 0.0
     out["decoder_nll_bits_per_dim"] = bits_per_dim(decoder_nats, dims)
-    out["elbo_bits_per_dim_uniform_prior"] = elbo_bits_per_dim(decoder_nats, n * uniform_prior_nll_nats(h * h, k), dims)
+    out["elbo_bits_per_dim_uniform_prior"] = elbo_bits_per_dim(decoder_nats,
+                                                               n * uniform_prior_nll_nats(h * h, k), dims)
     out["label_bits_per_dim"] = bits_per_dim(label_nats, dims)
     out["elbo_bits_per_dim_learned_prior"] = elbo_bits_per_dim(decoder_nats, prior_nats + label_nats, dims)
     return out
 
 
 @torch.no_grad()
-def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None = None, ranks: Ranks = Ranks(),
-                   train: SpeechDataset | None = None, codebook_file: str | Path | None = None) -> dict[str, Any]:
-    """Over whole utterances (the first ``limit``, cut to a multiple of the code hop): a WaveNet decoder's NLL in
-    bits per mu-law sample given what it is conditioned on, or a spectral decoder's L1 of log-magnitudes and of
-    multi-scale log-mel spectra (nats per frame); code usage, perplexity and the bit rate (codes per second * log2 K,
-    and * log2 perplexity); with ``train``, the code probes of :func:`vqvae.judges.codes.probe_codes`; with
-    ``codebook_file``, rank 0 writes the code counts there (:func:`write_codebook_usage`)."""
+def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None = None,
+                   ranks: Ranks = Ranks(), train: SpeechDataset | None = None,
+                   codebook_file: str | Path | None = None) -> dict[str, Any]:
+    """Over whole utterances (cut to a multiple of the code hop): a WaveNet decoder's NLL in bits per mu-law
+    sample given what it is conditioned on, or a spectral decoder's L1 of log-magnitudes and of multi-scale
+    log-mel spectra (nats per frame); code usage, perplexity and the bit rate (codes per second times log2 K,
+    and times log2 perplexity).
+    Args:
+        model, data, limit, ranks, codebook_file: as :func:`evaluate_image_model` (audio VQ-VAE, utterances).
+        train: the train split, for the probes of :func:`vqvae.judges.codes.probe_codes`; None: no probes.
+    Returns:
+        The metrics, as ``eval.json`` holds them."""
     model.eval()
     c = model.config
     n = len(data) if limit is None else min(limit, len(data))
@@ -216,10 +234,9 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
     used = sums.count("utterances")
     if used == 0:
         raise VQVAEError(f"{data.name} has no utterance of at least one code ({c.hop} samples)")
-    out: dict[str, Any] = {
-        "split": data.name, "num_utterances": used, "sample_rate": c.sample_rate, "decoder": c.decoder,
-        "conditioned_on": (["codes"] if usage is not None else []) + (["speaker"] if model.num_speakers else []),
-    }
+    out: dict[str, Any] = {"split": data.name, "num_utterances": used, "sample_rate": c.sample_rate,
+                           "decoder": c.decoder, "conditioned_on": (["codes"] if usage is not None else [])
+                           + (["speaker"] if model.num_speakers else [])}
     if model.spectral:
         out.update(seconds=sums.count("l1") * c.frame_hop / c.sample_rate, spectral_l1=sums.mean("l1"),
                    mel_loss=sums.mean("mel"))
@@ -231,7 +248,8 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
         u, rate = _usage_metrics(usage), c.sample_rate / c.hop
         out.update(codes_per_second=rate, bit_rate=rate * math.log2(c.num_embeddings),
                    entropy_bit_rate=rate * math.log2(max(u["perplexity"], 1.0)),
-                   **{k: u[k] for k in ("codes_used", "num_embeddings", "dead_codes", "perplexity", "usage_fraction")})
+                   **{k: u[k] for k in ("codes_used", "num_embeddings", "dead_codes", "perplexity",
+                                        "usage_fraction")})
         if train is not None and len(data.speakers) > 1:
             out.update(probe_codes(model, train, data))
     return out
@@ -240,8 +258,13 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
 @torch.no_grad()
 def evaluate_audio_prior(prior: WaveNetPrior, data: SpeechCodes, codes_per_second: float, *,
                          limit: int | None = None, ranks: Ranks = Ranks()) -> dict[str, Any]:
-    """The prior's NLL of whole code sequences (each from an empty context), in bits per code against the uniform
-    prior's log2 K, and the bit rate it implies for the codes (codes per second * bits per code)."""
+    """The prior's NLL of whole code sequences (each from an empty context), in bits per code against the
+    uniform prior's log2 K, and the bit rate it implies for the codes (codes per second * bits per code).
+    Args:
+        prior, data: the WaveNet prior and the code sequences of a split; codes_per_second: their rate.
+        limit, ranks: as :func:`evaluate_image_model` (over sequences).
+    Returns:
+        The metrics, as ``eval.json`` holds them."""
     prior.eval()
     n = len(data) if limit is None else min(limit, len(data))
     sums, dev = _sums("nats"), model_device(prior)
@@ -253,7 +276,8 @@ def evaluate_audio_prior(prior: WaveNetPrior, data: SpeechCodes, codes_per_secon
     k, per_code = prior.config.num_embeddings, sums.mean("nats")
     bits = nats_to_bits(per_code)
     return {"num_utterances": n, "num_codes": sums.count("nats"), "prior_nll_nats_per_code": per_code,
-            "prior_bits_per_code": bits, "uniform_bits_per_code": math.log2(k), "bits_below_uniform": math.log2(k) - bits,
+            "prior_bits_per_code": bits, "uniform_bits_per_code": math.log2(k),
+            "bits_below_uniform": math.log2(k) - bits,
             "codes_per_second": codes_per_second, "bit_rate_with_prior": codes_per_second * bits,
             "bit_rate_uniform": codes_per_second * math.log2(k)}
 
@@ -261,13 +285,19 @@ def evaluate_audio_prior(prior: WaveNetPrior, data: SpeechCodes, codes_per_secon
 @torch.no_grad()
 def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDataset, *, pairs: int = 16,
                         seconds: float = 1.5, seed: int = 0, temperature: float = 1.0,
-                        wav_dir: str | Path | None = None, batch_size: int = 32, one_stream: int = 16) -> dict[str, Any]:
-    """Speaker conversion: ``pairs`` test utterances (the first ``seconds`` of each) are each encoded and decoded
-    once as another speaker (drawn with ``seed``) and once as their own (the reconstruction), ``batch_size`` at a
-    time, then judged by :class:`vqvae.judges.audio.SpeechJudges` (speaker, content where the corpus has classes,
-    pitch). Also the decoder's real-time factor: seconds of audio generated per second of compute, in batches and
-    one utterance at a time (the first ``one_stream``).
-    ``wav_dir`` receives every input, reconstruction and conversion."""
+                        wav_dir: str | Path | None = None, batch_size: int = 32,
+                        one_stream: int = 16) -> dict[str, Any]:
+    """Speaker conversion: test utterances are each encoded and decoded once as another speaker and once as
+    their own (the reconstruction), then judged by :class:`vqvae.judges.audio.SpeechJudges` (speaker, content
+    where the corpus has classes, pitch). Also the decoder's real-time factor: seconds of audio generated per
+    second of compute, in batches and one utterance at a time.
+    Args:
+        model, train, test: the audio VQ-VAE and the corpus's splits (the judges learn from ``train``).
+        pairs: test utterances converted; seconds: the first ``seconds`` of each; batch_size: decoded at once.
+        seed: draws the utterances, target speakers and decoder samples; temperature: divides the logits.
+        one_stream: the first ones decoded one at a time too; wav_dir: gets inputs, rebuilds and conversions.
+    Returns:
+        The judges' verdicts and the decoder's real-time factors."""
     c = model.config
     if model.quantizer is None or not model.num_speakers:
         raise VQVAEError("speaker conversion needs a model conditioned on codes and on the speaker")
@@ -314,46 +344,52 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
             "decoder_real_time_factor_one_stream": sum(len(q) for q in alone) * c.hop / c.sample_rate / one}
 
 
-# -- the commands ------------------------------------------------------------------------------------------------
-def evaluate_run(run_dir: str | Path, *, kind: str | None = None, data: str | None = None, split: str = "test",
-                 limit: int | None = None, device: str | None = "auto") -> dict[str, Any]:
-    """``vqvae evaluate`` and ``vqvae audio evaluate``: the autoencoder in ``run_dir`` on ``split`` of ``data``
-    (default: the data it was trained on), on ``device``.
-
+def evaluate_run(run_dir: str | Path, *, kind: str | None = None, data: str | None = None,
+                 split: str = "test", limit: int | None = None,
+                 device: str | None = "auto") -> dict[str, Any]:
+    """``vqvae evaluate`` and ``vqvae audio evaluate``: the autoencoder in ``run_dir`` on ``split``.
     Args:
-        run_dir: a run directory of an image VQ-VAE (:func:`evaluate_image_model`) or of an audio VQ-VAE
-            (:func:`evaluate_audio`, with the code probes trained on the train split).
+        run_dir: an image (:func:`evaluate_image_model`) or audio (:func:`evaluate_audio`) VQ-VAE's run.
         kind: ``vqvae`` or ``audio`` to insist on one (refused in one line otherwise); None: the run's own.
-        limit: evaluate the first ``limit`` examples only.
-
+        data, split: the data (None: the run's own) and its split; limit: the first ``limit`` examples only.
+        device: where the model runs (``auto``: see :func:`vqvae.devices.resolve_device`).
     Returns:
-        The metrics, as ``eval.json`` holds them.
-    """
+        The metrics, as ``eval.json`` holds them."""
     kind = kind or checkpoint.read_config(run_dir).get("kind")
     if kind not in ("vqvae", "audio"):
-        raise VQVAEError(f"{run_dir} holds a {kind!r} run, not an autoencoder (evaluate a prior with evaluate-prior)")
+        raise VQVAEError(f"{run_dir} holds a {kind!r} run, not an autoencoder "
+                         f"(evaluate a prior with evaluate-prior)")
     ranks = join(device)
     model, config = load_run(run_dir, kind, ranks.device)
     test = run_split(model, config, data, split)
     if kind == "vqvae":
         return evaluate_image_model(model, test, limit=limit, ranks=ranks)
-    return evaluate_audio(model, test, limit=limit, ranks=ranks, train=run_split(model, config, data, "train"))
+    return evaluate_audio(model, test, limit=limit, ranks=ranks,
+                          train=run_split(model, config, data, "train"))
 
 
 def evaluate_prior_run(prior_dir: str | Path, *, split: str = "test", limit: int | None = None,
                        device: str | None = "auto") -> dict[str, Any]:
-    """``vqvae evaluate-prior``: :func:`evaluate_prior` of the prior in ``prior_dir`` with its VQ-VAE, on ``split``
-    of the VQ-VAE's data, on ``device``."""
+    """``vqvae evaluate-prior``: :func:`evaluate_prior` of the prior in ``prior_dir`` with its VQ-VAE.
+    Args:
+        prior_dir: the prior's run; split (of its VQ-VAE's data), limit, device: as :func:`evaluate_run`.
+    Returns:
+        The metrics of :func:`evaluate_prior`."""
     ranks = join(device)
     prior, vq, _, vq_config = load_prior(prior_dir, "prior", ranks.device)
     return evaluate_prior(prior, vq, run_split(vq, vq_config, None, split), limit=limit, ranks=ranks)
 
 
-def evaluate_conversion_run(run_dir: str | Path, *, data: str | None = None, pairs: int = 16, seconds: float = 1.5,
-                            seed: int = 0, temperature: float = 1.0, wav_dir: str | Path | None = None,
-                            overwrite: bool = False, device: str | None = "auto") -> dict[str, Any]:
-    """``vqvae audio conversion``: :func:`evaluate_conversion` of the audio VQ-VAE in ``run_dir`` on ``data``
-    (default: its own corpus); ``wav_dir`` must be new or empty unless ``overwrite``."""
+def evaluate_conversion_run(run_dir: str | Path, *, data: str | None = None, pairs: int = 16,
+                            seconds: float = 1.5, seed: int = 0, temperature: float = 1.0,
+                            wav_dir: str | Path | None = None, overwrite: bool = False,
+                            device: str | None = "auto") -> dict[str, Any]:
+    """``vqvae audio conversion``: :func:`evaluate_conversion` of the audio VQ-VAE in ``run_dir`` on ``data``.
+    Args:
+        run_dir, data, device: as :func:`evaluate_run`; overwrite: ``wav_dir`` may be a non-empty directory.
+        pairs, seconds, seed, temperature, wav_dir: as :func:`evaluate_conversion`.
+    Returns:
+        The metrics of :func:`evaluate_conversion`."""
     if wav_dir is not None:
         check_out_dir(wav_dir, overwrite, is_file="--wav-dir {out} is a file, not a directory",
                       not_empty="{out} already exists and is not empty: pass --overwrite to write into it")

@@ -25,6 +25,13 @@ def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) ->
 
     ``x`` holds bin centres in [-1, 1] (8-bit value v -> 2 v / 255 - 1); ``mean`` and ``log_scale`` are the
     logistic's location and log-scale in the same units (``log_scale`` is clamped below at -7).
+
+    Args:
+        x: pixels as bin centres in [-1, 1].
+        mean: the logistic's location, in the units of ``x``.
+        log_scale: natural log of the logistic's scale, in the units of ``x`` (clamped below at -7).
+    Returns:
+        The log-probability of each pixel in nats, the shape of ``x``; the end bins take the tails.
     """
     log_scale = log_scale.clamp(min=LOG_SCALE_MIN)
     inv_s = torch.exp(-log_scale)
@@ -43,13 +50,27 @@ MU = 255  # mu-law with 256 levels, as in WaveNet
 
 
 def mu_law_encode(x: Tensor, mu: int = MU) -> Tensor:
-    """Waveform in [-1, 1] -> int64 classes 0..mu: sign(x) ln(1 + mu|x|) / ln(1 + mu), quantised uniformly."""
+    """Waveform in [-1, 1] -> int64 classes 0..mu: sign(x) ln(1 + mu|x|) / ln(1 + mu), quantised uniformly.
+
+    Args:
+        x: samples, any shape; values outside [-1, 1] are clamped.
+        mu: the highest class (255: 256 levels, as in WaveNet).
+    Returns:
+        int64 classes in 0..mu, the shape of ``x``.
+    """
     x = x.clamp(-1.0, 1.0)
     y = torch.sign(x) * torch.log1p(mu * x.abs()) / math.log1p(mu)
     return ((y + 1) / 2 * mu + 0.5).floor().long().clamp(0, mu)
 
 
 def mu_law_decode(q: Tensor, mu: int = MU) -> Tensor:
-    """Classes 0..mu -> waveform in [-1, 1] (the inverse of the companding at each level's centre)."""
+    """Classes 0..mu -> waveform in [-1, 1] (the inverse of the companding at each level's centre).
+
+    Args:
+        q: integer classes in 0..mu, any shape.
+        mu: the highest class, as given to :func:`mu_law_encode`.
+    Returns:
+        float32 samples in [-1, 1], the shape of ``q``.
+    """
     y = 2 * q.float() / mu - 1
     return torch.sign(y) * ((1 + mu) ** y.abs() - 1) / mu

@@ -16,19 +16,42 @@ __all__ = ["builtin_recipes", "load_recipe", "recipe_with_overrides"]
 
 
 def builtin_recipes() -> list[str]:
+    """The names of the built-in recipes (the YAML files of ``vqvae.configs``), sorted."""
     return sorted(p.name[: -len(".yaml")] for p in resources.files("vqvae.configs").iterdir()
                   if p.name.endswith(".yaml"))
 
 
 def load_recipe(spec: str | Path | None, overrides: list[str] = (), kind: str = "vqvae") -> RecipeSections:
-    """Read a recipe of ``kind`` ("vqvae" or "prior") -- a YAML path, or the name of a built-in one
-    (``fashion_mnist``) -- and apply ``key=value`` overrides (dotted keys, YAML values). ``None`` means the
-    default recipe of that kind."""
-    return recipe_with_overrides(_read_yaml(spec if spec is not None else RECIPE_KINDS[kind][2]), overrides, kind)
+    """Read a recipe of ``kind`` -- a YAML path, or the name of a built-in one (``fashion_mnist``) -- and
+    apply ``key=value`` overrides (dotted keys, YAML values).
+
+    Args:
+        spec: a YAML file or a built-in recipe's name; None: the default recipe of ``kind``.
+        overrides: ``section.key=value`` strings, applied in order.
+        kind: the recipe kind: ``vqvae``, ``prior``, ``audio`` or ``audio_prior``.
+    Returns:
+        The validated recipe.
+    Raises:
+        VQVAEError: no such recipe or file, not a YAML mapping, or a malformed or invalid override.
+    """
+    return recipe_with_overrides(_read_yaml(spec if spec is not None else RECIPE_KINDS[kind][2]),
+                                 overrides, kind)
 
 
-def recipe_with_overrides(d: dict[str, Any], overrides: list[str] = (), kind: str = "vqvae") -> RecipeSections:
-    """A validated recipe from a ``{"model": ..., "train": ...}`` dict with ``key=value`` overrides applied."""
+def recipe_with_overrides(d: dict[str, Any], overrides: list[str] = (),
+                          kind: str = "vqvae") -> RecipeSections:
+    """A validated recipe from a ``{"model": ..., "train": ...}`` dict with ``key=value`` overrides applied.
+
+    Args:
+        d: the recipe's sections, ``{section: {key: value}}`` (not changed: its sections are copied).
+        overrides: ``section.key=value`` strings; the value is read as YAML (as text when it is not YAML).
+        kind: the recipe kind: ``vqvae``, ``prior``, ``audio`` or ``audio_prior``.
+    Returns:
+        The validated recipe.
+    Raises:
+        VQVAEError: an override not of the form ``section.key=value`` or of an unknown section, or a
+            recipe that does not validate.
+    """
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     for item in overrides:
         if "=" not in item:
@@ -52,7 +75,8 @@ def _read_yaml(spec: str | Path) -> dict[str, Any]:
     path = Path(spec)
     if not path.suffix and not path.exists():
         if str(spec) not in builtin_recipes():
-            raise VQVAEError(f"no recipe named {spec!r} (built-in: {', '.join(builtin_recipes())}) and no such file")
+            raise VQVAEError(f"no recipe named {spec!r} (built-in: {', '.join(builtin_recipes())}) "
+                             f"and no such file")
         text = resources.files("vqvae.configs").joinpath(f"{spec}.yaml").read_text()
     else:
         if not path.is_file():

@@ -1,12 +1,13 @@
-"""Run directories: what each kind holds, loading a run with its config, the data a run was trained on, a prior
-paired with its VQ-VAE (one check, for sampling, evaluating and resuming), a new run's directory (nothing the user
-put there is removed), and the options of the commands that generate from a run (temperature, length, the speaker
-and class named).
+"""Run directories: what each kind holds, loading a run with its config, the data a run was trained on, a
+prior paired with its VQ-VAE (one check, for sampling, evaluating and resuming), a new run's directory
+(nothing the user put there is removed), and the options of the commands that generate from a run
+(temperature, length, the speaker and class named).
 
 A run directory is a checkpoint (``config.json`` + ``model.safetensors``, see :mod:`vqvae.checkpoint`) whose
 config records ``kind``: ``vqvae`` (image VQ-VAE), ``prior`` (Gated PixelCNN), ``audio`` (audio VQ-VAE) or
-``audio_prior`` (WaveNet prior); a prior's config records ``vqvae_dir`` and ``vqvae_weights_sha256``. The model
-class of each kind registers itself (:func:`vqvae.models.pretrained.model_class`): importing ``vqvae`` imports them.
+``audio_prior`` (WaveNet prior); a prior's config records ``vqvae_dir`` and ``vqvae_weights_sha256``. The
+model class of each kind registers itself (:func:`vqvae.models.pretrained.model_class`): importing ``vqvae``
+imports them.
 """
 
 from __future__ import annotations
@@ -26,37 +27,64 @@ from vqvae.fileio import check_out_dir
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.models.pretrained import model_class
 
-__all__ = ["CODEBOOK", "VQVAE_KIND_OF_PRIOR", "check_generation_options", "class_id", "data_spec", "load_prior", "load_run",
-           "paired_vqvae", "prepare_out_dir", "run_split", "speaker_id"]
+__all__ = ["CODEBOOK", "VQVAE_KIND_OF_PRIOR", "check_generation_options", "class_id", "data_spec",
+           "load_prior", "load_run", "paired_vqvae", "prepare_out_dir", "run_split", "speaker_id"]
 
 VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
 CODEBOOK = "codebook.npz"  # an autoencoder's code counts over the test split, written by its final evaluation
 # what a training command writes into its run directory, and the scores of its samples (`vqvae score --out
-# PRIOR/score.json`): what a new run with --overwrite removes (nothing else, and under tb/ only TensorBoard's event files)
+# PRIOR/score.json`): what a new run with --overwrite removes (nothing else, and under tb/ only TensorBoard's
+# event files)
 RUN_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.STATE_JSON, checkpoint.STATE_TENSORS,
              checkpoint.MANIFEST, "metrics.csv", "eval.json", CODEBOOK, "reconstructions.png",
              "samples.png", "score.json")
 RUN_DIRS = (checkpoint.PREVIOUS, f"{checkpoint.PREVIOUS}.tmp", f"{checkpoint.PREVIOUS}.old")
 
 
-def load_run(run_dir: str | Path, kind: str, device: str | torch.device | None = "cpu") -> tuple[Any, dict[str, Any]]:
-    """(the model of a run directory of ``kind``, in eval mode on ``device`` (``auto``: see
-    :func:`vqvae.devices.resolve_device`); its config.json)."""
+def load_run(run_dir: str | Path, kind: str,
+             device: str | torch.device | None = "cpu") -> tuple[Any, dict[str, Any]]:
+    """The model of a run directory of ``kind``, in eval mode, and its config.json.
+
+    Args:
+        run_dir: the run directory.
+        kind: the kind it must hold: ``vqvae``, ``prior``, ``audio`` or ``audio_prior``.
+        device: where the model goes (``auto``: see :func:`vqvae.devices.resolve_device`).
+    Returns:
+        (model, config): the model on ``device`` and the run's config.json as a dict.
+    """
     device = resolve_device(device)  # a device this machine lacks is refused before anything is read
     config = checkpoint.read_config(run_dir, kind=kind)
     return model_class(kind).from_pretrained(run_dir, device), config
 
 
 def data_spec(config: dict[str, Any], data: str | None = None) -> str:
-    """The data to use: ``data`` when given, else what the run was trained on."""
+    """The data to use: ``data`` when given, else what the run was trained on.
+
+    Args:
+        config: the run's config.json.
+        data: the data asked for; None: the run's own (``fashion-mnist`` for an image run that records none).
+    Returns:
+        The data spec: a dataset name or a path.
+    """
     default = "fashion-mnist" if config.get("kind") in ("vqvae", None) else ""
     return data or config.get("train", {}).get("data", default)
 
 
 def run_split(model: VQVAE | AudioVQVAE, config: dict[str, Any], data: str | None,
               split: str) -> ImageDataset | SpeechDataset:
-    """``split`` of ``data`` (default: the run's own data) in the form ``model`` takes: images at its size, or
-    utterances at its rate, refused when their speakers are not the ones the model knows."""
+    """``split`` of ``data`` in the form ``model`` takes: images at its size, or utterances at its rate,
+    refused when their speakers are not the ones the model knows.
+
+    Args:
+        model: the run's image or audio VQ-VAE.
+        config: the run's config.json.
+        data: the data to load; None: the run's own (:func:`data_spec`).
+        split: ``train`` or ``test``.
+    Returns:
+        The split, as an :class:`~vqvae.data.ImageDataset` or a :class:`~vqvae.data.audio.SpeechDataset`.
+    Raises:
+        VQVAEError: the corpus's speakers are not the ones the run recorded.
+    """
     spec = data_spec(config, data)
     if isinstance(model, VQVAE):
         return load_images_for(model.config, spec, split)
@@ -67,8 +95,18 @@ def run_split(model: VQVAE | AudioVQVAE, config: dict[str, Any], data: str | Non
 
 
 def paired_vqvae(prior_config: dict[str, Any], prior_kind: str, device: str | torch.device | None = "cpu"):
-    """(the VQ-VAE a prior of ``prior_kind`` was trained on, on ``device``; its config): the one recorded in
-    ``prior_config``, refused when it is gone or its weights are not the ones the prior recorded."""
+    """The VQ-VAE a prior was trained on: the one recorded in ``prior_config``, refused when it is gone or its
+    weights are not the ones the prior recorded.
+
+    Args:
+        prior_config: the prior's config.json (``vqvae_dir``, ``vqvae_weights_sha256``).
+        prior_kind: ``prior`` or ``audio_prior``.
+        device: where the VQ-VAE goes (as :func:`load_run`).
+    Returns:
+        (vq, vq_config): the VQ-VAE on ``device`` and its config.json.
+    Raises:
+        VQVAEError: the VQ-VAE's directory is gone or holds other weights.
+    """
     vq_dir = prior_config.get("vqvae_dir")
     if not isinstance(vq_dir, (str, Path)) or not Path(vq_dir).is_dir():
         raise VQVAEError(f"the VQ-VAE this prior was trained on ({vq_dir}) is not there any more")
@@ -79,8 +117,17 @@ def paired_vqvae(prior_config: dict[str, Any], prior_kind: str, device: str | to
 
 
 def load_prior(prior_dir: str | Path, kind: str = "prior", device: str | torch.device | None = "cpu"):
-    """(prior, its VQ-VAE, the prior's config, the VQ-VAE's config), both models on ``device``; refuses a VQ-VAE
-    whose weights changed."""
+    """A prior with its VQ-VAE; refuses a VQ-VAE whose weights changed.
+
+    Args:
+        prior_dir: the prior's run directory.
+        kind: ``prior`` or ``audio_prior``.
+        device: where both models go (as :func:`load_run`).
+    Returns:
+        (prior, vq, config, vq_config): both models on ``device``, the prior's config and the VQ-VAE's.
+    Raises:
+        VQVAEError: the VQ-VAE is gone, its weights changed, or its K is not the prior's.
+    """
     prior, config = load_run(prior_dir, kind, device)
     vq, vq_config = paired_vqvae(config, kind, device)
     if vq.config.num_embeddings != prior.config.num_embeddings:
@@ -91,8 +138,13 @@ def load_prior(prior_dir: str | Path, kind: str = "prior", device: str | torch.d
 
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
     """A new run's directory: refuse a non-empty one unless ``overwrite``; then remove the files a run writes
-    (:data:`RUN_FILES`, :data:`RUN_DIRS`, TensorBoard events under ``tb/``) and nothing else: what the user put
-    there stays."""
+    (:data:`RUN_FILES`, :data:`RUN_DIRS`, TensorBoard events under ``tb/``) and nothing else: what the user
+    put there stays.
+
+    Args:
+        out: the run directory (created when missing).
+        overwrite: whether a non-empty directory may be reused.
+    """
     check_out_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     for stale in RUN_FILES:
@@ -108,7 +160,14 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def check_generation_options(temperature: float, seconds: float | None = None) -> None:
-    """The temperature (and length) of every command that generates: both > 0."""
+    """The temperature (and length) of every command that generates: both > 0.
+
+    Args:
+        temperature: ``--temperature``.
+        seconds: ``--seconds``; None: the command takes no length.
+    Raises:
+        VQVAEError: either is not > 0.
+    """
     if not temperature > 0:
         raise VQVAEError(f"--temperature must be > 0, got {temperature}")
     if seconds is not None and not seconds > 0:
@@ -116,7 +175,16 @@ def check_generation_options(temperature: float, seconds: float | None = None) -
 
 
 def class_id(name: str | None, classes: list[str]) -> int | None:
-    """The index of class ``name`` among a prior's ``classes`` (None for a prior without classes)."""
+    """The index of class ``name`` among a prior's ``classes``.
+
+    Args:
+        name: ``--class``; None when not given.
+        classes: the prior's class names (empty for a prior without classes).
+    Returns:
+        The index, or None for a prior without classes.
+    Raises:
+        VQVAEError: a class given to a prior without classes, or a missing or unknown one.
+    """
     if not classes:
         if name is not None:
             raise VQVAEError("this prior is not conditioned on classes: it takes no --class")
@@ -128,7 +196,17 @@ def class_id(name: str | None, classes: list[str]) -> int | None:
 
 
 def speaker_id(name: str | None, speakers: list[str], fallback: str | None = None) -> int:
-    """The index of speaker ``name`` (or ``fallback``) among a model's ``speakers``."""
+    """The index of speaker ``name`` (or ``fallback``) among a model's ``speakers``.
+
+    Args:
+        name: ``--speaker``; None when not given.
+        speakers: the model's speaker names.
+        fallback: the speaker to use when ``name`` is None (e.g. the input's folder name).
+    Returns:
+        The speaker's index.
+    Raises:
+        VQVAEError: no speaker given, or an unknown one.
+    """
     name = name or fallback
     if name is None:
         raise VQVAEError(f"pass --speaker (one of: {', '.join(speakers)})")

@@ -1,8 +1,9 @@
 """``vqvae`` command line: a thin shell over importable functions (image commands: :mod:`vqvae.cli.image`;
 ``vqvae audio ...`` and ``vqvae data speech``: :mod:`vqvae.cli.audio`).
 
-Problems the user can fix print one line (``vqvae: error: ...``) and exit with status 2; Ctrl-C exits 130 and
-SIGTERM 143 (after saving the checkpoint); anything else is a bug: its traceback, a line that says so, status 1.
+Problems the user can fix print one line (``vqvae: error: ...``) and exit with status 2; Ctrl-C exits 130
+and SIGTERM 143 (after saving the checkpoint); anything else is a bug: its traceback, a line that says so,
+status 1.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ __all__ = ["build_parser", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line (not the usage block): ``vqvae train: error: ... (see --help)``."""
+    """argparse, with its errors on one line (not the usage block):
+    ``vqvae train: error: ... (see --help)``."""
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``vqvae`` argument parser, with every command."""
     p = _Parser(prog="vqvae", description="VQ-VAE: train, evaluate, encode, decode.")
     sub = p.add_subparsers(dest="command", required=True)
     add_image_commands(sub)
@@ -36,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="the .html file to write")
     r.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     r.add_argument("--media", action="append", default=[], metavar="DIR",
-                   help="also show this folder's WAV files (with the judges' verdicts.json) and images, e.g. the "
-                        "--wav-dir of `vqvae audio conversion` (repeatable)")
+                   help="also show this folder's WAV files (with the judges' verdicts.json) and images, "
+                        "e.g. the --wav-dir of `vqvae audio conversion` (repeatable)")
     r.set_defaults(fn=_report)
     return p
 
@@ -45,10 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _report(args: argparse.Namespace) -> None:
     from vqvae.report import build_report  # imported late: matplotlib is slow to import
 
-    print(f"report: {build_report(args.run_dirs, args.out, overwrite=args.overwrite, media=args.media).resolve()}")
+    print(f"report: "
+          f"{build_report(args.run_dirs, args.out, overwrite=args.overwrite, media=args.media).resolve()}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``vqvae`` command line.
+
+    Args:
+        argv: the arguments, without the program's name; None: ``sys.argv[1:]``.
+    Returns:
+        The exit status: 0, 2 (a problem the user can fix), 130 (Ctrl-C), 143 (SIGTERM) or 1 (a bug).
+    """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may stand anywhere, also after options that follow a positional argument
@@ -60,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.fn(args)
         ok = True
-    except (VQVAEError, OSError) as exc:  # OSError: unwritable output, full disk, ...: the system's own reason
+    except (VQVAEError, OSError) as exc:
+        # OSError: unwritable output, full disk, ...: the system's own reason
         print(f"vqvae: error: {exc}", file=sys.stderr)
         return 2
     except Preempted as exc:  # SIGTERM: the checkpoint of the last step is saved
@@ -71,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception:  # not the user's doing: the traceback is for the bug report
         traceback.print_exc()
-        print("vqvae: internal error (a bug in vqvae, not in your input): please report it with the traceback above",
-              file=sys.stderr)
+        print("vqvae: internal error (a bug in vqvae, not in your input): "
+              "please report it with the traceback above", file=sys.stderr)
         return 1
     finally:
         leave(ok)  # under torchrun: every rank done, then the process group closed

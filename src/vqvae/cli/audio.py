@@ -1,5 +1,5 @@
-"""``vqvae audio ...`` and ``vqvae data speech``: each command parses its arguments, calls one importable function
-and prints the result.
+"""``vqvae audio ...`` and ``vqvae data speech``: each command parses its arguments, calls one importable
+function and prints the result.
 
     vqvae data speech --out DIR                     # the espeak-ng multi-speaker corpus
     vqvae data fsdd --out DIR [--from RECORDINGS]   # the Free Spoken Digit Dataset as a speaker-folder corpus
@@ -35,8 +35,8 @@ __all__ = ["add_audio_commands"]
 def _summary(m: dict[str, Any]) -> str:
     given = " and ".join(m["conditioned_on"]) or "nothing"
     if "spectral_l1" in m:
-        line = (f"{m['split']}: spectral decoder L1 {m['spectral_l1']:.3f} nats per bin of log-magnitude, mel loss "
-                f"{m['mel_loss']:.3f}, given {given}")
+        line = (f"{m['split']}: spectral decoder L1 {m['spectral_l1']:.3f} nats per bin of log-magnitude, "
+                f"mel loss {m['mel_loss']:.3f}, given {given}")
     else:
         line = f"{m['split']}: {m['bits_per_sample']:.3f} bits per sample given {given}"
     if "codes_used" in m:
@@ -50,8 +50,9 @@ def _summary(m: dict[str, Any]) -> str:
 
 
 def _prior_summary(m: dict[str, Any]) -> str:
-    return (f"test: prior NLL {m['prior_bits_per_code']:.3f} bits per code ({m['bits_below_uniform']:.3f} below the "
-            f"uniform prior's {m['uniform_bits_per_code']:g}): {m['bit_rate_with_prior']:.0f} bits/s for the codes")
+    return (f"test: prior NLL {m['prior_bits_per_code']:.3f} bits per code "
+            f"({m['bits_below_uniform']:.3f} below the uniform prior's {m['uniform_bits_per_code']:g}): "
+            f"{m['bit_rate_with_prior']:.0f} bits/s for the codes")
 
 
 def _pct(m: dict[str, Any], key: str) -> str:
@@ -75,15 +76,16 @@ def _conversion_summary(m: dict[str, Any]) -> str:
              f"{m['pairs']} reconstructions: own speaker {_pct(m, 'reconstructions_recognised_as_source')}"
              + (f", words kept {_pct(m, 'reconstructions_recognised_as_class')}" if said else "")
              + f", voiced {_pct(m, 'reconstructions_voiced')}, pitch within 10% of the input's "
-               f"{_pct(m, 'reconstructions_pitch_within_10pct')}, STOI {_num(m, 'reconstructions_stoi', 3)}, PESQ-NB "
-               f"{_num(m, 'reconstructions_pesq_nb', 2)}",
+               f"{_pct(m, 'reconstructions_pitch_within_10pct')}, "
+               f"STOI {_num(m, 'reconstructions_stoi', 3)}, PESQ-NB {_num(m, 'reconstructions_pesq_nb', 2)}",
              f"{m['pairs']} conversions: target speaker {_pct(m, 'converted_recognised_as_target')}, source "
              f"{_pct(m, 'converted_recognised_as_source')}"
              + (f", words kept {_pct(m, 'converted_recognised_as_class')}" if said else "")
-             + f", voiced {_pct(m, 'converted_voiced')}; over the {m['pitch_pairs']} pairs of distinct pitch, nearer "
-               f"the target's {_pct(m, 'converted_pitch_nearer_target')}, the source's "
+             + f", voiced {_pct(m, 'converted_voiced')}; over the {m['pitch_pairs']} pairs of distinct "
+               f"pitch, nearer the target's {_pct(m, 'converted_pitch_nearer_target')}, the source's "
                f"{_pct(m, 'converted_pitch_nearer_source')}",
-             f"decoder: {m['decoder_real_time_factor']:.3f} s of audio per second (batches of {m['decode_batch_size']}), "
+             f"decoder: {m['decoder_real_time_factor']:.3f} s of audio per second "
+             f"(batches of {m['decode_batch_size']}), "
              f"{m['decoder_real_time_factor_one_stream']:.3f} one utterance at a time"]
     return "\n".join(lines)
 
@@ -102,15 +104,17 @@ def cmd_data_speech(args: argparse.Namespace) -> dict[str, Any]:
     summary = synthesize_corpus(args.out, num_sentences=args.sentences, per_speaker=args.per_speaker,
                                 num_speakers=args.speakers, sample_rate=args.sample_rate, seed=args.seed,
                                 overwrite=args.overwrite, progress=not args.quiet)
-    return print_result(summary, args.json, lambda s: f"wrote {s['utterances']} utterances ({s['hours'] * 60:.1f} "
-                                                   f"minutes) by {len(s['speakers'])} speakers to {args.out}")
+    return print_result(summary, args.json,
+                        lambda s: f"wrote {s['utterances']} utterances ({s['hours'] * 60:.1f} minutes) "
+                                  f"by {len(s['speakers'])} speakers to {args.out}")
 
 
 def cmd_data_fsdd(args: argparse.Namespace) -> dict[str, Any]:
     summary = arrange_fsdd(args.out, args.source, overwrite=args.overwrite)
-    return print_result(summary, args.json, lambda s: f"wrote {s['utterances']} recordings by {len(s['speakers'])} "
-                                                   f"speakers of the digits {', '.join(s['digits'])} to {args.out} "
-                                                   f"({s['train']} train, {s['test']} test: FSDD's own split)")
+    return print_result(summary, args.json,
+                        lambda s: f"wrote {s['utterances']} recordings by {len(s['speakers'])} speakers "
+                                  f"of the digits {', '.join(s['digits'])} to {args.out} "
+                                  f"({s['train']} train, {s['test']} test: FSDD's own split)")
 
 
 def cmd_audio_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -118,7 +122,8 @@ def cmd_audio_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_audio_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    m = evaluate_run(args.run_dir, kind="audio", data=args.data, split=args.split, limit=args.limit, device=args.device)
+    m = evaluate_run(args.run_dir, kind="audio", data=args.data, split=args.split, limit=args.limit,
+                     device=args.device)
     return print_result(m, args.json, _summary)
 
 
@@ -126,8 +131,9 @@ def cmd_audio_resynthesize(args: argparse.Namespace) -> None:
     """``reconstruct`` (as the input's own speaker) and ``convert`` (as ``--speaker``)."""
     if args.audio_command == "convert" and not args.speaker:
         raise VQVAEError("convert needs --speaker NAME: the voice to convert to")
-    r = resynthesize_file(args.run_dir, args.input, args.out, speaker=args.speaker, seconds=args.seconds, temperature=args.temperature,
-                          seed=args.seed, overwrite=args.overwrite, device=args.device)
+    r = resynthesize_file(args.run_dir, args.input, args.out, speaker=args.speaker, seconds=args.seconds,
+                          temperature=args.temperature, seed=args.seed, overwrite=args.overwrite,
+                          device=args.device)
     who = f" as {r['speaker']}" if r["speaker"] is not None else ""
     print(f"wrote {Path(args.out)} ({r['seconds']:.2f} s from {r['codes']} codes{who})")
 
@@ -138,21 +144,24 @@ def cmd_audio_train_prior(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_audio_sample(args: argparse.Namespace) -> None:
-    r = sample_audio_file(args.prior_dir, args.out, speaker=args.speaker, seconds=args.seconds, temperature=args.temperature,
-                          seed=args.seed, overwrite=args.overwrite, device=args.device, class_=args.class_)
+    r = sample_audio_file(args.prior_dir, args.out, speaker=args.speaker, seconds=args.seconds,
+                          temperature=args.temperature, seed=args.seed, overwrite=args.overwrite,
+                          device=args.device, class_=args.class_)
     said = f" saying {args.class_}" if args.class_ is not None else ""
-    print(f"wrote {Path(args.out)} ({r['seconds']:.2f} s, {r['codes']} codes from the prior, as {args.speaker}{said})")
+    print(f"wrote {Path(args.out)} ({r['seconds']:.2f} s, {r['codes']} codes from the prior, "
+          f"as {args.speaker}{said})")
 
 
 def cmd_audio_score(args: argparse.Namespace) -> dict[str, Any]:
-    m = score_audio_prior(args.prior_dir, per=args.per, temperature=args.temperature, seed=args.seed, wav_dir=args.wav_dir,
-                          overwrite=args.overwrite, device=args.device)
+    m = score_audio_prior(args.prior_dir, per=args.per, temperature=args.temperature, seed=args.seed,
+                          wav_dir=args.wav_dir, overwrite=args.overwrite, device=args.device)
     return print_result(m, args.json, _score_summary)
 
 
 def cmd_audio_conversion(args: argparse.Namespace) -> dict[str, Any]:
-    m = evaluate_conversion_run(args.run_dir, data=args.data, pairs=args.pairs, seconds=args.seconds, seed=args.seed,
-                                temperature=args.temperature, wav_dir=args.wav_dir, overwrite=args.overwrite, device=args.device)
+    m = evaluate_conversion_run(args.run_dir, data=args.data, pairs=args.pairs, seconds=args.seconds,
+                                seed=args.seed, temperature=args.temperature, wav_dir=args.wav_dir,
+                                overwrite=args.overwrite, device=args.device)
     return print_result(m, args.json, _conversion_summary)
 
 
@@ -175,53 +184,32 @@ def _data_commands(sub) -> None:
     for flag in ("--overwrite", "--quiet", "--json"):
         sp.add_argument(flag, action="store_true")
     sp.set_defaults(fn=cmd_data_speech)
-    fs = data.add_parser("fsdd", help="arrange the Free Spoken Digit Dataset (real speech, 8 kHz) as a corpus")
-    fs.add_argument("--out", required=True, help="corpus directory (one sub-folder per speaker, utterances.tsv)")
-    fs.add_argument("--from", dest="source", help="the dataset's recordings/ folder (default: download release "
-                                                  "v1.0.9 and check its SHA-256)")
+    fs = data.add_parser("fsdd",
+                         help="arrange the Free Spoken Digit Dataset (real speech, 8 kHz) as a corpus")
+    fs.add_argument("--out", required=True,
+                    help="corpus directory (one sub-folder per speaker, utterances.tsv)")
+    fs.add_argument("--from", dest="source",
+                    help="the dataset's recordings/ folder (default: download release v1.0.9 and check its "
+                         "SHA-256)")
     for flag in ("--overwrite", "--json"):
         fs.add_argument(flag, action="store_true")
     fs.set_defaults(fn=cmd_data_fsdd)
 
 
-def add_audio_commands(sub) -> None:
-    """Register ``vqvae data speech`` and ``vqvae audio ...`` on the top-level subparsers."""
-    _data_commands(sub)
-    audio = sub.add_parser("audio", help="the audio VQ-VAE and its prior: train, evaluate, reconstruct, convert, "
-                                         "train-prior, sample")
-    asub = audio.add_subparsers(dest="audio_command", required=True)
-    train = add_training_command(asub, "train", cmd_audio_train, "train the audio VQ-VAE (WaveNet decoder)", "speech",
-                             "runs/audio", "audio.channels=64")
-    train.add_argument("--data", help="a corpus directory: one sub-folder of .wav files per speaker")
-    e = asub.add_parser("evaluate", help="bits per sample, code usage, bit rate over the test utterances")
-    e.add_argument("run_dir")
-    e.add_argument("--data", help="corpus (default: the one the model was trained on)")
-    e.add_argument("--split", default="test", choices=["train", "test"])
-    e.add_argument("--limit", type=positive, help="only the first N utterances")
-    e.add_argument("--json", action="store_true")
-    add_device(e)
-    e.set_defaults(fn=cmd_audio_evaluate)
-    cv = asub.add_parser("conversion", help="judge reconstructions and speaker conversions (speaker, words, pitch)")
-    cv.add_argument("run_dir")
-    cv.add_argument("--data", help="corpus (default: the one the model was trained on)")
-    cv.add_argument("--pairs", type=positive, default=16, help="test utterances converted (default 16)")
-    _generation_options(cv, 1.5, "of each utterance (default 1.5)")
-    cv.add_argument("--wav-dir", help="write inputs, reconstructions and conversions here")
-    cv.add_argument("--overwrite", action="store_true")
-    cv.add_argument("--json", action="store_true")
-    cv.set_defaults(fn=cmd_audio_conversion)
-    add_training_command(asub, "train-prior", cmd_audio_train_prior, "train the WaveNet prior on an audio VQ-VAE's "
-                         "codes", "speech_prior", "runs/audio_prior", "wavenet_prior.channels=32",
-                         source="run directory of the audio VQ-VAE (written by `vqvae audio train`)")
-    sa = asub.add_parser("sample", help="codes from the prior, decoded for a speaker, to a WAV file")
+def _prior_commands(sub) -> None:
+    """``vqvae audio sample`` and ``vqvae audio score``, on the ``vqvae audio`` subparsers ``sub``."""
+    sa = sub.add_parser("sample", help="codes from the prior, decoded for a speaker, to a WAV file")
     sa.add_argument("prior_dir", help="run directory written by `vqvae audio train-prior`")
-    sa.add_argument("--speaker", required=True, help="the voice to decode with (and to condition the prior on)")
-    sa.add_argument("--class", dest="class_", help="what to say, for a prior conditioned on classes (e.g. a digit)")
+    sa.add_argument("--speaker", required=True,
+                    help="the voice to decode with (and to condition the prior on)")
+    sa.add_argument("--class", dest="class_",
+                    help="what to say, for a prior conditioned on classes (e.g. a digit)")
     _generation_options(sa, 2.0, "length (default 2 s)")
     sa.add_argument("--out", required=True, help="output .wav")
     sa.add_argument("--overwrite", action="store_true")
     sa.set_defaults(fn=cmd_audio_sample)
-    sc = asub.add_parser("score", help="judge samples of the prior: speaker, class (what is said) and voicing")
+    sc = sub.add_parser("score",
+                        help="judge samples of the prior: speaker, class (what is said) and voicing")
     sc.add_argument("prior_dir", help="run directory written by `vqvae audio train-prior`")
     sc.add_argument("--per", type=positive, default=5, help="samples per speaker (and class) (default 5)")
     sc.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
@@ -231,6 +219,44 @@ def add_audio_commands(sub) -> None:
         sc.add_argument(flag, action="store_true")
     add_device(sc)
     sc.set_defaults(fn=cmd_audio_score)
+
+
+def add_audio_commands(sub) -> None:
+    """Register ``vqvae data speech`` and ``vqvae audio ...`` on the top-level subparsers.
+
+    Args:
+        sub: the top-level subparsers.
+    """
+    _data_commands(sub)
+    audio = sub.add_parser("audio", help="the audio VQ-VAE and its prior: train, evaluate, reconstruct, "
+                                         "convert, train-prior, sample")
+    asub = audio.add_subparsers(dest="audio_command", required=True)
+    train = add_training_command(asub, "train", cmd_audio_train, "train the audio VQ-VAE (WaveNet decoder)",
+                                 "speech", "runs/audio", "audio.channels=64")
+    train.add_argument("--data", help="a corpus directory: one sub-folder of .wav files per speaker")
+    e = asub.add_parser("evaluate", help="bits per sample, code usage, bit rate over the test utterances")
+    e.add_argument("run_dir")
+    e.add_argument("--data", help="corpus (default: the one the model was trained on)")
+    e.add_argument("--split", default="test", choices=["train", "test"])
+    e.add_argument("--limit", type=positive, help="only the first N utterances")
+    e.add_argument("--json", action="store_true")
+    add_device(e)
+    e.set_defaults(fn=cmd_audio_evaluate)
+    cv = asub.add_parser("conversion",
+                         help="judge reconstructions and speaker conversions (speaker, words, pitch)")
+    cv.add_argument("run_dir")
+    cv.add_argument("--data", help="corpus (default: the one the model was trained on)")
+    cv.add_argument("--pairs", type=positive, default=16, help="test utterances converted (default 16)")
+    _generation_options(cv, 1.5, "of each utterance (default 1.5)")
+    cv.add_argument("--wav-dir", help="write inputs, reconstructions and conversions here")
+    cv.add_argument("--overwrite", action="store_true")
+    cv.add_argument("--json", action="store_true")
+    cv.set_defaults(fn=cmd_audio_conversion)
+    add_training_command(asub, "train-prior", cmd_audio_train_prior,
+                         "train the WaveNet prior on an audio VQ-VAE's codes", "speech_prior",
+                         "runs/audio_prior", "wavenet_prior.channels=32",
+                         source="run directory of the audio VQ-VAE (written by `vqvae audio train`)")
+    _prior_commands(asub)
     for name, help in (("reconstruct", "encode a WAV file and decode it again"),
                        ("convert", "encode a WAV file and decode it as another speaker")):
         r = asub.add_parser(name, help=help)

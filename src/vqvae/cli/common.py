@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vqvae.config import RecipeSections
 from vqvae.distributed import is_main_process
@@ -14,10 +15,18 @@ from vqvae.errors import VQVAEError
 from vqvae.recipes import load_recipe
 from vqvae.train import resume_recipe
 
-__all__ = ["add_device", "add_training_command", "positive", "print_result", "recipe_of", "run_training", "seed"]
+__all__ = ["add_device", "add_training_command", "positive", "print_result", "recipe_of", "run_training",
+           "seed"]
 
 
 def seed(text: str) -> int:
+    """The argparse type of a seed: an integer in [0, 2**63).
+
+    Args:
+        text: the argument as given.
+    Returns:
+        The seed.
+    """
     value = int(text)
     if not 0 <= value < 2**63:
         raise argparse.ArgumentTypeError(f"must be in [0, 2**63), got {value}")
@@ -25,6 +34,13 @@ def seed(text: str) -> int:
 
 
 def positive(text: str) -> int:
+    """The argparse type of a count: an integer >= 1.
+
+    Args:
+        text: the argument as given.
+    Returns:
+        The integer.
+    """
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
@@ -32,12 +48,27 @@ def positive(text: str) -> int:
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
-    """``--device``: where the models of a command run."""
-    p.add_argument("--device", default="auto", help="auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N "
-                                                    "or mps (default auto)")
+    """``--device``: where the models of a command run.
+
+    Args:
+        p: the command's parser.
+    """
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps "
+                        "(default auto)")
 
 
-def print_result(result: dict[str, Any], as_json: bool, summary: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+def print_result(result: dict[str, Any], as_json: bool,
+                 summary: Callable[[dict[str, Any]], str]) -> dict[str, Any]:
+    """Print a command's result (rank 0 only under torchrun): as JSON or as its summary.
+
+    Args:
+        result: what the command returns.
+        as_json: print ``result`` as one JSON object (``--json``).
+        summary: makes the human-readable text of ``result``.
+    Returns:
+        ``result``.
+    """
     if is_main_process():  # under torchrun, rank 0 speaks for the job
         print(json.dumps(result) if as_json else summary(result))
     return result
@@ -45,8 +76,19 @@ def print_result(result: dict[str, Any], as_json: bool, summary: Callable[[dict[
 
 def recipe_of(args: argparse.Namespace, kind: str, extra: list[str] = (),
               source: str | None = None) -> tuple[str, str | None, RecipeSections]:
-    """(output directory, the run it builds on or None, recipe) of a training command: ``--resume DIR`` takes the
-    recipe saved in DIR (only --steps/--max-seconds may change it), otherwise ``--config`` plus overrides."""
+    """The recipe of a training command: ``--resume DIR`` takes the recipe saved in DIR (only
+    --steps/--max-seconds may change it), otherwise ``--config`` plus overrides.
+
+    Args:
+        args: the parsed command line.
+        kind: the recipe kind: ``vqvae``, ``prior``, ``audio`` or ``audio_prior``.
+        extra: more ``key=value`` overrides, after the user's (e.g. ``train.data`` from ``--data``).
+        source: what the run builds on (e.g. ``VQ-VAE``), when the command takes its run directory.
+    Returns:
+        ``(out, given, recipe)``: the output directory, the run it builds on or None, the recipe.
+    Raises:
+        VQVAEError: ``--resume`` with other options, or no source run directory where one is needed.
+    """
     overrides = list(args.overrides)
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
@@ -59,15 +101,29 @@ def recipe_of(args: argparse.Namespace, kind: str, extra: list[str] = (),
                              "only --steps/--max-seconds may change")
         return args.resume, None, resume_recipe(args.resume, overrides, kind=kind)
     if source and not given:
-        raise VQVAEError(f"{args.command}{' ' + args.audio_command if getattr(args, 'audio_command', None) else ''} needs "
-                         f"the {source} run directory (or --resume DIR)")
+        raise VQVAEError(f"{args.command}"
+                         f"{' ' + args.audio_command if getattr(args, 'audio_command', None) else ''} "
+                         f"needs the {source} run directory (or --resume DIR)")
     return args.out or args.default_out, given, load_recipe(args.config, [*overrides, *extra], kind=kind)
 
 
 def add_training_command(parent, name: str, fn, help: str, recipe: str, out: str, example: str,
                          source: str | None = None) -> argparse.ArgumentParser:
-    """A training command: ``[SOURCE_DIR] [--config] [--out] [--steps] [--max-seconds] [--resume] [--overwrite]
-    [--quiet] [--json] [key=value ...]``."""
+    """A training command: ``[SOURCE_DIR] [--config] [--out] [--steps] [--max-seconds] [--resume]
+    [--overwrite] [--quiet] [--json] [key=value ...]``.
+
+    Args:
+        parent: the subparsers to add it to.
+        name: the command's name.
+        fn: its handler, ``fn(args)``.
+        help: its one-line help.
+        recipe: the name of its default recipe, for ``--config``'s help.
+        out: its default run directory.
+        example: an example override, for the help.
+        source: the help of the positional run directory it builds on; None: it takes none.
+    Returns:
+        The command's parser.
+    """
     s = parent.add_parser(name, help=help)
     if source:  # the run this one builds on, before the overrides so that it is not taken for one
         s.add_argument("vqvae_dir", nargs="?", help=source)
@@ -86,15 +142,28 @@ def add_training_command(parent, name: str, fn, help: str, recipe: str, out: str
 
 
 def run_training(args: argparse.Namespace, kind: str, train: Callable[..., dict[str, Any]],
-                 summary: Callable[[dict[str, Any]], str], files: str, source: str | None = None) -> dict[str, Any]:
-    """A training command: the recipe (:func:`recipe_of`), ``train(recipe, [source run,] out, ...)``, its metrics
-    printed, then the run directory and the ``files`` it holds."""
+                 summary: Callable[[dict[str, Any]], str], files: str,
+                 source: str | None = None) -> dict[str, Any]:
+    """A training command: the recipe (:func:`recipe_of`), ``train(recipe, [source run,] out, ...)``, its
+    metrics printed, then the run directory and the ``files`` it holds.
+
+    Args:
+        args: the parsed command line.
+        kind: the recipe kind.
+        train: the training function (e.g. :func:`vqvae.train.train_and_evaluate`).
+        summary: makes the human-readable text of the metrics.
+        files: what the run directory holds beside the checkpoint, metrics.csv and eval.json.
+        source: what the run builds on (as :func:`recipe_of`); None: nothing.
+    Returns:
+        The metrics.
+    """
     extra = [f"train.data={args.data}"] if getattr(args, "data", None) else []
     out, given, recipe = recipe_of(args, kind, extra, source)
     runs_on = () if source is None else (given,)
-    m = train(recipe, *runs_on, out, resume=bool(args.resume), overwrite=args.overwrite, progress=not args.quiet,
-              device=args.device)
+    m = train(recipe, *runs_on, out, resume=bool(args.resume), overwrite=args.overwrite,
+              progress=not args.quiet, device=args.device)
     print_result(m, args.json, summary)
     if is_main_process():
-        print(f"run directory: {Path(out).resolve()} (config.json, model.safetensors, metrics.csv, eval.json, {files})")
+        print(f"run directory: {Path(out).resolve()} "
+              f"(config.json, model.safetensors, metrics.csv, eval.json, {files})")
     return m

@@ -10,7 +10,8 @@
     vqvae sample PRIOR_DIR [--per-class P | --class C --n N] [--temperature T] [--seed S] --out FILE.png|.npz
     vqvae evaluate-prior PRIOR_DIR [--split test] [--json]
     vqvae train-classifier [--data D] [--out DIR]
-    vqvae score SAMPLES.npz --classifier DIR [--vqvae DIR] [--seed S] [--out score.json [--overwrite]] [--json]
+    vqvae score SAMPLES.npz --classifier DIR [--vqvae DIR] [--seed S] [--out score.json [--overwrite]]
+        [--json]
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ def _prior_summary(m: dict[str, Any]) -> str:
     line = (f"{m['split']}: prior NLL {m['prior_nll_bits_per_latent']:.3f} bits/latent "
             f"({m['bits_below_uniform']:.3f} below the uniform prior's {m['uniform_bits_per_latent']:g})")
     if "elbo_bits_per_dim_learned_prior" in m:
-        line += (f"; image bits/dim: decoder {m['decoder_nll_bits_per_dim']:.3f}, ELBO with the uniform prior "
-                 f"{m['elbo_bits_per_dim_uniform_prior']:.3f}, with the learned prior "
-                 f"{m['elbo_bits_per_dim_learned_prior']:.3f}")
+        line += (f"; image bits/dim: decoder {m['decoder_nll_bits_per_dim']:.3f}, "
+                 f"ELBO with the uniform prior {m['elbo_bits_per_dim_uniform_prior']:.3f}, "
+                 f"with the learned prior {m['elbo_bits_per_dim_learned_prior']:.3f}")
     return line
 
 
@@ -61,29 +62,32 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    m = evaluate_run(args.run_dir, kind="vqvae", data=args.data, split=args.split, limit=args.limit, device=args.device)
+    m = evaluate_run(args.run_dir, kind="vqvae", data=args.data, split=args.split, limit=args.limit,
+                     device=args.device)
     return print_result(m, args.json, _summary)
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    out = write_reconstructions(args.run_dir, args.out, data=args.data, split=args.split, n=args.n, overwrite=args.overwrite,
-                                device=args.device)
+    out = write_reconstructions(args.run_dir, args.out, data=args.data, split=args.split, n=args.n,
+                                overwrite=args.overwrite, device=args.device)
     print(f"wrote {out} (top: originals, bottom: reconstructions)")
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    shapes = encode_run(args.run_dir, args.out, data=args.data, splits=tuple(args.splits.split(",")), overwrite=args.overwrite,
-                        device=args.device)
+    shapes = encode_run(args.run_dir, args.out, data=args.data, splits=tuple(args.splits.split(",")),
+                        overwrite=args.overwrite, device=args.device)
     print(f"wrote {Path(args.out)} ({', '.join(f'{s}: {shape}' for s, shape in shapes.items())})")
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
-    n = decode_run(args.run_dir, args.codes, args.out, split=args.split, n=args.n, overwrite=args.overwrite, device=args.device)
+    n = decode_run(args.run_dir, args.codes, args.out, split=args.split, n=args.n, overwrite=args.overwrite,
+                   device=args.device)
     print(f"wrote {Path(args.out)} ({n} decoded images)")
 
 
 def cmd_train_prior(args: argparse.Namespace) -> dict[str, Any]:
-    return run_training(args, "prior", train_prior_and_evaluate, _prior_summary, "samples.png, tb/", source="VQ-VAE")
+    return run_training(args, "prior", train_prior_and_evaluate, _prior_summary, "samples.png, tb/",
+                        source="VQ-VAE")
 
 
 def cmd_evaluate_prior(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,19 +97,21 @@ def cmd_evaluate_prior(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     n = sample_image_file(args.prior_dir, args.out, class_=args.class_, per_class=args.per_class, n=args.n,
-                          temperature=args.temperature, seed=args.seed, overwrite=args.overwrite, device=args.device)
+                          temperature=args.temperature, seed=args.seed, overwrite=args.overwrite,
+                          device=args.device)
     print(f"wrote {Path(args.out)} ({n} samples)")
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> dict[str, Any]:
-    m = train_classifier_run(args.out, data=args.data, epochs=args.epochs, max_seconds=args.max_seconds, seed=args.seed,
-                             overwrite=args.overwrite, device=args.device)
+    m = train_classifier_run(args.out, data=args.data, epochs=args.epochs, max_seconds=args.max_seconds,
+                             seed=args.seed, overwrite=args.overwrite, device=args.device)
     return print_result(m, args.json, lambda m: f"{m['split']}: test accuracy {m['test_accuracy']:.4f} after "
                                              f"{m['train_seconds']:.0f} s; wrote {args.out}")
 
 
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
-    out = check_out_file(args.out, args.overwrite, (".json",)) if args.out else None  # refused before the work, not after
+    # refused before the work, not after
+    out = check_out_file(args.out, args.overwrite, (".json",)) if args.out else None
     m = score_samples(args.samples, args.classifier, vqvae=args.vqvae, seed=args.seed, device=args.device)
     if out is not None:
         atomic_write_json(out, m)
@@ -127,11 +133,17 @@ def _output(s: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_image_commands(sub) -> None:
-    """Register the image commands on the top-level subparsers."""
-    train = add_training_command(sub, "train", cmd_train, "train an image VQ-VAE", "fashion_mnist", "runs/vqvae",
-                             "model.hidden=64")
-    train.add_argument("--data", help="fashion-mnist, mnist, cifar10, or a path (IDX dir, CIFAR dir, image folder)")
-    e = _run_command(sub, "evaluate", cmd_evaluate, "reconstruction quality and codebook usage over a whole split")
+    """Register the image commands on the top-level subparsers.
+
+    Args:
+        sub: the top-level subparsers.
+    """
+    train = add_training_command(sub, "train", cmd_train, "train an image VQ-VAE", "fashion_mnist",
+                                 "runs/vqvae", "model.hidden=64")
+    train.add_argument("--data", help="fashion-mnist, mnist, cifar10, or a path (IDX dir, CIFAR dir, "
+                                      "image folder)")
+    e = _run_command(sub, "evaluate", cmd_evaluate,
+                     "reconstruction quality and codebook usage over a whole split")
     e.add_argument("--split", default="test", choices=["train", "test"])
     e.add_argument("--limit", type=positive, help="evaluate only the first N images")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -163,14 +175,15 @@ def _add_prior_commands(sub) -> None:
     group = sp.add_mutually_exclusive_group()
     group.add_argument("--class", dest="class_", type=int, help="sample only this class (with --n)")
     group.add_argument("--per-class", type=positive, help="samples of every class, one row each (default 8)")
-    sp.add_argument("--n", type=positive, help="number of samples with --class or from an unconditional prior "
-                                               "(default 64)")
+    sp.add_argument("--n", type=positive, help="number of samples with --class or from an unconditional "
+                                               "prior (default 64)")
     sp.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
     sp.add_argument("--seed", type=seed, default=0)
     _output(sp, ".png (a grid, one row per class) or .npz (images, labels, indices)")
     add_device(sp)
     sp.set_defaults(fn=cmd_sample)
-    ep = sub.add_parser("evaluate-prior", help="prior NLL (bits/latent) and image bits/dim of the ELBO over a split")
+    ep = sub.add_parser("evaluate-prior",
+                        help="prior NLL (bits/latent) and image bits/dim of the ELBO over a split")
     ep.add_argument("prior_dir", help="run directory written by `vqvae train-prior`")
     ep.add_argument("--split", default="test", choices=["train", "test"])
     ep.add_argument("--limit", type=positive, help="evaluate only the first N images")
@@ -180,20 +193,24 @@ def _add_prior_commands(sub) -> None:
 
 
 def _add_judge_commands(sub) -> None:
-    tc = sub.add_parser("train-classifier", help="train the CNN that judges samples (accuracy, Fréchet distance)")
+    tc = sub.add_parser("train-classifier",
+                        help="train the CNN that judges samples (accuracy, Fréchet distance)")
     tc.add_argument("--data", default="fashion-mnist", help="fashion-mnist, mnist, cifar10 or a path")
     tc.add_argument("--out", default="runs/classifier", help="checkpoint directory (default runs/classifier)")
     tc.add_argument("--epochs", type=positive, default=4, help="passes over the train split (default 4)")
-    tc.add_argument("--max-seconds", type=float, default=600.0, help="stop earlier after this long (default 600)")
+    tc.add_argument("--max-seconds", type=float, default=600.0,
+                    help="stop earlier after this long (default 600)")
     tc.add_argument("--seed", type=seed, default=0)
     tc.add_argument("--overwrite", action="store_true")
     tc.add_argument("--json", action="store_true")
     add_device(tc)
     tc.set_defaults(fn=cmd_train_classifier)
-    sc = sub.add_parser("score", help="judge samples with a classifier: recognition rate and Fréchet distances")
+    sc = sub.add_parser("score",
+                        help="judge samples with a classifier: recognition rate and Fréchet distances")
     sc.add_argument("samples", help=".npz written by `vqvae sample` (images, labels)")
     sc.add_argument("--classifier", required=True, help="directory written by `vqvae train-classifier`")
-    sc.add_argument("--vqvae", help="VQ-VAE whose reconstructions are the reference (default: the samples' own)")
+    sc.add_argument("--vqvae",
+                    help="VQ-VAE whose reconstructions are the reference (default: the samples' own)")
     sc.add_argument("--seed", type=seed, default=0, help="which test images are the held-out references")
     sc.add_argument("--out", help="also write the scores to this .json (as score.json in the prior's run "
                                   "directory, `vqvae report` shows them with the prior)")

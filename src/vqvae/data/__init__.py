@@ -1,6 +1,6 @@
-"""Data: image datasets (:mod:`vqvae.data.images`: IDX, CIFAR-10 batches, image folders; image grids) and speech
-(:mod:`vqvae.data.audio`: WAV files, speaker-folder corpora, the espeak-ng corpus). Every problem the user can fix
-raises a one-line :class:`~vqvae.errors.VQVAEError`."""
+"""Data: image datasets (:mod:`vqvae.data.images`: IDX, CIFAR-10 batches, image folders; image grids) and
+speech (:mod:`vqvae.data.audio`: WAV files, speaker-folder corpora, the espeak-ng corpus). Every problem the
+user can fix raises a one-line :class:`~vqvae.errors.VQVAEError`."""
 
 from vqvae.data.audio import SpeechDataset, load_speech
 from vqvae.data.images import (

@@ -1,14 +1,16 @@
-"""Feeding a training loop: the seeded order of global batches (:class:`Batches`), and :class:`Feed`, which turns
-each global batch into this rank's tensors -- in the training process, or in ``torch.utils.data.DataLoader`` worker
-processes that read and decode files while the model trains (``train.num_workers``).
+"""Feeding a training loop: the seeded order of global batches (:class:`Batches`), and :class:`Feed`, which
+turns each global batch into this rank's tensors -- in the training process, or in
+``torch.utils.data.DataLoader`` worker processes that read and decode files while the model trains
+(``train.num_workers``).
 
-A task splits the work in two. ``plan(indices, number)`` runs where the order is drawn, in the training process: it
-takes the global batch's example indices and its number (batches drawn so far) and returns what this rank must
-fetch (its shard; for crops, also where each crop starts, drawn from a generator seeded by the batch number, so
-that the draws do not depend on when or where they are made). ``fetch(plan)`` reads the examples (the same call
-for data held in memory and for files read on the fly). Both paths give the same batches, and a run resumed from
-a checkpoint gets the batches an uninterrupted run would have had, mid-epoch included: the state saved is that of
-the batches consumed, never that of the batches the workers have prefetched.
+A task splits the work in two. ``plan(indices, number)`` runs where the order is drawn, in the training
+process: it takes the global batch's example indices and its number (batches drawn so far) and returns what
+this rank must fetch (its shard; for crops, also where each crop starts, drawn from a generator seeded by the
+batch number, so that the draws do not depend on when or where they are made). ``fetch(plan)`` reads the
+examples (the same call for data held in memory and for files read on the fly). Both paths give the same
+batches, and a run resumed from a checkpoint gets the batches an uninterrupted run would have had, mid-epoch
+included: the state saved is that of the batches consumed, never that of the batches the workers have
+prefetched.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ __all__ = ["Batches", "Feed", "batch_generator", "iter_batches", "rows"]
 class Batches:
     """Epochs of random permutations of ``n`` examples from a seeded generator, ``batch_size`` at a time; a
     batch that would run past the end of a permutation starts the next one. Its state is saved for exact
-    resume. ``number`` counts the batches drawn."""
+    resume. ``number`` counts the batches drawn.
+
+    Args:
+        n: number of examples.
+        batch_size: examples per batch.
+        seed: seed of the generator of the permutations.
+    """
 
     def __init__(self, n: int, batch_size: int, seed: int):
         self.n, self.batch_size, self.seed = n, batch_size, seed
@@ -37,6 +45,7 @@ class Batches:
         self.new_epoch = False  # True right after next() began a new permutation
 
     def next(self) -> torch.Tensor:
+        """The next batch's example indices, (batch_size,) int64."""
         self.new_epoch = self.pos + self.batch_size > self.n
         if self.new_epoch:
             self.perm = torch.randperm(self.n, generator=self.gen)
@@ -47,33 +56,55 @@ class Batches:
         return idx
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {"data_gen": self.gen.get_state(), "data_perm": self.perm, "data_pos": torch.tensor(self.pos),
-                "data_number": torch.tensor(self.number)}
+        """The order's state, for a checkpoint (the generator, the permutation, the position, the number)."""
+        return {"data_gen": self.gen.get_state(), "data_perm": self.perm,
+                "data_pos": torch.tensor(self.pos), "data_number": torch.tensor(self.number)}
 
     def restore(self, s: dict[str, torch.Tensor]) -> None:
+        """Continue from a saved state.
+
+        Args:
+            s: a dict from :meth:`state` (``data_number`` may be missing: 0).
+        """
         self.gen.set_state(s["data_gen"])
         self.perm = s["data_perm"]
         self.pos = int(s["data_pos"])
-        self.number = int(s.get("data_number", 0))  # checkpoints from before it was saved
+        self.number = int(s.get("data_number", 0))  # 0 for a state without it
 
     def copy(self) -> Batches:
+        """An independent twin in the same state: it draws the batches this one will."""
         twin = Batches.__new__(Batches)
-        twin.n, twin.batch_size, twin.seed, twin.new_epoch = self.n, self.batch_size, self.seed, self.new_epoch
+        twin.n, twin.batch_size, twin.seed, twin.new_epoch = (self.n, self.batch_size, self.seed,
+                                                               self.new_epoch)
         twin.gen = torch.Generator()
         twin.restore({k: v.clone() for k, v in self.state().items()})
         return twin
 
 
 def batch_generator(seed: int, number: int) -> torch.Generator:
-    """The generator of the random draws that belong to global batch ``number`` of a run seeded with ``seed``
-    (crop offsets): the same on every rank, wherever and whenever the batch is planned."""
+    """The generator of the random draws that belong to global batch ``number`` of a run seeded with
+    ``seed`` (crop offsets): the same on every rank, wherever and whenever the batch is planned.
+
+    Args:
+        seed: the run's data seed.
+        number: the global batch's number.
+    Returns:
+        a CPU generator seeded from both.
+    """
     return torch.Generator().manual_seed((seed * 1_000_003 + number) % (2**63))
 
 
 def rows(arrays: tuple, indices: Any) -> tuple:
     """``(a[indices] for a in arrays)``: the fetch of examples held in tensors or read from files on demand
-    (:class:`vqvae.data.images.folder.ImageFiles`); a module-level function, so that ``functools.partial(rows,
-    arrays)`` pickles for spawned workers."""
+    (:class:`vqvae.data.images.folder.ImageFiles`); a module-level function, so that
+    ``functools.partial(rows, arrays)`` pickles for spawned workers.
+
+    Args:
+        arrays: indexable arrays (tensors, or file-backed arrays).
+        indices: what to index each with.
+    Returns:
+        the tuple of ``a[indices]``.
+    """
     return tuple(a[indices] for a in arrays)
 
 
@@ -97,7 +128,8 @@ class _Fetches(Dataset):
 
 
 class _Plans:
-    """The DataLoader's batch sampler: (number, plan) of every batch from a twin of the run's order, without end."""
+    """The DataLoader's batch sampler: (number, plan) of every batch from a twin of the run's order, without
+    end."""
 
     def __init__(self, batches: Batches, plan: Callable[[torch.Tensor, int], Any]):
         self.batches, self.plan = batches, plan
@@ -110,8 +142,8 @@ class _Plans:
 
 def _loader(fetch: Callable[[Any], Any], requests: Iterable, num_workers: int, pin_memory: bool = False
             ) -> DataLoader:
-    # a generator of its own: the workers' base seed is not drawn from torch's global generator, whose state a run
-    # saves and restores (fetches draw nothing at random: crops are planned in the training process)
+    # a generator of its own: the workers' base seed is not drawn from torch's global generator, whose state a
+    # run saves and restores (fetches draw nothing at random: crops are planned in the training process)
     return DataLoader(_Fetches(fetch), batch_sampler=requests, collate_fn=_unwrap, num_workers=num_workers,
                       prefetch_factor=2 if num_workers else None, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(0))
@@ -125,12 +157,22 @@ def _one_line(exc: Exception) -> VQVAEError:
 
 
 class Feed:
-    """This rank's part of each global batch of ``batches``, in order: ``fetch(plan(indices, number))``, made in
-    this process (``num_workers=0``) or by DataLoader workers running ahead of the loop. :attr:`batches` is the
-    order of the batches consumed: its state is what a checkpoint saves."""
+    """This rank's part of each global batch of ``batches``, in order: ``fetch(plan(indices, number))``, made
+    in this process (``num_workers=0``) or by DataLoader workers running ahead of the loop. :attr:`batches` is
+    the order of the batches consumed: its state is what a checkpoint saves.
 
-    def __init__(self, batches: Batches, plan: Callable[[torch.Tensor, int], Any], fetch: Callable[[Any], Any],
-                 num_workers: int = 0, pin_memory: bool = False):
+    Args:
+        batches: the run's order of global batches.
+        plan: ``(indices, number) -> plan``, run in this process (see the module docstring).
+        fetch: ``plan -> batch``, run here or in a worker; picklable when ``num_workers`` > 0.
+        num_workers: DataLoader worker processes; 0 (default) fetches in this process.
+        pin_memory: page-locked batches (with workers only), which copy to a GPU asynchronously.
+    Raises:
+        VQVAEError: a negative ``num_workers``.
+    """
+
+    def __init__(self, batches: Batches, plan: Callable[[torch.Tensor, int], Any],
+                 fetch: Callable[[Any], Any], num_workers: int = 0, pin_memory: bool = False):
         if num_workers < 0:
             raise VQVAEError(f"num_workers must be >= 0, got {num_workers}")
         self.batches, self.plan, self.fetch, self.num_workers = batches, plan, fetch, num_workers
@@ -138,6 +180,7 @@ class Feed:
         self._it: Iterator | None = None
 
     def next(self) -> Any:
+        """The next batch, as ``fetch`` makes it; a worker's VQVAEError comes back as one line."""
         if not self.num_workers:
             idx = self.batches.next()
             return self.fetch(self.plan(idx, self.batches.number))
@@ -150,7 +193,8 @@ class Feed:
         except VQVAEError as exc:
             raise _one_line(exc) from None
         if number != self.batches.number:
-            raise RuntimeError(f"data workers delivered batch {number} where batch {self.batches.number} was due")
+            raise RuntimeError(f"data workers delivered batch {number} "
+                               f"where batch {self.batches.number} was due")
         return batch
 
     def close(self) -> None:
@@ -160,8 +204,18 @@ class Feed:
 
 def iter_batches(fetch: Callable[[list[int]], Any], starts: Iterable[int], batch_size: int, n: int,
                  num_workers: int = 0) -> Iterator[Any]:
-    """``fetch(list(range(start, min(start + batch_size, n))))`` for each of ``starts``, in order, made here or by
-    ``num_workers`` DataLoader workers (for evaluation and encoding of data read from files)."""
+    """``fetch(list(range(start, min(start + batch_size, n))))`` for each of ``starts``, in order, made here
+    or by ``num_workers`` DataLoader workers (for evaluation and encoding of data read from files).
+
+    Args:
+        fetch: ``list of example indices -> batch``; picklable when ``num_workers`` > 0.
+        starts: the first example index of every batch.
+        batch_size: examples per batch (the last may be shorter).
+        n: number of examples (no index reaches it).
+        num_workers: DataLoader worker processes; 0 (default) fetches in this process.
+    Returns:
+        an iterator over the batches (a worker's VQVAEError comes back as one line).
+    """
     requests = [(i, list(range(s, min(s + batch_size, n)))) for i, s in enumerate(starts)]
     if not num_workers:
         yield from (fetch(plan) for _, plan in requests)

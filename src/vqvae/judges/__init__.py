@@ -1,5 +1,6 @@
-"""Independent judges of what the models generate: an image classifier (recognition rate, Fréchet distance); for
-audio, speaker and content classifiers and a pitch tracker; and the scores of a prior's samples by them."""
+"""Independent judges of what the models generate: an image classifier (recognition rate, Fréchet
+distance); for audio, speaker and content classifiers and a pitch tracker; and the scores of a prior's samples
+by them."""
 
 from vqvae.judges.audio import SpeakerClassifier, judge_conversion, log_mel_stats, mel_filterbank, pitch_hz
 from vqvae.judges.image import ImageClassifier, accuracy, judge, predict, train_classifier

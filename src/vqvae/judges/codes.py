@@ -1,6 +1,6 @@
-"""Judges of the codes themselves: probes that tell an utterance's speaker (or what it says) from its code sequence
-alone. A bottleneck that holds the words and not the voice has a speaker probe near chance and a content probe
-well above it."""
+"""Judges of the codes themselves: probes that tell an utterance's speaker (or what it says) from its code
+sequence alone. A bottleneck that holds the words and not the voice has a speaker probe near chance and a
+content probe well above it."""
 
 from __future__ import annotations
 
@@ -20,10 +20,19 @@ if TYPE_CHECKING:
 __all__ = ["CodeProbe", "code_features", "probe_codes"]
 
 
-def code_features(codes: list[np.ndarray | Tensor], num_embeddings: int, bigram_buckets: int = 1024) -> Tensor:
-    """What an utterance's codes say when their order within the utterance is forgotten: the frequency of every
-    code (K) and of every pair of successive codes, hashed into ``bigram_buckets`` -> (len(codes), K + buckets).
-    A voice that speaks through its own codes (or its own code transitions) shows in these counts."""
+def code_features(codes: list[np.ndarray | Tensor], num_embeddings: int,
+                  bigram_buckets: int = 1024) -> Tensor:
+    """What an utterance's codes say when their order within the utterance is forgotten: the frequency of
+    every code (K) and of every pair of successive codes, hashed into ``bigram_buckets``. A voice that speaks
+    through its own codes (or its own code transitions) shows in these counts.
+
+    Args:
+        codes: one code sequence per utterance (any shape, flattened), integers in [0, K).
+        num_embeddings: K, size of the codebook.
+        bigram_buckets: number of hash buckets of the pairs of successive codes.
+    Returns:
+        (len(codes), K + bigram_buckets) float32: code frequencies, then pair frequencies (zeros when empty).
+    """
     k, out = num_embeddings, torch.zeros(len(codes), num_embeddings + bigram_buckets, dtype=torch.float64)
     for row, c in enumerate(codes):
         c = torch.as_tensor(np.asarray(c), dtype=torch.long).flatten()
@@ -37,10 +46,16 @@ def code_features(codes: list[np.ndarray | Tensor], num_embeddings: int, bigram_
 
 
 class CodeProbe(LogisticClassifier):
-    """A probe of the codes: logistic regression on :func:`code_features` of an utterance's code sequence, trained to
-    tell its speaker (or what it says) from the codes alone. Trained on the train split's codes and scored on the
-    test split's, it measures how much of the speaker the bottleneck lets through: near chance means the decoder
-    gets the voice from its speaker embedding and nowhere else."""
+    """A probe of the codes: logistic regression on :func:`code_features` of an utterance's code sequence,
+    trained to tell its speaker (or what it says) from the codes alone. Trained on the train split's codes and
+    scored on the test split's, it measures how much of the speaker the bottleneck lets through: near chance
+    means the decoder gets the voice from its speaker embedding and nowhere else. ``fit`` and ``predict`` take
+    code sequences in place of waveforms.
+
+    Args:
+        num_embeddings: K, size of the codebook.
+        num_classes: number of classes it tells apart (speakers, or what is said).
+    """
 
     what = "code probe"
 
@@ -53,15 +68,27 @@ class CodeProbe(LogisticClassifier):
 
 
 @torch.no_grad()
-def probe_codes(model: AudioVQVAE, train: SpeechDataset, test: SpeechDataset, seed: int = 0) -> dict[str, Any]:
+def probe_codes(model: AudioVQVAE, train: SpeechDataset, test: SpeechDataset,
+                seed: int = 0) -> dict[str, Any]:
     """The speaker probe (and, where the corpus has classes, the content probe) on the codes: a
-    :class:`~vqvae.judges.audio.CodeProbe` trained on the codes of every ``train`` utterance, its accuracy on those
-    of every ``test`` utterance, beside chance (the most frequent speaker's / class's share of the test split)."""
+    :class:`CodeProbe` trained on the codes of every ``train`` utterance, its accuracy on those of every
+    ``test`` utterance, beside chance (the most frequent speaker's / class's share of the test split).
+    Utterances shorter than one code are left out.
+
+    Args:
+        model: the audio VQ-VAE whose codes are probed.
+        train: the split the probes are trained on.
+        test: the split the probes are scored on.
+        seed: seed of the probes' training.
+    Returns:
+        ``speaker_probe_accuracy``, ``speaker_probe_chance`` and, with classes, ``content_probe_accuracy``,
+        ``content_probe_chance``.
+    """
     dev, hop = model_device(model), model.config.hop
 
     def codes_of(data: SpeechDataset) -> list[np.ndarray]:
-        return [model.encode(torch.from_numpy(np.ascontiguousarray(w[: len(w) // hop * hop]))[None].to(dev))[0].cpu()
-                .numpy() for w in data.waves if len(w) >= hop]
+        return [model.encode(torch.from_numpy(np.ascontiguousarray(w[: len(w) // hop * hop]))[None]
+                             .to(dev))[0].cpu().numpy() for w in data.waves if len(w) >= hop]
 
     def kept(data: SpeechDataset, values: list[int]) -> list[int]:
         return [v for w, v in zip(data.waves, values) if len(w) >= hop]
@@ -75,6 +102,7 @@ def probe_codes(model: AudioVQVAE, train: SpeechDataset, test: SpeechDataset, se
             continue
         count = len(train.speakers) if name == "speaker" else len(train.class_names)
         probe = CodeProbe(model.config.num_embeddings, count).fit(train_codes, y_train, seed=seed)
-        out[f"{name}_probe_accuracy"] = float((probe.predict(test_codes) == torch.tensor(y_test)).double().mean())
+        out[f"{name}_probe_accuracy"] = float((probe.predict(test_codes) == torch.tensor(y_test))
+                                              .double().mean())
         out[f"{name}_probe_chance"] = float(np.bincount(y_test).max() / len(y_test))
     return out

@@ -1,9 +1,9 @@
 """An independent judge of generated images: a small CNN classifier trained on real data, whose
 penultimate-layer features give a Fréchet distance between sets of images (as FID does with Inception).
 
-Used to score samples of the prior (:func:`vqvae.judges.samples.score_samples`): the fraction of class-conditional samples recognised
-as the requested class, and the Fréchet distance of sample features to test-image features, next to those of
-held-out real images and of their reconstructions.
+Used to score samples of the prior (:func:`vqvae.judges.samples.score_samples`): the fraction of
+class-conditional samples recognised as the requested class, and the Fréchet distance of sample features to
+test-image features, next to those of held-out real images and of their reconstructions.
 """
 
 from __future__ import annotations
@@ -43,7 +43,12 @@ class ImageClassifierConfig:
 
 
 class ImageClassifier(Pretrained, nn.Module):
-    """(B, C, 28, 28)-ish images in [0, 1] -> logits (B, num_classes); ``features`` -> (B, 128)."""
+    """(B, C, 28, 28)-ish images in [0, 1] -> logits (B, num_classes); ``features`` -> (B, 128).
+
+    Args:
+        config: the architecture (default: :class:`ImageClassifierConfig`'s defaults).
+        **overrides: fields of the config to replace (``in_channels``, ``num_classes``, ``image_size``).
+    """
 
     checkpoint_kind = "classifier"
     config_section = "model"
@@ -61,6 +66,15 @@ class ImageClassifier(Pretrained, nn.Module):
 
     @classmethod
     def config_from_dict(cls, values: dict[str, Any]) -> ImageClassifierConfig:
+        """The architecture from the ``model`` section of a classifier's config.json.
+
+        Args:
+            values: the ``model`` section of config.json.
+        Returns:
+            the validated :class:`ImageClassifierConfig`.
+        Raises:
+            VQVAEError: an unknown key or a field out of range.
+        """
         try:
             config = ImageClassifierConfig(**values)
         except TypeError as exc:
@@ -69,15 +83,42 @@ class ImageClassifier(Pretrained, nn.Module):
         return config
 
     def features(self, x: Tensor) -> Tensor:
+        """The penultimate layer, which the Fréchet distance compares.
+
+        Args:
+            x: (B, C, H, W) images in [0, 1].
+        Returns:
+            (B, 128) features.
+        """
         return self.body(x - 0.5)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Classify images.
+
+        Args:
+            x: (B, C, H, W) images in [0, 1].
+        Returns:
+            (B, num_classes) logits.
+        """
         return self.out(self.features(x))
 
 
-def train_classifier(train: ImageDataset, *, max_seconds: float = 60.0, epochs: int = 3, batch_size: int = 128,
-                     lr: float = 2e-3, seed: int = 0, device: str | torch.device | None = "cpu") -> ImageClassifier:
-    """Adam on cross-entropy for ``epochs`` epochs or ``max_seconds``, whichever ends first, on ``device``."""
+def train_classifier(train: ImageDataset, *, max_seconds: float = 60.0, epochs: int = 3,
+                     batch_size: int = 128, lr: float = 2e-3, seed: int = 0,
+                     device: str | torch.device | None = "cpu") -> ImageClassifier:
+    """Adam on cross-entropy for ``epochs`` epochs or ``max_seconds``, whichever ends first, on ``device``.
+
+    Args:
+        train: the labelled images to train on (refused when empty).
+        max_seconds: wall-time limit of the training, seconds.
+        epochs: passes over ``train``, each in a new random order.
+        batch_size: images per step.
+        lr: Adam's learning rate.
+        seed: seed of the initial weights and the order of the images.
+        device: where to train (``auto``: see :func:`vqvae.devices.resolve_device`).
+    Returns:
+        the trained classifier, in eval mode on ``device``.
+    """
     if len(train) == 0:
         raise VQVAEError(f"{train.name} has no images to train a classifier on")
     torch.manual_seed(seed)
@@ -100,7 +141,15 @@ def train_classifier(train: ImageDataset, *, max_seconds: float = 60.0, epochs: 
 
 @torch.no_grad()
 def predict(model: ImageClassifier, images: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
-    """Images (N, C, H, W) float in [0, 1] -> (predicted classes (N,), features (N, 128))."""
+    """Images (N, C, H, W) float in [0, 1] -> (predicted classes (N,), features (N, 128)).
+
+    Args:
+        model: the classifier (put in eval mode).
+        images: (N, C, H, W) float images in [0, 1], on any device.
+        batch_size: images per forward pass.
+    Returns:
+        (predicted classes (N,), features (N, 128)), on the CPU.
+    """
     model.eval()
     preds, feats, dev = [], [], model_device(model)
     for chunk in images.split(batch_size):
@@ -111,7 +160,14 @@ def predict(model: ImageClassifier, images: Tensor, batch_size: int = 1000) -> t
 
 
 def accuracy(model: ImageClassifier, data: ImageDataset) -> float:
-    """Fraction of ``data`` classified correctly."""
+    """Fraction of ``data`` classified correctly (refused when empty).
+
+    Args:
+        model: the classifier.
+        data: the labelled images.
+    Returns:
+        the accuracy, 0..1.
+    """
     if len(data) == 0:
         raise VQVAEError(f"{data.name} has no images to measure accuracy on")
     preds, _ = predict(model, to_float(data.images[:]))
@@ -120,10 +176,19 @@ def accuracy(model: ImageClassifier, data: ImageDataset) -> float:
 
 def judge(model: ImageClassifier, target: Tensor, sets: dict[str, tuple[Tensor, Tensor | None]],
           classes: list[str]) -> dict[str, dict]:
-    """Score image sets with the classifier. ``target`` (M, C, H, W) in [0, 1] are real images; each
-    ``name: (images (N, C, H, W) in [0, 1], labels (N,) or None)`` gets the Fréchet distance between its
-    classifier features and the target's and, with labels, the fraction classified as its label (overall and
-    per class). Compare sets of equal size: the distance of a finite sample is biased upwards, more for small N."""
+    """Score image sets with the classifier: the Fréchet distance between each set's classifier features and
+    the target's and, with labels, the fraction classified as its label (overall and per class). Compare sets
+    of equal size: the distance of a finite sample is biased upwards, more for small N.
+
+    Args:
+        model: the classifier.
+        target: (M, C, H, W) real images in [0, 1].
+        sets: ``name: (images (N, C, H, W) in [0, 1], labels (N,) or None)``.
+        classes: the class names, indexed by label.
+    Returns:
+        name -> ``num_images``, ``frechet_distance`` and, with labels, ``recognised`` and
+        ``recognised_per_class`` (class name -> fraction).
+    """
     _, target_feats = predict(model, target)
     out: dict[str, dict] = {}
     for name, (images, labels) in sets.items():
@@ -132,15 +197,29 @@ def judge(model: ImageClassifier, target: Tensor, sets: dict[str, tuple[Tensor, 
         if labels is not None:
             hit = (preds == labels).double()
             row["recognised"] = float(hit.mean())
-            row["recognised_per_class"] = {classes[c]: float(hit[labels == c].mean()) for c in labels.unique().tolist()}
+            row["recognised_per_class"] = {classes[c]: float(hit[labels == c].mean())
+                                           for c in labels.unique().tolist()}
         out[name] = row
     return out
 
 
-def train_classifier_run(out: str | Path, *, data: str = "fashion-mnist", epochs: int = 4, max_seconds: float = 600.0,
-                         seed: int = 0, overwrite: bool = False, device: str | None = "auto") -> dict[str, Any]:
+def train_classifier_run(out: str | Path, *, data: str = "fashion-mnist", epochs: int = 4,
+                         max_seconds: float = 600.0, seed: int = 0, overwrite: bool = False,
+                         device: str | None = "auto") -> dict[str, Any]:
     """``vqvae train-classifier``: train the judge on the train split of ``data`` into ``out`` (config.json,
-    model.safetensors, eval.json); returns its test accuracy and training time."""
+    model.safetensors, eval.json).
+
+    Args:
+        out: the run directory to write (refused when it exists and is not empty, unless ``overwrite``).
+        data: ``fashion-mnist``, ``mnist``, ``cifar10`` or a path (recorded absolute).
+        epochs: passes over the train split.
+        max_seconds: wall-time limit of the training, seconds.
+        seed: seed of the training.
+        overwrite: write into ``out`` even when it is not empty.
+        device: where to train (``auto``: see :func:`vqvae.devices.resolve_device`).
+    Returns:
+        the metrics of eval.json: ``split``, ``test_accuracy``, ``train_seconds``, ``epochs``, ``seed``.
+    """
     out = check_out_dir(out, overwrite, is_file="--out {out} is a file, not a directory",
                         not_empty="{out} already exists and is not empty: pass --overwrite to replace it")
     train, test = load_images(data, "train"), load_images(data, "test")
@@ -149,7 +228,8 @@ def train_classifier_run(out: str | Path, *, data: str = "fashion-mnist", epochs
     seconds = round(time.perf_counter() - start, 1)
     metrics = {"split": test.name, "test_accuracy": accuracy(model, test), "train_seconds": seconds,
                "epochs": epochs, "seed": seed}
-    named = data in ("fashion-mnist", "mnist", "cifar10")  # a path is recorded absolute, for use from anywhere
+    # a path is recorded absolute, for use from anywhere
+    named = data in ("fashion-mnist", "mnist", "cifar10")
     spec = data if named else str(Path(data).expanduser().resolve())
     model.save_pretrained(out, extra={"data": spec, "classes": train.classes, **metrics})
     atomic_write_json(out / "eval.json", metrics)

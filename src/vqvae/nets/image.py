@@ -15,6 +15,11 @@ class ResidualStack(nn.Module):
     """``num_layers`` blocks ``x + conv1x1(relu(conv3x3(relu(x))))`` followed by a ReLU.
 
     (B, C, H, W) -> (B, C, H, W).
+
+    Args:
+        channels: C, channels in and out.
+        res_channels: channels inside each block (between the 3x3 and the 1x1 convolution).
+        num_layers: number of residual blocks.
     """
 
     def __init__(self, channels: int, res_channels: int, num_layers: int):
@@ -31,6 +36,13 @@ class ResidualStack(nn.Module):
         self.out = nn.ReLU()
 
     def forward(self, x: Tensor) -> Tensor:
+        """Apply the blocks and the final ReLU.
+
+        Args:
+            x: (B, C, H, W) feature map.
+        Returns:
+            (B, C, H, W) feature map.
+        """
         for block in self.blocks:
             x = x + block(x)
         return self.out(x)
@@ -44,7 +56,15 @@ def _num_halvings(downsample: int) -> int:
 
 
 class ImageEncoder(nn.Module):
-    """(B, in_channels, H, W) -> (B, hidden, H / downsample, W / downsample)."""
+    """(B, in_channels, H, W) -> (B, hidden, H / downsample, W / downsample).
+
+    Args:
+        in_channels: channels of the input image.
+        hidden: channels of the output (half of it after the first strided layers).
+        res_hidden: channels inside each residual block.
+        num_res_layers: number of residual blocks.
+        downsample: spatial reduction, a power of two >= 2 (one strided convolution per halving).
+    """
 
     def __init__(self, in_channels: int, hidden: int, res_hidden: int, num_res_layers: int, downsample: int):
         super().__init__()
@@ -59,11 +79,27 @@ class ImageEncoder(nn.Module):
         self.net = nn.Sequential(*layers, ResidualStack(hidden, res_hidden, num_res_layers))
 
     def forward(self, x: Tensor) -> Tensor:
+        """Encode images.
+
+        Args:
+            x: (B, in_channels, H, W) images.
+        Returns:
+            (B, hidden, H / downsample, W / downsample) features.
+        """
         return self.net(x)
 
 
 class ImageDecoder(nn.Module):
-    """(B, embedding_dim, h, w) -> (B, out_channels, h * upsample, w * upsample)."""
+    """(B, embedding_dim, h, w) -> (B, out_channels, h * upsample, w * upsample).
+
+    Args:
+        embedding_dim: channels of the input (the code vectors' size D).
+        out_channels: channels of the output image.
+        hidden: channels after the first convolution (half of it in the transposed layers before the last).
+        res_hidden: channels inside each residual block.
+        num_res_layers: number of residual blocks.
+        upsample: spatial enlargement, a power of two >= 2 (one transposed convolution per doubling).
+    """
 
     def __init__(self, embedding_dim: int, out_channels: int, hidden: int, res_hidden: int,
                  num_res_layers: int, upsample: int):
@@ -84,4 +120,11 @@ class ImageDecoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
+        """Decode quantised features.
+
+        Args:
+            z: (B, embedding_dim, h, w) code vectors.
+        Returns:
+            (B, out_channels, h * upsample, w * upsample) output, no final activation.
+        """
         return self.net(z)

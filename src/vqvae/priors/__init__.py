@@ -1,5 +1,5 @@
-"""Autoregressive priors over the discrete latents: a class-conditional Gated PixelCNN over image code grids, a
-WaveNet over audio code sequences."""
+"""Autoregressive priors over the discrete latents: a class-conditional Gated PixelCNN over image code
+grids, a WaveNet over audio code sequences."""
 
 from vqvae.config import AudioPriorConfig, PixelCNNConfig
 from vqvae.priors.pixelcnn import GatedPixelCNN

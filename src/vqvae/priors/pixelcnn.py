@@ -29,7 +29,14 @@ from vqvae.models.pretrained import Pretrained
 
 
 class GatedLayer(nn.Module):
-    """One gated layer of both stacks. (B, C, H, W) x2 -> (B, C, H, W) x2 plus a skip (B, C, H, W)."""
+    """One gated layer of both stacks. (B, C, H, W) x2 -> (B, C, H, W) x2 plus a skip (B, C, H, W).
+
+    Args:
+        channels: C, channels of both stacks.
+        kernel_size: k, width of the vertical kernel; both stacks reach n = k // 2 back.
+        num_classes: size of the label embedding table; 0 for an unconditional layer.
+        first: the first layer, which excludes the current position and has no residual connection.
+    """
 
     def __init__(self, channels: int, kernel_size: int, num_classes: int, first: bool):
         super().__init__()
@@ -49,6 +56,15 @@ class GatedLayer(nn.Module):
         return torch.tanh(a) * torch.sigmoid(b)
 
     def forward(self, v: Tensor, h: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Run the layer on both stacks.
+
+        Args:
+            v: (B, C, H, W) vertical stack.
+            h: (B, C, H, W) horizontal stack.
+            labels: (B,) class labels, or None (ignored by an unconditional layer).
+        Returns:
+            ``(v, h, skip)``: the new stacks and the skip output, (B, C, H, W) each.
+        """
         n = self.n
         v_pre = self.vertical(F.pad(v, (n, n, n, 0)))  # (B, 2C, H, W): rows i-n .. i
         if self.first:  # exclude the current position: shift right by one
@@ -70,6 +86,11 @@ class GatedPixelCNN(Pretrained, nn.Module):
     """Prior over code grids: indices (B, H, W) int64 [+ labels (B,)] -> logits (B, K, H, W).
 
     Logits at position (i, j) depend only on the codes before (i, j) in raster order (and the label).
+
+    Args:
+        config: the architecture; None takes the defaults of :class:`~vqvae.config.PixelCNNConfig`.
+        **overrides: fields of the config to replace (an unconditional prior gets no classes; the result
+            is validated).
     """
 
     checkpoint_kind = "prior"
@@ -94,7 +115,8 @@ class GatedPixelCNN(Pretrained, nn.Module):
     def _check(self, indices: Tensor, labels: Tensor | None) -> None:
         c = self.config
         if indices.dim() != 3 or indices.dtype != torch.int64:
-            raise VQVAEError(f"expected int64 indices of shape (B, H, W), got {indices.dtype} {tuple(indices.shape)}")
+            raise VQVAEError("expected int64 indices of shape (B, H, W), "
+                             f"got {indices.dtype} {tuple(indices.shape)}")
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= c.num_embeddings):
             raise VQVAEError(f"code indices must lie in [0, {c.num_embeddings}), got "
                              f"[{int(indices.min())}, {int(indices.max())}]")
@@ -108,7 +130,14 @@ class GatedPixelCNN(Pretrained, nn.Module):
                                  f"[{int(labels.min())}, {int(labels.max())}]")
 
     def forward_embedded(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Logits (B, K, H, W) from embedded codes x (B, C, H, W) -- the causal network itself."""
+        """Logits (B, K, H, W) from embedded codes x (B, C, H, W) -- the causal network itself.
+
+        Args:
+            x: (B, C, H, W) embedded codes (no input checks).
+            labels: (B,) class labels, or None.
+        Returns:
+            (B, K, H, W) logits.
+        """
         v, h, skips = x, x, 0
         for layer in self.layers:
             v, h, s = layer(v, h, labels)
@@ -116,12 +145,32 @@ class GatedPixelCNN(Pretrained, nn.Module):
         return self.head(skips)
 
     def forward(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Logits of every code given the codes before it in raster order.
+
+        Args:
+            indices: (B, H, W) int64 codes in [0, K).
+            labels: (B,) class labels in [0, num_classes), for a conditional prior only; None: no label.
+        Returns:
+            (B, K, H, W) logits.
+        Raises:
+            VQVAEError: codes or labels of the wrong shape, type or range, or labels for an unconditional
+                prior.
+        """
         self._check(indices, labels)
         x = self.embed(indices).permute(0, 3, 1, 2)  # (B, C, H, W)
         return self.forward_embedded(x, labels)
 
     def nll(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Negative log-likelihood in nats of each grid: (B,) -- summed over its positions."""
+        """Negative log-likelihood in nats of each grid: (B,) -- summed over its positions.
+
+        Args:
+            indices: (B, H, W) int64 codes, as in :meth:`forward`.
+            labels: (B,) class labels, as in :meth:`forward`.
+        Returns:
+            (B,) negative log-likelihoods in nats.
+        Raises:
+            VQVAEError: bad codes or labels, as in :meth:`forward`.
+        """
         logits = self(indices, labels)
         return F.cross_entropy(logits, indices, reduction="none").flatten(1).sum(1)
 
@@ -151,8 +200,18 @@ class GatedPixelCNN(Pretrained, nn.Module):
                      generator: torch.Generator | None = None) -> Tensor:
         """Sample (B, H, W) codes in raster order, rerunning the whole network for every position.
 
-        ``labels`` (B,) sets B; ``temperature`` divides the logits. Slow but obviously right: the reference
-        that :meth:`sample` is tested against."""
+        Slow but obviously right: the reference that :meth:`sample` is tested against.
+
+        Args:
+            shape: (H, W) of the code grid.
+            labels: (B,) class labels; sets B (ignored by an unconditional prior).
+            temperature: divides the logits (> 0).
+            generator: random generator for the uniforms, all drawn up front; None: the global one.
+        Returns:
+            (B, H, W) int64 codes, on ``labels``' device.
+        Raises:
+            VQVAEError: a temperature <= 0, or labels not (B,) or out of range.
+        """
         cond, u = self._prepare_sampling(labels, temperature, shape, generator)
         h, w = shape
         out = torch.zeros(labels.shape[0], h, w, dtype=torch.long, device=labels.device)
@@ -169,7 +228,18 @@ class GatedPixelCNN(Pretrained, nn.Module):
         The vertical stack is computed one row at a time, once the row above is complete; the horizontal
         stack and the head one position at a time, from cached activations of the current row. Same
         samples as :meth:`sample_naive` for the same generator state (up to floating-point summation
-        order, which a tie within rounding error could expose)."""
+        order, which a tie within rounding error could expose).
+
+        Args:
+            shape: (H, W) of the code grid.
+            labels: (B,) class labels; sets B (ignored by an unconditional prior).
+            temperature: divides the logits (> 0).
+            generator: random generator for the uniforms, all drawn up front; None: the global one.
+        Returns:
+            (B, H, W) int64 codes, on ``labels``' device.
+        Raises:
+            VQVAEError: a temperature <= 0, or labels not (B,) or out of range.
+        """
         cond, u = self._prepare_sampling(labels, temperature, shape, generator)
         c, (h, w) = self.config, shape
         n, ch, b = c.kernel_size // 2, c.channels, labels.shape[0]
@@ -179,7 +249,8 @@ class GatedPixelCNN(Pretrained, nn.Module):
         label_bias = [layer.label(cond)[:, :, None, None] if cond is not None else 0 for layer in self.layers]
         # vertical-stack inputs, zero-padded: n rows on top, n columns each side
         v_in = [torch.zeros(b, ch, h + n, w + 2 * n, device=dev, dtype=dtype) for _ in range(num)]
-        v_prev = [torch.zeros(b, 2 * ch, 1, w, device=dev, dtype=dtype) for _ in range(num)]  # v_pre, row above
+        # v_pre of the row above
+        v_prev = [torch.zeros(b, 2 * ch, 1, w, device=dev, dtype=dtype) for _ in range(num)]
         pad = n + 1  # horizontal buffers hold column j at index j + pad
         for i in range(h):
             h_in = [torch.zeros(b, ch, 1, w + pad, device=dev, dtype=dtype) for _ in range(num)]
@@ -187,7 +258,8 @@ class GatedPixelCNN(Pretrained, nn.Module):
                 skips = 0
                 for li, layer in enumerate(self.layers):
                     window = h_in[li][..., j : j + n + 1] if li == 0 else h_in[li][..., j + 1 : j + n + 2]
-                    h_pre = layer.horizontal(window) + layer.v_to_h(v_prev[li][..., j : j + 1]) + label_bias[li]
+                    h_pre = (layer.horizontal(window) + layer.v_to_h(v_prev[li][..., j : j + 1])
+                             + label_bias[li])
                     gated = layer._gate(h_pre)  # (B, C, 1, 1)
                     h_new = layer.h_out(gated)
                     if li:

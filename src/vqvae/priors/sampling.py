@@ -1,6 +1,6 @@
-"""Sampling: prior -> codes -> decoded data. Code grids from a Gated PixelCNN decoded into images, code sequences
-from a WaveNet prior decoded into waveforms by the audio VQ-VAE's WaveNet; and the ``vqvae sample`` /
-``vqvae audio sample`` commands, which write them to files."""
+"""Sampling: prior -> codes -> decoded data. Code grids from a Gated PixelCNN decoded into images, code
+sequences from a WaveNet prior decoded into waveforms by the audio VQ-VAE's WaveNet; and the
+``vqvae sample`` / ``vqvae audio sample`` commands, which write them to files."""
 
 from __future__ import annotations
 
@@ -26,9 +26,19 @@ __all__ = ["sample_audio", "sample_audio_file", "sample_image_file", "sample_ima
 @torch.no_grad()
 def sample_images(prior: GatedPixelCNN, vq: VQVAE, labels: torch.Tensor, *, temperature: float = 1.0,
                   seed: int = 0, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample code grids from ``prior`` (class ``labels[i]`` for sample i; ignored by an unconditional prior)
-    with the cached sampler and decode them: (images (N, C, H, W) in [0, 1], indices (N, h, w)). The same
-    ``seed`` and ``batch_size`` give the same samples."""
+    """Sample code grids from ``prior`` with the cached sampler and decode them. The same ``seed`` and
+    ``batch_size`` give the same samples.
+
+    Args:
+        prior: the Gated PixelCNN over ``vq``'s code grids (put in eval mode).
+        vq: the image VQ-VAE that decodes the codes.
+        labels: (N,) class of every sample (ignored by an unconditional prior).
+        temperature: sampling temperature (> 0).
+        seed: seed of the CPU generator that draws every sample.
+        batch_size: samples drawn at once.
+    Returns:
+        ``(images, indices)``: (N, C, H, W) images in [0, 1] and (N, h, w) codes, on the CPU.
+    """
     prior.eval()
     h, dev = vq.config.latent_size, model_device(prior)
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same samples on every device
@@ -45,13 +55,28 @@ def sample_images(prior: GatedPixelCNN, vq: VQVAE, labels: torch.Tensor, *, temp
 
 def sample_labels(classes: list[str], conditional: bool, *, class_: int | None = None,
                   per_class: int | None = None, n: int | None = None) -> tuple[torch.Tensor, int]:
-    """The label of every sample requested (-1: unconditional) and the grid's row length: ``per_class`` samples
-    of every class (default 8), ``n`` of class ``class_`` (default 64), or ``n`` from an unconditional prior."""
+    """The label of every sample requested (-1: unconditional) and the grid's row length: ``per_class``
+    samples of every class (default 8), ``n`` of class ``class_`` (default 64), or ``n`` from an
+    unconditional prior.
+
+    Args:
+        classes: the prior's class names.
+        conditional: whether the prior is class-conditional.
+        class_: ``--class``, the one class to sample; None: every class (or none, if unconditional).
+        per_class: ``--per-class``, samples of every class of a conditional prior; None: 8.
+        n: ``--n``, samples of ``class_`` or of an unconditional prior; None: 64.
+    Returns:
+        ``(labels, nrow)``: (N,) int64 labels and the number of images per row of the grid.
+    Raises:
+        VQVAEError: options that do not fit the prior (a class for an unconditional prior, an unknown
+            class, ``n`` without ``class_`` for a conditional one, ``per_class`` for an unconditional one).
+    """
     if class_ is not None:
         if not conditional:
             raise VQVAEError("this prior is unconditional: it takes no --class (use --n)")
         if not 0 <= class_ < len(classes):
-            raise VQVAEError(f"--class {class_} is not a class of this prior (0..{len(classes) - 1}: {', '.join(classes)})")
+            raise VQVAEError(f"--class {class_} is not a class of this prior "
+                             f"(0..{len(classes) - 1}: {', '.join(classes)})")
         n = n or 64
         return torch.full((n,), class_, dtype=torch.long), int(np.ceil(np.sqrt(n)))
     if conditional:
@@ -66,11 +91,27 @@ def sample_labels(classes: list[str], conditional: bool, *, class_: int | None =
 
 
 def sample_image_file(prior_dir: str | Path, out: str | Path, *, class_: int | None = None,
-                      per_class: int | None = None, n: int | None = None, temperature: float = 1.0, seed: int = 0,
-                      overwrite: bool = False, device: str | None = "auto") -> int:
-    """``vqvae sample``: samples of the prior in ``prior_dir`` decoded by its VQ-VAE, written to ``out``: a PNG grid
-    (one row per class) or an .npz with ``images`` (uint8), ``labels`` (-1: unconditional), ``indices``, the
-    directories of the prior and its VQ-VAE and the class names. Returns the number of samples."""
+                      per_class: int | None = None, n: int | None = None, temperature: float = 1.0,
+                      seed: int = 0, overwrite: bool = False, device: str | None = "auto") -> int:
+    """``vqvae sample``: samples of the prior in ``prior_dir`` decoded by its VQ-VAE, written to ``out``: a
+    PNG grid (one row per class) or an .npz with ``images`` (uint8), ``labels`` (-1: unconditional),
+    ``indices``, the directories of the prior and its VQ-VAE and the class names.
+
+    Args:
+        prior_dir: the prior's run directory.
+        out: the ``.png`` or ``.npz`` file to write.
+        class_: the one class to sample (as :func:`sample_labels`).
+        per_class: samples of every class (as :func:`sample_labels`).
+        n: number of samples (as :func:`sample_labels`).
+        temperature: sampling temperature (> 0).
+        seed: seed of the generator that draws every sample.
+        overwrite: replace ``out`` if it exists.
+        device: where the models run (``--device``; ``auto`` picks one).
+    Returns:
+        the number of samples written.
+    Raises:
+        VQVAEError: a bad output file, temperature, prior directory or sample options.
+    """
     path = check_out_file(out, overwrite, (".png", ".npz"))
     check_generation_options(temperature)
     prior, vq, config, _ = load_prior(prior_dir, "prior", device)
@@ -90,11 +131,24 @@ def sample_image_file(prior_dir: str | Path, out: str | Path, *, class_: int | N
 
 
 @torch.no_grad()
-def sample_audio(prior: WaveNetPrior, vq: AudioVQVAE, speaker: int, seconds: float, *, temperature: float = 1.0,
-                 seed: int = 0, class_: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``seconds`` of audio for ``speaker`` saying class ``class_``: codes drawn from the prior (conditioned on the
-    speaker and the class where it is), decoded by the VQ-VAE's WaveNet (both at ``temperature``, from one generator
-    seeded with ``seed``). Returns (waveform (T,) in [-1, 1], codes (L,))."""
+def sample_audio(prior: WaveNetPrior, vq: AudioVQVAE, speaker: int, seconds: float, *,
+                 temperature: float = 1.0, seed: int = 0,
+                 class_: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``seconds`` of audio for ``speaker`` saying class ``class_``: codes drawn from the prior (conditioned
+    on the speaker and the class where it is), decoded by the VQ-VAE's WaveNet (both at ``temperature``,
+    from one generator seeded with ``seed``).
+
+    Args:
+        prior: the WaveNet prior over ``vq``'s codes.
+        vq: the audio VQ-VAE that decodes the codes.
+        speaker: the speaker's index.
+        seconds: length of the audio (at least one code).
+        temperature: sampling temperature of the prior and the decoder (> 0).
+        seed: seed of the CPU generator.
+        class_: the class's index, for a class-conditional prior; None otherwise.
+    Returns:
+        ``(waveform, codes)``: (T,) in [-1, 1] and (L,), on the CPU.
+    """
     length = max(1, int(seconds * vq.config.sample_rate) // vq.config.hop)
     waves, codes = sample_utterances(prior, vq, [speaker], None if class_ is None else [class_], [length],
                                      temperature=temperature, seed=seed)
@@ -102,14 +156,27 @@ def sample_audio(prior: WaveNetPrior, vq: AudioVQVAE, speaker: int, seconds: flo
 
 
 @torch.no_grad()
-def sample_utterances(prior: WaveNetPrior, vq: AudioVQVAE, speakers: list[int], classes: list[int] | None,
-                      lengths: list[int], *, temperature: float = 1.0, seed: int = 0, batch_size: int = 64
+def sample_utterances(prior: WaveNetPrior, vq: AudioVQVAE, speakers: list[int],
+                      classes: list[int] | None, lengths: list[int], *, temperature: float = 1.0,
+                      seed: int = 0, batch_size: int = 64
                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Utterance i: ``lengths[i]`` codes drawn from the prior for speaker ``speakers[i]`` (saying ``classes[i]``),
-    decoded by the VQ-VAE's WaveNet, ``batch_size`` at a time (each batch's codes are drawn to its longest
-    length and cut: the prior is causal), prior and decoder at ``temperature`` from one generator seeded with
-    ``seed`` (on the CPU: the same samples on every device). Returns (waveforms (lengths[i] * hop,), codes
-    (lengths[i],)), on the CPU."""
+    """Utterance i: ``lengths[i]`` codes drawn from the prior for speaker ``speakers[i]`` (saying
+    ``classes[i]``), decoded by the VQ-VAE's WaveNet, ``batch_size`` at a time (each batch's codes are drawn
+    to its longest length and cut: the prior is causal), prior and decoder at ``temperature`` from one
+    generator seeded with ``seed`` (on the CPU: the same samples on every device).
+
+    Args:
+        prior: the WaveNet prior over ``vq``'s codes.
+        vq: the audio VQ-VAE that decodes the codes.
+        speakers: the speaker index of every utterance.
+        classes: the class index of every utterance, for a class-conditional prior; None otherwise.
+        lengths: the number of codes of every utterance.
+        temperature: sampling temperature of the prior and the decoder (> 0).
+        seed: seed of the CPU generator.
+        batch_size: utterances drawn at once.
+    Returns:
+        ``(waveforms, codes)``: lists of (lengths[i] * hop,) and (lengths[i],) tensors, on the CPU.
+    """
     dev, gen, waves, drawn = model_device(prior), torch.Generator().manual_seed(seed), [], []
     for lo in range(0, len(speakers), batch_size):
         spk = torch.tensor(speakers[lo : lo + batch_size], device=dev)
@@ -124,11 +191,27 @@ def sample_utterances(prior: WaveNetPrior, vq: AudioVQVAE, speakers: list[int], 
 
 
 def sample_audio_file(prior_dir: str | Path, out: str | Path, *, speaker: str, seconds: float = 2.0,
-                      temperature: float = 1.0, seed: int = 0, overwrite: bool = False, device: str | None = "auto",
-                      class_: str | None = None) -> dict[str, float | int]:
-    """``vqvae audio sample``: :func:`sample_audio` of the prior in ``prior_dir`` for the speaker named ``speaker``
-    (saying the class named ``class_``, for a class-conditional prior), written to the WAV file ``out``. Returns its
-    length in seconds and in codes."""
+                      temperature: float = 1.0, seed: int = 0, overwrite: bool = False,
+                      device: str | None = "auto", class_: str | None = None) -> dict[str, float | int]:
+    """``vqvae audio sample``: :func:`sample_audio` of the prior in ``prior_dir`` for the speaker named
+    ``speaker`` (saying the class named ``class_``, for a class-conditional prior), written to the WAV file
+    ``out``.
+
+    Args:
+        prior_dir: the audio prior's run directory.
+        out: the ``.wav`` file to write.
+        speaker: the speaker's name.
+        seconds: length of the audio (> 0).
+        temperature: sampling temperature (> 0).
+        seed: seed of the generator.
+        overwrite: replace ``out`` if it exists.
+        device: where the models run (``--device``; ``auto`` picks one).
+        class_: the class's name, for a class-conditional prior.
+    Returns:
+        ``{"seconds": ..., "codes": ...}``: the length written, in seconds and in codes.
+    Raises:
+        VQVAEError: a bad output file, temperature, length, prior directory, speaker or class.
+    """
     path = check_out_file(out, overwrite, (".wav",))
     check_generation_options(temperature, seconds)
     prior, vq, config, _ = load_prior(prior_dir, "audio_prior", device)

@@ -1,6 +1,7 @@
 """The audio prior of the VQ-VAE paper: a WaveNet over the code sequence (K-way softmax at every step),
 optionally conditioned on the speaker and on what the utterance says (its class, e.g. the digit). It is the
-decoder's WaveNet with codes for samples and no local conditioning, so it shares the queue-cached generator."""
+decoder's WaveNet with codes for samples and no local conditioning, so it shares the queue-cached
+generator."""
 
 from __future__ import annotations
 
@@ -17,8 +18,15 @@ from vqvae.nets.wavenet import WaveNet
 
 
 class WaveNetPrior(Pretrained, nn.Module):
-    """Codes (B, L) int64 [+ speakers (B,)] [+ classes (B,)] -> logits (B, K, L); step l predicts code l from codes
-    < l. Speaker and class (what the utterance says) each have learned embeddings that add up in every layer."""
+    """Codes (B, L) int64 [+ speakers (B,)] [+ classes (B,)] -> logits (B, K, L); step l predicts code l
+    from codes < l. Speaker and class (what the utterance says) each have learned embeddings that add up in
+    every layer.
+
+    Args:
+        config: the architecture; None takes the defaults of :class:`~vqvae.config.AudioPriorConfig`.
+        **overrides: fields of the config to replace (without speaker or class conditioning the
+            number of speakers or classes is set to 0; the result is validated).
+    """
 
     checkpoint_kind = "audio_prior"
     config_section = "wavenet_prior"
@@ -36,22 +44,47 @@ class WaveNetPrior(Pretrained, nn.Module):
                            num_globals=c.num_speakers + c.num_classes)
 
     def _globals(self, speakers: Tensor | None, classes: Tensor | None) -> Tensor | None:
-        """The WaveNet's global ids: speakers in [0, S), classes after them in [S, S + C) (what the model has)."""
+        """The WaveNet's global ids: speakers in [0, S), classes after them in [S, S + C) (what the model
+        has)."""
         s, k = self.config.num_speakers, self.config.num_classes
         if k and classes is None:
-            raise VQVAEError(f"this prior is conditioned on the utterance's class: pass classes in [0, {k})")
+            raise VQVAEError("this prior is conditioned on the utterance's class: "
+                             f"pass classes in [0, {k})")
         if k and classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= k):
-            raise VQVAEError(f"classes must lie in [0, {k}), got [{int(classes.min())}, {int(classes.max())}]")
+            raise VQVAEError(f"classes must lie in [0, {k}), "
+                             f"got [{int(classes.min())}, {int(classes.max())}]")
         if s and k:
             return torch.stack([speakers, classes + s], 1) if speakers is not None else None
         return speakers if s else (classes if k else None)
 
     def forward(self, codes: Tensor, speakers: Tensor | None = None, classes: Tensor | None = None) -> Tensor:
+        """Logits of every code given the codes before it.
+
+        Args:
+            codes: (B, L) int64 codes in [0, K).
+            speakers: (B,) speaker ids; required exactly when the prior is conditioned on the speaker.
+            classes: (B,) class ids; required exactly when the prior is conditioned on the class.
+        Returns:
+            (B, K, L) logits.
+        Raises:
+            VQVAEError: codes, speakers or classes of the wrong shape, type or range.
+        """
         return self.net(codes, None, self._globals(speakers, classes))
 
     def nll(self, codes: Tensor, speakers: Tensor | None = None, lengths: Tensor | None = None,
             classes: Tensor | None = None) -> Tensor:
-        """NLL in nats of every code (B, L); steps at or beyond ``lengths[b]`` (padding) count 0."""
+        """NLL in nats of every code (B, L); steps at or beyond ``lengths[b]`` (padding) count 0.
+
+        Args:
+            codes: (B, L) int64 codes in [0, K).
+            speakers: (B,) speaker ids, as in :meth:`forward`.
+            lengths: (B,) number of real codes in each row; None: every step counts.
+            classes: (B,) class ids, as in :meth:`forward`.
+        Returns:
+            (B, L) negative log-likelihoods in nats.
+        Raises:
+            VQVAEError: codes, speakers or classes of the wrong shape, type or range.
+        """
         nll = F.cross_entropy(self(codes, speakers, classes), codes, reduction="none")
         if lengths is not None:
             nll = nll * (torch.arange(codes.shape[1], device=codes.device)[None] < lengths[:, None])
@@ -60,5 +93,19 @@ class WaveNetPrior(Pretrained, nn.Module):
     @torch.no_grad()
     def sample(self, batch: int, length: int, speakers: Tensor | None = None, temperature: float = 1.0,
                generator: torch.Generator | None = None, classes: Tensor | None = None) -> Tensor:
-        """(batch, length) codes, drawn one step at a time from cached activations."""
-        return self.net.generate(batch, length, None, self._globals(speakers, classes), temperature, generator)
+        """(batch, length) codes, drawn one step at a time from cached activations.
+
+        Args:
+            batch: number of sequences (>= 1).
+            length: codes per sequence (>= 0).
+            speakers: (batch,) speaker ids; required exactly when the prior is conditioned on the speaker.
+            temperature: divides the logits before the softmax (> 0).
+            generator: random generator for the draws; None: the global one.
+            classes: (batch,) class ids; required exactly when the prior is conditioned on the class.
+        Returns:
+            (batch, length) int64 codes.
+        Raises:
+            VQVAEError: a temperature <= 0, a bad batch or length, or bad speakers or classes.
+        """
+        return self.net.generate(batch, length, None, self._globals(speakers, classes), temperature,
+                                 generator)

@@ -20,4 +20,5 @@ from vqvae.quantize.base import QuantizerOutput
 from vqvae.quantize.layers import VectorQuantizer, VectorQuantizerEMA, build_quantizer
 from vqvae.quantize.search import kmeans, nearest_codes
 
-__all__ = ["QuantizerOutput", "VectorQuantizer", "VectorQuantizerEMA", "build_quantizer", "kmeans", "nearest_codes"]
+__all__ = ["QuantizerOutput", "VectorQuantizer", "VectorQuantizerEMA", "build_quantizer", "kmeans",
+           "nearest_codes"]

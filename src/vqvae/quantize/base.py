@@ -1,5 +1,6 @@
 """What both quantizers share: the output type, the straight-through estimator, the debiased moving
-average, and the :class:`Quantizer` base class (shapes, search, losses, perplexity, k-means init, restarts)."""
+average, and the :class:`Quantizer` base class (shapes, search, losses, perplexity, k-means init,
+restarts)."""
 
 from __future__ import annotations
 
@@ -56,17 +57,39 @@ class StraightThrough(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, inputs: Tensor, codes: Tensor) -> Tensor:  # noqa: ARG004
+        """Pass the code vectors through unchanged.
+
+        Args:
+            ctx: autograd context (unused).
+            inputs: (*S, D) encoder output, which receives the gradient.
+            codes: (*S, D) code vectors.
+        Returns:
+            ``codes`` (a view).
+        """
         return codes.view_as(codes)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # noqa: ARG004
+        """Route the gradient to the encoder output.
+
+        Args:
+            ctx: autograd context (unused).
+            grad: (*S, D) gradient of the output.
+        Returns:
+            ``(grad, None)``: ``grad`` for ``inputs``, none for ``codes``.
+        """
         return grad, None
 
 
 class DebiasedEMA(nn.Module):
     """Zero-initialised exponential moving average with bias correction, as in Sonnet's
     ``ExponentialMovingAverage``: ``hidden -= (hidden - value) * (1 - decay)``;
-    ``average = hidden / (1 - decay ** t)`` after the t-th update."""
+    ``average = hidden / (1 - decay ** t)`` after the t-th update.
+
+    Args:
+        shape: shape of the averaged tensor.
+        decay: weight of the past in each update, in [0, 1).
+    """
 
     def __init__(self, shape: tuple[int, ...], decay: float):
         super().__init__()
@@ -82,12 +105,24 @@ class DebiasedEMA(nn.Module):
         return self.hidden / (1.0 - self.decay**t)
 
     def update(self, value: Tensor) -> Tensor:
+        """Fold one more value into the average.
+
+        Args:
+            value: tensor of the average's shape.
+        Returns:
+            the debiased average after this update.
+        """
         self.counter += 1
         self.hidden.sub_((self.hidden - value) * (1.0 - self.decay))
         return self.average
 
     def set_average(self, rows: Tensor, values: Tensor) -> None:
-        """Make the debiased average of ``rows`` equal ``values`` from now on."""
+        """Make the debiased average of ``rows`` equal ``values`` from now on.
+
+        Args:
+            rows: indices into the first dimension of the average.
+            values: the new averages of those rows, shape ``(len(rows), *shape[1:])``.
+        """
         t = max(int(self.counter), 1)
         self.counter.fill_(t)
         self.hidden[rows] = values * (1.0 - self.decay**t)
@@ -100,7 +135,18 @@ def distributed() -> bool:
 
 class Quantizer(nn.Module):
     """Shared machinery: shape handling, the nearest-neighbour search, losses, perplexity,
-    the opt-in k-means initialisation and dead-code restarts."""
+    the opt-in k-means initialisation and dead-code restarts.
+
+    Args:
+        embedding_dim: D, size of each code vector (a positive integer).
+        num_embeddings: K, number of codes (a positive integer).
+        commitment_cost: beta, weight of the commitment loss (finite, >= 0).
+        dim: which input dimension holds the D features.
+        kmeans_init: initialise the codebook by k-means on the first training batch.
+        kmeans_iters: Lloyd iterations for the k-means (>= 1).
+        restart_threshold: usage below which a code is re-seeded in training (finite, >= 0; 0 never).
+        sync_distributed: under torch.distributed, broadcast k-means and restart choices from rank 0.
+    """
 
     def __init__(
         self,
@@ -150,8 +196,8 @@ class Quantizer(nn.Module):
 
     @contextmanager
     def frozen(self) -> Iterator[None]:
-        """Within it the layer runs as in eval mode, whatever its mode: no EMA step, no restart, no k-means; the
-        codebook and its statistics are left as they are. Its mode is put back afterwards."""
+        """Within it the layer runs as in eval mode, whatever its mode: no EMA step, no restart, no
+        k-means; the codebook and its statistics are left as they are. Its mode is put back afterwards."""
         was = self.training
         self.eval()
         try:
@@ -167,7 +213,13 @@ class Quantizer(nn.Module):
         )
 
     def lookup(self, indices: Tensor) -> Tensor:
-        """Code vectors for ``indices`` of any shape S -> (*S, D), channels-last whatever ``dim`` is."""
+        """Code vectors for ``indices`` of any shape S -> (*S, D), channels-last whatever ``dim`` is.
+
+        Args:
+            indices: integer tensor of shape S, values in [0, K).
+        Returns:
+            (*S, D) code vectors.
+        """
         if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise ValueError(f"indices must be an integer tensor, got dtype {indices.dtype}")
         if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_embeddings):
@@ -204,6 +256,11 @@ class Quantizer(nn.Module):
 
         All dimensions but the embedding one are flattened and each vector is quantised
         independently: a (16, 32, 32, 64) input with D=64 is reshaped into (16384, 64).
+
+        Args:
+            inputs: floating-point tensor with D features along ``dim``.
+        Returns:
+            the :class:`QuantizerOutput`; ``quantized`` has the shape and dtype of ``inputs``.
         """
         x = self._to_channels_last(inputs)
         out_dtype = x.dtype
@@ -215,8 +272,9 @@ class Quantizer(nn.Module):
                 self.initialize_from(flat.detach())
             with torch.no_grad():
                 idx = nearest_codes(flat.detach(), self.codebook.detach())  # (N,)
-                # in training, a non-finite vector (NaN / inf) is left out of every statistic the codebook learns
-                # from (its loss is NaN, which the training loop's guard sees): without a host sync, so all ranks agree
+                # in training, a non-finite vector (NaN / inf) is left out of every statistic the codebook
+                # learns from (its loss is NaN, which the training loop's guard sees): without a host sync,
+                # so all ranks agree
                 finite = torch.isfinite(flat).all(1) if self.training else None
                 counts = torch.bincount(idx, weights=None if finite is None else finite.float(),
                                         minlength=self.num_embeddings).float()  # (K,)
@@ -246,8 +304,8 @@ class Quantizer(nn.Module):
         raise NotImplementedError
 
     def _train_step(self, flat: Tensor, idx: Tensor, counts: Tensor, finite: Tensor) -> None:
-        """Learn from one training batch ``flat`` (N, D): ``finite`` (N,) marks the rows that count (the others are
-        left out of every statistic); ``counts`` (K,) holds the finite rows per code."""
+        """Learn from one training batch ``flat`` (N, D): ``finite`` (N,) marks the rows that count (the
+        others are left out of every statistic); ``counts`` (K,) holds the finite rows per code."""
         raise NotImplementedError
 
     # -- improvements (opt-in) -----------------------------------------------------------------
@@ -256,6 +314,9 @@ class Quantizer(nn.Module):
         """Set the codebook to the k-means centroids of ``vectors`` (N, D) -- e.g. encoder outputs.
 
         Under ``torch.distributed`` rank 0's result is broadcast so every replica agrees.
+
+        Args:
+            vectors: (N, D) vectors (any shape that reshapes to it); non-finite rows are left out.
         """
         vectors = vectors.detach().float().reshape(-1, self.embedding_dim)
         vectors = vectors[torch.isfinite(vectors).all(1)]  # k-means of the finite vectors only
@@ -264,7 +325,8 @@ class Quantizer(nn.Module):
             dist.broadcast(centroids, 0)
             dist.broadcast(counts, 0)
         # A floor of one vector: a zero count would make the EMA variant zero that code on its next step.
-        self._set_codes(torch.arange(self.num_embeddings, device=centroids.device), centroids, counts.clamp(min=1.0))
+        self._set_codes(torch.arange(self.num_embeddings, device=centroids.device), centroids,
+                        counts.clamp(min=1.0))
         self.initialized.fill_(1)
 
     def _set_codes(self, rows: Tensor, vectors: Tensor, usage: Tensor) -> None:
@@ -288,7 +350,8 @@ class Quantizer(nn.Module):
         if candidates.shape[0] == 0:
             if not (self.sync_distributed and distributed()):
                 return
-            candidates = flat.new_zeros(1, flat.shape[1])  # still joins the broadcast below (the step is undone)
+            # still joins the broadcast below (the step is undone)
+            candidates = flat.new_zeros(1, flat.shape[1])
         pick = torch.randint(candidates.shape[0], (num_dead,), device=flat.device)
         vectors = candidates[pick].clone()
         if self.sync_distributed and distributed():

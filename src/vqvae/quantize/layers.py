@@ -24,22 +24,24 @@ class VectorQuantizer(Quantizer):
     ``codebook_loss = mean((sg[x] - e)^2)`` (gradient reaches only the codebook) and
     ``commitment_loss = mean((x - sg[e])^2)`` (gradient reaches only the encoder).
 
+    ``codebook`` is an ``nn.Parameter`` of shape (K, D); overwrite it in place under ``torch.no_grad()``.
+    In training, non-finite input vectors are left out of the usage statistics and of restarts; their loss
+    (and so the codebook's gradient) is not finite, which the training loop's guard catches before any
+    update.
+
     Args:
         embedding_dim: D, size of each code vector.
         num_embeddings: K, number of codes.
         commitment_cost: beta, weight of the commitment loss (0.25 in the paper).
         dim: which input dimension holds the D features (-1, channels-last, as in the reference;
             1 quantises an NCHW feature map without a manual permute).
-        kmeans_init: initialise the codebook by k-means on the first training batch (off in the reference).
+        kmeans_init: initialise the codebook by k-means on the first training batch (off in the
+            reference).
         kmeans_iters: Lloyd iterations for ``kmeans_init`` and :meth:`initialize_from`.
         restart_threshold: in training, re-seed codes whose moving-average usage (vectors per step)
             drops below this from the current batch; 0 (default) never restarts.
         usage_decay: decay of the usage moving average that ``restart_threshold`` reads.
         sync_distributed: under torch.distributed, broadcast k-means and restart choices from rank 0.
-
-    ``codebook`` is an ``nn.Parameter`` of shape (K, D); overwrite it in place under ``torch.no_grad()``.
-    In training, non-finite input vectors are left out of the usage statistics and of restarts; their loss (and
-    so the codebook's gradient) is not finite, which the training loop's guard catches before any update.
     """
 
     def __init__(
@@ -107,12 +109,24 @@ class VectorQuantizerEMA(Quantizer):
     ``codebook_i = m_i / N_i``. The returned ``quantized`` uses the codebook from before the update.
     In eval mode nothing changes. ``codebook_loss`` is reported for monitoring (it equals the
     commitment loss in value) and carries no gradient: the codebook is not a parameter.
-    A non-finite input vector (NaN or inf) is left out of the counts and sums (and of restarts), so it cannot
-    poison a codebook row; the loss of such a batch is not finite, which the training loop's guard catches.
+    A non-finite input vector (NaN or inf) is left out of the counts and sums (and of restarts), so it
+    cannot poison a codebook row; the loss of such a batch is not finite, which the training loop's guard
+    catches. Under torch.distributed (``sync_distributed``) the per-step counts and sums are all-reduced,
+    so every replica holds the same codebook -- the statistics of the global batch.
 
-    Args: as :class:`VectorQuantizer`, plus ``decay`` (of the EMAs) and ``epsilon`` (Laplace smoothing).
-    Under torch.distributed (``sync_distributed``) the per-step counts and sums are all-reduced, so
-    every replica holds the same codebook -- the statistics of the global batch.
+    Args:
+        embedding_dim: D, size of each code vector.
+        num_embeddings: K, number of codes.
+        commitment_cost: beta, weight of the commitment loss (0.25 in the paper).
+        decay: decay of the EMAs of the counts and sums, in [0, 1).
+        epsilon: Laplace smoothing of the counts (finite, > 0).
+        dim: which input dimension holds the D features (-1, channels-last, as in the reference).
+        kmeans_init: initialise the codebook by k-means on the first training batch.
+        kmeans_iters: Lloyd iterations for ``kmeans_init`` and :meth:`initialize_from`.
+        restart_threshold: in training, re-seed codes whose moving-average usage (vectors per step)
+            drops below this from the current batch; 0 (default) never restarts.
+        sync_distributed: under torch.distributed, all-reduce the statistics and broadcast k-means and
+            restart choices from rank 0.
     """
 
     def __init__(
@@ -187,12 +201,19 @@ class VectorQuantizerEMA(Quantizer):
 
 
 def build_quantizer(config: QuantizerConfig, dim: int = 1) -> VectorQuantizer | VectorQuantizerEMA:
-    """The quantizer an autoencoder's config asks for (``quantizer: ema`` or ``vq``), quantising dimension ``dim``.
+    """The quantizer an autoencoder's config asks for (``quantizer: ema`` or ``vq``).
 
-    The layer's own one-batch k-means stays off: training seeds the codebook from ``train.kmeans_batches``
-    batches instead (``config.kmeans_init``)."""
+    The layer's own one-batch k-means stays off: training seeds the codebook from
+    ``train.kmeans_batches`` batches instead (``config.kmeans_init``).
+
+    Args:
+        config: the quantizer fields of an autoencoder's config.
+        dim: which input dimension the layer quantises (1: channels of an NCHW or NCL tensor).
+    Returns:
+        a :class:`VectorQuantizerEMA` for ``quantizer: ema``, else a :class:`VectorQuantizer`.
+    """
     common = dict(dim=dim, kmeans_init=False, restart_threshold=config.restart_threshold)
     if config.quantizer == "ema":
-        return VectorQuantizerEMA(config.embedding_dim, config.num_embeddings, config.commitment_cost, config.decay,
-                                  config.epsilon, **common)
+        return VectorQuantizerEMA(config.embedding_dim, config.num_embeddings, config.commitment_cost,
+                                  config.decay, config.epsilon, **common)
     return VectorQuantizer(config.embedding_dim, config.num_embeddings, config.commitment_cost, **common)

@@ -6,8 +6,8 @@ float32, float16 and bfloat16 inputs; float64 when either is float64) with every
 over the D components, one rounding per operation (:func:`reference_distances`); the nearest code is the
 lowest index that attains the minimum. A GEMM computes the same expression with its own summation order,
 which varies with the library, the device and even the shape of the call (MKL rounds a 1-row or 2-row
-product differently from a 64-row one), so on near-ties a GEMM's argmin can pick another code, and did
-before this module pinned the definition; this one depends on none of those.
+product differently from a 64-row one), so on near-ties a GEMM's argmin can pick another code; the
+definition here depends on none of those.
 
 How it is computed fast. The distances come from a GEMM, in tiles of rows x codes, and each tile is
 reduced with vectorised reductions only (an indexed ``argmin`` costs CPUs more than the GEMM tile itself):
@@ -44,12 +44,17 @@ _SETTLE_ELEMENTS = 1 << 20
 def nearest_codes(flat: Tensor, codebook: Tensor, chunk_size: int | None = None) -> Tensor:
     """Index of the nearest code for every row of ``flat``.
 
-    ``flat``: (N, D), ``codebook``: (K, D), floating point -> (N,) int64, on ``flat``'s device.
     "Nearest" is exactly :func:`reference_distances`' minimum, ties to the lowest index (see the module
-    docstring). ``chunk_size``: rows per tile (default: 2^20 distances per tile). Memory beyond the inputs
-    and the output: two tiles (8 MiB), at most 16 MiB of tile minima and 16 MiB of gathered rows, and a few
-    floats per row of a block. A block of rows (or a codebook) with NaN or infinity falls back to a
-    chunked GEMM + ``argmin`` (no exactness claim).
+    docstring). Memory beyond the inputs and the output: two tiles (8 MiB), at most 16 MiB of tile minima
+    and 16 MiB of gathered rows, and a few floats per row of a block. A block of rows (or a codebook) with
+    NaN or infinity falls back to a chunked GEMM + ``argmin`` (no exactness claim).
+
+    Args:
+        flat: (N, D) floating-point vectors to quantise.
+        codebook: (K, D) floating-point codes; moved to ``flat``'s device.
+        chunk_size: rows per tile; None (default) takes 2^20 distances per tile.
+    Returns:
+        (N,) int64 indices into ``codebook``, on ``flat``'s device.
     """
     if flat.dim() != 2 or codebook.dim() != 2 or flat.shape[1] != codebook.shape[1]:
         shapes = f"{tuple(flat.shape)} and {tuple(codebook.shape)}"
@@ -93,6 +98,12 @@ def reference_distances(flat: Tensor, codebook: Tensor) -> Tensor:
     ``(||e||^2 - 2 x.e) + ||x||^2`` with each sum taken left to right over D, one rounding per
     operation, in the search's precision. Elementwise operations only, so every device gives the same
     bits; O(N K D) memory-light but slow: for tests and for settling a few candidates.
+
+    Args:
+        flat: (N, D) floating-point vectors.
+        codebook: (K, D) floating-point codes; moved to ``flat``'s device.
+    Returns:
+        (N, K) distances, float64 when either input is float64, else float32.
     """
     dtype = _search_dtype(flat.dtype, codebook.dtype)
     x, e = flat.to(dtype), codebook.to(device=flat.device, dtype=dtype)
@@ -297,7 +308,7 @@ def _first_of_duplicates(codebook: Tensor) -> Tensor:
 
 
 def _plain_argmin(flat: Tensor, codebook: Tensor, rows: int, out: Tensor) -> Tensor:
-    """The chunked GEMM + argmin of earlier versions, for blocks of rows with NaN or infinity."""
+    """A chunked GEMM + argmin, for blocks of rows with NaN or infinity."""
     codebook_t = codebook.t().contiguous()
     code_sq = codebook.pow(2).sum(1)
     for start in range(0, flat.shape[0], rows):
@@ -315,6 +326,14 @@ def kmeans(
     Seeding is k-means++ (on at most 8192 of the vectors, to bound its cost); a cluster that
     ends up empty is re-seeded with a random vector, so every centroid is a data point or a
     mean of data points.
+
+    Args:
+        vectors: (N, D) data points, N >= 1; used as float32.
+        k: number of centroids.
+        iters: Lloyd iterations (at least one is run).
+        generator: random generator for the seeding and the re-seeding; None uses the global one.
+    Returns:
+        ``(centroids, counts)``: (k, D) float32 centroids and (k,) float32 number of vectors nearest each.
     """
     vectors = vectors.detach().float()
     n = vectors.shape[0]

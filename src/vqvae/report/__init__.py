@@ -1,8 +1,8 @@
-"""``vqvae report RUN_DIR [RUN_DIR ...] --out report.html``: one self-contained HTML page (every image, plot and
-sound inline as a data URI; no script, no font, no request to the network) for any kind of run -- image VQ-VAE,
-image prior, audio VQ-VAE, audio prior, classifier -- or several side by side (curves overlaid, metrics in
-columns, the config values that differ highlighted). A run still training (a partial ``metrics.csv``, no
-``eval.json``) renders what exists."""
+"""``vqvae report RUN_DIR [RUN_DIR ...] --out report.html``: one self-contained HTML page (every image, plot
+and sound inline as a data URI; no script, no font, no request to the network) for any kind of run -- image
+VQ-VAE, image prior, audio VQ-VAE, audio prior, classifier -- or several side by side (curves overlaid,
+metrics in columns, the config values that differ highlighted). A run still training (a partial
+``metrics.csv``, no ``eval.json``) renders what exists."""
 
 from __future__ import annotations
 
@@ -38,8 +38,16 @@ figcaption{font-size:.8em;color:#555;max-width:420px}audio{width:100%}details{ma
 
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
-    """The columns of a ``metrics.csv`` as float arrays; a last line cut short (a run writing it now) is left out,
-    anything else unreadable is refused in one line."""
+    """The columns of a ``metrics.csv`` as float arrays; a last line cut short (a run writing it now) is left
+    out, anything else unreadable is refused in one line.
+
+    Args:
+        path: the ``metrics.csv`` of a run.
+    Returns:
+        column name -> (rows,) float64 values (nan where a cell is empty).
+    Raises:
+        VQVAEError: no ``step,...`` header, or a complete row that does not parse.
+    """
     text = path.read_text(errors="replace")
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -47,7 +55,8 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
     elif lines:
         lines = lines[:-1]  # no newline yet: the row being written
     if not lines or not lines[0].startswith("step,"):
-        raise VQVAEError(f"{path} is not a metrics.csv written by vqvae (its first line must be the header step,...)")
+        raise VQVAEError(f"{path} is not a metrics.csv written by vqvae "
+                         "(its first line must be the header step,...)")
     header = lines[0].split(",")
     rows = []
     for n, line in enumerate(lines[1:], 2):
@@ -102,11 +111,12 @@ def _header(info: dict[str, Any]) -> str:
     precision = train.get("precision", "fp32" if "epochs" in c else "?")  # a classifier trains in fp32
     facts = [("kind", info["kind"]), ("data", data), ("budget", budget), ("steps", steps),
              ("wall time", f"{float(seconds):.0f} s"), ("precision", precision), ("status", status)]
-    key = [k for k in ("psnr", "ssim", "bits_per_dim", "bits_per_sample", "spectral_l1", "speaker_probe_accuracy",
-                       "prior_bits_per_code",
-                       "prior_nll_bits_per_latent", "codes_used", "perplexity", "test_accuracy") if k in e]
+    key = [k for k in ("psnr", "ssim", "bits_per_dim", "bits_per_sample", "spectral_l1",
+                       "speaker_probe_accuracy", "prior_bits_per_code", "prior_nll_bits_per_latent",
+                       "codes_used", "perplexity", "test_accuracy") if k in e]
     facts += [(k, _fmt(e[k])) for k in key[:5]]
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in facts)
     return f"<div class='wide'><table>{rows}</table></div>"
 
 
@@ -118,10 +128,12 @@ def _curves(runs: list[dict[str, Any]]) -> str:
     series = {r["name"]: r["metrics"] for r in runs if r["metrics"]}
     if not series:
         return "<p>No metrics.csv yet.</p>"
-    fields = [f for f in dict.fromkeys(k for cols in series.values() for k in cols) if f not in ("step", "seconds")]
+    fields = [f for f in dict.fromkeys(k for cols in series.values() for k in cols)
+              if f not in ("step", "seconds")]
     # a column that is zero all along (e.g. the steps skipped for a non-finite loss) is said, not drawn
     columns = {f: np.concatenate([cols[f] for cols in series.values() if f in cols]) for f in fields}
-    empty = [f for f in fields if not np.isfinite(columns[f]).any()]  # e.g. written only at evaluation, none yet
+    # e.g. written only at evaluation, none yet
+    empty = [f for f in fields if not np.isfinite(columns[f]).any()]
     flat = [f for f in fields if f not in empty and np.nanmax(np.abs(columns[f])) == 0]
     figs = []
     for x in ("step", "seconds"):
@@ -133,7 +145,8 @@ def _curves(runs: list[dict[str, Any]]) -> str:
 
 
 def _metrics_table(runs: list[dict[str, Any]]) -> str:
-    keys = list(dict.fromkeys(k for r in runs for k, v in r["eval"].items() if not isinstance(v, (dict, list))))
+    keys = list(dict.fromkeys(k for r in runs for k, v in r["eval"].items()
+                              if not isinstance(v, (dict, list))))
     if not keys:
         return "<p>No eval.json yet: the run has not finished.</p>"
     head = "".join(f"<th>{html.escape(r['name'])}</th>" for r in runs)
@@ -175,13 +188,24 @@ def _config(runs: list[dict[str, Any]]) -> str:
 
 def build_report(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool = False,
                  media: list[str | Path] = ()) -> Path:
-    """Write the report of ``run_dirs`` to ``out`` (an ``.html`` file, refused when it exists unless
-    ``overwrite``); return its path. It reads only the files the runs wrote (it loads no model). ``media``: folders of outputs written outside the runs (WAV files with their judges' verdicts, images)."""
+    """Write the report of ``run_dirs`` to ``out``, reading only the files the runs wrote (it loads no model).
+
+    Args:
+        run_dirs: the run directories, at least one; two of the same name are told apart by their parent.
+        out: the ``.html`` (or ``.htm``) file to write, refused when it exists unless ``overwrite``.
+        overwrite: replace an existing ``out``.
+        media: folders of outputs written outside the runs (WAV files with their judges' verdicts, images).
+    Returns:
+        the path of the report.
+    Raises:
+        VQVAEError: no run directory, one that is not a run directory, or a file of it that does not parse.
+    """
     out = check_out_file(out, overwrite, (".html", ".htm"))
     if not run_dirs:
         raise VQVAEError("give at least one run directory")
     runs = [_load(Path(d)) for d in run_dirs]
-    media_parts = [media_dir_section(Path(d), _img, _uri) for d in media]  # checked before anything is drawn
+    # checked before anything is drawn
+    media_parts = [media_dir_section(Path(d), _img, _uri) for d in media]
     names = [r["name"] for r in runs]
     if len(set(names)) < len(names):  # two runs named alike: tell them apart by their parent folder
         for r in runs:
@@ -197,7 +221,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool
     body += media_parts
     body.append(f"<h2>config</h2>{_config(runs)}")
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title><style>{CSS}</style>'
-            f"</head><body>{''.join(b for b in body if b)}</body></html>")
+            f'content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
+            f"<style>{CSS}</style></head><body>{''.join(b for b in body if b)}</body></html>")
     atomic_write_bytes(out, page.encode())
     return out

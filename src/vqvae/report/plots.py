@@ -1,7 +1,6 @@
-"""The figures of a report, drawn with matplotlib (Agg, no display) and returned as PNG (JPEG for a spectrogram)
-bytes: training curves
-(one run or several overlaid), the sorted codebook-usage histogram, a 2-D projection of the codebook coloured by
-usage, and a waveform with its spectrogram."""
+"""The figures of a report, drawn with matplotlib (Agg, no display) and returned as PNG (JPEG for a
+spectrogram) bytes: training curves (one run or several overlaid), the sorted codebook-usage histogram, a 2-D
+projection of the codebook coloured by usage, and a waveform with its spectrogram."""
 
 from __future__ import annotations
 
@@ -9,16 +8,24 @@ import io
 from typing import Any
 
 import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # no display: files only
+# no display: files only. The backend must be chosen before pyplot is imported, so pyplot comes late (E402).
+matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 __all__ = ["codebook_projection", "curves", "jpeg", "png", "usage_histogram", "waveform_and_spectrogram"]
 
 
 def png(fig, **options: Any) -> bytes:
-    """The figure as PNG bytes (``options``: of ``savefig``, e.g. another ``format``), and closed."""
+    """The figure as PNG bytes, and closed.
+
+    Args:
+        fig: the matplotlib figure.
+        **options: further arguments of ``savefig``, e.g. another ``format``.
+    Returns:
+        the encoded image.
+    """
     buf = io.BytesIO()
     fig.savefig(buf, dpi=90, bbox_inches="tight", **{"format": "png", **options})
     plt.close(fig)
@@ -26,21 +33,38 @@ def png(fig, **options: Any) -> bytes:
 
 
 def jpeg(fig) -> bytes:
-    """The figure as JPEG bytes at quality 85 (and closed): a third of the PNG for a spectrogram's noise."""
+    """The figure as JPEG bytes at quality 85 (and closed): a third of the PNG for a spectrogram's noise.
+
+    Args:
+        fig: the matplotlib figure.
+    Returns:
+        the JPEG bytes.
+    """
     return png(fig, format="jpeg", pil_kwargs={"quality": 85})
 
 
 def curves(series: dict[str, dict[str, np.ndarray]], field: str, x: str = "step") -> bytes:
-    """``field`` against ``x`` (``step`` or ``seconds``) for each run of ``series`` (run name -> columns)."""
+    """``field`` against ``x`` for each run of ``series``, on a log scale for ``loss``, ``recon_loss`` and
+    ``lr`` when all their values are positive.
+
+    Args:
+        series: run name -> its ``metrics.csv`` columns.
+        field: the column drawn.
+        x: the column along the x axis, ``step`` or ``seconds``.
+    Returns:
+        PNG bytes.
+    """
     fig, ax = plt.subplots(figsize=(5.2, 3.0))
     for name, cols in series.items():
         if field in cols and x in cols:
             few = len(cols[x]) < 20  # a short run (or one just started): its points must show
-            ax.plot(cols[x], cols[field], label=name, linewidth=1.2, marker="o" if few else None, markersize=3)
+            ax.plot(cols[x], cols[field], label=name, linewidth=1.2, marker="o" if few else None,
+                    markersize=3)
     ax.set_xlabel("wall time (s)" if x == "seconds" else "step")
     ax.set_title(field)
     ax.grid(alpha=0.3)
-    if field in ("loss", "recon_loss", "lr") and all(np.all(c.get(field, np.ones(1)) > 0) for c in series.values()):
+    if field in ("loss", "recon_loss", "lr") and all(np.all(c.get(field, np.ones(1)) > 0)
+                                                      for c in series.values()):
         ax.set_yscale("log")
     if len(series) > 1:
         ax.legend(fontsize=7)
@@ -48,14 +72,20 @@ def curves(series: dict[str, dict[str, np.ndarray]], field: str, x: str = "step"
 
 
 def usage_histogram(counts: np.ndarray) -> bytes:
-    """How often each code was used, codes sorted from most to least used; unused (dead) codes marked red."""
+    """How often each code was used, codes sorted from most to least used; unused (dead) codes marked red.
+
+    Args:
+        counts: (K,) vectors assigned to each code.
+    Returns:
+        PNG bytes.
+    """
     order = np.sort(counts)[::-1]
     fig, ax = plt.subplots(figsize=(5.2, 3.0))
     dead = order == 0
     ax.bar(np.arange(len(order))[~dead], order[~dead], width=1.0, color="tab:blue", label="used")
     if dead.any():
-        ax.bar(np.arange(len(order))[dead], np.full(int(dead.sum()), max(order.max(), 1) * 0.02), width=1.0,
-               color="tab:red", label=f"dead ({int(dead.sum())})")
+        ax.bar(np.arange(len(order))[dead], np.full(int(dead.sum()), max(order.max(), 1) * 0.02),
+               width=1.0, color="tab:red", label=f"dead ({int(dead.sum())})")
         ax.legend(fontsize=7)
     ax.set_xlabel("code (sorted by use)")
     ax.set_ylabel("vectors")
@@ -64,7 +94,14 @@ def usage_histogram(counts: np.ndarray) -> bytes:
 
 
 def codebook_projection(codebook: np.ndarray, counts: np.ndarray) -> bytes:
-    """The codebook's first two principal components, each code coloured by log usage (dead codes as red x)."""
+    """The codebook's first two principal components, each code coloured by log usage (dead codes as red x).
+
+    Args:
+        codebook: (K, D) code vectors.
+        counts: (K,) vectors assigned to each code.
+    Returns:
+        PNG bytes.
+    """
     centred = codebook - codebook.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     xy = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred[:, 0], np.zeros(len(centred))]
@@ -80,7 +117,14 @@ def codebook_projection(codebook: np.ndarray, counts: np.ndarray) -> bytes:
 
 
 def waveform_and_spectrogram(x: np.ndarray, rate: int) -> bytes:
-    """The waveform above its spectrogram (time in seconds, frequency in Hz), as JPEG bytes."""
+    """The waveform above its spectrogram (time in seconds, frequency in Hz).
+
+    Args:
+        x: (T,) waveform.
+        rate: its sample rate in Hz.
+    Returns:
+        JPEG bytes.
+    """
     fig, (a, b) = plt.subplots(2, 1, figsize=(4.6, 2.8), sharex=True)
     t = np.arange(len(x)) / rate
     a.plot(t, x, linewidth=0.5)
@@ -89,7 +133,8 @@ def waveform_and_spectrogram(x: np.ndarray, rate: int) -> bytes:
     a.set_yticks([])
     a.set_ylabel(f"peak {peak:.2f}", fontsize=7)
     nfft = 256 if len(x) >= 256 else max(16, 1 << (len(x).bit_length() - 1))
-    magma = plt.get_cmap("magma")  # digital silence is -inf dB, masked: drawn as the lowest colour, not left blank
+    # digital silence is -inf dB, masked: drawn as the lowest colour, not left blank
+    magma = plt.get_cmap("magma")
     cmap = magma.with_extremes(bad=magma(0.0))
     with np.errstate(divide="ignore"):
         b.specgram(x, NFFT=nfft, Fs=rate, noverlap=nfft // 2, cmap=cmap)

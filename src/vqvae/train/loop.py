@@ -1,11 +1,9 @@
-"""The training loop that every kind of run shares: the learning-rate schedule, the seeded batch order, logs (CSV,
-TensorBoard, progress bar), checkpoints every ``train.checkpoint_every`` seconds and on Ctrl-C, exact resume, and
-the final record (``eval.json``). What differs between kinds -- data, model, loss, evaluation -- is a
-:class:`vqvae.train.task.Task`; :func:`train_task` runs one.
-
-A run directory holds ``config.json`` + ``model.safetensors`` (the model), ``trainer_state.*`` (for ``--resume``),
-``metrics.csv`` and TensorBoard events under ``tb/``, and at the end ``eval.json``.
-"""
+"""The training loop that every kind of run shares: the learning-rate schedule, the seeded batch order, logs
+(CSV, TensorBoard, progress bar), checkpoints every ``train.checkpoint_every`` seconds and on Ctrl-C, exact
+resume, and the final record (``eval.json``). What differs between kinds -- data, model, loss, evaluation --
+is a :class:`vqvae.train.task.Task`; :func:`train_task` runs one. A run directory holds ``config.json`` +
+``model.safetensors`` (the model), ``trainer_state.*`` (for ``--resume``), ``metrics.csv`` and TensorBoard
+events under ``tb/``, and at the end ``eval.json``."""
 
 from __future__ import annotations
 
@@ -37,26 +35,42 @@ __all__ = ["Batches", "Run", "lr_at", "resume_recipe", "train_task"]
 
 
 def budget_used(train: TrainConfig, step: int, elapsed: float) -> float:
-    """Fraction of the budget used: whichever of steps / seconds runs out first."""
-    return min(1.0, max(step / train.steps if train.steps else 0.0, elapsed / train.max_seconds if train.max_seconds else 0.0))
+    """Fraction of the budget used: whichever of steps / seconds runs out first.
+    Args:
+        train: the run's train section; step: steps done; elapsed: seconds of training so far.
+    Returns:
+        The fraction, in [0, 1]."""
+    return min(1.0, max(step / train.steps if train.steps else 0.0,
+                        elapsed / train.max_seconds if train.max_seconds else 0.0))
 
 
 def lr_at(train: TrainConfig, step: int, elapsed: float) -> float:
+    """The learning rate: linear warm-up, then constant or a cosine decay over the budget.
+    Args:
+        train, step, elapsed: as :func:`budget_used` (``step``: the step about to be taken).
+    Returns:
+        The learning rate."""
     if train.warmup_steps and step < train.warmup_steps:
         return train.lr * (step + 1) / train.warmup_steps
     if train.schedule == "constant":
         return train.lr
     progress = budget_used(train, step, elapsed)
-    return train.lr * (train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return train.lr * (train.min_lr_ratio
+                       + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def resume_recipe(out_dir: str | Path, overrides: list[str] = (), kind: str = "vqvae") -> RecipeSections:
-    """The recipe saved in a run directory, with ``overrides`` (e.g. a new ``train.steps`` total) applied."""
+    """The recipe saved in a run directory, with ``overrides`` (e.g. a new ``train.steps`` total) applied.
+    Args:
+        out_dir: the run directory; overrides: ``section.key=value`` strings; kind: the run's kind.
+    Returns:
+        The validated recipe."""
     _recover(out_dir)
     saved = checkpoint.read_config(out_dir, kind=kind)
     section = RECIPE_KINDS[kind][1][0]  # the architecture section: model, prior, audio, ...
     if not isinstance(saved.get("train"), dict) or not isinstance(saved.get(section), dict):
-        raise VQVAEError(f"{out_dir} was not written by a training command (no saved recipe): it cannot be resumed")
+        raise VQVAEError(f"{out_dir} was not written by a training command (no saved recipe): "
+                         f"it cannot be resumed")
     return recipe_with_overrides({section: saved[section], "train": saved["train"]}, overrides, kind)
 
 
@@ -65,13 +79,18 @@ def _truncate_csv(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     rows = path.read_text().splitlines(keepends=True)
-    kept = rows[:1] + [r for r in rows[1:] if r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) <= last_step]
+    kept = rows[:1] + [r for r in rows[1:]
+                       if r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) <= last_step]
     atomic_write_bytes(path, "".join(kept).encode())
 
 
 class Run:
     """What the loop of one run shares between model kinds: a run directory, a model with its optimiser,
-    the data order, a budget, logs (CSV, TensorBoard, progress bar), checkpoints and resume."""
+    the data order, a budget, logs (CSV, TensorBoard, progress bar), checkpoints and resume.
+    Args:
+        out, kind, model, train: the run directory, the checkpoint kind, the model, the train section.
+        n, extra, fields: training examples, what config.json adds to the architecture, the CSV's fields.
+        resume, progress, ranks, feed: continue from ``out``, progress bar, this rank, (plan, fetch)."""
 
     def __init__(self, out: Path, kind: str, model: torch.nn.Module, train: TrainConfig, n: int,
                  extra: dict[str, Any], fields: list[str], resume: bool, progress: bool, ranks: Ranks,
@@ -79,12 +98,13 @@ class Run:
         self.out, self.kind, self.model, self.train_config, self.extra = out, kind, model, train, extra
         self.ranks, self.device = ranks, ranks.device
         self.scaler = grad_scaler(self.device, train.precision)
-        # the fused kernel (one pass over all parameters) where torch has it
-        fused = self.device.type in ("cpu", "cuda")
-        self.opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=fused)
-        self.batches = Batches(n, min(train.batch_size, n), train.seed)  # the global batch, the same on every rank
-        # feed = (plan, fetch) of the task (see vqvae.data.loader): what this rank's step gets of each global batch
-        self.feed = Feed(self.batches, *feed, num_workers=train.num_workers, pin_memory=self.device.type == "cuda")
+        fused = self.device.type in ("cpu", "cuda")  # the fused kernel where torch has it (one pass)
+        self.opt = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay,
+                                    fused=fused)
+        self.batches = Batches(n, min(train.batch_size, n), train.seed)  # the same on every rank
+        # feed = (plan, fetch) of the task (see vqvae.data.loader): what this rank's step gets of each batch
+        self.feed = Feed(self.batches, *feed, num_workers=train.num_workers,
+                         pin_memory=self.device.type == "cuda")
         self.step, self.elapsed, self.skipped = 0, 0.0, 0
         self.signal: int | None = None  # SIGTERM seen (on this rank): save and stop after this step
         self.stopping = False  # ... on any rank
@@ -97,7 +117,6 @@ class Run:
             self.log = Logger(None, lambda: self.step, lambda: self.batches.new_epoch)
             return
         from torch.utils.tensorboard import SummaryWriter  # imported late: it is slow to import
-
         self.writer = SummaryWriter(str(out / "tb"), purge_step=self.step if resume else None)
         self.log = Logger(self.writer, lambda: self.step, lambda: self.batches.new_epoch)
         csv_path = out / "metrics.csv"
@@ -127,7 +146,8 @@ class Run:
             if isinstance(exc, VQVAEError):
                 raise
             why = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else type(exc).__name__
-            raise VQVAEError(f"cannot resume from {out}: its checkpoint does not match its recipe ({why})") from None
+            raise VQVAEError(f"cannot resume from {out}: its checkpoint does not match its recipe "
+                             f"({why})") from None
         if saved_step is not None and saved_step != self.step:
             raise VQVAEError(f"cannot resume from {out}: model.safetensors is from step {saved_step} but the "
                              f"trainer state from step {self.step} (a save was interrupted)")
@@ -138,10 +158,11 @@ class Run:
         """Write the checkpoint of this step, whole (see :mod:`vqvae.checkpoint`); never one with a non-finite
         weight or buffer (then the last checkpoint stays and the run stops with one line)."""
         model_state = self.model.state_dict()  # the same on every rank: every rank refuses together
-        bad = [k for k, v in model_state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        bad = [k for k, v in model_state.items()
+               if v.is_floating_point() and not bool(torch.isfinite(v).all())]
         if bad:
-            raise VQVAEError(f"step {self.step}: {bad[0]} is not finite: not saved, the last checkpoint in {self.out} "
-                             f"is kept (lower train.lr, check the data)")
+            raise VQVAEError(f"step {self.step}: {bad[0]} is not finite: not saved, the last checkpoint in "
+                             f"{self.out} is kept (lower train.lr, check the data)")
         if not self.ranks.main:
             return
         config = self.model.checkpoint_config({**self.extra, "step": self.step})
@@ -154,17 +175,20 @@ class Run:
 
     def done(self) -> bool:
         train = self.train_config
-        return bool((train.steps and self.step >= train.steps) or (train.max_seconds and self.elapsed >= train.max_seconds))
+        return bool((train.steps and self.step >= train.steps)
+                    or (train.max_seconds and self.elapsed >= train.max_seconds))
 
     def fit(self, step_fn, window_extra=lambda: {}) -> None:
-        """Optimise until the budget ends. ``step_fn(batch)`` (this rank's part of a global batch) returns (loss, {field: scalar tensor or
-        float}); the CSV gets the means of those fields over each log window plus ``window_extra()`` (called once a
-        row) and the count of skipped steps. The sums stay on the device until a row is written.
+        """Optimise until the budget ends; each CSV row gets the means of the step's fields over its window
+        plus ``window_extra()`` and the count of skipped steps (sums stay on the device until then).
 
-        A step whose loss or gradient is not finite touches nothing: the model's buffers (the EMA codebook and its
-        statistics) are put back as they were and the optimiser does not step; ``train.on_nonfinite`` says whether
-        the run goes on (``skip``, counted in ``skipped``; 50 such steps in a row stop it) or stops (``stop``). SIGTERM
-        (how clusters preempt) saves and stops after the current step, as Ctrl-C does."""
+        A step whose loss or gradient is not finite touches nothing: the model's buffers (the EMA codebook and
+        its statistics) are put back and the optimiser does not step; ``train.on_nonfinite`` says whether the
+        run goes on (``skip``, counted in ``skipped``; 50 such steps in a row stop it) or stops (``stop``).
+        SIGTERM (how clusters preempt) saves and stops after the current step, as Ctrl-C does.
+        Args:
+            step_fn: ``step_fn(batch)`` (this rank's part of a global batch) returns (loss, {field: scalar}).
+            window_extra: fields computed once per CSV row."""
         train, model = self.train_config, self.model
         model.train()
         start = time.perf_counter() - self.elapsed
@@ -174,8 +198,8 @@ class Run:
         on_term = _catch_sigterm(self)
         # what a forward pass may change, put back when a step is not finite: buffers (the EMA codebook, its
         # statistics, ...) and a gradient-learned codebook (dead-code restarts); found once, not every step
-        undo = [*model.buffers(), *(m.codebook for m in model.modules()
-                                    if isinstance(m, Quantizer) and isinstance(m.codebook, torch.nn.Parameter))]
+        undo = [*model.buffers(), *(m.codebook for m in model.modules() if isinstance(m, Quantizer)
+                                    and isinstance(m.codebook, torch.nn.Parameter))]
         try:
             while not self.done():
                 lr = lr_at(train, self.step, self.elapsed)
@@ -189,7 +213,7 @@ class Run:
                         self._stop_nonfinite(in_a_row)
                 if self.stopping:  # SIGTERM on any rank, seen by all after this step
                     raise Preempted(f"stopped by signal {signal.SIGTERM.value} at step {self.step}")
-                # every rank goes by rank 0's clock: the schedule and the end of a wall-clock budget must agree
+                # all ranks go by rank 0's clock: the schedule and the end of a wall-clock budget must agree
                 self.elapsed = self.ranks.clock(time.perf_counter() - start)
                 if self.ranks.main and self._since_log and (self.step % train.log_every == 0 or self.done()):
                     self._log_row(lr, window_extra, bar)
@@ -208,8 +232,7 @@ class Run:
         self.save()
 
     def _step(self, step_fn, lr: float, undo: list[torch.Tensor]) -> bool:
-        """One optimisation step on the next batch; False (and nothing changed: ``undo`` is put back) when it was
-        not finite."""
+        """One step on the next batch; False (nothing changed: ``undo`` put back) when it was not finite."""
         opt, model = self.opt, self.model
         for group in opt.param_groups:
             group["lr"] = lr
@@ -219,12 +242,13 @@ class Run:
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         finite = torch.isfinite(loss.detach()).float()
-        if not self.scaler.is_enabled():  # with fp16 loss scaling, an overflowing gradient is the scaler's to skip
+        if not self.scaler.is_enabled():  # with fp16 scaling, an overflowing gradient is the scaler's to skip
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             if grads:
                 finite = finite * torch.isfinite(torch.nn.utils.get_total_norm(grads, float("inf"))).float()
         # one sum over the ranks: every rank skips the same steps and stops at the same step on SIGTERM
-        flags = self.ranks.sum(torch.stack([finite, finite.new_tensor(float(self.signal is not None))])).tolist()
+        flags = self.ranks.sum(torch.stack([finite,
+                                            finite.new_tensor(float(self.signal is not None))])).tolist()
         self.stopping = flags[1] > 0
         if flags[0] < self.ranks.world:
             with torch.no_grad():
@@ -241,7 +265,8 @@ class Run:
 
     def _log_row(self, lr: float, window_extra, bar) -> None:
         row = {k: float(v) / self._since_log for k, v in self._sums.items()}
-        row.update(step=self.step, seconds=round(self.elapsed, 3), lr=lr, skipped=self.skipped, **window_extra())
+        row.update(step=self.step, seconds=round(self.elapsed, 3), lr=lr, skipped=self.skipped,
+                   **window_extra())
         self.csv.writerow(row)
         self.csv_file.flush()
         for k, v in row.items():
@@ -254,11 +279,16 @@ class Run:
         why = ("train.on_nonfinite is stop" if self.train_config.on_nonfinite == "stop"
                else f"{in_a_row} such steps in a row: the run has diverged")
         self.save()  # the state of the last good step (the bad one changed nothing)
-        raise VQVAEError(f"step {self.step + 1}: the loss or a gradient is not finite ({why}); the checkpoint of "
-                         f"step {self.step} is saved in {self.out} (check the data, lower train.lr)")
+        raise VQVAEError(f"step {self.step + 1}: the loss or a gradient is not finite ({why}); "
+                         f"the checkpoint of step {self.step} is saved in {self.out} "
+                         f"(check the data, lower train.lr)")
 
     def finish(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        """Record the final evaluation: eval.json and TensorBoard (rank 0)."""
+        """Record the final evaluation: eval.json and TensorBoard (rank 0).
+        Args:
+            metrics: the task's evaluation, to which ``step`` and ``train_seconds`` are added.
+        Returns:
+            ``metrics``."""
         metrics.update(step=self.step, train_seconds=round(self.elapsed, 1))
         if not self.ranks.main:
             return metrics
@@ -271,9 +301,8 @@ class Run:
 
 
 def _recover(out_dir: str | Path, wait: float = 120.0) -> None:
-    """A run directory whose last save was cut short gets its previous complete checkpoint back (see
-    :func:`vqvae.checkpoint.recover`), by rank 0; under torchrun the other ranks (before any process group
-    exists) wait until the directory holds a whole checkpoint again."""
+    """A run directory whose last save was cut short gets its previous checkpoint back (by rank 0, see
+    :func:`vqvae.checkpoint.recover`); other ranks wait until it holds a whole checkpoint again."""
     if not Path(out_dir).is_dir():
         return
     if is_main_process():
@@ -287,9 +316,8 @@ def _recover(out_dir: str | Path, wait: float = 120.0) -> None:
 
 
 def _build(task: Task) -> torch.nn.Module:
-    """``task.build()`` on the CPU, after checking on the meta device (no memory used, no random numbers drawn)
-    that training it fits in the memory of ``task.device``: one line instead of an allocation error or the
-    out-of-memory killer after the directory was touched."""
+    """``task.build()`` on the CPU, after checking on the meta device (no memory used, no random numbers
+    drawn) that training it fits in ``task.device``'s memory: one line, before the directory is touched."""
     rng = torch.get_rng_state()
     try:
         with torch.device("meta"):
@@ -299,20 +327,23 @@ def _build(task: Task) -> torch.nn.Module:
     torch.set_rng_state(rng)
     if probe is not None:
         params = sum(p.numel() * p.element_size() for p in probe.parameters())
-        need = 4 * params + sum(b.numel() * b.element_size() for b in probe.buffers())  # + grads + Adam's 2 moments
+        # weights + grads + Adam's 2 moments, and the buffers
+        need = 4 * params + sum(b.numel() * b.element_size() for b in probe.buffers())
         free = available_memory(task.device)
         short = torch.tensor(float(free is not None and need > free))
-        if float(task.ranks.sum(short)) > 0:  # decided together: no rank waits in a barrier for one that raised
+        if float(task.ranks.sum(short)) > 0:  # together: no rank waits in a barrier for one that raised
             free = free or 0
-            raise VQVAEError(f"training this model needs about {need / 2**30:.3g} GiB (weights, gradients, Adam's "
-                             f"moments) but {task.device} has {free / 2**30:.3g} GiB free: make it smaller "
-                             f"(e.g. num_embeddings, channels)")
+            raise VQVAEError(f"training this model needs about {need / 2**30:.3g} GiB (weights, gradients, "
+                             f"Adam's moments) but {task.device} has {free / 2**30:.3g} GiB free: make it "
+                             f"smaller (e.g. num_embeddings, channels)")
     try:
         return task.build()
     except (RuntimeError, MemoryError) as exc:
-        if not isinstance(exc, MemoryError) and "memory" not in str(exc).lower() and "alloc" not in str(exc).lower():
+        if (not isinstance(exc, MemoryError) and "memory" not in str(exc).lower()
+                and "alloc" not in str(exc).lower()):
             raise  # not an allocation failure: a bug, with its traceback
-        raise VQVAEError(f"cannot allocate the model: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
+        raise VQVAEError(f"cannot allocate the model: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
                          f"(make it smaller, e.g. num_embeddings, channels)") from None
 
 
@@ -320,8 +351,8 @@ MAX_NONFINITE_IN_A_ROW = 50  # skipped steps in a row after which a run with on_
 
 
 def _catch_sigterm(run: Run):
-    """Until the returned function is called, SIGTERM asks ``run`` to save and stop after the current step (from
-    the main thread only, where Python delivers signals)."""
+    """Until the returned function is called, SIGTERM asks ``run`` to save and stop after the current step
+    (from the main thread only, where Python delivers signals)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
@@ -333,10 +364,13 @@ def _catch_sigterm(run: Run):
 
 def train_task(task: Task, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
                progress: bool = True, device: str | torch.device | None = "auto") -> dict[str, Any]:
-    """Run one training task (:class:`vqvae.train.task.Task`) into ``out_dir`` on ``device`` (see
-    :func:`vqvae.devices.resolve_device`): check the data before the directory is touched, optimise until the
-    budget ends (resuming where the directory's checkpoint stopped), evaluate on the test split, and return the
-    metrics written to ``eval.json``."""
+    """Run one training task into ``out_dir``: check the data before the directory is touched, optimise
+    until the budget ends (resuming where the directory's checkpoint stopped), evaluate on the test split.
+    Args:
+        task, out_dir: the :class:`~vqvae.train.task.Task` and its run directory; resume: continue from there.
+        overwrite: ``out_dir`` may be non-empty; progress: show a progress bar; device: where to train.
+    Returns:
+        The metrics written to ``eval.json``."""
     out, train = Path(out_dir), task.recipe.train
     ranks = join(device, train.batch_size)
     task.device, task.ranks = ranks.device, ranks
@@ -353,8 +387,8 @@ def train_task(task: Task, out_dir: str | Path, *, resume: bool = False, overwri
     ranks.barrier()
     model = model.to(task.device)
     task.net = ranks.wrap(model)  # what a training step calls: DDP over the model under torchrun
-    run = Run(out, task.kind, model, train, task.num_examples, task.extra(), task.fields, resume, progress, ranks,
-              feed=(task.plan, task.fetch))
+    run = Run(out, task.kind, model, train, task.num_examples, task.extra(), task.fields, resume, progress,
+              ranks, feed=(task.plan, task.fetch))
     task.log = run.log
     if getattr(task.recipe.architecture, "kmeans_init", False) and run.step == 0:
         with torch.no_grad():  # each rank's shard; the layer broadcasts rank 0's centroids
@@ -362,5 +396,5 @@ def train_task(task: Task, out_dir: str | Path, *, resume: bool = False, overwri
             model.quantizer.initialize_from(torch.cat(vectors))
     run.fit(task.step, task.window_extra)
     model.eval()
-    metrics = task.evaluate(out, limit=train.eval_batches * train.batch_size if train.eval_batches else None)  # sharded
+    metrics = task.evaluate(out, limit=train.eval_batches * train.batch_size if train.eval_batches else None)
     return run.finish(metrics)

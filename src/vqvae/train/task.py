@@ -1,12 +1,14 @@
-"""The contract between the training loop and a kind of run: a :class:`Task` says how to load the data, build the
-model, compute one step's loss and evaluate the trained model; the loop (:func:`vqvae.train.loop.train_task`) does
-the rest and hands the task a :class:`Logger` for what it writes while it trains."""
+"""The contract between the training loop and a kind of run: a :class:`Task` says how to load the data, build
+the model, compute one step's loss and evaluate the trained model; the loop
+(:func:`vqvae.train.loop.train_task`) does the rest and hands the task a :class:`Logger` for what it writes
+while it trains."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -19,8 +21,8 @@ __all__ = ["Logger", "Task"]
 
 
 class Logger:
-    """What a task writes to TensorBoard while it trains, at the run's current step, from rank 0 only (every call
-    is a no-op on the other ranks and before the run starts); and where the run stands.
+    """What a task writes to TensorBoard while it trains, at the run's current step, from rank 0 only (every
+    call is a no-op on the other ranks and before the run starts); and where the run stands.
 
     Args:
         writer: the run's ``SummaryWriter`` (None on ranks other than 0).
@@ -41,10 +43,22 @@ class Logger:
         return self._new_epoch()
 
     def scalar(self, tag: str, value: float) -> None:
+        """Log one scalar under ``tag`` at the current step.
+
+        Args:
+            tag: the TensorBoard tag.
+            value: the value.
+        """
         if self._writer is not None:
             self._writer.add_scalar(tag, value, self.step)
 
     def histogram(self, tag: str, values: torch.Tensor) -> None:
+        """Log a histogram of ``values`` under ``tag`` at the current step.
+
+        Args:
+            tag: the TensorBoard tag.
+            values: the values (any shape).
+        """
         if self._writer is not None:
             self._writer.add_histogram(tag, values, self.step)
 
@@ -53,8 +67,8 @@ class Task(ABC):
     """What one kind of run adds to the loop.
 
     The loop sets ``device``, ``ranks`` (this process under torchrun), ``net`` (the model, or DDP over it) and
-    ``log`` before it calls, in order: :meth:`load`, :meth:`build`, :meth:`step` once per optimisation step (on
-    this rank's part of a global batch, made by :meth:`plan` and ``fetch``), then :meth:`evaluate`.
+    ``log`` before it calls, in order: :meth:`load`, :meth:`build`, :meth:`step` once per optimisation step
+    (on this rank's part of a global batch, made by :meth:`plan` and ``fetch``), then :meth:`evaluate`.
 
     Args:
         recipe: the run's recipe (never changed: a task completes a copy from its data).
@@ -70,11 +84,18 @@ class Task(ABC):
         self.device, self.ranks = torch.device("cpu"), Ranks()
         self.net: torch.nn.Module | None = None
         self.log = Logger()
-        self.fetch: Callable[[Any], Any] | None = None  # plan -> batch, in this process or a data worker (set by load)
+        # plan -> batch, in this process or a data worker (set by load)
+        self.fetch: Callable[[Any], Any] | None = None
 
     @abstractmethod
     def load(self, out: Path, resume: bool, overwrite: bool) -> None:
-        """Read and check the data (before ``out`` is touched); set ``num_examples`` and ``fetch``."""
+        """Read and check the data (before ``out`` is touched); set ``num_examples`` and ``fetch``.
+
+        Args:
+            out: the run directory.
+            resume: whether the run continues from the checkpoint in ``out``.
+            overwrite: whether ``out`` may be a non-empty directory.
+        """
 
     @abstractmethod
     def build(self) -> torch.nn.Module:
@@ -82,20 +103,49 @@ class Task(ABC):
 
     @abstractmethod
     def step(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss of one batch and its metrics: {field: detached scalar tensor} for the fields of ``fields``."""
+        """The loss of one batch and its metrics.
+
+        Args:
+            batch: this rank's part of a global batch, as ``fetch`` made it.
+        Returns:
+            ``(loss, metrics)``: the scalar loss and {field: detached scalar tensor} for the fields of
+            ``fields``.
+        """
 
     @abstractmethod
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
-        """Metrics of the trained model on the test split (the first ``limit`` examples; None: all), sharded over
-        the ranks; may write files of its own into ``out`` (rank 0)."""
+        """Metrics of the trained model on the test split, sharded over the ranks; may write files of its own
+        into ``out`` (rank 0).
+
+        Args:
+            out: the run directory.
+            limit: evaluate the first ``limit`` examples only; None: all.
+        Returns:
+            The metrics that ``eval.json`` records.
+        """
 
     def plan(self, indices: torch.Tensor, number: int) -> Any:
-        """What this rank fetches of global batch ``number`` (example ``indices``): its shard."""
+        """What this rank fetches of a global batch: its shard.
+
+        Args:
+            indices: (B,) the example indices of the global batch.
+            number: the global batch's number (from 0 at the start of the run).
+        Returns:
+            What ``fetch`` takes: here this rank's shard of ``indices``.
+        """
         return self.ranks.shard(indices)
 
     def crop_plan(self, lengths, indices: torch.Tensor, number: int) -> tuple[list[int], list[int]]:
-        """This rank's shard of a global batch of crops: (indices, starts), the starts drawn for the whole global
-        batch from the batch's own generator (the same on every rank, resumable, whoever draws them)."""
+        """This rank's shard of a global batch of crops, the starts drawn for the whole global batch from the
+        batch's own generator (the same on every rank, resumable, whoever draws them).
+
+        Args:
+            lengths: the length of every example (samples or codes).
+            indices: (B,) the example indices of the global batch.
+            number: the global batch's number, which seeds its generator.
+        Returns:
+            ``(indices, starts)``: this rank's shard of the indices and of the crops' start offsets.
+        """
         starts = crop_starts([lengths[i] for i in indices.tolist()], self.recipe.train.crop_length,
                              batch_generator(self.recipe.train.seed, number))
         return self.ranks.shard(indices).tolist(), self.ranks.shard(torch.tensor(starts)).tolist()
@@ -109,5 +159,13 @@ class Task(ABC):
         return {}
 
     def encoder_outputs(self, batch: Any) -> torch.Tensor:
-        """Encoder outputs (N, D) of a training batch, for the k-means init of the codebook."""
+        """Encoder outputs of a training batch, for the k-means init of the codebook.
+
+        Args:
+            batch: this rank's part of a global batch, as ``fetch`` made it.
+        Returns:
+            (N, D) encoder output vectors.
+        Raises:
+            VQVAEError: the task's model has no codebook.
+        """
         raise VQVAEError(f"{self.kind} runs have no codebook to initialise with k-means")

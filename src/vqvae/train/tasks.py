@@ -1,7 +1,7 @@
 """The four training tasks that plug into :func:`vqvae.train.loop.train_task`: the image VQ-VAE, its Gated
-PixelCNN prior, the audio VQ-VAE and its WaveNet prior. A task loads and checks its data, builds its model from
-a copy of the recipe completed from the data (the recipe it is given is never changed), computes the loss of one
-batch, and evaluates the trained model on the test split."""
+PixelCNN prior, the audio VQ-VAE and its WaveNet prior. A task loads and checks its data, builds its model
+from a copy of the recipe completed from the data (the recipe it is given is never changed), computes the loss
+of one batch, and evaluates the trained model on the test split."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ __all__ = ["AudioPriorTask", "AudioTask", "ImagePriorTask", "ImageTask", "train_
 
 
 def _scalars(**values: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A step's metrics as detached float64 scalars on their device: the loop sums them there and reads them only
-    when it writes a log row, so a step never waits for the device."""
+    """A step's metrics as detached float64 scalars on their device: the loop sums them there and reads them
+    only when it writes a log row, so a step never waits for the device."""
     return {k: v.detach().double() for k, v in values.items()}
 
 
@@ -47,7 +47,7 @@ def _bits(nats: torch.Tensor) -> torch.Tensor:
     return nats.detach().double() / math.log(2)
 
 
-# What a data worker runs (module-level functions over the data, so that they pickle where workers are spawned).
+# What a data worker runs (module-level functions over the data, so that they pickle for spawned workers).
 def _speech_crops(data, length: int, plan: tuple[list[int], list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return crops(data, length, *plan)
 
@@ -57,7 +57,10 @@ def _code_crops(codes, length: int, plan: tuple[list[int], list[int]]) -> tuple[
 
 
 class ImageTask(Task):
-    """The image VQ-VAE on ``train.data``; at the end ``eval.json`` and ``reconstructions.png``."""
+    """The image VQ-VAE on ``train.data``; at the end ``eval.json`` and ``reconstructions.png``.
+    Args:
+        recipe: the run's :class:`~vqvae.config.ImageRecipe`.
+    """
 
     kind = "vqvae"
     fields = ["loss", "recon_loss", "vq_loss", "commitment_loss", "perplexity", "codes_used"]
@@ -70,7 +73,8 @@ class ImageTask(Task):
             raise VQVAEError(f"{empty.name} has no images (training needs a train and a test split)")
         k, top = len(self.train_set.classes), int(self.test_set.labels.max())
         if top >= k:  # checked now, not after the budget is spent
-            raise VQVAEError(f"{self.test_set.name} has labels up to {top} but the train split has {k} classes")
+            raise VQVAEError(f"{self.test_set.name} has labels up to {top} but the train split has "
+                             f"{k} classes")
         self.num_examples = len(self.train_set)
         self.fetch = partial(rows, (self.train_set.images,))
 
@@ -80,7 +84,7 @@ class ImageTask(Task):
     def build(self) -> VQVAE:
         self.model = VQVAE(self.recipe.model).to(memory_format=torch.channels_last)
         k = self.recipe.model.num_embeddings
-        self.window = torch.zeros(k, dtype=torch.long, device=self.device)  # codes used in the current log window
+        self.window = torch.zeros(k, dtype=torch.long, device=self.device)  # codes used in the log window
         self.epoch_usage = CodebookUsage(k)
         return self.model
 
@@ -116,7 +120,8 @@ class ImageTask(Task):
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         metrics = evaluate_image_model(self.model, self.test_set, limit=limit, ranks=self.ranks,
-                                       num_workers=self.recipe.train.num_workers, codebook_file=out / CODEBOOK)
+                                       num_workers=self.recipe.train.num_workers,
+                                       codebook_file=out / CODEBOOK)
         if self.ranks.main:
             reconstruction_grid(self.model, self.test_set, out / "reconstructions.png")
         return metrics
@@ -133,7 +138,10 @@ class _PriorTask(Task):
 
     def load_vqvae(self, out: Path, resume: bool, overwrite: bool) -> None:
         """The VQ-VAE (``vq``, ``vq_config``) in ``vqvae_dir`` or, on resume, the one the prior recorded (with
-        the very weights it started from)."""
+        the very weights it started from).
+        Args:
+            out, resume, overwrite: as :meth:`Task.load`.
+        """
         if resume:
             saved = checkpoint.read_config(out, kind=self.kind)
             if not isinstance(saved.get("vqvae_dir"), str):
@@ -145,7 +153,8 @@ class _PriorTask(Task):
             self.vqvae_dir = saved["vqvae_dir"]
             return
         if out.resolve() == Path(self.vqvae_dir).resolve():
-            raise VQVAEError(f"--out {out} is the VQ-VAE's own run directory: give the prior a directory of its own")
+            raise VQVAEError(f"--out {out} is the VQ-VAE's own run directory: give the prior a directory "
+                             f"of its own")
         checkpoint.read_config(self.vqvae_dir, kind=self.vqvae_kind)
         check_out_dir(out, overwrite)  # before the encoding, not after
         self.vq, self.vq_config = load_run(self.vqvae_dir, self.vqvae_kind, self.device)
@@ -162,7 +171,11 @@ class _PriorTask(Task):
 
 class ImagePriorTask(_PriorTask):
     """The Gated PixelCNN on the codes of an image VQ-VAE (encoded once, cached beside it); at the end
-    ``eval.json`` and ``samples.png`` (10 samples of each of the first 10 classes)."""
+    ``eval.json`` and ``samples.png`` (10 samples of each of the first 10 classes).
+    Args:
+        recipe: the run's :class:`~vqvae.config.ImagePriorRecipe`.
+        vqvae_dir: the image VQ-VAE's run directory (None on resume: the one the prior recorded).
+    """
 
     kind, vqvae_kind = "prior", "vqvae"
     fields = ["loss", "bits_per_latent"]
@@ -170,14 +183,14 @@ class ImagePriorTask(_PriorTask):
     def load(self, out: Path, resume: bool, overwrite: bool) -> None:
         self.load_vqvae(out, resume, overwrite)
         if self.vq.config.latents_per_position > 1:
-            raise VQVAEError(f"{self.vqvae_dir} has {self.vq.config.latents_per_position} codes at each latent position "
-                             f"(model.latents_per_position): the Gated PixelCNN models one")
+            raise VQVAEError(f"{self.vqvae_dir} has {self.vq.config.latents_per_position} codes at each "
+                             f"latent position (model.latents_per_position): the Gated PixelCNN models one")
         codes = self.cached_codes()
         self.codes = torch.from_numpy(codes["train_indices"].astype(np.int64))  # (N, h, w)
         self.labels = torch.from_numpy(codes["train_labels"])
         if len(self.codes) == 0 or len(codes["test_indices"]) == 0:
-            raise VQVAEError(f"{self.vqvae_dir}: its data has an empty train or test split, nothing to fit or "
-                             f"evaluate a prior on")
+            raise VQVAEError(f"{self.vqvae_dir}: its data has an empty train or test split, nothing to fit "
+                             f"or evaluate a prior on")
         self.classes = self.vq_config.get("classes") or [str(i) for i in range(int(self.labels.max()) + 1)]
         # num_classes becomes 0 in the model when prior.conditional is false
         self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_embeddings,
@@ -204,7 +217,7 @@ class ImagePriorTask(_PriorTask):
                                  num_workers=self.recipe.train.num_workers)
         if not self.ranks.main:
             return metrics
-        per_class = 10  # 10 samples of each of the first 10 classes (an ImageNet prior would otherwise draw 10,000)
+        per_class = 10  # of each of the first 10 classes (an ImageNet prior would otherwise draw 10,000)
         labels = torch.arange(min(10, len(self.classes))).repeat_interleave(per_class) \
             if self.recipe.prior.conditional else torch.zeros(10 * per_class, dtype=torch.long)
         images, _ = sample_images(self.model, self.vq, labels, seed=self.recipe.train.seed)
@@ -213,7 +226,10 @@ class ImagePriorTask(_PriorTask):
 
 
 class AudioTask(Task):
-    """The audio VQ-VAE on random crops of ``train.crop_length`` samples of a speaker-folder corpus."""
+    """The audio VQ-VAE on random crops of ``train.crop_length`` samples of a speaker-folder corpus.
+    Args:
+        recipe: the run's :class:`~vqvae.config.AudioRecipe`.
+    """
 
     kind = "audio"
     fields = ["loss", "bits_per_sample", "vq_loss", "perplexity"]
@@ -223,13 +239,16 @@ class AudioTask(Task):
         if train.crop_length % audio.hop:
             raise VQVAEError(f"train.crop_length {train.crop_length} must be a multiple of the code hop "
                              f"({audio.hop} samples)")
-        self.train_set, self.test_set = (load_speech(train.data, s, audio.sample_rate) for s in ("train", "test"))
+        self.train_set, self.test_set = (load_speech(train.data, s, audio.sample_rate)
+                                         for s in ("train", "test"))
         if len(self.train_set) == 0 or len(self.test_set) == 0:
-            raise VQVAEError(f"{train.data}: the corpus needs utterances in both splits (two or more per speaker)")
+            raise VQVAEError(f"{train.data}: the corpus needs utterances in both splits "
+                             f"(two or more per speaker)")
         if resume:
             saved = checkpoint.read_config(out, kind="audio").get("speakers")
             if saved != self.train_set.speakers:
-                raise VQVAEError(f"cannot resume {out}: its speakers {saved} are not the corpus's {self.train_set.speakers}")
+                raise VQVAEError(f"cannot resume {out}: its speakers {saved} are not the corpus's "
+                                 f"{self.train_set.speakers}")
         self.recipe = self.recipe.with_architecture(num_speakers=len(self.train_set.speakers))
         if audio.decoder == "spectral":
             self.fields = ["loss", "spectral_l1", "mel_loss", "vq_loss", "perplexity"]
@@ -268,8 +287,12 @@ class AudioTask(Task):
 
 
 class AudioPriorTask(_PriorTask):
-    """The WaveNet prior on random crops of ``train.crop_length`` codes of an audio VQ-VAE's corpus (encoded once,
-    cached beside the VQ-VAE)."""
+    """The WaveNet prior on random crops of ``train.crop_length`` codes of an audio VQ-VAE's corpus
+    (encoded once, cached beside the VQ-VAE).
+    Args:
+        recipe: the run's :class:`~vqvae.config.AudioPriorRecipe`.
+        vqvae_dir: the audio VQ-VAE's run directory (None on resume: the one the prior recorded).
+    """
 
     kind, vqvae_kind = "audio_prior", "audio"
     fields = ["loss", "bits_per_code"]
@@ -277,8 +300,8 @@ class AudioPriorTask(_PriorTask):
     def load(self, out: Path, resume: bool, overwrite: bool) -> None:
         self.load_vqvae(out, resume, overwrite)
         if self.vq.quantizer is None:
-            raise VQVAEError(f"{self.vqvae_dir} is a WaveNet without codes (audio.use_codes: false): there is nothing "
-                             f"to model")
+            raise VQVAEError(f"{self.vqvae_dir} is a WaveNet without codes (audio.use_codes: false): "
+                             f"there is nothing to model")
         arrays = self.cached_codes()
         data = self.vq_config.get("train", {}).get("data", "")
         self.codes = {s: speech_codes(arrays, s, data) for s in ("train", "test")}
@@ -286,10 +309,12 @@ class AudioPriorTask(_PriorTask):
         if self.classes and self.recipe.wavenet_prior.class_conditioning:
             for split, q in self.codes.items():
                 if (q.classes < 0).any():
-                    raise VQVAEError(f"{data}: {int((q.classes < 0).sum())} {split} utterances have no class in "
-                                     f"utterances.tsv (or train with wavenet_prior.class_conditioning=false)")
+                    raise VQVAEError(f"{data}: {int((q.classes < 0).sum())} {split} utterances have no "
+                                     f"class in utterances.tsv (or train with "
+                                     f"wavenet_prior.class_conditioning=false)")
         self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_embeddings,
-                                                    num_speakers=len(self.speakers), num_classes=len(self.classes))
+                                                    num_speakers=len(self.speakers),
+                                                    num_classes=len(self.classes))
         self.num_examples = len(self.codes["train"])
         self.fetch = partial(_code_crops, self.codes["train"], self.recipe.train.crop_length)
         self.code_lengths = [len(q) for q in self.codes["train"].codes]
@@ -308,37 +333,64 @@ class AudioPriorTask(_PriorTask):
 
     def step(self, batch: tuple[torch.Tensor, ...]):
         x, lengths, labels, classes = (b.to(self.device, non_blocking=True) for b in batch)
-        nll = F.cross_entropy(self.net(x, labels, classes), x, reduction="none")  # (B, L), through DDP's forward
+        nll = F.cross_entropy(self.net(x, labels, classes), x, reduction="none")  # (B, L), via DDP's forward
         nll = nll * (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])  # padding counts 0
         loss = nll.sum() / lengths.sum()  # nats per code
         return loss, _scalars(loss=loss, bits_per_code=_bits(loss))
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         c = self.vq.config
-        return evaluate_audio_prior(self.model, self.codes["test"], c.sample_rate / c.hop, limit=limit, ranks=self.ranks)
+        return evaluate_audio_prior(self.model, self.codes["test"], c.sample_rate / c.hop, limit=limit,
+                                    ranks=self.ranks)
 
 
 def train_and_evaluate(recipe: ImageRecipe, out_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """Train the image VQ-VAE of ``recipe`` into ``out_dir``; return the test-split metrics (``vqvae train``).
-    Options: ``resume``, ``overwrite``, ``progress``."""
+    """Train the image VQ-VAE of ``recipe`` into ``out_dir`` (``vqvae train``).
+    Args:
+        recipe: the image recipe; out_dir: the run directory.
+        **options: ``resume``, ``overwrite``, ``progress``, ``device``, as
+            :func:`vqvae.train.loop.train_task`.
+    Returns:
+        The test-split metrics.
+    """
     return train_task(ImageTask(recipe), out_dir, **options)
 
 
 def train_prior_and_evaluate(recipe: ImagePriorRecipe, vqvae_dir: str | Path | None, out_dir: str | Path,
                              **options: Any) -> dict[str, Any]:
-    """Train a Gated PixelCNN on the codes of the VQ-VAE in ``vqvae_dir`` (None on resume: the recorded one) into
-    ``out_dir``; return its test-split likelihoods (``vqvae train-prior``)."""
+    """Train a Gated PixelCNN on the codes of a VQ-VAE into ``out_dir`` (``vqvae train-prior``).
+    Args:
+        recipe: the prior recipe; out_dir: the run directory.
+        vqvae_dir: the VQ-VAE's run directory (None on resume: the recorded one).
+        **options: ``resume``, ``overwrite``, ``progress``, ``device``, as
+            :func:`vqvae.train.loop.train_task`.
+    Returns:
+        The test-split likelihoods.
+    """
     return train_task(ImagePriorTask(recipe, vqvae_dir), out_dir, **options)
 
 
 def train_audio_and_evaluate(recipe: AudioRecipe, out_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """Train the audio VQ-VAE of ``recipe`` (``train.data``: a speaker-folder corpus) into ``out_dir``; return its
-    bits per sample and code usage on the test split (``vqvae audio train``)."""
+    """Train the audio VQ-VAE of ``recipe`` into ``out_dir`` (``vqvae audio train``).
+    Args:
+        recipe: the audio recipe (``train.data``: a speaker-folder corpus); out_dir: the run directory.
+        **options: ``resume``, ``overwrite``, ``progress``, ``device``, as
+            :func:`vqvae.train.loop.train_task`.
+    Returns:
+        Its bits per sample and code usage on the test split.
+    """
     return train_task(AudioTask(recipe), out_dir, **options)
 
 
-def train_audio_prior_and_evaluate(recipe: AudioPriorRecipe, vqvae_dir: str | Path | None, out_dir: str | Path,
-                                   **options: Any) -> dict[str, Any]:
-    """Train a WaveNet prior on the codes of the audio VQ-VAE in ``vqvae_dir`` into ``out_dir``; return its test
-    NLL per code (``vqvae audio train-prior``)."""
+def train_audio_prior_and_evaluate(recipe: AudioPriorRecipe, vqvae_dir: str | Path | None,
+                                   out_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Train a WaveNet prior on the codes of an audio VQ-VAE into ``out_dir`` (``vqvae audio train-prior``).
+    Args:
+        recipe: the prior recipe; out_dir: the run directory.
+        vqvae_dir: the audio VQ-VAE's run directory (None on resume: the recorded one).
+        **options: ``resume``, ``overwrite``, ``progress``, ``device``, as
+            :func:`vqvae.train.loop.train_task`.
+    Returns:
+        Its test NLL per code.
+    """
     return train_task(AudioPriorTask(recipe, vqvae_dir), out_dir, **options)

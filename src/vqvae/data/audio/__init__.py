@@ -1,6 +1,7 @@
-"""Speech: WAV files (:mod:`~vqvae.data.audio.wav`), speaker-folder corpora with optional per-utterance classes
-(:mod:`~vqvae.data.audio.corpus`), the espeak-ng corpus synthesiser (:mod:`~vqvae.data.audio.synthesis`) and the
-Free Spoken Digit Dataset's arrangement (:mod:`~vqvae.data.audio.fsdd`)."""
+"""Speech: WAV files (:mod:`~vqvae.data.audio.wav`), speaker-folder corpora with optional per-utterance
+classes (:mod:`~vqvae.data.audio.corpus`), the espeak-ng corpus synthesiser
+(:mod:`~vqvae.data.audio.synthesis`) and the Free Spoken Digit Dataset's arrangement
+(:mod:`~vqvae.data.audio.fsdd`)."""
 
 from vqvae.data.audio.corpus import (
                                      UTTERANCES,
@@ -17,6 +18,6 @@ from vqvae.data.audio.corpus import (
 )
 from vqvae.data.audio.wav import read_utterance, read_wav, resample, write_wav
 
-__all__ = ["UTTERANCES", "SpeechDataset", "WaveFiles", "corpus_speakers", "crop_starts", "crops", "load_speech",
-           "random_crops", "read_utterance", "read_utterances", "read_wav", "resample", "split_files", "write_utterances",
-           "write_wav"]
+__all__ = ["UTTERANCES", "SpeechDataset", "WaveFiles", "corpus_speakers", "crop_starts", "crops",
+           "load_speech", "random_crops", "read_utterance", "read_utterances", "read_wav", "resample",
+           "split_files", "write_utterances", "write_wav"]

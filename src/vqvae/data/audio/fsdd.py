@@ -1,10 +1,12 @@
-"""The Free Spoken Digit Dataset (FSDD, Jakobovski et al., CC BY-SA 4.0): real recordings of spoken digits, 8 kHz.
+"""The Free Spoken Digit Dataset (FSDD, Jakobovski et al., CC BY-SA 4.0): real recordings of spoken digits,
+8 kHz.
 
-``arrange_fsdd(out, source)`` turns the dataset's ``recordings/`` folder (files ``{digit}_{speaker}_{index}.wav``,
-found anywhere under ``source``, so a copy already in speaker folders works too) into a speaker-folder corpus:
-``out/<speaker>/<file>.wav`` and ``out/utterances.tsv``, which gives every file its digit (the utterance's class)
-and the dataset's official split (takes 0-4 of every digit and speaker are the test set, 5-49 the train set).
-Without ``source`` it downloads the dataset's release at a pinned version and checks its SHA-256 first.
+``arrange_fsdd(out, source)`` turns the dataset's ``recordings/`` folder (files
+``{digit}_{speaker}_{index}.wav``, found anywhere under ``source``, so a copy already in speaker folders works
+too) into a speaker-folder corpus: ``out/<speaker>/<file>.wav`` and ``out/utterances.tsv``, which gives every
+file its digit (the utterance's class) and the dataset's official split (takes 0-4 of every digit and speaker
+are the test set, 5-49 the train set). Without ``source`` it downloads the dataset's release at a pinned
+version and checks its SHA-256 first.
 """
 
 from __future__ import annotations
@@ -32,7 +34,17 @@ _NAME = re.compile(r"^(\d)_([A-Za-z0-9]+)_(\d+)\.wav$")
 
 
 def download_fsdd(into: Path, url: str = FSDD_URL, sha256: str = FSDD_SHA256) -> Path:
-    """Download the FSDD release to ``into``, check its SHA-256 and unpack it; returns the unpacked folder."""
+    """Download the FSDD release to ``into``, check its SHA-256 and unpack it.
+
+    Args:
+        into: an existing directory for the archive and the unpacked files.
+        url: where to download the release from.
+        sha256: the archive's expected SHA-256, hex.
+    Returns:
+        the folder the archive was unpacked into (``into / "unpacked"``).
+    Raises:
+        VQVAEError: the download failed, or the archive's SHA-256 is not ``sha256``.
+    """
     archive = into / "fsdd.tar.gz"
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(archive, "wb") as f:
@@ -49,11 +61,22 @@ def download_fsdd(into: Path, url: str = FSDD_URL, sha256: str = FSDD_SHA256) ->
     return into / "unpacked"
 
 
-def arrange_fsdd(out: str | Path, source: str | Path | None = None, *, overwrite: bool = False) -> dict[str, Any]:
-    """Arrange FSDD recordings (from ``source``, or downloaded) as a speaker-folder corpus in ``out`` (new or empty
-    unless ``overwrite``) with ``utterances.tsv`` (digit and official split of every file). Returns a summary."""
-    out = check_out_dir(out, overwrite, not_empty="{out} already exists and is not empty: pass --overwrite to "
-                                                  "write into it")
+def arrange_fsdd(out: str | Path, source: str | Path | None = None, *,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Arrange FSDD recordings (from ``source``, or downloaded) as a speaker-folder corpus in ``out`` with
+    ``utterances.tsv`` (digit and official split of every file).
+
+    Args:
+        out: the corpus directory to write (new or empty unless ``overwrite``).
+        source: a folder holding the recordings anywhere below it; None downloads the pinned release.
+        overwrite: write into ``out`` even if it is not empty.
+    Returns:
+        a summary: ``utterances``, ``speakers``, ``digits``, ``train``, ``test`` (counts) and ``out``.
+    Raises:
+        VQVAEError: ``out`` is not empty, ``source`` holds no recordings or one twice, or the download failed.
+    """
+    out = check_out_dir(out, overwrite, not_empty="{out} already exists and is not empty: "
+                                                  "pass --overwrite to write into it")
     if source is None:
         with tempfile.TemporaryDirectory() as tmp:
             return arrange_fsdd(out, download_fsdd(Path(tmp)), overwrite=True)
@@ -62,7 +85,8 @@ def arrange_fsdd(out: str | Path, source: str | Path | None = None, *, overwrite
         raise VQVAEError(f"FSDD recordings not found: {source} is not a directory")
     found = sorted((p for p in source.rglob("*.wav") if _NAME.match(p.name)), key=lambda p: p.name)
     if not found:
-        raise VQVAEError(f"{source} holds no FSDD recordings (files named {{digit}}_{{speaker}}_{{index}}.wav)")
+        raise VQVAEError(f"{source} holds no FSDD recordings "
+                         "(files named {digit}_{speaker}_{index}.wav)")
     rows, seen = [], {}
     for path in found:
         digit, speaker, take = _NAME.match(path.name).groups()

@@ -19,9 +19,9 @@ from vqvae.data.audio.wav import read_wav, resample, write_wav
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
 
-# name, espeak-ng voice (language + variant), pitch 0-99, words per minute
 __all__ = ["SPEAKERS", "sentences", "synthesize_corpus"]
 
+# name, espeak-ng voice (language + variant), pitch 0-99, words per minute
 SPEAKERS = [
     ("us_m1", "en-us+m1", 40, 150),
     ("us_f2", "en-us+f2", 62, 160),
@@ -33,8 +33,9 @@ SPEAKERS = [
     ("us_f5", "en-us+f5", 85, 145),
 ]
 
-_SUBJECTS = ["the old farmer", "a young doctor", "my neighbour", "the tall sailor", "our teacher", "the baker",
-             "a quiet student", "the captain", "her brother", "the small child", "a busy lawyer", "the painter"]
+_SUBJECTS = ["the old farmer", "a young doctor", "my neighbour", "the tall sailor", "our teacher",
+             "the baker", "a quiet student", "the captain", "her brother", "the small child", "a busy lawyer",
+             "the painter"]
 _VERBS = ["found", "carried", "painted", "opened", "sold", "watched", "cleaned", "borrowed", "repaired",
           "described", "forgot", "wanted"]
 _OBJECTS = ["a red bicycle", "the wooden door", "seven green apples", "an empty bottle", "the heavy box",
@@ -46,7 +47,16 @@ _ENDINGS = ["", "and smiled", "without a word", "for the third time", "very slow
 
 
 def sentences(count: int, seed: int = 0) -> list[str]:
-    """``count`` distinct sentences drawn from the grammar with ``seed``."""
+    """``count`` distinct sentences drawn from the grammar with ``seed``.
+
+    Args:
+        count: number of sentences.
+        seed: seed of the draws.
+    Returns:
+        the sentences, each capitalised and ending with a full stop.
+    Raises:
+        VQVAEError: ``count`` is more than the grammar can make.
+    """
     rng = np.random.default_rng(seed)
     out: list[str] = []
     seen: set[str] = set()
@@ -75,7 +85,22 @@ def _trim(x: np.ndarray, rate: int, threshold: float = 1e-3, margin: float = 0.0
 def synthesize_corpus(out: str | Path, *, num_sentences: int = 300, per_speaker: int = 100,
                       num_speakers: int = len(SPEAKERS), sample_rate: int = 16000, seed: int = 0,
                       overwrite: bool = False, progress: bool = True) -> dict:
-    """Write the corpus into ``out`` and return a summary (speakers, utterances, hours)."""
+    """Write the corpus into ``out`` and return a summary (speakers, utterances, hours).
+
+    Args:
+        out: the corpus directory (new or empty unless ``overwrite``).
+        num_sentences: distinct sentences drawn from the grammar.
+        per_speaker: sentences each speaker reads, 1..``num_sentences``.
+        num_speakers: how many of :data:`SPEAKERS` speak, from the first.
+        sample_rate: the WAV files' sample rate in Hz.
+        seed: seed of the sentences and of each speaker's selection.
+        overwrite: write into ``out`` even if it is not empty.
+        progress: show a progress bar.
+    Returns:
+        a summary: ``out``, ``speakers``, ``utterances``, ``distinct_sentences``, ``hours``, ``sample_rate``.
+    Raises:
+        VQVAEError: no espeak-ng, bad counts, a non-empty ``out``, or espeak-ng failing.
+    """
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise VQVAEError("espeak-ng not found: install Debian's espeak-ng (`apt-get install espeak-ng`; "
@@ -101,7 +126,8 @@ def synthesize_corpus(out: str | Path, *, num_sentences: int = 300, per_speaker:
                 cmd = [exe, "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(tmp_wav), texts[i]]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode != 0:
-                    raise VQVAEError(f"espeak-ng failed for voice {voice}: {done.stderr.strip().splitlines()[:1]}")
+                    raise VQVAEError(f"espeak-ng failed for voice {voice}: "
+                                     f"{done.stderr.strip().splitlines()[:1]}")
                 x, rate = read_wav(tmp_wav)
                 x = _trim(resample(x, rate, sample_rate), sample_rate)
                 rel = f"{name}/{name}_{n:03d}.wav"

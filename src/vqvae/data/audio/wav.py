@@ -1,5 +1,5 @@
-"""WAV files: reading PCM 8/16/24/32-bit (mono or stereo, channels averaged) to float32 in [-1, 1], writing 16-bit
-mono, band-limited resampling, and one utterance as the audio models take it."""
+"""WAV files: reading PCM 8/16/24/32-bit (mono or stereo, channels averaged) to float32 in [-1, 1], writing
+16-bit mono, band-limited resampling, and one utterance as the audio models take it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,15 @@ __all__ = ["read_utterance", "read_wav", "resample", "resampled_length", "wav_fr
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
-    """(mono float32 waveform in [-1, 1], sample rate) of a PCM WAV file."""
+    """(mono float32 waveform in [-1, 1], sample rate) of a PCM WAV file.
+
+    Args:
+        path: the WAV file (PCM, 8, 16, 24 or 32 bits per sample; channels are averaged).
+    Returns:
+        ``(waveform, rate)``: (T,) float32 in [-1, 1] and the sample rate in Hz.
+    Raises:
+        VQVAEError: the file cannot be read as a PCM WAV file, or holds no samples.
+    """
     path = Path(path)
     with _open_wav(path) as w:
         rate, channels, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
@@ -46,7 +54,13 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
 
 
 def write_wav(path: str | Path, waveform: np.ndarray | Tensor, rate: int) -> None:
-    """16-bit mono PCM WAV, written atomically."""
+    """16-bit mono PCM WAV, written atomically.
+
+    Args:
+        path: the file to write.
+        waveform: (T,) samples in [-1, 1] (clipped), an array or a tensor.
+        rate: sample rate in Hz.
+    """
     x = np.asarray(waveform.detach().cpu() if isinstance(waveform, Tensor) else waveform, dtype=np.float64)
     pcm = np.clip((x * 32768).round(), -32768, 32767).astype("<i2")  # the inverse of read_wav's / 32768
     buf = io.BytesIO()
@@ -59,7 +73,15 @@ def write_wav(path: str | Path, waveform: np.ndarray | Tensor, rate: int) -> Non
 
 
 def wav_frames(path: str | Path) -> tuple[int, int]:
-    """(frames, sample rate) of a WAV file, from its header alone."""
+    """(frames, sample rate) of a WAV file, from its header alone.
+
+    Args:
+        path: the WAV file.
+    Returns:
+        ``(frames, rate)``: the number of frames and the sample rate in Hz.
+    Raises:
+        VQVAEError: the header cannot be read or is not valid.
+    """
     with _open_wav(path) as w:
         return w.getnframes(), w.getframerate()
 
@@ -74,7 +96,8 @@ def _open_wav(path: str | Path) -> Iterator[wave.Wave_read]:
                 raise VQVAEError(f"cannot read WAV file {path}: its header says the sample rate is "
                                  f"{w.getframerate()} Hz")
             if w.getnchannels() < 1:
-                raise VQVAEError(f"cannot read WAV file {path}: its header says it has {w.getnchannels()} channels")
+                raise VQVAEError(f"cannot read WAV file {path}: its header says it has "
+                                 f"{w.getnchannels()} channels")
             yield w
     except VQVAEError:
         raise
@@ -92,12 +115,28 @@ def _reason(exc: BaseException) -> str:
 
 
 def resampled_length(n: int, rate_in: int, rate_out: int) -> int:
-    """Samples that :func:`resample` makes of ``n`` samples."""
+    """Samples that :func:`resample` makes of ``n`` samples.
+
+    Args:
+        n: number of input samples.
+        rate_in: input sample rate in Hz.
+        rate_out: output sample rate in Hz.
+    Returns:
+        the number of output samples (``n`` when the rates are equal or ``n`` is 0, else at least 1).
+    """
     return n if rate_in == rate_out or n == 0 else max(1, int(round(n * rate_out / rate_in)))
 
 
 def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Band-limited resampling by the FFT (the spectrum is cut or zero-padded at the new Nyquist frequency)."""
+    """Band-limited resampling by the FFT (the spectrum is cut or zero-padded at the new Nyquist frequency).
+
+    Args:
+        x: (T,) waveform.
+        rate_in: its sample rate in Hz.
+        rate_out: the sample rate wanted, in Hz.
+    Returns:
+        (resampled_length(T, rate_in, rate_out),) float32 waveform.
+    """
     if rate_in == rate_out or len(x) == 0:
         return x.astype(np.float32)
     n_out = resampled_length(len(x), rate_in, rate_out)
@@ -113,7 +152,18 @@ def resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 
 def read_utterance(path: str | Path, sample_rate: int, hop: int, max_seconds: float | None = None) -> Tensor:
     """One WAV file as the models take it: mono, resampled to ``sample_rate``, at most ``max_seconds`` long,
-    cut to a whole number of codes (``hop`` samples each) -> (T,) float32."""
+    cut to a whole number of codes (``hop`` samples each) -> (T,) float32.
+
+    Args:
+        path: the WAV file.
+        sample_rate: the model's sample rate in Hz.
+        hop: samples per code.
+        max_seconds: keep at most this many seconds (> 0); None keeps the whole file.
+    Returns:
+        (T,) float32 waveform, T a positive multiple of ``hop``.
+    Raises:
+        VQVAEError: an unreadable file, ``max_seconds`` <= 0, or less audio than one code.
+    """
     x, rate = read_wav(path)
     x = resample(x, rate, sample_rate)
     if max_seconds is not None:

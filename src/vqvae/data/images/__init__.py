@@ -53,16 +53,26 @@ class ImageDataset:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def batches(self, starts: Iterable[int], batch_size: int, n: int, num_workers: int = 0, labels: bool = False
-                ) -> Iterator[tuple[torch.Tensor, ...]]:
-        """(images,) -- or (images, labels) -- of the batches of ``batch_size`` starting at each of ``starts`` among
-        the first ``n`` examples, in order, read by ``num_workers`` DataLoader workers when more than 0."""
+    def batches(self, starts: Iterable[int], batch_size: int, n: int, num_workers: int = 0,
+                labels: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
+        """(images,) -- or (images, labels) -- of the batches of ``batch_size`` starting at each of ``starts``
+        among the first ``n`` examples, in order.
+
+        Args:
+            starts: the first example index of every batch.
+            batch_size: examples per batch (the last may be shorter).
+            n: number of examples to draw from (no index reaches it).
+            num_workers: DataLoader workers that read the batches; 0 (default) reads them here.
+            labels: also return each batch's labels.
+        Returns:
+            an iterator over ``(images,)`` or ``(images, labels)`` tuples: uint8 (B, C, H, W), int64 (B,).
+        """
         arrays = (self.images, self.labels) if labels else (self.images,)
         return iter_batches(partial(rows, arrays), starts, batch_size, n, num_workers)
 
     def fingerprint(self) -> str:
-        """SHA-256 of the pixels (of the files' paths, sizes and times for a folder) and labels: what cached codes
-        are keyed by."""
+        """SHA-256 of the pixels (of the files' paths, sizes and times for a folder) and labels: what cached
+        codes are keyed by."""
         h = hashlib.sha256()
         h.update(str(tuple(self.images.shape)).encode())
         if isinstance(self.images, ImageFiles):
@@ -109,13 +119,18 @@ def load_images(
 ) -> ImageDataset:
     """One split of a dataset: IDX and CIFAR-10 data read into memory, an image folder read on demand.
 
-    ``spec`` is ``"fashion-mnist"``, ``"mnist"``, ``"cifar10"`` or a directory (the names win: write
-    ``./mnist`` for a directory called mnist); ``split`` is ``"train"`` or ``"test"``. ``image_size``
-    resizes image folders (shorter side, then centre crop) and must equal the native size for IDX and
-    CIFAR-10 data; ``channels`` (1 or 3) converts image folders and must equal the native count for IDX
-    and CIFAR-10 data (None: RGB for folders, native otherwise).
-    ``download`` lets Fashion-MNIST and MNIST be fetched into ``~/.cache/vqvae`` when not found.
-    Returns images uint8 ``(N, C, H, W)`` and labels int64 ``(N,)``.
+    Args:
+        spec: ``"fashion-mnist"``, ``"mnist"``, ``"cifar10"`` or a directory (the names win: write
+            ``./mnist`` for a directory called mnist).
+        split: ``"train"`` or ``"test"``.
+        image_size: resizes image folders (shorter side, then centre crop); must equal the native size of
+            IDX and CIFAR-10 data (None: native).
+        channels: 1 or 3; converts image folders (None: RGB), must be the native count of IDX and CIFAR-10.
+        download: let Fashion-MNIST and MNIST be fetched into ``~/.cache/vqvae`` when not found.
+    Returns:
+        the :class:`ImageDataset`: images uint8 ``(N, C, H, W)`` and labels int64 ``(N,)``.
+    Raises:
+        VQVAEError: an unknown split or dataset, bad options, unreadable data, or data of another size.
     """
     if split not in SPLITS:
         raise VQVAEError(f"unknown split {split!r}: expected 'train' or 'test'")
@@ -157,7 +172,17 @@ def load_images(
 
 def load_images_for(config: ImageModelConfig, spec: str, split: str) -> ImageDataset:
     """``split`` of ``spec`` at the image size and channel count of a VQ-VAE with ``config``; refused with a
-    one-line error when the data cannot have that size."""
+    one-line error when the data cannot have that size.
+
+    Args:
+        config: the VQ-VAE's architecture (its ``image_size`` and ``in_channels``).
+        spec: the dataset, as :func:`load_images` takes it.
+        split: ``"train"`` or ``"test"``.
+    Returns:
+        the :class:`ImageDataset`, its images (N, in_channels, image_size, image_size).
+    Raises:
+        VQVAEError: the data cannot be loaded, or not at the model's size.
+    """
     data = load_images(spec, split, image_size=config.image_size, channels=config.in_channels)
     _, c, h, w = tuple(data.images.shape)
     want = (config.in_channels, config.image_size, config.image_size)
@@ -170,29 +195,50 @@ def load_images_for(config: ImageModelConfig, spec: str, split: str) -> ImageDat
 
 
 def to_float(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 images (any shape) -> float32 in [0, 1]."""
+    """uint8 images (any shape) -> float32 in [0, 1].
+
+    Args:
+        images_uint8: uint8 tensor of any shape.
+    Returns:
+        a float32 tensor of the same shape, divided by 255.
+    """
     if images_uint8.dtype != torch.uint8:
         raise TypeError(f"to_float expects uint8 images, got {images_uint8.dtype}")
     return images_uint8.to(torch.float32).div_(255.0)
 
 
 def to_uint8(images_float: torch.Tensor) -> torch.Tensor:
-    """Float images in [0, 1] (any shape) -> uint8, rounded to nearest and clamped to [0, 255]."""
+    """Float images in [0, 1] (any shape) -> uint8, rounded to nearest and clamped to [0, 255].
+
+    Args:
+        images_float: floating-point tensor of any shape.
+    Returns:
+        a uint8 tensor of the same shape.
+    """
     if not images_float.is_floating_point():
         raise TypeError(f"to_uint8 expects floating-point images, got {images_float.dtype}")
     return (images_float.detach().float() * 255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def save_image_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: int, padding: int = 2) -> None:
+def save_image_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: int,
+                    padding: int = 2) -> None:
     """Write ``images`` ``(N, C, H, W)`` (C in {1, 3}; float in [0, 1] or uint8) as one PNG grid.
 
-    ``nrow`` images per row (fewer if N is smaller), ``padding`` black pixels between and around them, so
-    the PNG is ``cols * (W + padding) + padding`` wide and ``rows * (H + padding) + padding`` high.
+    The PNG is ``cols * (W + padding) + padding`` wide and ``rows * (H + padding) + padding`` high.
     Written atomically: a temporary file in the target directory, then ``os.replace``; missing parent
     directories are created.
+
+    Args:
+        images: (N, C, H, W) images, N >= 1, C in {1, 3}; float in [0, 1] or uint8.
+        path: the PNG file to write.
+        nrow: images per row (fewer if N is smaller), >= 1.
+        padding: black pixels between and around the images, >= 0.
+    Raises:
+        VQVAEError: an empty batch or one of the wrong shape, or a bad ``nrow`` or ``padding``.
     """
     if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
-        raise VQVAEError(f"image grids need a non-empty (N, 1 or 3, H, W) batch, got {list(images.shape)}")
+        raise VQVAEError("image grids need a non-empty (N, 1 or 3, H, W) batch, "
+                         f"got {list(images.shape)}")
     if nrow < 1 or padding < 0:
         raise VQVAEError(f"image grids need nrow >= 1 and padding >= 0, got {nrow} and {padding}")
     pixels = (images if images.dtype == torch.uint8 else to_uint8(images)).detach().cpu().numpy()

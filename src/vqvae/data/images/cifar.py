@@ -60,12 +60,23 @@ class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that can rebuild numpy arrays, dicts, lists, str, bytes and numbers, and nothing else.
 
     ``encoding="bytes"`` keeps the Python 2 ``str`` keys and values of the original CIFAR files as bytes.
+
+    Args:
+        file: the open binary file to unpickle.
     """
 
     def __init__(self, file: io.BufferedIOBase) -> None:
         super().__init__(file, encoding="bytes")
 
     def find_class(self, module: str, name: str) -> Any:
+        """Resolve a global the pickle names, if it is one of the allowed few.
+
+        Args:
+            module: the module the pickle names.
+            name: the global's name in it.
+        Returns:
+            the allowed object (a numpy reconstructor, ``ndarray``, ``dtype``, or a latin-1 encoder).
+        """
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
@@ -73,7 +84,15 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def safe_load_pickle(path: Path) -> Any:
-    """Unpickle ``path`` with :class:`RestrictedUnpickler`; any failure becomes a one-line VQVAEError."""
+    """Unpickle ``path`` with :class:`RestrictedUnpickler`; any failure becomes a one-line VQVAEError.
+
+    Args:
+        path: the pickle file.
+    Returns:
+        the unpickled object.
+    Raises:
+        VQVAEError: the file is missing, unreadable, damaged, or names a global that is not allowed.
+    """
     try:
         with open(path, "rb") as handle:
             return RestrictedUnpickler(handle).load()
@@ -90,7 +109,8 @@ def safe_load_pickle(path: Path) -> Any:
     ) as err:
         raise VQVAEError(f"{path} is not a valid CIFAR-10 pickle ({type(err).__name__}: {err})") from None
     except MemoryError:  # numpy's ArrayMemoryError: a header declaring an array larger than memory
-        raise VQVAEError(f"{path} is not a valid CIFAR-10 pickle: it declares an array too large to allocate") from None
+        raise VQVAEError(f"{path} is not a valid CIFAR-10 pickle: "
+                         "it declares an array too large to allocate") from None
 
 
 def _field(batch: Any, key: str, path: Path) -> Any:
@@ -126,7 +146,13 @@ def _train_batches(directory: Path) -> list[Path]:
 
 
 def is_cifar_dir(directory: Path) -> bool:
-    """True if ``directory`` looks like ``cifar-10-batches-py`` (has ``data_batch_1`` or ``test_batch``)."""
+    """True if ``directory`` looks like ``cifar-10-batches-py`` (has ``data_batch_1`` or ``test_batch``).
+
+    Args:
+        directory: the directory to look at.
+    Returns:
+        whether it holds ``data_batch_1`` or ``test_batch``.
+    """
     return (directory / "data_batch_1").is_file() or (directory / "test_batch").is_file()
 
 
@@ -140,7 +166,16 @@ def cifar_search_dirs() -> list[Path]:
 
 
 def load_cifar_dir(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images ``(N, 3, 32, 32)`` uint8, labels ``(N,)`` int64 and class names of one split."""
+    """Images ``(N, 3, 32, 32)`` uint8, labels ``(N,)`` int64 and class names of one split.
+
+    Args:
+        directory: a ``cifar-10-batches-py`` directory.
+        split: ``"train"`` (every ``data_batch_<k>``) or ``"test"`` (``test_batch``).
+    Returns:
+        ``(images, labels, classes)``.
+    Raises:
+        VQVAEError: a batch missing, unreadable or malformed, or labels outside the named classes.
+    """
     paths = _train_batches(directory) if split == "train" else [directory / "test_batch"]
     if not paths or not paths[0].is_file():
         wanted = "data_batch_1" if split == "train" else "test_batch"

@@ -73,8 +73,17 @@ def _open_image(path: Path, mode: str, image_size: int | None) -> np.ndarray:
 class ImageFiles:
     """The images of one split of a folder, read from disk when indexed, never all at once: ``files[i]`` is
     uint8 ``(C, H, W)``; ``files[indices]`` (a slice, a list or a tensor of indices) is ``(B, C, H, W)``.
-    ``shape`` is ``(N, C, H, W)``, from the first image (or ``image_size``). The paths are kept in one numpy
-    byte array, so worker processes forked from this one share it instead of copying it page by page."""
+    ``shape`` is ``(N, C, H, W)``, from the first image (or ``image_size``). The paths are kept in one
+    numpy byte array, so worker processes forked from this one share it instead of copying it page by page.
+
+    Args:
+        class_root: the folder the paths are relative to.
+        paths: the image files, relative to ``class_root``, at least one.
+        mode: Pillow mode to convert to, ``"L"`` (1 channel) or ``"RGB"`` (3).
+        image_size: resize the shorter side to this and centre-crop a square; None keeps each size.
+    Raises:
+        VQVAEError: the first image cannot be read.
+    """
 
     dtype, ndim = torch.uint8, 4
 
@@ -82,7 +91,8 @@ class ImageFiles:
         self.root, self.mode, self.image_size = class_root, mode, image_size
         self.paths = np.array([p.encode() for p in paths], dtype=np.bytes_)
         first = self._read(0)
-        self.shape = (len(paths), *((first.shape[2], *first.shape[:2]) if first.ndim == 3 else (1, *first.shape)))
+        self.shape = (len(paths),
+                      *((first.shape[2], *first.shape[:2]) if first.ndim == 3 else (1, *first.shape)))
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -96,8 +106,9 @@ class ImageFiles:
         if pixels.shape != self.shape[1:]:
             first, this = self.paths[0].decode(), self.paths[i].decode()
             raise VQVAEError(
-                f"images in {self.root} differ in size ({first} is {self.shape[3]}x{self.shape[2]}, {this} is "
-                f"{pixels.shape[2]}x{pixels.shape[1]}): pass an image size to resize and centre-crop them"
+                f"images in {self.root} differ in size ({first} is {self.shape[3]}x{self.shape[2]}, "
+                f"{this} is {pixels.shape[2]}x{pixels.shape[1]}): "
+                "pass an image size to resize and centre-crop them"
             )
         return pixels
 
@@ -114,7 +125,11 @@ class ImageFiles:
         return torch.from_numpy(out)
 
     def digest(self, h) -> None:
-        """Feed what identifies these images (paths, sizes, modification times, mode, size) to hash ``h``."""
+        """Feed what identifies these images (paths, sizes, modification times, mode, size) to hash ``h``.
+
+        Args:
+            h: a ``hashlib`` hash object, updated in place.
+        """
         h.update(f"{self.root}|{self.mode}|{self.image_size}|{self.shape}".encode())
         hash_file_stamps(h, self.paths, self.root)
 
@@ -122,8 +137,19 @@ class ImageFiles:
 def image_folder_files(
     root: Path, split: str, *, image_size: int | None = None, channels: int | None = None
 ) -> tuple[ImageFiles, np.ndarray, list[str]]:
-    """The images (:class:`ImageFiles`, read when indexed), labels ``(N,)`` int64 and class names of one split of
-    ``root``. ``channels`` 1 converts to grayscale, 3 or None to RGB. See the module docstring for the layout."""
+    """The images (:class:`ImageFiles`, read when indexed), labels ``(N,)`` int64 and class names of one
+    split of ``root``. See the module docstring for the layout.
+
+    Args:
+        root: the image folder.
+        split: ``"train"`` or ``"test"``.
+        image_size: resize the shorter side to this and centre-crop a square; None keeps each size.
+        channels: 1 converts to grayscale, 3 or None to RGB.
+    Returns:
+        ``(images, labels, classes)``.
+    Raises:
+        VQVAEError: no images, none in the split, or the first image unreadable.
+    """
     has_splits = {"train", "test"} <= {d.name for d in _visible_dirs(root)}
     class_root = root / split if has_splits else root
     classes, files = _class_files(class_root)
@@ -154,6 +180,17 @@ def image_folder_files(
 def load_image_folder(
     root: Path, split: str, *, image_size: int | None = None, channels: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Like :func:`image_folder_files`, with every image read into one ``(N, C, H, W)`` uint8 array."""
+    """Like :func:`image_folder_files`, with every image read into one ``(N, C, H, W)`` uint8 array.
+
+    Args:
+        root: the image folder.
+        split: ``"train"`` or ``"test"``.
+        image_size: resize the shorter side to this and centre-crop a square; None keeps each size.
+        channels: 1 converts to grayscale, 3 or None to RGB.
+    Returns:
+        ``(images, labels, classes)``: uint8 ``(N, C, H, W)``, int64 ``(N,)`` and the class names.
+    Raises:
+        VQVAEError: no images, an unreadable image, or images of different sizes without ``image_size``.
+    """
     images, labels, classes = image_folder_files(root, split, image_size=image_size, channels=channels)
     return images[:].numpy(), labels, classes

@@ -118,14 +118,27 @@ def cache_root() -> Path:
 
 
 def short_path(path: Path) -> str:
-    """``path`` with the home directory shown as ``~``, to keep error lines short."""
+    """``path`` with the home directory shown as ``~``, to keep error lines short.
+
+    Args:
+        path: any path.
+    Returns:
+        its text, the home directory replaced by ``~``.
+    """
     home = str(Path.home())
     text = str(path)
     return "~" + text[len(home):] if text == home or text.startswith(home + os.sep) else text
 
 
 def find_idx_file(directory: Path, stem: str) -> Path | None:
-    """The raw file ``directory/stem`` if present (no decompression needed), else ``stem.gz``, else None."""
+    """The raw file ``directory/stem`` if present (no decompression needed), else ``stem.gz``, else None.
+
+    Args:
+        directory: where to look.
+        stem: the IDX file's name without ``.gz``.
+    Returns:
+        the file found, or None.
+    """
     for candidate in (directory / stem, directory / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
@@ -133,7 +146,13 @@ def find_idx_file(directory: Path, stem: str) -> Path | None:
 
 
 def is_idx_dir(directory: Path) -> bool:
-    """True if ``directory`` holds at least one of the four standard IDX files."""
+    """True if ``directory`` holds at least one of the four standard IDX files.
+
+    Args:
+        directory: where to look.
+    Returns:
+        whether any of them is there (raw or ``.gz``).
+    """
     return any(find_idx_file(directory, stem) for pair in IDX_FILES.values() for stem in pair)
 
 
@@ -173,13 +192,28 @@ def _parse_idx(data: bytes, path: Path, magic: int) -> np.ndarray:
 def read_idx(path: Path, magic: int) -> np.ndarray:
     """Read one IDX file (raw or ``.gz``) whose magic number must be ``magic``.
 
-    Returns a read-only uint8 array: ``(N, H, W)`` for images, ``(N,)`` for labels.
+    Args:
+        path: the IDX file; gunzipped when its name ends in ``.gz``.
+        magic: the magic number expected (:data:`IMAGES_MAGIC` or :data:`LABELS_MAGIC`).
+    Returns:
+        a read-only uint8 array: ``(N, H, W)`` for images, ``(N,)`` for labels.
+    Raises:
+        VQVAEError: the file is unreadable, not valid gzip, has another magic number or the wrong size.
     """
     return _parse_idx(_read_bytes(path), path, magic)
 
 
 def load_idx_dir(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images ``(N, 1, H, W)`` uint8 and labels ``(N,)`` int64 of ``split`` from IDX files in a directory."""
+    """Images ``(N, 1, H, W)`` uint8 and labels ``(N,)`` int64 of ``split`` from IDX files in a directory.
+
+    Args:
+        directory: where the IDX files are (raw or ``.gz``).
+        split: ``"train"`` or ``"test"``.
+    Returns:
+        ``(images, labels)``, both writable copies.
+    Raises:
+        VQVAEError: a file missing or invalid, or image and label counts that differ.
+    """
     paths = []
     for stem in IDX_FILES[split]:
         found = find_idx_file(directory, stem)
@@ -203,13 +237,21 @@ def _download(url: str, timeout: float) -> bytes:
     return body
 
 
-def fetch_idx_file(url: str, dest: Path, payload_sha256: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
+def fetch_idx_file(url: str, dest: Path, payload_sha256: str,
+                   timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
     """Download the gzip archive at ``url`` to ``dest`` if its decompressed content has ``payload_sha256``.
 
-    Nothing is written unless the check passes, and then atomically (:func:`vqvae.fileio.atomic_write_bytes`), so an
-    interrupted or bad download never leaves a file at ``dest``.
-    Raises OSError / http.client.HTTPException when the server cannot be reached, VQVAEError when what
-    arrived is not the expected file.
+    Nothing is written unless the check passes, and then atomically
+    (:func:`vqvae.fileio.atomic_write_bytes`), so an interrupted or bad download never leaves a file at
+    ``dest``. OSError or http.client.HTTPException comes through when the server cannot be reached.
+
+    Args:
+        url: the ``.gz`` archive to download (at most 64 MiB).
+        dest: the file to write.
+        payload_sha256: the SHA-256 (hex) the decompressed content must have.
+        timeout: seconds to wait for the server.
+    Raises:
+        VQVAEError: what arrived is not valid gzip or not the expected file.
     """
     body = _download(url, timeout)
     try:
@@ -242,7 +284,17 @@ def _search_dirs(name: str) -> list[Path]:
 def load_idx_named(
     name: str, split: str, *, download: bool = True
 ) -> tuple[np.ndarray, np.ndarray, IdxSource]:
-    """Images ``(N, 1, 28, 28)`` uint8, labels ``(N,)`` int64 and the source of a known IDX dataset."""
+    """Images ``(N, 1, 28, 28)`` uint8, labels ``(N,)`` int64 and the source of a known IDX dataset.
+
+    Args:
+        name: a key of :data:`IDX_DATASETS` (``"fashion-mnist"`` or ``"mnist"``).
+        split: ``"train"`` or ``"test"``.
+        download: fetch the files into ``~/.cache/vqvae/<name>`` when no copy is found.
+    Returns:
+        ``(images, labels, source)``.
+    Raises:
+        VQVAEError: no copy found and the download disabled or failed, or invalid files.
+    """
     source = IDX_DATASETS[name]
     stems = IDX_FILES[split]
     dirs = _search_dirs(name)
