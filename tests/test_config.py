@@ -1,8 +1,7 @@
 import pytest
 
-from vqvae.config import recipe_from_dict
 from vqvae.errors import VQVAEError
-from vqvae.recipes import builtin_recipes, load_recipe
+from vqvae.recipes import builtin_recipes, load_recipe, recipe_from_dict
 
 
 def test_builtin_recipe_keeps_the_reference_bottleneck():

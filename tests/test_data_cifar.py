@@ -123,3 +123,11 @@ def test_corrupt_pickle(tmp_path):
 
 
 # ---- image folders ------------------------------------------------------------------------------------
+
+
+def test_a_pickled_dtype_is_always_a_new_object(tmp_path):
+    raw = bytearray(pickle.dumps(np.dtype("u1"), protocol=2))
+    raw[raw.index(b"\x89\x88\x87") + 1] = 0x89  # dtype("u1", False, False): numpy's own shared instance
+    (tmp_path / "d.pkl").write_bytes(bytes(raw))
+    loaded = safe_load_pickle(tmp_path / "d.pkl")
+    assert loaded == np.dtype("u1") and loaded is not np.dtype("u1")  # its state is set on a copy

@@ -11,7 +11,9 @@ from vqvae.data.audio import load_speech
 
 @pytest.mark.slow
 def test_log_mel_stats_find_a_tone_and_the_classifier_separates_voices(tmp_path):
-    from vqvae.judges.audio import SpeakerClassifier, log_mel_stats, mel_filterbank
+    from vqvae.judges.audio import SpeakerClassifier
+    from vqvae.judges.features import log_mel_stats
+    from vqvae.spectral import mel_filterbank
 
     fb = mel_filterbank(16000, 512, 40)
     assert fb.shape == (40, 257) and bool((fb.sum(1) > 0).all())
@@ -36,7 +38,7 @@ def test_log_mel_stats_find_a_tone_and_the_classifier_separates_voices(tmp_path)
     hiss = np.concatenate([voice, 1e-4 * noise.standard_normal(16000).astype(np.float32)])
     assert torch.allclose(log_mel_stats(silent, 16000), log_mel_stats(hiss, 16000), atol=1e-3)
     # the pitch judge: each voice keeps its own pitch from utterance to utterance, and the voices differ
-    from vqvae.judges.audio import pitch_hz
+    from vqvae.judges.features import pitch_hz
 
     def median_pitch(data, s):
         return float(np.median([pitch_hz(w, 16000)[0] for w, label in zip(data.waves, data.labels)
@@ -50,7 +52,7 @@ def test_log_mel_stats_find_a_tone_and_the_classifier_separates_voices(tmp_path)
 
 
 def test_pitch_of_harmonic_tones_and_of_noise():
-    from vqvae.judges.audio import pitch_hz
+    from vqvae.judges.features import pitch_hz
 
     t = np.arange(16000) / 16000
     for f0 in (65.0, 110.0, 233.0, 390.0, 480.0):
@@ -79,7 +81,7 @@ def test_pitch_of_harmonic_tones_and_of_noise():
 
 
 def test_log_mel_course_invariants():
-    from vqvae.judges.audio import log_mel_course
+    from vqvae.judges.features import log_mel_course
 
     rng = np.random.default_rng(0)
     t = np.arange(4000) / 8000

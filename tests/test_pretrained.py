@@ -163,3 +163,15 @@ def test_classifier_is_built_from_its_config_and_refuses_bad_configs(tmp_path):
         (tmp_path / "clf" / "config.json").write_text(json.dumps(edited))
         with pytest.raises(VQVAEError, match=says):
             ImageClassifier.from_pretrained(tmp_path / "clf")
+
+
+def test_every_model_class_registers_its_checkpoint_kind():
+    from vqvae.models.pretrained import Pretrained, model_class
+
+    kinds = {"vqvae": VQVAE, "prior": GatedPixelCNN, "audio": AudioVQVAE, "audio_prior": WaveNetPrior,
+             "classifier": ImageClassifier}
+    assert {kind: model_class(kind) for kind in kinds} == kinds
+    with pytest.raises(VQVAEError, match="no model class is registered for checkpoint kind 'nope'"):
+        model_class("nope")
+    with pytest.raises(TypeError, match="two model classes for the checkpoint kind 'vqvae'"):
+        type("Impostor", (Pretrained,), {"checkpoint_kind": "vqvae"})

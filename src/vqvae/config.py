@@ -1,7 +1,8 @@
 """Configuration: the architecture (:class:`ImageModelConfig`) is kept apart from the run
 (:class:`TrainConfig`); both are saved in every checkpoint, so evaluating or sampling needs no flags. Recipes
 are YAML files (read by :mod:`vqvae.recipes`) with two sections, ``model:`` and ``train:``; overrides use
-dotted keys (``model.hidden=64 train.lr=3e-4``). Unknown keys, wrong types and numbers that are not finite
+dotted keys (``model.hidden=64 train.lr=3e-4``); :mod:`vqvae.recipes` puts the sections of each kind of run
+together. Unknown keys, wrong types and numbers that are not finite
 are rejected with a message naming them."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from vqvae.errors import VQVAEError
@@ -31,6 +32,11 @@ class QuantizerConfig:
     restart_threshold: float = 0.0  # re-seed codes used fewer times per step than this (0: never)
 
     def validate_quantizer(self, section: str) -> None:
+        """Refuse (VQVAEError) the first quantizer field out of range.
+
+        Args:
+            section: the recipe section the fields sit in, for the message (``model`` or ``audio``).
+        """
         for name in ("embedding_dim", "num_embeddings"):
             _check(getattr(self, name) >= 1, f"{section}.{name}", getattr(self, name), ">= 1")
         _check(self.quantizer in ("ema", "vq"), f"{section}.quantizer", self.quantizer, '"ema" or "vq"')
@@ -97,7 +103,15 @@ class PixelCNNConfig:
 
 
 def wavenet_dilations(max_dilation: int, cycles: int) -> list[int]:
-    """The dilations of a WaveNet's layers: 1, 2, 4, ..., ``max_dilation``, repeated ``cycles`` times."""
+    """The dilations of a WaveNet's layers: 1, 2, 4, ..., ``max_dilation``, repeated ``cycles`` times.
+
+    Args:
+        max_dilation: the largest dilation (a power of two).
+        cycles: how many times the sequence repeats.
+
+    Returns:
+        ``cycles * (log2(max_dilation) + 1)`` dilations.
+    """
     return [2**i for i in range(max_dilation.bit_length())] * cycles
 
 
@@ -280,61 +294,6 @@ class TrainConfig:
                '"skip" or "stop"')
 
 
-class RecipeSections:
-    """A recipe: dataclass fields that are config sections, each with its own ``validate``. The first section
-    is the architecture, the last one ``train``."""
-
-    def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            getattr(self, f.name).validate()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    @property
-    def architecture(self) -> Any:
-        """The architecture section (``model``, ``prior``, ``audio`` or ``wavenet_prior``)."""
-        return getattr(self, dataclasses.fields(self)[0].name)
-
-    def with_architecture(self, **changes: Any) -> RecipeSections:
-        """A copy whose architecture section has ``changes`` (what training fills in from the data); the
-        recipe itself is never changed."""
-        name = dataclasses.fields(self)[0].name
-        return dataclasses.replace(self, **{name: dataclasses.replace(self.architecture, **changes)})
-
-
-@dataclass
-class ImageRecipe(RecipeSections):
-    """An image VQ-VAE recipe: sections ``model`` and ``train``."""
-
-    model: ImageModelConfig = field(default_factory=ImageModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@dataclass
-class ImagePriorRecipe(RecipeSections):
-    """A prior recipe: sections ``prior`` and ``train`` (trained on the codes of its VQ-VAE's data)."""
-
-    prior: PixelCNNConfig = field(default_factory=PixelCNNConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@dataclass
-class AudioRecipe(RecipeSections):
-    """An audio VQ-VAE recipe: sections ``audio`` and ``train`` (``train.data``: a speaker-folder corpus)."""
-
-    audio: AudioModelConfig = field(default_factory=AudioModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@dataclass
-class AudioPriorRecipe(RecipeSections):
-    """An audio prior recipe: sections ``wavenet_prior`` and ``train`` (trained on the VQ-VAE's codes)."""
-
-    wavenet_prior: AudioPriorConfig = field(default_factory=AudioPriorConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
         raise VQVAEError(f"{key} must be {expected}, got {value!r}")
@@ -369,15 +328,18 @@ def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
 
 _CLASSES = {"model": ImageModelConfig, "prior": PixelCNNConfig, "train": TrainConfig,
             "audio": AudioModelConfig, "wavenet_prior": AudioPriorConfig}
-# recipe kind -> (class, its sections, the built-in recipe used when none is named)
-RECIPE_KINDS = {"vqvae": (ImageRecipe, ("model", "train"), "fashion_mnist"),
-                "prior": (ImagePriorRecipe, ("prior", "train"), "fashion_mnist_prior"),
-                "audio": (AudioRecipe, ("audio", "train"), "speech"),
-                "audio_prior": (AudioPriorRecipe, ("wavenet_prior", "train"), "speech_prior")}
 
 
 def section_from_dict(name: str, values: dict[str, Any]) -> Any:
-    """Build one section (``"model"`` or ``"train"``) from a dict, rejecting unknown keys and bad types."""
+    """Build one config section from a dict, rejecting unknown keys and bad types.
+
+    Args:
+        name: the section (``model``, ``prior``, ``train``, ``audio`` or ``wavenet_prior``).
+        values: its keys and values, as read from YAML or config.json.
+
+    Returns:
+        The section's dataclass (not validated: see its ``validate``).
+    """
     cls = _CLASSES[name]
     if not isinstance(values, dict):
         raise VQVAEError(f"config section {name!r} must be a mapping, got {type(values).__name__}")
@@ -387,14 +349,3 @@ def section_from_dict(name: str, values: dict[str, Any]) -> Any:
         raise VQVAEError(f"unknown config key(s) in {name}: {', '.join(unknown)} "
                          f"(known: {', '.join(fields)})")
     return cls(**{k: _coerce(name, fields[k], v) for k, v in values.items()})
-
-
-def recipe_from_dict(d: dict[str, Any], kind: str = "vqvae") -> RecipeSections:
-    cls, sections, _ = RECIPE_KINDS[kind]
-    if not isinstance(d, dict):
-        raise VQVAEError(f"a recipe must be a mapping with sections {'/'.join(sections)}, "
-                         f"got {type(d).__name__}")
-    unknown = sorted(set(d) - set(sections))
-    if unknown:
-        raise VQVAEError(f"unknown config section(s): {', '.join(unknown)} (known: {', '.join(sections)})")
-    return cls(**{name: section_from_dict(name, d.get(name) or {}) for name in sections})

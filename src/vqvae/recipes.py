@@ -1,18 +1,121 @@
-"""Recipes on disk: the built-in YAML recipes (``vqvae.configs``) and recipe files, read into a validated
-:mod:`vqvae.config` recipe with ``key=value`` overrides applied."""
+"""Recipes: the config sections of one kind of run together (:class:`ImageRecipe`,
+:class:`ImagePriorRecipe`, :class:`AudioRecipe`, :class:`AudioPriorRecipe`; the sections are those of
+:mod:`vqvae.config`), and recipes on disk: the built-in YAML recipes (``vqvae.configs``) and recipe files,
+read into a validated recipe with ``key=value`` overrides applied."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vqvae.config import RECIPE_KINDS, RecipeSections, recipe_from_dict
+from vqvae.config import (
+    AudioModelConfig,
+    AudioPriorConfig,
+    ImageModelConfig,
+    PixelCNNConfig,
+    TrainConfig,
+    section_from_dict,
+)
 from vqvae.errors import VQVAEError
 
-__all__ = ["builtin_recipes", "load_recipe", "recipe_with_overrides"]
+__all__ = ["RECIPE_KINDS", "AudioPriorRecipe", "AudioRecipe", "ImagePriorRecipe", "ImageRecipe",
+           "RecipeSections", "builtin_recipes", "load_recipe", "recipe_from_dict", "recipe_with_overrides"]
+
+
+class RecipeSections:
+    """A recipe: dataclass fields that are config sections, each with its own ``validate``. The first section
+    is the architecture, the last one ``train``."""
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @property
+    def architecture(self) -> Any:
+        """The architecture section (``model``, ``prior``, ``audio`` or ``wavenet_prior``)."""
+        return getattr(self, dataclasses.fields(self)[0].name)
+
+    def with_architecture(self, **changes: Any) -> RecipeSections:
+        """A copy whose architecture section has ``changes`` (what training fills in from the data); the
+        recipe itself is never changed.
+
+        Args:
+            **changes: architecture field -> new value (e.g. ``num_speakers``).
+
+        Returns:
+            The new recipe, of the same class.
+        """
+        name = dataclasses.fields(self)[0].name
+        return dataclasses.replace(self, **{name: dataclasses.replace(self.architecture, **changes)})
+
+
+@dataclass
+class ImageRecipe(RecipeSections):
+    """An image VQ-VAE recipe: sections ``model`` and ``train``."""
+
+    model: ImageModelConfig = field(default_factory=ImageModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class ImagePriorRecipe(RecipeSections):
+    """A prior recipe: sections ``prior`` and ``train`` (trained on the codes of its VQ-VAE's data)."""
+
+    prior: PixelCNNConfig = field(default_factory=PixelCNNConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class AudioRecipe(RecipeSections):
+    """An audio VQ-VAE recipe: sections ``audio`` and ``train`` (``train.data``: a speaker-folder corpus)."""
+
+    audio: AudioModelConfig = field(default_factory=AudioModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class AudioPriorRecipe(RecipeSections):
+    """An audio prior recipe: sections ``wavenet_prior`` and ``train`` (trained on the VQ-VAE's codes)."""
+
+    wavenet_prior: AudioPriorConfig = field(default_factory=AudioPriorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+
+# recipe kind -> (class, its sections, the built-in recipe used when none is named)
+RECIPE_KINDS = {"vqvae": (ImageRecipe, ("model", "train"), "fashion_mnist"),
+                "prior": (ImagePriorRecipe, ("prior", "train"), "fashion_mnist_prior"),
+                "audio": (AudioRecipe, ("audio", "train"), "speech"),
+                "audio_prior": (AudioPriorRecipe, ("wavenet_prior", "train"), "speech_prior")}
+
+
+
+def recipe_from_dict(d: dict[str, Any], kind: str = "vqvae") -> RecipeSections:
+    """Build a recipe of ``kind`` from a dict of sections, rejecting unknown sections, keys and bad types.
+
+    Args:
+        d: section name -> its keys and values; a missing or empty section keeps its defaults.
+        kind: a key of :data:`RECIPE_KINDS` (``vqvae``, ``prior``, ``audio`` or ``audio_prior``).
+
+    Returns:
+        The recipe (not validated: see its ``validate``).
+    """
+    cls, sections, _ = RECIPE_KINDS[kind]
+    if not isinstance(d, dict):
+        raise VQVAEError(f"a recipe must be a mapping with sections {'/'.join(sections)}, "
+                         f"got {type(d).__name__}")
+    unknown = sorted(set(d) - set(sections))
+    if unknown:
+        raise VQVAEError(f"unknown config section(s): {', '.join(unknown)} (known: {', '.join(sections)})")
+    return cls(**{name: section_from_dict(name, d.get(name) or {}) for name in sections})
 
 
 def builtin_recipes() -> list[str]:

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vqvae.config import RecipeSections
 from vqvae.distributed import is_main_process
 from vqvae.errors import VQVAEError
-from vqvae.recipes import load_recipe
+from vqvae.recipes import RecipeSections, load_recipe
 from vqvae.train import resume_recipe
 
 __all__ = ["add_device", "add_training_command", "positive", "print_result", "recipe_of", "run_training",

@@ -1,5 +1,6 @@
 """Independent judges of generated audio: a speaker classifier (logistic regression on log-mel statistics), a
-content classifier (what is said: logistic regression on the log-mel spectrum's course), a pitch tracker, and
+content classifier (what is said: logistic regression on the log-mel spectrum's course), the pitch tracker of
+:mod:`vqvae.judges.features`, and
 :class:`SpeechJudges`, which trains them on a corpus and scores conversions, reconstructions and prior
 samples. Generating the audio is not judging: see :func:`vqvae.evaluate.evaluate_conversion`."""
 
@@ -17,132 +18,19 @@ from torch import Tensor, nn
 from vqvae.data.audio import SpeechDataset
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_json
-from vqvae.spectral import mel_filterbank
+from vqvae.judges.features import log_mel_course, log_mel_stats, pitch_hz
 
 __all__ = ["ContentClassifier", "SpeakerClassifier", "SpeechJudges", "intelligibility", "judge_conversion",
-           "log_mel_course", "log_mel_stats", "mel_filterbank", "pitch_hz", "write_conversion_verdicts",
-           "write_verdicts"]
-
-
-def log_mel_stats(wave: np.ndarray | Tensor, sample_rate: int, n_mels: int = 40,
-                  floor_db: float = 30.0) -> Tensor:
-    """A fixed-size description of a voice: mean and standard deviation over time of the log-mel spectrum
-    (25 ms windows every 10 ms). Only what is heard counts: frames more than ``floor_db`` below the loudest
-    frame are dropped and every mel energy is floored at ``floor_db`` below the loudest one; else the
-    near-silence (the log of digital silence is hugely negative) dominates and a judge trained on clean
-    recordings misses voices under the faint noise generated audio always has (espeak-ng corpus, white noise
-    at 30 dB SNR: 35% recognised instead of 97.5%).
-
-    Args:
-        wave: waveform (T,), a NumPy array or tensor; zero-padded to one window if shorter.
-        sample_rate: its sample rate in Hz.
-        n_mels: number of mel bands.
-        floor_db: the floor below the loudest frame and the loudest mel energy, dB.
-    Returns:
-        (2 * n_mels,): the mean of each band's log energy over time, then its standard deviation.
-    """
-    x = torch.as_tensor(np.asarray(wave, dtype=np.float32))
-    n_fft = 1 << int(np.ceil(np.log2(0.025 * sample_rate)))
-    hop = max(1, int(0.010 * sample_rate))
-    if len(x) < n_fft:
-        x = torch.nn.functional.pad(x, (0, n_fft - len(x)))
-    # power spectrogram (F, frames)
-    spec = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs().pow(2)
-    mel = mel_filterbank(sample_rate, n_fft, n_mels) @ spec  # (n_mels, frames)
-    floor = 10.0 ** (-floor_db / 10.0)
-    energy = mel.sum(0)
-    mel = mel[:, energy >= energy.max() * floor]  # the loudest frame always stays
-    logmel = torch.log(mel + mel.max() * floor + 1e-12)
-    return torch.cat([logmel.mean(1), logmel.std(1, unbiased=False)])
-
-
-def log_mel_course(wave: np.ndarray | Tensor, sample_rate: int, n_mels: int = 32, segments: int = 10,
-                   floor_db: float = 30.0, trim_db: float = 20.0) -> Tensor:
-    """How the spectrum moves through an utterance, whatever its length: the log-mel spectrum (32 ms windows
-    every 10 ms) from the first to the last frame within ``trim_db`` of the loudest one, averaged over
-    ``segments`` equal stretches of time, relative to its loudest bin. Energies are floored at ``floor_db``
-    below the loudest bin, as in :func:`log_mel_stats`, so faint noise around the word changes little.
-
-    Args: ``wave`` (T,) and ``sample_rate`` (Hz), ``n_mels`` (bands), ``segments``, ``floor_db``, ``trim_db``.
-    Returns: (n_mels * segments,) log energies relative to the loudest bin, band by band."""
-    x = torch.as_tensor(np.asarray(wave, dtype=np.float32))
-    n_fft = 1 << int(np.ceil(np.log2(0.032 * sample_rate)))
-    if len(x) < n_fft:
-        x = F.pad(x, (0, n_fft - len(x)))
-    spec = torch.stft(x, n_fft, max(1, int(0.010 * sample_rate)), window=torch.hann_window(n_fft),
-                      return_complex=True).abs().pow(2)
-    mel = mel_filterbank(sample_rate, n_fft, n_mels) @ spec  # (n_mels, frames)
-    floor = 10.0 ** (-floor_db / 10.0)
-    energy = mel.sum(0)
-    loud = torch.nonzero(energy >= energy.max() * 10.0 ** (-trim_db / 10.0)).flatten()
-    mel = mel[:, int(loud[0]) : int(loud[-1]) + 1]
-    logmel = torch.log(mel + mel.max() * floor + 1e-12)
-    return F.adaptive_avg_pool1d((logmel - logmel.max())[None], segments)[0].flatten()
-
-
-def pitch_hz(wave: np.ndarray | Tensor, sample_rate: int, f_min: float = 60.0, f_max: float = 500.0,
-             voicing: float = 0.5, min_voiced: float = 0.5) -> tuple[float, float]:
-    """The median fundamental frequency of the voiced frames and the fraction of loud frames that are voiced.
-
-    Autocorrelation pitch tracking: Hann windows three periods of ``f_min`` long (50 ms) every 10 ms; frames
-    within 20 dB of the loudest one are candidates; a frame is voiced when its normalised autocorrelation
-    peaks at >= ``voicing`` for a lag of one period in ``[1 / f_max, 1 / f_min]``. The shortest lag within 90%
-    of the best one wins, so a periodic frame is not taken an octave down. The pitch is ``nan`` when fewer
-    than ``min_voiced`` of the candidate frames are voiced: speech is mostly voiced, while noise under a
-    syllable-like envelope has a minority of frames that look periodic (measured in docs/audio.md).
-
-    Args:
-        wave: waveform (T,), a NumPy array or tensor.
-        sample_rate: its sample rate in Hz.
-        f_min: lowest pitch sought, Hz (sets the window length).
-        f_max: highest pitch sought, Hz.
-        voicing: least normalised autocorrelation peak of a voiced frame, 0..1.
-        min_voiced: least fraction of the candidate frames voiced for a pitch.
-    Returns:
-        (pitch in Hz, nan when unvoiced, too short or silent; fraction of the candidate frames voiced).
-    """
-    x = torch.as_tensor(np.asarray(wave, dtype=np.float64))
-    frame, hop = int(np.ceil(3 * sample_rate / f_min)), int(0.010 * sample_rate)
-    lo, hi = max(2, int(sample_rate / f_max)), int(np.ceil(sample_rate / f_min))
-    if len(x) < frame or hi + 2 >= frame:
-        return float("nan"), 0.0
-    frames = x.unfold(0, frame, hop)
-    window = torch.hann_window(frame, dtype=x.dtype)
-    frames = (frames - frames.mean(1, keepdim=True)) * window
-    power = frames.pow(2).mean(1)
-    if not bool(power.max() > 0):
-        return float("nan"), 0.0
-    loud = power >= power.max() * 0.01
-
-    def autocorrelation(v: Tensor) -> Tensor:
-        return torch.fft.irfft(torch.fft.rfft(v, 2 * frame).abs().pow(2), 2 * frame)[..., : hi + 2]
-
-    # divided by the window's own autocorrelation (Boersma 1993), so a periodic frame peaks near 1 at every
-    # multiple of its period instead of fading with the taper
-    ac = autocorrelation(frames[loud]) / autocorrelation(window)
-    ac = ac / ac[:, :1].clamp_min(1e-30)
-    mid = ac[:, lo : hi + 1]
-    peak = (mid >= ac[:, lo - 1 : hi]) & (mid >= ac[:, lo + 1 : hi + 2])  # local maxima
-    best = (mid * peak).max(1).values
-    first = (peak & (mid >= 0.9 * best[:, None])).double().argmax(1)  # shortest lag near the best peak
-    voiced = best >= voicing
-    fraction = float(voiced.double().mean())
-    if fraction < min_voiced or not bool(voiced.any()):
-        return float("nan"), fraction
-    rows = torch.arange(len(mid))
-    lag = (lo + first).double()
-    # a parabola through the peak and its neighbours places it between samples
-    a, b, c = ac[rows, lo + first - 1], ac[rows, lo + first], ac[rows, lo + first + 1]
-    denom = a - 2 * b + c
-    lag = lag + torch.where(denom < 0, 0.5 * (a - c) / denom.where(denom < 0, torch.ones_like(denom)), 0.0)
-    f0 = sample_rate / lag[voiced]
-    return float(f0.median()), fraction
+           "write_conversion_verdicts", "write_verdicts"]
 
 
 class LogisticClassifier:
     """Multinomial logistic regression on standardised log-mel features (``_features``), trained with Adam.
 
-    Args: ``sample_rate`` (Hz, of the waveforms it judges) and ``num_classes`` (how many it tells apart)."""
+    Args:
+        sample_rate: sample rate in Hz of the waveforms it judges.
+        num_classes: number of classes it tells apart.
+    """
 
     what = "classifier"
 
@@ -155,12 +43,17 @@ class LogisticClassifier:
 
     @torch.enable_grad()  # also when called from inside an evaluation under no_grad
     def fit(self, waves, labels, steps: int = 300, seed: int = 0):
-        """Full-batch Adam (lr 0.05) on cross-entropy plus 1e-3 times the squared weights, features
-        standardised by their train statistics.
+        """Train on the whole set at once: features standardised by their train statistics, Adam (lr 0.05) on
+        cross-entropy plus 1e-3 times the squared weights.
 
-        Args: ``waves`` (the N inputs of ``_features``: waveforms for the audio judges), ``labels`` (N
-        classes), ``steps`` (of Adam), ``seed`` (of torch's global generator, for the initial weights).
-        Returns: self, trained."""
+        Args:
+            waves: the N inputs of ``_features`` (waveforms for the audio judges).
+            labels: their classes (N,), integers in [0, num_classes).
+            steps: number of Adam steps.
+            seed: seed of torch's global generator, for the initial weights.
+        Returns:
+            self, trained.
+        """
         torch.manual_seed(seed)
         f = self._features(waves)
         self.mean, self.std = f.mean(0), f.std(0) + 1e-6
@@ -177,8 +70,13 @@ class LogisticClassifier:
 
     @torch.no_grad()
     def predict(self, waves) -> Tensor:
-        """The most likely class of each of the N ``waves`` (inputs of ``_features``): (N,) int64; refused
-        before :meth:`fit`."""
+        """The most likely class of each input; refused before :meth:`fit`.
+
+        Args:
+            waves: the N inputs of ``_features`` (waveforms for the audio judges).
+        Returns:
+            (N,) int64 class indices.
+        """
         if self.mean is None:
             raise VQVAEError(f"the {self.what} is not trained yet")
         return self.linear((self._features(waves) - self.mean) / self.std).argmax(1)
@@ -186,7 +84,9 @@ class LogisticClassifier:
 
 class SpeakerClassifier(LogisticClassifier):
     """Who speaks: logistic regression on :func:`log_mel_stats` (the spectrum's statistics, not its course).
-    Args: as :class:`LogisticClassifier`."""
+
+    Args: as :class:`LogisticClassifier` (``num_classes``: the speakers).
+    """
 
     what = "speaker classifier"
 
@@ -196,8 +96,11 @@ class SpeakerClassifier(LogisticClassifier):
 
 class ContentClassifier(LogisticClassifier):
     """What is said (e.g. which digit): logistic regression on :func:`log_mel_course`, the course of the
-    spectrum over the utterance (on the Free Spoken Digit Dataset: 100% of the real test takes).
-    Args: as :class:`LogisticClassifier`."""
+    spectrum over the utterance. On the Free Spoken Digit Dataset (digits 0-4, trained on the 1,350 train
+    takes) it recognises 100% of the 150 real test takes (98% with white noise at 20 dB SNR).
+
+    Args: as :class:`LogisticClassifier` (``num_classes``: the classes of the corpus).
+    """
 
     what = "content classifier"
 
@@ -207,14 +110,20 @@ class ContentClassifier(LogisticClassifier):
 
 def intelligibility(references: list[Tensor], degraded: list[Tensor],
                     sample_rate: int) -> dict[str, float | None]:
-    """Judges that do not listen through log-mel features: STOI (Taal et al. 2011, ``pystoi``) and
-    narrow-band PESQ (ITU-T P.862, ``pesq``) of ``degraded[i]`` against ``references[i]``, over the
-    concatenation of all of them in their order: STOI needs 30 frames (384 ms) of speech and a single short
-    take has fewer. PESQ is computed at 8 kHz (the waveforms are resampled when the rate differs).
+    """Judges that do not listen through log-mel features: STOI (Taal et al. 2011, ``pystoi``) and narrow-band
+    PESQ (ITU-T P.862, ``pesq``) of ``degraded[i]`` against ``references[i]``, over the concatenation of all
+    of them in their order: STOI needs 30 frames (384 ms) of speech and a single short take has fewer. PESQ is
+    computed at 8 kHz (the waveforms are resampled when the rate differs).
 
-    Args: ``references`` and ``degraded`` (T_i,), each degraded one cut to its reference (refused when
-    shorter), at ``sample_rate`` Hz.
-    Returns: ``{"stoi": float, "pesq_nb": float or None where PESQ finds no utterance to score}``."""
+    Args:
+        references: the clean waveforms (T_i,).
+        degraded: the waveforms to judge, each at least as long as its reference (cut to its length).
+        sample_rate: their sample rate in Hz.
+    Returns:
+        ``{"stoi": float, "pesq_nb": float, or None where PESQ finds no utterance to score}``.
+    Raises:
+        VQVAEError: a degraded waveform is shorter than its reference.
+    """
     from pesq import pesq
     from pystoi import stoi
 
@@ -236,7 +145,15 @@ def intelligibility(references: list[Tensor], degraded: list[Tensor],
 
 def speaker_pitches(train: SpeechDataset, speakers: list[int], per_speaker: int = 20) -> dict[int, float]:
     """Each speaker's reference pitch: the median of :func:`pitch_hz` over (up to ``per_speaker`` of) their
-    ``train`` utterances: speaker index (of ``speakers``) -> Hz, nan when none has a pitch."""
+    train utterances.
+
+    Args:
+        train: the corpus split whose utterances are measured.
+        speakers: the speaker indices (labels of ``train``) to measure.
+        per_speaker: most utterances measured per speaker (the first ones).
+    Returns:
+        speaker index -> median pitch in Hz (nan when none of their utterances has a pitch).
+    """
     reference = {}
     for s in speakers:
         own = [w for w, label in zip(train.waves, train.labels) if label == s][:per_speaker]
@@ -286,12 +203,22 @@ class SpeechJudges:
     def conversion(self, inputs: list[Tensor], converted: list[Tensor], rebuilt: list[Tensor],
                    sources: list[int], targets: list[int],
                    classes: list[int] | None = None) -> dict[str, Any]:
-        """``converted[i]``: ``inputs[i]`` (speaker ``sources[i]``, saying ``classes[i]``) decoded as
-        ``targets[i]``; ``rebuilt[i]``: the same decoded as its own speaker. Fractions of conversions heard as
-        the target / the source / saying the input's class / voiced with a pitch nearer the target's (over the
-        pairs the pitch can tell apart), and of reconstructions heard as their speaker / saying their class /
-        voiced / within 10% of the input's own pitch (over the inputs that have one); STOI and PESQ of the
-        reconstructions. ``classes`` None: what is said is not judged."""
+        """Fractions of conversions heard as the target / the source / saying the input's class / voiced with
+        a pitch nearer the target's (over the pairs the pitch can tell apart), and of reconstructions heard as
+        their speaker / saying their class / voiced / within 10% of the input's own pitch (over the inputs
+        that have one); STOI and PESQ of the reconstructions against their inputs.
+
+        Args:
+            inputs: the real utterances (T_i,).
+            converted: ``inputs[i]`` decoded as speaker ``targets[i]``.
+            rebuilt: ``inputs[i]`` decoded as its own speaker ``sources[i]``.
+            sources: the speaker index of each input.
+            targets: the speaker index each input is converted to.
+            classes: the class each input says (None: not judged).
+        Returns:
+            metric name -> value, with the classifiers' test accuracies and the pitches of the speakers
+            involved.
+        """
         conv_f0 = [pitch_hz(w, self.rate)[0] for w in converted]  # nan: no pitch
         rec_f0 = [pitch_hz(w, self.rate)[0] for w in rebuilt]
         in_f0 = [pitch_hz(w, self.rate)[0] for w in inputs]
@@ -327,9 +254,16 @@ class SpeechJudges:
 
     def samples(self, waves: list[Tensor], speakers: list[int],
                 classes: list[int] | None = None) -> dict[str, Any]:
-        """Generated utterances ``waves[i]`` asked for speaker ``speakers[i]`` (and class ``classes[i]``;
-        None: not judged): the fractions heard as that speaker, as saying that class, and voiced, with the
-        classifiers' test accuracies."""
+        """Generated utterances judged: the fractions heard as the speaker asked for, as saying the class
+        asked for, and voiced.
+
+        Args:
+            waves: the generated utterances (T_i,).
+            speakers: the speaker index each was asked for.
+            classes: the class each was asked for (None: not judged).
+        Returns:
+            metric name -> value, with the classifiers' test accuracies.
+        """
         m = {**self.accuracy, "samples": len(waves),
              "samples_recognised_as_speaker": _rate(self.speaker.predict(waves), speakers)}
         if self.content is not None and classes is not None:
@@ -338,9 +272,15 @@ class SpeechJudges:
         return m
 
     def verdicts(self, waves: list[Tensor]) -> list[dict[str, Any]]:
-        """What the judges hear in each of ``waves``: the speaker, the class (where the corpus has classes)
-        and the pitch in Hz (None: unvoiced), one dict each -- written beside WAV files as ``verdicts.json``
-        for a person (and a report)."""
+        """What the judges hear in each utterance -- written beside WAV files as ``verdicts.json`` for a
+        person (and a report).
+
+        Args:
+            waves: the utterances (T_i,).
+        Returns:
+            one dict per utterance: ``speaker`` (name), ``class`` (where the corpus has classes) and
+            ``pitch_hz`` (None: unvoiced).
+        """
         who = self.speaker.predict(waves).tolist()
         said = self.content.predict(waves).tolist() if self.content is not None else [None] * len(waves)
         out = []
@@ -355,9 +295,17 @@ class SpeechJudges:
 
 def write_verdicts(path: str | Path, names: list[str], verdicts: list[dict[str, Any]],
                    expected: list[dict[str, Any]]) -> None:
-    """``verdicts.json`` at ``path``: each of ``names`` -> what the judges heard in it (``verdicts``), with
-    what it should be heard as under ``"expected"`` (the speaker and class of an input; of a conversion or a
-    sample, the speaker and class asked for; of a reconstruction, its input's speaker, class and pitch)."""
+    """``verdicts.json``: file name -> what the judges heard in it, with what it should be heard as under
+    ``"expected"``; the three lists must be equally long.
+
+    Args:
+        path: the JSON file to write (atomically).
+        names: the WAV files' names.
+        verdicts: what the judges heard in each (:meth:`SpeechJudges.verdicts`).
+        expected: what each should be heard as (the speaker and class of an input; of a conversion or a
+        sample,
+            the speaker and class asked for; of a reconstruction, its input's speaker, class and pitch).
+    """
     if not len(names) == len(verdicts) == len(expected):
         raise ValueError(f"{len(names)} files, {len(verdicts)} verdicts, {len(expected)} expectations")
     atomic_write_json(path, {n: {**v, "expected": e} for n, v, e in zip(names, verdicts, expected)})
@@ -365,10 +313,16 @@ def write_verdicts(path: str | Path, names: list[str], verdicts: list[dict[str, 
 
 def write_conversion_verdicts(wav_dir: Path, judges: SpeechJudges, names: list[str], waves: list[Tensor],
                                expected: list[dict[str, Any]]) -> None:
-    """``wav_dir/verdicts.json`` of the files :func:`vqvae.reconstruct.write_conversions` wrote (``names``,
-    ``waves`` and ``expected``, as it returns them): what the ``judges`` hear in each beside what it should be
-    heard as (the source speaker and the digit said; the target speaker for a conversion; the pitch heard in
-    the input for a reconstruction)."""
+    """``verdicts.json`` of the files :func:`vqvae.reconstruct.write_conversions` wrote: what the judges hear
+    in each beside what it should be heard as (a reconstruction should keep the pitch heard in its input).
+
+    Args:
+        wav_dir: the folder of the WAV files; ``verdicts.json`` is written there.
+        judges: the judges that listen.
+        names: the files' names (``NNN_SOURCE_input.wav``, ``..._reconstructed.wav``, ``..._as_TARGET.wav``).
+        waves: their waveforms, in the same order.
+        expected: the source speaker and the class said of each; the target speaker for a conversion.
+    """
     heard = judges.verdicts(waves)
     expected = [dict(e) for e in expected]
     for name, e in zip(names, expected):  # a reconstruction should keep the pitch heard in its input
@@ -390,9 +344,18 @@ def judge_conversion(train: SpeechDataset, test: SpeechDataset, converted: list[
                      inputs: list[Tensor] | None = None, classes: list[int] | None = None) -> dict[str, Any]:
     """:meth:`SpeechJudges.conversion` with judges trained on ``train``.
 
-    Args: ``train``, ``test`` and ``seed`` as :class:`SpeechJudges`; ``converted``, ``rebuilt``, ``sources``,
-    ``targets``, ``inputs`` and ``classes`` as :meth:`SpeechJudges.conversion` (``inputs`` None: the
-    reconstructions stand in for the inputs).
-    Returns: the metrics of :meth:`SpeechJudges.conversion`."""
+    Args:
+        train: the split the judges are trained on.
+        test: the split the judges' test accuracies are measured on.
+        converted: the conversions (input ``i`` decoded as ``targets[i]``).
+        rebuilt: the reconstructions (input ``i`` decoded as ``sources[i]``).
+        sources: the speaker index of each input.
+        targets: the speaker index each input is converted to.
+        seed: seed of the judges' training.
+        inputs: the real inputs (None: the reconstructions stand in for them).
+        classes: the class each input says (None: not judged).
+    Returns:
+        the metrics of :meth:`SpeechJudges.conversion`.
+    """
     return SpeechJudges(train, test, seed=seed).conversion(rebuilt if inputs is None else inputs, converted,
                                                            rebuilt, sources, targets, classes)

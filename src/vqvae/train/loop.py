@@ -20,14 +20,14 @@ import torch
 from tqdm import tqdm
 
 from vqvae import checkpoint
-from vqvae.config import RECIPE_KINDS, RecipeSections, TrainConfig
+from vqvae.config import TrainConfig
 from vqvae.data.loader import Batches, Feed
 from vqvae.devices import autocast, available_memory, grad_scaler
 from vqvae.distributed import Ranks, is_main_process, join
 from vqvae.errors import Preempted, VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
 from vqvae.quantize.base import Quantizer
-from vqvae.recipes import recipe_with_overrides
+from vqvae.recipes import RECIPE_KINDS, RecipeSections, recipe_with_overrides
 from vqvae.runs import prepare_out_dir
 from vqvae.train.task import Logger, Task
 

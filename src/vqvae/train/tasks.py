@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 from vqvae import checkpoint
 from vqvae.codes import cached_codes, code_crops, speech_codes
-from vqvae.config import AudioPriorRecipe, AudioRecipe, ImagePriorRecipe, ImageRecipe
 from vqvae.data import load_images_for, save_image_grid, to_float
 from vqvae.data.audio import crops, load_speech
 from vqvae.data.loader import rows
@@ -27,6 +26,7 @@ from vqvae.metrics import CodebookUsage
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors import GatedPixelCNN, WaveNetPrior
 from vqvae.priors.sampling import sample_images
+from vqvae.recipes import AudioPriorRecipe, AudioRecipe, ImagePriorRecipe, ImageRecipe
 from vqvae.reconstruct import reconstruction_grid
 from vqvae.runs import CODEBOOK, load_run, paired_vqvae, run_split
 from vqvae.train.loop import train_task

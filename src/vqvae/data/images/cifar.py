@@ -39,6 +39,13 @@ def _latin1_encode(text: str, encoding: str) -> bytes:
     return text.encode("latin1")
 
 
+def _new_dtype(obj: Any, align: bool = False, copy: bool = True) -> np.dtype:
+    """``numpy.dtype`` as a pickle calls it, always as a new object: the pickle's BUILD step then sets the
+    state of that copy, never of numpy's shared built-in dtype (``copy=False`` would hand the pickle
+    ``np.dtype("u1")`` itself)."""
+    return np.dtype(obj, bool(align), True)
+
+
 # Taken from numpy's own pickling rather than imported by module path: numpy 2 moved them from
 # numpy.core to numpy._core, and pickles written by either version name either path.
 _RECONSTRUCT = np.array(0).__reduce__()[0]
@@ -51,7 +58,7 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy.core.numeric", "_frombuffer"): _FROMBUFFER,
     ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,
     ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "dtype"): _new_dtype,
     ("_codecs", "encode"): _latin1_encode,
 }
 
@@ -102,10 +109,11 @@ def safe_load_pickle(path: Path) -> Any:
         raise VQVAEError(f"cannot read {path}: {err.strerror or err}") from None
     except _RefusedGlobal as err:
         raise VQVAEError(f"refusing to load {path}: {err}") from None
-    # What a damaged pickle raises: short read, bad opcode or memo key, wrong argument types or values.
+    # What a damaged pickle raises: short read, bad opcode or memo key, wrong argument types or values, and
+    # what numpy's array reconstructor raises on a mangled dtype (SystemError, RuntimeError).
     except (
         pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-        OverflowError,
+        OverflowError, SystemError, RuntimeError,
     ) as err:
         raise VQVAEError(f"{path} is not a valid CIFAR-10 pickle ({type(err).__name__}: {err})") from None
     except MemoryError:  # numpy's ArrayMemoryError: a header declaring an array larger than memory
