@@ -29,25 +29,25 @@ def main() -> None:
     p.add_argument("--hop", type=int, default=64)
     p.add_argument("--model", help="a spectral audio VQ-VAE run trained on the corpus")
     p.add_argument("--only-model", action="store_true", help="skip the real spectra's rows")
-    a = p.parse_args()
-    train, test = (load_speech(a.corpus, s, a.sample_rate, in_memory=True) for s in ("train", "test"))
+    args = p.parse_args()
+    train, test = (load_speech(args.corpus, s, args.sample_rate, in_memory=True) for s in ("train", "test"))
     judges = SpeechJudges(train, test)
-    waves = [torch.from_numpy(w[: len(w) // a.hop * a.hop]) for w in test.waves]
-    seconds = sum(len(w) for w in waves) / a.sample_rate
-    if a.model:
-        model_rows(a.model, waves, test, judges, a.sample_rate)
-    if a.only_model:
+    waves = [torch.from_numpy(w[: len(w) // args.hop * args.hop]) for w in test.waves]
+    seconds = sum(len(w) for w in waves) / args.sample_rate
+    if args.model:
+        model_rows(args.model, waves, test, judges, args.sample_rate)
+    if args.only_model:
         return
     print("iterations momentum | own speaker digit voiced pitch10 | STOI PESQ-NB | x real time")
     for iterations, momentum in ((0, 0.99), (16, 0.99), (32, 0.99), (60, 0.99), (60, 0.0), (100, 0.99)):
         start, outs = time.perf_counter(), []
         for w in waves:
-            mag = stft(w[None], a.n_fft, a.hop).abs()
-            outs.append(griffin_lim(mag, a.n_fft, a.hop, iterations=iterations, momentum=momentum,
+            mag = stft(w[None], args.n_fft, args.hop).abs()
+            outs.append(griffin_lim(mag, args.n_fft, args.hop, iterations=iterations, momentum=momentum,
                                     generator=torch.Generator().manual_seed(0))[0])
         rtf = seconds / (time.perf_counter() - start)
         m = judges.conversion(waves, outs, outs, test.labels, test.labels, test.classes or None)
-        s = intelligibility(waves, outs, a.sample_rate)
+        s = intelligibility(waves, outs, args.sample_rate)
         print(f"{iterations:10d} {momentum:8.2f} | {m['reconstructions_recognised_as_source']:.3f} "
               f"{m.get('reconstructions_recognised_as_class', float('nan')):.3f} "
               f"{m['reconstructions_voiced']:.3f} "

@@ -175,8 +175,8 @@ def main() -> None:
                    help="kills of `vqvae train` (train-prior and audio train: 3)")
     p.add_argument("--steps", type=int, default=400, help="steps of each run")
     p.add_argument("--out", default="runs/kill_resume", help="working directory (replaced)")
-    a = p.parse_args()
-    for r in run_all(Path(a.out), a.steps, a.kills):
+    args = p.parse_args()
+    for r in run_all(Path(args.out), args.steps, args.kills):
         print(f"{r['command']}: {r['kills']}/{r['kills']} kills resumed "
               f"({r['in_checkpoint_write']} inside a checkpoint write; "
               f"killed near steps {r['killed_near_steps']}); "

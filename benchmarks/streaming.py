@@ -4,8 +4,8 @@
    ``test/<class>/*.png`` (once; kept in --folder), and a 10,000-file folder made of the first 900
    training and 100 test images of each class (hard links).
 2. Training img/s of the reference recipe (``fashion_mnist``) for --seconds of optimisation, through the
-   real training path (``train_and_evaluate``), reading the IDX files into memory vs reading the 70k-file
-   folder with --workers DataLoader workers; the two alternate for --rounds rounds. Target: streaming
+   real training path (``train_image_and_evaluate``), reading the IDX files into memory vs reading the
+   70k-file folder with --workers DataLoader workers; the two alternate for --rounds rounds. Target: streaming
    within 10% of memory.
 3. Peak RSS of the loader (the process and its workers, summed, sampled every 20 ms) over one epoch of the
    training split of each folder, each in a fresh process. Target: the 70k-file folder within 20% of the
@@ -59,13 +59,13 @@ def export(folder: Path) -> tuple[Path, Path]:
 def train_speed(data: str, workers: int, seconds: float) -> float:
     """img/s of the reference recipe's training steps on ``data``."""
     from vqvae.recipes import load_recipe
-    from vqvae.train import train_and_evaluate
+    from vqvae.train import train_image_and_evaluate
 
     recipe = load_recipe("fashion_mnist", [f"train.data={data}", f"train.num_workers={workers}",
                                            f"train.max_seconds={seconds}", "train.steps=0",
                                            "train.eval_batches=1"])
     with tempfile.TemporaryDirectory() as out:
-        m = train_and_evaluate(recipe, Path(out) / "run", progress=False, device="cpu")
+        m = train_image_and_evaluate(recipe, Path(out) / "run", progress=False, device="cpu")
     return m["step"] * recipe.train.batch_size / m["train_seconds"]
 
 

@@ -134,6 +134,15 @@ def test_no_import_circle():
             visit(name, [name])
 
 
+def test_no_relative_import():
+    """Every import names its module in full (``from vqvae.x import y``): the direction and circle checks read
+    those names, and a relative import would slip past them."""
+    relative = [f"{name}: from {'.' * node.level}{node.module or ''} import ..."
+                for name, path in _modules().items() for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.ImportFrom) and node.level > 0]
+    assert not relative
+
+
 def test_no_private_name_imported_across_modules():
     bad = []
     for name, path in _modules().items():

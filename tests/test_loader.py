@@ -135,13 +135,13 @@ TINY = ["model.hidden=8", "model.res_hidden=4", "model.num_res_layers=1", "model
 
 
 def train_folder(root, out, steps: int, workers: int, resume: bool = False) -> dict[str, torch.Tensor]:
-    from vqvae.train import train_and_evaluate
+    from vqvae.train import train_image_and_evaluate
     from vqvae.train.loop import resume_recipe
 
     overrides = [f"train.steps={steps}", f"train.num_workers={workers}"]
     recipe = resume_recipe(out, overrides) if resume else load_recipe(
         "fashion_mnist", [*TINY, *overrides, f"train.data={root}", "model.in_channels=1"])
-    train_and_evaluate(recipe, out, progress=False, resume=resume, device="cpu")
+    train_image_and_evaluate(recipe, out, progress=False, resume=resume, device="cpu")
     from safetensors.torch import load_file
 
     return load_file(out / "model.safetensors")

@@ -15,7 +15,7 @@ from vqvae.errors import VQVAEError
 from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA
 from vqvae.recipes import load_recipe
 from vqvae.train import tasks as tasks_module
-from vqvae.train import train_and_evaluate
+from vqvae.train import train_image_and_evaluate
 
 TINY = ["model.hidden=16", "model.res_hidden=8", "model.embedding_dim=8", "model.num_embeddings=32",
         "train.batch_size=8", "train.log_every=1", "train.warmup_steps=2", "train.eval_batches=1",
@@ -69,7 +69,7 @@ def _finite(directory):
 def test_skip_undoes_a_poisoned_step_and_counts_it(small_fmnist, tmp_path, monkeypatch):
     _poison(monkeypatch, {3})
     out = tmp_path / "poisoned"
-    metrics = train_and_evaluate(_recipe(small_fmnist, "train.steps=6"), out, progress=False)
+    metrics = train_image_and_evaluate(_recipe(small_fmnist, "train.steps=6"), out, progress=False)
     assert metrics["step"] == 6 and _finite(out)
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert rows[-1]["skipped"] == "1" and rows[0]["skipped"] == "0"
@@ -84,7 +84,7 @@ def test_stop_ends_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(sm
     out = tmp_path / "stopped"
     with pytest.raises(VQVAEError, match=r"step 5: the loss or a gradient is not finite "
                                          r"\(train.on_nonfinite is stop"):
-        train_and_evaluate(_recipe(small_fmnist, "train.steps=8", "train.on_nonfinite=stop"), out,
+        train_image_and_evaluate(_recipe(small_fmnist, "train.steps=8", "train.on_nonfinite=stop"), out,
                            progress=False)
     manifest = checkpoint.verify(out)
     assert manifest["step"] == 4 and _finite(out)
@@ -97,7 +97,7 @@ def test_a_run_that_diverges_stops_after_50_skipped_steps(small_fmnist, tmp_path
     _poison(monkeypatch, set(range(3, 1000)))
     out = tmp_path / "diverged"
     with pytest.raises(VQVAEError, match="50 such steps in a row"):
-        train_and_evaluate(_recipe(small_fmnist, "train.steps=100"), out, progress=False)
+        train_image_and_evaluate(_recipe(small_fmnist, "train.steps=100"), out, progress=False)
     assert checkpoint.verify(out)["step"] == 2 and _finite(out)
 
 

@@ -91,7 +91,7 @@ def test_evaluate_prior_closed_form_with_a_uniform_prior(small_fmnist):
     the learned-prior ELBO is the uniform-prior one plus the label's log2 C bits; the decoder term matches a
     direct sum."""
     from vqvae.data import load_images, to_float
-    from vqvae.evaluate import evaluate_prior
+    from vqvae.evaluate import evaluate_image_prior
     from vqvae.models import VQVAE
 
     torch.manual_seed(0)
@@ -100,7 +100,7 @@ def test_evaluate_prior_closed_form_with_a_uniform_prior(small_fmnist):
     torch.nn.init.zeros_(prior.head[-1].weight)
     torch.nn.init.zeros_(prior.head[-1].bias)
     data = load_images(str(small_fmnist), "test")
-    m = evaluate_prior(prior, vq, data, limit=100, batch_size=32)
+    m = evaluate_image_prior(prior, vq, data, limit=100, batch_size=32)
     assert m["num_images"] == 100
     assert m["prior_nll_bits_per_latent"] == pytest.approx(4.0, rel=1e-6)  # log2 16, up to fp32 rounding
     assert m["bits_below_uniform"] == pytest.approx(0.0, abs=1e-5)
@@ -115,4 +115,5 @@ def test_evaluate_prior_closed_form_with_a_uniform_prior(small_fmnist):
     assert m["elbo_bits_per_dim_uniform_prior"] == pytest.approx((decoder_bits + 100 * 49 * 4) / x.numel(),
                                                                  rel=1e-6)
     with pytest.raises(VQVAEError, match="classes"):
-        evaluate_prior(GatedPixelCNN(num_embeddings=16, num_classes=3, channels=4, num_layers=1), vq, data)
+        evaluate_image_prior(GatedPixelCNN(num_embeddings=16, num_classes=3, channels=4, num_layers=1), vq,
+                             data)

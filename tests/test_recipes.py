@@ -122,17 +122,18 @@ def _finished(out: Path, steps: int) -> dict:
 
 def test_cifar10_recipe_is_section_4_1():
     r = load_recipe("cifar10")
-    m, t = r.model, r.train
-    assert (m.in_channels, m.image_size) == (3, 32)
-    assert m.downsample == 4  # two stride-2 4x4 convolutions
+    arch, train = r.model, r.train
+    assert (arch.in_channels, arch.image_size) == (3, 32)
+    assert arch.downsample == 4  # two stride-2 4x4 convolutions
     # "two residual blocks ... 256 hidden units"
-    assert (m.hidden, m.res_hidden, m.num_res_layers) == (256, 256, 2)
-    assert (t.lr, t.batch_size, t.steps, t.max_seconds, t.schedule) == (2e-4, 128, 250_000, 0, "constant")
-    assert t.data == "cifar10"
+    assert (arch.hidden, arch.res_hidden, arch.num_res_layers) == (256, 256, 2)
+    assert (train.lr, train.batch_size, train.steps) == (2e-4, 128, 250_000)
+    assert (train.max_seconds, train.schedule) == (0, "constant")
+    assert train.data == "cifar10"
     # section 3.2's 8x8x10
-    assert m.latent_size == 8 and m.latents_per_position == 10 and m.num_embeddings == 512
-    assert (m.quantizer, m.commitment_cost) == ("vq", 0.25)  # section 3.2: no EMA, beta 0.25
-    model = VQVAE(m).eval()
+    assert arch.latent_size == 8 and arch.latents_per_position == 10 and arch.num_embeddings == 512
+    assert (arch.quantizer, arch.commitment_cost) == ("vq", 0.25)  # section 3.2: no EMA, beta 0.25
+    model = VQVAE(arch).eval()
     strided = [c for c in model.encoder.modules() if isinstance(c, torch.nn.Conv2d) and c.stride == (2, 2)]
     assert len(strided) == 2 and all(c.kernel_size == (4, 4) for c in strided)
     with torch.no_grad():
@@ -143,11 +144,11 @@ def test_cifar10_recipe_is_section_4_1():
 
 def test_imagenet128_recipe_is_section_4_2():
     r = load_recipe("imagenet128")
-    m, t = r.model, r.train
-    assert (m.in_channels, m.image_size, m.latent_size, m.num_embeddings) == (3, 128, 32, 512)
-    assert (m.quantizer, m.commitment_cost, m.recon_loss) == ("vq", 0.25, "mse")
-    assert (t.lr, t.batch_size, t.steps) == (2e-4, 128, 250_000)
-    model = VQVAE(m).eval()
+    arch, train = r.model, r.train
+    assert (arch.in_channels, arch.image_size, arch.latent_size, arch.num_embeddings) == (3, 128, 32, 512)
+    assert (arch.quantizer, arch.commitment_cost, arch.recon_loss) == ("vq", 0.25, "mse")
+    assert (train.lr, train.batch_size, train.steps) == (2e-4, 128, 250_000)
+    model = VQVAE(arch).eval()
     with torch.no_grad():  # full width at batch 1: 128x128x3 -> 32x32x1 codes
         out = model(torch.rand(1, 3, 128, 128))
     assert out.indices.shape == (1, 32, 32) and out.reconstruction.shape == (1, 3, 128, 128)
@@ -166,10 +167,11 @@ def test_imagenet128_recipe_is_section_4_2():
 
 def test_vctk_recipe_is_section_4_3():
     r = load_recipe("vctk", kind="audio")
-    a, t = r.audio, r.train
-    assert (a.num_downsamples, a.hop, a.num_embeddings) == (6, 64, 512)
-    assert a.speaker_conditioning and a.use_codes and (a.quantizer, a.commitment_cost) == ("vq", 0.25)
-    assert t.crop_length % a.hop == 0 and t.steps == 250_000
+    arch, train = r.audio, r.train
+    assert (arch.num_downsamples, arch.hop, arch.num_embeddings) == (6, 64, 512)
+    assert arch.speaker_conditioning and arch.use_codes
+    assert (arch.quantizer, arch.commitment_cost) == ("vq", 0.25)
+    assert train.crop_length % arch.hop == 0 and train.steps == 250_000
     model = AudioVQVAE(r.with_architecture(num_speakers=109).audio).eval()  # VCTK's 109 speakers
     strided = [c for c in model.encoder.modules() if isinstance(c, torch.nn.Conv1d) and c.stride == (2,)]
     assert len(strided) == 6 and all(c.kernel_size == (4,) for c in strided)
@@ -178,7 +180,7 @@ def test_vctk_recipe_is_section_4_3():
         out = model(torch.zeros(2, 1024), torch.tensor([0, 108]))
     assert out.indices.shape == (2, 16)
     p = load_recipe("vctk_prior", kind="audio_prior")
-    assert p.train.crop_length * a.hop == 40960  # section 4.3: the prior's chunks of 40960 samples
+    assert p.train.crop_length * arch.hop == 40960  # section 4.3: the prior's chunks of 40960 samples
     prior = WaveNetPrior(**{**vars(p.wavenet_prior), "num_embeddings": 512, "num_speakers": 109})
     assert prior.net.receptive_field >= p.train.crop_length
 

@@ -158,13 +158,13 @@ def test_state_and_restore_resume_the_exact_order(k):
 # -- training never changes the recipe it is given -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def image_run(small_fmnist, tmp_path_factory):
-    from vqvae.train import train_and_evaluate
+    from vqvae.train import train_image_and_evaluate
 
     recipe = load_recipe("fashion_mnist", [f"train.data={small_fmnist}", "train.steps=2", *TINY,
                                            "train.batch_size=8", "train.eval_batches=2"], kind="vqvae")
     before = copy.deepcopy(recipe)
     out = tmp_path_factory.mktemp("loop") / "vq"
-    metrics = train_and_evaluate(recipe, out, progress=False)
+    metrics = train_image_and_evaluate(recipe, out, progress=False)
     return recipe, before, out, metrics
 
 
@@ -185,14 +185,14 @@ def test_eval_batches_counts_batches_of_train_batch_size(image_run):
 
 @pytest.mark.slow
 def test_prior_training_fills_in_a_copy_of_its_recipe(image_run, tmp_path):
-    from vqvae.train import train_prior_and_evaluate
+    from vqvae.train import train_image_prior_and_evaluate
 
     _, _, vq_dir, _ = image_run
     # num_embeddings / num_classes deliberately wrong: training takes them from the VQ-VAE (K=32) and its data
     recipe = load_recipe("fashion_mnist_prior", ["train.steps=2", *PRIOR_TINY, "prior.num_embeddings=7",
                                                  "prior.num_classes=3", "train.eval_batches=1"], kind="prior")
     before = copy.deepcopy(recipe)
-    metrics = train_prior_and_evaluate(recipe, vq_dir, tmp_path / "prior", progress=False)
+    metrics = train_image_prior_and_evaluate(recipe, vq_dir, tmp_path / "prior", progress=False)
     assert recipe == before
     assert recipe.prior.num_embeddings == 7 and recipe.prior.num_classes == 3
     saved = json.loads((tmp_path / "prior" / "config.json").read_text())

@@ -31,6 +31,7 @@ WEIGHTS = "model.safetensors"
 STATE_JSON = "trainer_state.json"
 STATE_TENSORS = "trainer_state.safetensors"
 MANIFEST = "manifest.json"
+CODEBOOK = "codebook.npz"  # an autoencoder's code counts over the test split, written by its evaluation
 FILES = (CONFIG, WEIGHTS, STATE_JSON, STATE_TENSORS)  # what a manifest may list
 PREVIOUS = ".previous"  # the last complete checkpoint while a new one is written
 FORMAT_VERSION = 2  # 2: with manifest.json (version 1 checkpoints, without one, still load)
@@ -166,8 +167,7 @@ def _written_with_manifest(directory: Path) -> bool:
 
 
 def verify(directory: str | Path) -> dict[str, Any]:
-    """The manifest of a whole checkpoint in ``directory``: every file it lists is there with its SHA-256; a
-    one-line error otherwise.
+    """The manifest of a whole checkpoint in ``directory``: every file it lists is there with its SHA-256.
 
     Args:
         directory: the checkpoint directory.

@@ -102,27 +102,33 @@ class PixelCNNConfig:
                "odd and >= 3")
 
 
-def wavenet_dilations(max_dilation: int, cycles: int) -> list[int]:
-    """The dilations of a WaveNet's layers: 1, 2, 4, ..., ``max_dilation``, repeated ``cycles`` times.
+class WaveNetStack:
+    """What the configs of a WaveNet share (the audio VQ-VAE's decoder, the audio prior): their fields
+    ``max_dilation`` (a power of two) and ``dilation_cycles`` give the layers' dilations, 1, 2, 4, ...,
+    ``max_dilation``, repeated ``dilation_cycles`` times. Each config declares the two fields with its own
+    defaults."""
 
-    Args:
-        max_dilation: the largest dilation (a power of two).
-        cycles: how many times the sequence repeats.
+    max_dilation: int
+    dilation_cycles: int
 
-    Returns:
-        ``cycles * (log2(max_dilation) + 1)`` dilations.
-    """
-    return [2**i for i in range(max_dilation.bit_length())] * cycles
+    @property
+    def dilations(self) -> list[int]:
+        """One entry per layer: ``dilation_cycles * (log2(max_dilation) + 1)`` dilations."""
+        return [2**i for i in range(self.max_dilation.bit_length())] * self.dilation_cycles
 
+    def validate_dilations(self, section: str) -> None:
+        """Refuse (VQVAEError) a ``max_dilation`` that is not a power of two or fewer than one cycle.
 
-def _check_dilations(section: str, max_dilation: int, cycles: int) -> None:
-    _check(max_dilation >= 1 and max_dilation & (max_dilation - 1) == 0, f"{section}.max_dilation",
-           max_dilation, "a power of two")
-    _check(cycles >= 1, f"{section}.dilation_cycles", cycles, ">= 1")
+        Args:
+            section: the recipe section the fields sit in, for the message (``audio`` or ``wavenet_prior``).
+        """
+        d = self.max_dilation
+        _check(d >= 1 and d & (d - 1) == 0, f"{section}.max_dilation", d, "a power of two")
+        _check(self.dilation_cycles >= 1, f"{section}.dilation_cycles", self.dilation_cycles, ">= 1")
 
 
 @dataclass(kw_only=True)
-class AudioModelConfig(QuantizerConfig):
+class AudioModelConfig(QuantizerConfig, WaveNetStack):
     """Architecture of the audio VQ-VAE: a 1-D strided encoder, the quantizer (:class:`QuantizerConfig`'s
     fields), and a decoder from codes and speaker to sound: a WaveNet over mu-law samples conditioned on the
     upsampled codes (local) and on the speaker (global), as in the paper, or a spectral decoder (codes +
@@ -197,7 +203,7 @@ class AudioModelConfig(QuantizerConfig):
         _check(1 <= self.num_downsamples <= 12, "audio.num_downsamples", self.num_downsamples, "in 1..12")
         for name in ("hidden", "local_channels", "channels", "skip_channels"):
             _check(getattr(self, name) >= 1, f"audio.{name}", getattr(self, name), ">= 1")
-        _check_dilations("audio", self.max_dilation, self.dilation_cycles)
+        self.validate_dilations("audio")
         _check(self.encoder_norm in ("none", "instance"), "audio.encoder_norm", self.encoder_norm,
                '"none" or "instance"')
         _check(0 <= self.jitter <= 0.5, "audio.jitter", self.jitter, "in [0, 0.5]")
@@ -210,13 +216,9 @@ class AudioModelConfig(QuantizerConfig):
         """Samples per code."""
         return 2**self.num_downsamples
 
-    @property
-    def dilations(self) -> list[int]:
-        return wavenet_dilations(self.max_dilation, self.dilation_cycles)
-
 
 @dataclass
-class AudioPriorConfig:
+class AudioPriorConfig(WaveNetStack):
     """Architecture of the audio prior: a WaveNet over code sequences (K-way softmax), optionally conditioned
     on the speaker and on the utterance's class (e.g. the digit). The counts come from the VQ-VAE's corpus."""
 
@@ -233,13 +235,9 @@ class AudioPriorConfig:
     def validate(self) -> None:
         for name in ("num_embeddings", "channels", "skip_channels"):
             _check(getattr(self, name) >= 1, f"wavenet_prior.{name}", getattr(self, name), ">= 1")
-        _check_dilations("wavenet_prior", self.max_dilation, self.dilation_cycles)
+        self.validate_dilations("wavenet_prior")
         for name in ("num_speakers", "num_classes"):
             _check(getattr(self, name) >= 0, f"wavenet_prior.{name}", getattr(self, name), ">= 0")
-
-    @property
-    def dilations(self) -> list[int]:
-        return wavenet_dilations(self.max_dilation, self.dilation_cycles)
 
 
 @dataclass

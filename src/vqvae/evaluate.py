@@ -1,16 +1,16 @@
-"""Whole-split metrics of the autoencoders and the priors, and of speaker conversion.
-
-Every metric accumulates sums over the whole split and divides once at the end (never a mean of batch means,
-see :class:`vqvae.metrics.MeanAccumulator`): ``mse`` is the mean squared error per pixel of the
-reconstructions (clamped to the valid range [0, 1]), ``psnr`` = 10 log10(1 / mse) of that split-wide mse,
-``psnr_per_image`` the mean of per-image PSNRs (always >= ``psnr``), ``ssim`` the mean per-image SSIM (7x7
-uniform window), codebook usage over the whole split. Each ``*_run`` function is a command of the CLI: it
-loads a run directory and its data and returns the metrics."""
+"""Whole-split metrics of the autoencoders and the priors, and of speaker conversion. Every metric accumulates
+sums over the whole split and divides once at the end (never a mean of batch means, see
+:class:`vqvae.metrics.MeanAccumulator`): ``mse`` is the mean squared error per pixel of the reconstructions
+(clamped to the valid range [0, 1]), ``psnr`` = 10 log10(1 / mse) of that split-wide mse, ``psnr_per_image``
+the mean of per-image PSNRs (always >= ``psnr``), ``ssim`` the mean per-image SSIM (7x7 uniform window),
+codebook usage over the whole split. Each ``*_run`` function is a command of the CLI: it loads a run directory
+and its data and returns the metrics."""
 
 from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,9 @@ from vqvae.priors.wavenet import WaveNetPrior
 from vqvae.reconstruct import decode_as, write_conversions
 from vqvae.runs import check_generation_options, load_prior, load_run, run_split
 
-__all__ = ["write_codebook_usage", "evaluate_audio", "evaluate_audio_prior", "evaluate_conversion",
-           "evaluate_conversion_run", "evaluate_image_model", "evaluate_prior", "evaluate_prior_run",
-           "evaluate_run"]
+__all__ = ["evaluate_audio", "evaluate_audio_prior", "evaluate_conversion", "evaluate_conversion_run",
+           "evaluate_image_model", "evaluate_image_prior", "evaluate_image_prior_run", "evaluate_run",
+           "write_codebook_usage"]
 
 
 def _count(n: int, limit: int | None, name: str, what: str) -> int:
@@ -72,8 +72,7 @@ def _reduce(ranks: Ranks, sums: MeanAccumulator, usage: CodebookUsage | None = N
 
 
 def write_codebook_usage(path: str | Path, usage: CodebookUsage, codebook: torch.Tensor) -> None:
-    """``codebook.npz`` of a run: ``counts`` (K,), how often each code was chosen over the evaluated split,
-    and the ``codebook`` (K, D) itself -- what the report draws, without loading the model.
+    """``codebook.npz``, what the report draws: each code's ``counts`` (K,) and the ``codebook`` (K, D).
     Args:
         path: the file to write; usage: the code counts; codebook: (K, D) the code vectors."""
     atomic_write_npz(path, {"counts": usage.counts.numpy(),
@@ -134,8 +133,9 @@ def evaluate_image_model(model: VQVAE, data: ImageDataset, *, limit: int | None 
 
 
 @torch.no_grad()
-def evaluate_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit: int | None = None,
-                   batch_size: int = 500, ranks: Ranks = Ranks(), num_workers: int = 0) -> dict[str, Any]:
+def evaluate_image_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit: int | None = None,
+                         batch_size: int = 500, ranks: Ranks = Ranks(),
+                         num_workers: int = 0) -> dict[str, Any]:
     """Likelihoods of a prior and its VQ-VAE over ``data``, summed over the whole split before dividing:
 
     * prior NLL of the codes z = encode(x), in nats and bits per latent, against log2 K of the uniform prior;
@@ -321,11 +321,11 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
     if not codes:
         raise VQVAEError(f"{test.name} has no utterance of at least one code")
     start = time.perf_counter()
+    decode = partial(decode_as, model, temperature=temperature, generator=gen, batch_size=batch_size)
     converted, rebuilt = [], []
     for lo in range(0, len(codes), batch_size):  # each batch as the targets, then as its own speakers
-        hi = lo + batch_size
-        converted += decode_as(model, codes[lo:hi], targets[lo:hi], temperature=temperature, generator=gen)
-        rebuilt += decode_as(model, codes[lo:hi], sources[lo:hi], temperature=temperature, generator=gen)
+        converted += decode(codes[lo : lo + batch_size], targets[lo : lo + batch_size])
+        rebuilt += decode(codes[lo : lo + batch_size], sources[lo : lo + batch_size])
     compute = time.perf_counter() - start
     alone = codes[:one_stream]  # one utterance at a time, as a single listener would be served
     start = time.perf_counter()
@@ -368,16 +368,16 @@ def evaluate_run(run_dir: str | Path, *, kind: str | None = None, data: str | No
                           train=run_split(model, config, data, "train"))
 
 
-def evaluate_prior_run(prior_dir: str | Path, *, split: str = "test", limit: int | None = None,
-                       device: str | None = "auto") -> dict[str, Any]:
-    """``vqvae evaluate-prior``: :func:`evaluate_prior` of the prior in ``prior_dir`` with its VQ-VAE.
+def evaluate_image_prior_run(prior_dir: str | Path, *, split: str = "test", limit: int | None = None,
+                             device: str | None = "auto") -> dict[str, Any]:
+    """``vqvae evaluate-prior``: :func:`evaluate_image_prior` of the prior in ``prior_dir`` with its VQ-VAE.
     Args:
         prior_dir: the prior's run; split (of its VQ-VAE's data), limit, device: as :func:`evaluate_run`.
     Returns:
-        The metrics of :func:`evaluate_prior`."""
+        The metrics of :func:`evaluate_image_prior`."""
     ranks = join(device)
     prior, vq, _, vq_config = load_prior(prior_dir, "prior", ranks.device)
-    return evaluate_prior(prior, vq, run_split(vq, vq_config, None, split), limit=limit, ranks=ranks)
+    return evaluate_image_prior(prior, vq, run_split(vq, vq_config, None, split), limit=limit, ranks=ranks)
 
 
 def evaluate_conversion_run(run_dir: str | Path, *, data: str | None = None, pairs: int = 16,

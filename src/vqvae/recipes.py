@@ -89,13 +89,11 @@ class AudioPriorRecipe(RecipeSections):
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-
 # recipe kind -> (class, its sections, the built-in recipe used when none is named)
 RECIPE_KINDS = {"vqvae": (ImageRecipe, ("model", "train"), "fashion_mnist"),
                 "prior": (ImagePriorRecipe, ("prior", "train"), "fashion_mnist_prior"),
                 "audio": (AudioRecipe, ("audio", "train"), "speech"),
                 "audio_prior": (AudioPriorRecipe, ("wavenet_prior", "train"), "speech_prior")}
-
 
 
 def recipe_from_dict(d: dict[str, Any], kind: str = "vqvae") -> RecipeSections:

@@ -6,8 +6,8 @@ prior paired with its VQ-VAE (one check, for sampling, evaluating and resuming),
 A run directory is a checkpoint (``config.json`` + ``model.safetensors``, see :mod:`vqvae.checkpoint`) whose
 config records ``kind``: ``vqvae`` (image VQ-VAE), ``prior`` (Gated PixelCNN), ``audio`` (audio VQ-VAE) or
 ``audio_prior`` (WaveNet prior); a prior's config records ``vqvae_dir`` and ``vqvae_weights_sha256``. The
-model class of each kind registers itself (:func:`vqvae.models.pretrained.model_class`): importing ``vqvae``
-imports them.
+model class of each kind registers itself (:func:`vqvae.models.pretrained.model_class`) when its module is
+imported: ``import vqvae`` imports those of the four run kinds (``vqvae.judges.image`` the classifier's).
 """
 
 from __future__ import annotations
@@ -27,16 +27,15 @@ from vqvae.fileio import check_out_dir
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.models.pretrained import model_class
 
-__all__ = ["CODEBOOK", "VQVAE_KIND_OF_PRIOR", "check_generation_options", "class_id", "data_spec",
+__all__ = ["VQVAE_KIND_OF_PRIOR", "check_generation_options", "class_id", "data_spec",
            "load_prior", "load_run", "paired_vqvae", "prepare_out_dir", "run_split", "speaker_id"]
 
 VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
-CODEBOOK = "codebook.npz"  # an autoencoder's code counts over the test split, written by its final evaluation
 # what a training command writes into its run directory, and the scores of its samples (`vqvae score --out
 # PRIOR/score.json`): what a new run with --overwrite removes (nothing else, and under tb/ only TensorBoard's
 # event files)
 RUN_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.STATE_JSON, checkpoint.STATE_TENSORS,
-             checkpoint.MANIFEST, "metrics.csv", "eval.json", CODEBOOK, "reconstructions.png",
+             checkpoint.MANIFEST, "metrics.csv", "eval.json", checkpoint.CODEBOOK, "reconstructions.png",
              "samples.png", "score.json")
 RUN_DIRS = (checkpoint.PREVIOUS, f"{checkpoint.PREVIOUS}.tmp", f"{checkpoint.PREVIOUS}.old")
 

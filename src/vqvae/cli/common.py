@@ -149,7 +149,7 @@ def run_training(args: argparse.Namespace, kind: str, train: Callable[..., dict[
     Args:
         args: the parsed command line.
         kind: the recipe kind.
-        train: the training function (e.g. :func:`vqvae.train.train_and_evaluate`).
+        train: the training function (e.g. :func:`vqvae.train.train_image_and_evaluate`).
         summary: makes the human-readable text of the metrics.
         files: what the run directory holds beside the checkpoint, metrics.csv and eval.json.
         source: what the run builds on (as :func:`recipe_of`); None: nothing.

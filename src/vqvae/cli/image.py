@@ -22,13 +22,13 @@ from typing import Any
 
 from vqvae.cli.common import add_device, add_training_command, positive, print_result, run_training, seed
 from vqvae.codes import decode_run, encode_run
-from vqvae.evaluate import evaluate_prior_run, evaluate_run
+from vqvae.evaluate import evaluate_image_prior_run, evaluate_run
 from vqvae.fileio import atomic_write_json, check_out_file
 from vqvae.judges.image import train_classifier_run
-from vqvae.judges.samples import score_samples
+from vqvae.judges.samples import score_image_samples
 from vqvae.priors.sampling import sample_image_file
 from vqvae.reconstruct import write_reconstructions
-from vqvae.train import train_and_evaluate, train_prior_and_evaluate
+from vqvae.train import train_image_and_evaluate, train_image_prior_and_evaluate
 
 __all__ = ["add_image_commands"]
 
@@ -58,7 +58,7 @@ def _score_summary(metrics: dict[str, Any]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    return run_training(args, "vqvae", train_and_evaluate, _summary, "reconstructions.png, tb/")
+    return run_training(args, "vqvae", train_image_and_evaluate, _summary, "reconstructions.png, tb/")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,12 +86,12 @@ def cmd_decode(args: argparse.Namespace) -> None:
 
 
 def cmd_train_prior(args: argparse.Namespace) -> dict[str, Any]:
-    return run_training(args, "prior", train_prior_and_evaluate, _prior_summary, "samples.png, tb/",
+    return run_training(args, "prior", train_image_prior_and_evaluate, _prior_summary, "samples.png, tb/",
                         source="VQ-VAE")
 
 
 def cmd_evaluate_prior(args: argparse.Namespace) -> dict[str, Any]:
-    m = evaluate_prior_run(args.prior_dir, split=args.split, limit=args.limit, device=args.device)
+    m = evaluate_image_prior_run(args.prior_dir, split=args.split, limit=args.limit, device=args.device)
     return print_result(m, args.json, _prior_summary)
 
 
@@ -112,7 +112,8 @@ def cmd_train_classifier(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_score(args: argparse.Namespace) -> dict[str, Any]:
     # refused before the work, not after
     out = check_out_file(args.out, args.overwrite, (".json",)) if args.out else None
-    m = score_samples(args.samples, args.classifier, vqvae=args.vqvae, seed=args.seed, device=args.device)
+    m = score_image_samples(args.samples, args.classifier, vqvae=args.vqvae, seed=args.seed,
+                            device=args.device)
     if out is not None:
         atomic_write_json(out, m)
     return print_result(m, args.json, _score_summary)

@@ -19,8 +19,7 @@ def log_mel_stats(wave: np.ndarray | Tensor, sample_rate: int, n_mels: int = 40,
     (25 ms windows every 10 ms). Only what is heard counts: frames more than ``floor_db`` below the loudest
     frame are dropped and every mel energy is floored at ``floor_db`` below the loudest one; else the
     near-silence (the log of digital silence is hugely negative) dominates and a judge trained on clean
-    recordings misses voices under the faint noise generated audio always has (espeak-ng corpus, white noise
-    at 30 dB SNR: 35% recognised instead of 97.5%).
+    recordings misses voices under the faint noise generated audio always has (docs/audio.md).
 
     Args:
         wave: waveform (T,), a NumPy array or tensor; zero-padded to one window if shorter.

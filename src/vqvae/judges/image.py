@@ -1,7 +1,7 @@
 """An independent judge of generated images: a small CNN classifier trained on real data, whose
 penultimate-layer features give a Fréchet distance between sets of images (as FID does with Inception).
 
-Used to score samples of the prior (:func:`vqvae.judges.samples.score_samples`): the fraction of
+Used to score samples of the prior (:func:`vqvae.judges.samples.score_image_samples`): the fraction of
 class-conditional samples recognised as the requested class, and the Fréchet distance of sample features to
 test-image features, next to those of held-out real images and of their reconstructions.
 """

@@ -24,7 +24,7 @@ from vqvae.priors.sampling import sample_utterances
 from vqvae.reconstruct import remove_previous
 from vqvae.runs import check_generation_options, load_prior, load_run, run_split
 
-__all__ = ["score_audio_prior", "score_samples"]
+__all__ = ["score_audio_prior", "score_image_samples"]
 
 
 def _read_samples(path: str | Path, c: int, s: int, k: int) -> tuple[np.ndarray, np.ndarray | None, dict]:
@@ -56,8 +56,8 @@ def _read_samples(path: str | Path, c: int, s: int, k: int) -> tuple[np.ndarray,
 
 
 @torch.no_grad()
-def score_samples(samples: str | Path, classifier: str | Path, *, vqvae: str | Path | None = None,
-                  seed: int = 0, device: str | None = "auto") -> dict[str, Any]:
+def score_image_samples(samples: str | Path, classifier: str | Path, *, vqvae: str | Path | None = None,
+                        seed: int = 0, device: str | None = "auto") -> dict[str, Any]:
     """``vqvae score``: judge the samples .npz of ``vqvae sample`` with the classifier in ``classifier``, next
     to held-out real test images and their reconstructions by ``vqvae``. Every set has the same size n (the
     Fréchet distance of a finite sample is biased by n): samples are subsampled to at most half the test

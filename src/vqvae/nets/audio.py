@@ -18,7 +18,7 @@ from vqvae.spectral import mel_filterbank, stft
 def _he_init(module: nn.Module) -> None:
     """He-normal weights and zero biases for every convolution of ``module``. PyTorch's default init shrinks
     the signal about 2.5x per ReLU layer while its biases do not shrink, so after six layers the encoder's
-    output is a near-constant (its variation over time 0.8% of its size on speech): the codes then carry
+    output is a near-constant (it hardly varies over time on speech): the codes then carry
     nothing and the decoder learns to ignore them. With this init the output varies over time as much as it
     is large."""
     for m in module.modules():

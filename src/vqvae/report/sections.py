@@ -1,4 +1,4 @@
-"""The parts of a report that depend on the kind of run: the codebook (usage of an image VQ-VAE's codes on its
+"""The parts of a report that depend on the kind of run: the codebook (usage of an autoencoder's codes on its
 test split, sorted, dead codes marked, and a 2-D projection of the codebook), and the media the run wrote
 (image grids; the samples' scores of ``score.json``; WAV files, each with a player, a waveform and a
 spectrogram, and what the judges heard in it from ``verdicts.json``). Also what each metric means."""
@@ -13,6 +13,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+from vqvae import checkpoint
 from vqvae.errors import VQVAEError
 from vqvae.fileio import read_npz
 from vqvae.report import plots
@@ -67,7 +68,7 @@ def codebook_section(run: dict[str, Any], img: Callable[..., str]) -> str:
     Returns:
         the HTML of the section, or "" when the run has no ``codebook.npz``.
     """
-    path = run["dir"] / "codebook.npz"
+    path = run["dir"] / checkpoint.CODEBOOK
     if not path.is_file():
         return ""
     name = html.escape(run["name"])

@@ -3,11 +3,11 @@
 
 from vqvae.train.loop import resume_recipe, train_task
 from vqvae.train.tasks import (
-    train_and_evaluate,
     train_audio_and_evaluate,
     train_audio_prior_and_evaluate,
-    train_prior_and_evaluate,
+    train_image_and_evaluate,
+    train_image_prior_and_evaluate,
 )
 
-__all__ = ["resume_recipe", "train_and_evaluate", "train_audio_and_evaluate",
-           "train_audio_prior_and_evaluate", "train_prior_and_evaluate", "train_task"]
+__all__ = ["resume_recipe", "train_image_and_evaluate", "train_audio_and_evaluate",
+           "train_audio_prior_and_evaluate", "train_image_prior_and_evaluate", "train_task"]

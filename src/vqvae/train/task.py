@@ -16,8 +16,12 @@ from vqvae.data.audio import crop_starts
 from vqvae.data.loader import batch_generator
 from vqvae.distributed import Ranks
 from vqvae.errors import VQVAEError
+from vqvae.recipes import RecipeSections
 
-__all__ = ["Logger", "Task"]
+__all__ = ["Logger", "StepResult", "Task"]
+
+# what a step returns: the loss to minimise, and {field: detached scalar tensor} for metrics.csv
+StepResult = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 
 class Logger:
@@ -77,7 +81,7 @@ class Task(ABC):
     kind: ClassVar[str]  # the checkpoint kind it writes: vqvae, prior, audio, audio_prior
     fields: ClassVar[list[str]]  # what step() reports, in metrics.csv's column order
 
-    def __init__(self, recipe: Any):
+    def __init__(self, recipe: RecipeSections):
         self.recipe = recipe
         self.model: torch.nn.Module | None = None
         self.num_examples = 0  # examples in the training set (set by load)
@@ -102,7 +106,7 @@ class Task(ABC):
         """The model to train, on the CPU (the loop moves it); also set ``self.model``."""
 
     @abstractmethod
-    def step(self, batch: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def step(self, batch: Any) -> StepResult:
         """The loss of one batch and its metrics.
 
         Args:

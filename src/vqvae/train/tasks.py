@@ -20,20 +20,20 @@ from vqvae.data import load_images_for, save_image_grid, to_float
 from vqvae.data.audio import crops, load_speech
 from vqvae.data.loader import rows
 from vqvae.errors import VQVAEError
-from vqvae.evaluate import evaluate_audio, evaluate_audio_prior, evaluate_image_model, evaluate_prior
+from vqvae.evaluate import evaluate_audio, evaluate_audio_prior, evaluate_image_model, evaluate_image_prior
 from vqvae.fileio import check_out_dir
 from vqvae.metrics import CodebookUsage
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors import GatedPixelCNN, WaveNetPrior
 from vqvae.priors.sampling import sample_images
-from vqvae.recipes import AudioPriorRecipe, AudioRecipe, ImagePriorRecipe, ImageRecipe
+from vqvae.recipes import AudioPriorRecipe, AudioRecipe, ImagePriorRecipe, ImageRecipe, RecipeSections
 from vqvae.reconstruct import reconstruction_grid
-from vqvae.runs import CODEBOOK, load_run, paired_vqvae, run_split
+from vqvae.runs import load_run, paired_vqvae, run_split
 from vqvae.train.loop import train_task
-from vqvae.train.task import Task
+from vqvae.train.task import StepResult, Task
 
-__all__ = ["AudioPriorTask", "AudioTask", "ImagePriorTask", "ImageTask", "train_and_evaluate",
-           "train_audio_and_evaluate", "train_audio_prior_and_evaluate", "train_prior_and_evaluate"]
+__all__ = ["AudioPriorTask", "AudioTask", "ImagePriorTask", "ImageTask", "train_image_and_evaluate",
+           "train_audio_and_evaluate", "train_audio_prior_and_evaluate", "train_image_prior_and_evaluate"]
 
 
 def _scalars(**values: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -59,7 +59,7 @@ def _code_crops(codes, length: int, plan: tuple[list[int], list[int]]) -> tuple[
 class ImageTask(Task):
     """The image VQ-VAE on ``train.data``; at the end ``eval.json`` and ``reconstructions.png``.
     Args:
-        recipe: the run's :class:`~vqvae.config.ImageRecipe`.
+        recipe: the run's :class:`~vqvae.recipes.ImageRecipe`.
     """
 
     kind = "vqvae"
@@ -96,7 +96,7 @@ class ImageTask(Task):
         x = to_float(batch[0].to(self.device, non_blocking=True))
         return x.contiguous(memory_format=torch.channels_last)
 
-    def step(self, batch: tuple[torch.Tensor]):
+    def step(self, batch: tuple[torch.Tensor]) -> StepResult:
         res = self.net(self._images(batch))
         self.window.add_(torch.bincount(res.indices.reshape(-1), minlength=len(self.window)))
         if self.ranks.main:  # rank 0 logs the usage of its shard
@@ -121,7 +121,7 @@ class ImageTask(Task):
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         metrics = evaluate_image_model(self.model, self.test_set, limit=limit, ranks=self.ranks,
                                        num_workers=self.recipe.train.num_workers,
-                                       codebook_file=out / CODEBOOK)
+                                       codebook_file=out / checkpoint.CODEBOOK)
         if self.ranks.main:
             reconstruction_grid(self.model, self.test_set, out / "reconstructions.png")
         return metrics
@@ -132,7 +132,7 @@ class _PriorTask(Task):
 
     vqvae_kind: str
 
-    def __init__(self, recipe: Any, vqvae_dir: str | Path | None):
+    def __init__(self, recipe: RecipeSections, vqvae_dir: str | Path | None):
         super().__init__(recipe)
         self.vqvae_dir = vqvae_dir
 
@@ -173,7 +173,7 @@ class ImagePriorTask(_PriorTask):
     """The Gated PixelCNN on the codes of an image VQ-VAE (encoded once, cached beside it); at the end
     ``eval.json`` and ``samples.png`` (10 samples of each of the first 10 classes).
     Args:
-        recipe: the run's :class:`~vqvae.config.ImagePriorRecipe`.
+        recipe: the run's :class:`~vqvae.recipes.ImagePriorRecipe`.
         vqvae_dir: the image VQ-VAE's run directory (None on resume: the one the prior recorded).
     """
 
@@ -205,7 +205,7 @@ class ImagePriorTask(_PriorTask):
         self.model = GatedPixelCNN(self.recipe.prior)
         return self.model
 
-    def step(self, batch: tuple[torch.Tensor, torch.Tensor]):
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> StepResult:
         idx, labels = (b.to(self.device, non_blocking=True) for b in batch)
         labels = labels if self.recipe.prior.conditional else None
         loss = F.cross_entropy(self.net(idx, labels), idx)  # nats per latent
@@ -213,7 +213,7 @@ class ImagePriorTask(_PriorTask):
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         test_set = run_split(self.vq, self.vq_config, None, "test")
-        metrics = evaluate_prior(self.model, self.vq, test_set, limit=limit, ranks=self.ranks,
+        metrics = evaluate_image_prior(self.model, self.vq, test_set, limit=limit, ranks=self.ranks,
                                  num_workers=self.recipe.train.num_workers)
         if not self.ranks.main:
             return metrics
@@ -228,7 +228,7 @@ class ImagePriorTask(_PriorTask):
 class AudioTask(Task):
     """The audio VQ-VAE on random crops of ``train.crop_length`` samples of a speaker-folder corpus.
     Args:
-        recipe: the run's :class:`~vqvae.config.AudioRecipe`.
+        recipe: the run's :class:`~vqvae.recipes.AudioRecipe`.
     """
 
     kind = "audio"
@@ -272,7 +272,7 @@ class AudioTask(Task):
         z = self.model.encode_continuous(batch[0].to(self.device))  # (B, D, L)
         return z.transpose(1, 2).reshape(-1, z.shape[1])
 
-    def step(self, batch: tuple[torch.Tensor, torch.Tensor]):
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> StepResult:
         x, speakers = (b.to(self.device, non_blocking=True) for b in batch)
         res = self.net(x, speakers)
         if self.recipe.audio.decoder == "spectral":
@@ -282,15 +282,16 @@ class AudioTask(Task):
                                   perplexity=res.perplexity)
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
+        codebook = out / checkpoint.CODEBOOK if self.model.quantizer is not None else None
         return evaluate_audio(self.model, self.test_set, limit=limit, ranks=self.ranks, train=self.train_set,
-                              codebook_file=out / CODEBOOK if self.model.quantizer is not None else None)
+                              codebook_file=codebook)
 
 
 class AudioPriorTask(_PriorTask):
     """The WaveNet prior on random crops of ``train.crop_length`` codes of an audio VQ-VAE's corpus
     (encoded once, cached beside the VQ-VAE).
     Args:
-        recipe: the run's :class:`~vqvae.config.AudioPriorRecipe`.
+        recipe: the run's :class:`~vqvae.recipes.AudioPriorRecipe`.
         vqvae_dir: the audio VQ-VAE's run directory (None on resume: the one the prior recorded).
     """
 
@@ -331,7 +332,7 @@ class AudioPriorTask(_PriorTask):
         self.model = WaveNetPrior(self.recipe.wavenet_prior)
         return self.model
 
-    def step(self, batch: tuple[torch.Tensor, ...]):
+    def step(self, batch: tuple[torch.Tensor, ...]) -> StepResult:
         x, lengths, labels, classes = (b.to(self.device, non_blocking=True) for b in batch)
         nll = F.cross_entropy(self.net(x, labels, classes), x, reduction="none")  # (B, L), via DDP's forward
         nll = nll * (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])  # padding counts 0
@@ -344,7 +345,7 @@ class AudioPriorTask(_PriorTask):
                                     ranks=self.ranks)
 
 
-def train_and_evaluate(recipe: ImageRecipe, out_dir: str | Path, **options: Any) -> dict[str, Any]:
+def train_image_and_evaluate(recipe: ImageRecipe, out_dir: str | Path, **options: Any) -> dict[str, Any]:
     """Train the image VQ-VAE of ``recipe`` into ``out_dir`` (``vqvae train``).
     Args:
         recipe: the image recipe; out_dir: the run directory.
@@ -356,8 +357,8 @@ def train_and_evaluate(recipe: ImageRecipe, out_dir: str | Path, **options: Any)
     return train_task(ImageTask(recipe), out_dir, **options)
 
 
-def train_prior_and_evaluate(recipe: ImagePriorRecipe, vqvae_dir: str | Path | None, out_dir: str | Path,
-                             **options: Any) -> dict[str, Any]:
+def train_image_prior_and_evaluate(recipe: ImagePriorRecipe, vqvae_dir: str | Path | None,
+                                   out_dir: str | Path, **options: Any) -> dict[str, Any]:
     """Train a Gated PixelCNN on the codes of a VQ-VAE into ``out_dir`` (``vqvae train-prior``).
     Args:
         recipe: the prior recipe; out_dir: the run directory.
