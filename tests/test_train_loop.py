@@ -12,7 +12,8 @@ import torch
 
 from vqvae.config import TrainConfig
 from vqvae.recipes import load_recipe
-from vqvae.train.loop import Batches, budget_used, lr_at
+from vqvae.train.loop import Batches
+from vqvae.train.schedule import budget_used, lr_at
 
 from .test_cli import PRIOR_TINY, TINY
 

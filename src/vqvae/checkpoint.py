@@ -35,8 +35,7 @@ CODEBOOK = "codebook.npz"  # an autoencoder's code counts over the test split, w
 FILES = (CONFIG, WEIGHTS, STATE_JSON, STATE_TENSORS)  # what a manifest may list
 PREVIOUS = ".previous"  # the last complete checkpoint while a new one is written
 FORMAT_VERSION = 2  # 2: with manifest.json (version 1 checkpoints, without one, still load)
-# fault injection for the kill tests: VQVAE_FAULT_KILL_AFTER_FILE=N kills the process (SIGKILL) right after
-# the Nth file of a checkpoint save is written (the manifest counts as the last one); unset in normal use
+# kill tests only: VQVAE_FAULT_KILL_AFTER_FILE=N sends SIGKILL after the Nth file of a save (manifest last)
 _FAULT = "VQVAE_FAULT_KILL_AFTER_FILE"
 
 
@@ -324,7 +323,8 @@ def save_training(directory: str | Path, config: dict[str, Any], model_state: di
 
     Args:
         directory: the run's checkpoint directory.
-        config, model_state: the JSON-able config and the model's weights, as :func:`save_model` takes them.
+        config: the JSON-able config, as :func:`save_model` takes it.
+        model_state: the model's weights, as :func:`save_model` takes them.
         optimizer: the optimiser whose state is saved (tensors and scalars apart).
         tensors: the RNG states, name -> tensor.
         meta: JSON-able progress; ``step`` goes into the manifest."""

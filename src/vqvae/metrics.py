@@ -92,13 +92,14 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, win_size: int = 7, k1: f
          use_sample_covariance: bool = True) -> Tensor:
     """Per-image structural similarity (Wang et al. 2004) with skimage's uniform-window convention.
 
-    See the module docstring for the exact convention. Statistics are computed in float64 (float32 on
-    MPS) with one stride-1 ``avg_pool2d`` (a per-channel uniform convolution) per chunk of images.
+    Convention: the module docstring. Computed in float64 (float32 on MPS), one ``avg_pool2d`` per chunk.
     Args:
-        x, y: (N, C, H, W) floating-point images on the same scale and device.
+        x: (N, C, H, W) floating-point images.
+        y: (N, C, H, W) images on the same scale and device as ``x``.
         data_range: distance between the smallest and largest possible value (1.0 for images in [0, 1]).
         win_size: side of the uniform window; odd and no larger than H or W.
-        k1, k2: SSIM's K1 and K2: ``C1 = (K1 * data_range)**2``, ``C2 = (K2 * data_range)**2``.
+        k1: SSIM's K1: ``C1 = (K1 * data_range)**2``.
+        k2: SSIM's K2: ``C2 = (K2 * data_range)**2``.
         use_sample_covariance: the ``N / (N - 1)`` correction; False switches to population statistics.
     Returns:
         (N,) in the dtype of ``x``: per image, the SSIM map's mean over channels and valid positions."""
@@ -351,11 +352,11 @@ def elbo_bits_per_dim(decoder_nll_nats: float, prior_nll_nats: float,
                       num_pixels_times_channels: int) -> float:
     """Negative ELBO of a VQ-VAE in bits per data dimension.
 
-    With a deterministic one-hot posterior q(z|x) its entropy is 0, so ``-ELBO = -log p(x|z) -
-    log p(z)``: the decoder NLL plus the prior NLL of the codes (both summed, in nats), divided by
-    the number of data dimensions (pixels * channels, summed over the same images) times ln 2.
+    A one-hot posterior has entropy 0, so ``-ELBO = -log p(x|z) - log p(z)`` (summed, nats), divided by the
+    number of data dimensions (pixels * channels, summed over the same images) times ln 2.
     Args:
-        decoder_nll_nats, prior_nll_nats: summed ``-log p(x|z)`` and the codes' ``-log p(z)``, in nats.
+        decoder_nll_nats: summed ``-log p(x|z)``, in nats.
+        prior_nll_nats: the codes' summed ``-log p(z)``, in nats.
         num_pixels_times_channels: the number of data dimensions; an integer >= 1 (ValueError otherwise).
     Returns:
         The negative ELBO in bits per dimension."""
@@ -383,7 +384,8 @@ def frechet_distance(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
     ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2).
 
     Args:
-        a, b: (N, F) and (M, F) features (arrays or tensors), N, M >= 2 (a VQVAEError otherwise).
+        a: (N, F) features (an array or a tensor), N >= 2 (a VQVAEError otherwise).
+        b: (M, F) features, M >= 2.
     Returns:
         The distance, in float64 via symmetric eigendecompositions (so no general matrix square root)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -391,10 +393,7 @@ def frechet_distance(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
         raise VQVAEError(f"frechet_distance needs two (N >= 2, F) feature sets, got {a.shape} and {b.shape}")
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-
-    def sqrt_psd(m: np.ndarray) -> np.ndarray:
-        w, v = np.linalg.eigh((m + m.T) / 2)
-        return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    root_a = sqrt_psd(cov_a)
+    w, v = np.linalg.eigh((cov_a + cov_a.T) / 2)  # the PSD square root of cov_a
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)

@@ -204,7 +204,7 @@ class VQVAE(Pretrained, nn.Module):
         return self.decoder_output(z_q)[0]
 
     def pixel_log_prob(self, x: Tensor, z_q: Tensor) -> Tensor:
-        """log p(x | z) in nats of every 8-bit pixel value. Only for ``recon_loss: logistic`` models.
+        """Log p(x | z) in nats of every 8-bit pixel value. Only for ``recon_loss: logistic`` models.
 
         Args:
             x: (B, C, H, W) images in [0, 1] (multiples of 1/255).

@@ -8,7 +8,6 @@ events under ``tb/``, and at the end ``eval.json``."""
 from __future__ import annotations
 
 import csv
-import math
 import signal
 import sys
 import threading
@@ -29,42 +28,23 @@ from vqvae.fileio import atomic_write_bytes, atomic_write_json
 from vqvae.quantize.base import Quantizer
 from vqvae.recipes import RECIPE_KINDS, RecipeSections, recipe_with_overrides
 from vqvae.runs import prepare_out_dir
+from vqvae.train.schedule import lr_at
 from vqvae.train.task import Logger, Task
 
-__all__ = ["Batches", "Run", "lr_at", "resume_recipe", "train_task"]
-
-
-def budget_used(train: TrainConfig, step: int, elapsed: float) -> float:
-    """Fraction of the budget used: whichever of steps / seconds runs out first.
-    Args:
-        train: the run's train section; step: steps done; elapsed: seconds of training so far.
-    Returns:
-        The fraction, in [0, 1]."""
-    return min(1.0, max(step / train.steps if train.steps else 0.0,
-                        elapsed / train.max_seconds if train.max_seconds else 0.0))
-
-
-def lr_at(train: TrainConfig, step: int, elapsed: float) -> float:
-    """The learning rate: linear warm-up, then constant or a cosine decay over the budget.
-    Args:
-        train, step, elapsed: as :func:`budget_used` (``step``: the step about to be taken).
-    Returns:
-        The learning rate."""
-    if train.warmup_steps and step < train.warmup_steps:
-        return train.lr * (step + 1) / train.warmup_steps
-    if train.schedule == "constant":
-        return train.lr
-    progress = budget_used(train, step, elapsed)
-    return train.lr * (train.min_lr_ratio
-                       + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+__all__ = ["Batches", "Run", "resume_recipe", "train_task"]
 
 
 def resume_recipe(out_dir: str | Path, overrides: list[str] = (), kind: str = "vqvae") -> RecipeSections:
     """The recipe saved in a run directory, with ``overrides`` (e.g. a new ``train.steps`` total) applied.
+
     Args:
-        out_dir: the run directory; overrides: ``section.key=value`` strings; kind: the run's kind.
+        out_dir: the run directory.
+        overrides: ``section.key=value`` strings.
+        kind: the run's kind (``vqvae``, ``prior``, ``audio`` or ``audio_prior``).
+
     Returns:
-        The validated recipe."""
+        The validated recipe.
+    """
     _recover(out_dir)
     saved = checkpoint.read_config(out_dir, kind=kind)
     section = RECIPE_KINDS[kind][1][0]  # the architecture section: model, prior, audio, ...
@@ -366,11 +346,18 @@ def train_task(task: Task, out_dir: str | Path, *, resume: bool = False, overwri
                progress: bool = True, device: str | torch.device | None = "auto") -> dict[str, Any]:
     """Run one training task into ``out_dir``: check the data before the directory is touched, optimise
     until the budget ends (resuming where the directory's checkpoint stopped), evaluate on the test split.
+
     Args:
-        task, out_dir: the :class:`~vqvae.train.task.Task` and its run directory; resume: continue from there.
-        overwrite: ``out_dir`` may be non-empty; progress: show a progress bar; device: where to train.
+        task: what the run trains (:class:`~vqvae.train.task.Task`).
+        out_dir: its run directory.
+        resume: continue from the checkpoint in ``out_dir``.
+        overwrite: ``out_dir`` may be a non-empty directory (the files of a run in it are replaced).
+        progress: show a progress bar (rank 0).
+        device: where to train (``auto``: see :func:`vqvae.devices.resolve_device`).
+
     Returns:
-        The metrics written to ``eval.json``."""
+        The metrics written to ``eval.json``.
+    """
     out, train = Path(out_dir), task.recipe.train
     ranks = join(device, train.batch_size)
     task.device, task.ranks = ranks.device, ranks

@@ -26,14 +26,12 @@ from vqvae.metrics import CodebookUsage
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors import GatedPixelCNN, WaveNetPrior
 from vqvae.priors.sampling import sample_images
-from vqvae.recipes import AudioPriorRecipe, AudioRecipe, ImagePriorRecipe, ImageRecipe, RecipeSections
+from vqvae.recipes import RecipeSections
 from vqvae.reconstruct import reconstruction_grid
 from vqvae.runs import load_run, paired_vqvae, run_split
-from vqvae.train.loop import train_task
 from vqvae.train.task import StepResult, Task
 
-__all__ = ["AudioPriorTask", "AudioTask", "ImagePriorTask", "ImageTask", "train_image_and_evaluate",
-           "train_audio_and_evaluate", "train_audio_prior_and_evaluate", "train_image_prior_and_evaluate"]
+__all__ = ["AudioPriorTask", "AudioTask", "ImagePriorTask", "ImageTask"]
 
 
 def _scalars(**values: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -139,8 +137,11 @@ class _PriorTask(Task):
     def load_vqvae(self, out: Path, resume: bool, overwrite: bool) -> None:
         """The VQ-VAE (``vq``, ``vq_config``) in ``vqvae_dir`` or, on resume, the one the prior recorded (with
         the very weights it started from).
+
         Args:
-            out, resume, overwrite: as :meth:`Task.load`.
+            out: the prior's run directory.
+            resume: the prior resumes from ``out``.
+            overwrite: ``out`` may be a non-empty directory.
         """
         if resume:
             saved = checkpoint.read_config(out, kind=self.kind)
@@ -343,55 +344,3 @@ class AudioPriorTask(_PriorTask):
         c = self.vq.config
         return evaluate_audio_prior(self.model, self.codes["test"], c.sample_rate / c.hop, limit=limit,
                                     ranks=self.ranks)
-
-
-def train_image_and_evaluate(recipe: ImageRecipe, out_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """Train the image VQ-VAE of ``recipe`` into ``out_dir`` (``vqvae train``).
-    Args:
-        recipe: the image recipe; out_dir: the run directory.
-        **options: ``resume``, ``overwrite``, ``progress``, ``device``, as
-            :func:`vqvae.train.loop.train_task`.
-    Returns:
-        The test-split metrics.
-    """
-    return train_task(ImageTask(recipe), out_dir, **options)
-
-
-def train_image_prior_and_evaluate(recipe: ImagePriorRecipe, vqvae_dir: str | Path | None,
-                                   out_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """Train a Gated PixelCNN on the codes of a VQ-VAE into ``out_dir`` (``vqvae train-prior``).
-    Args:
-        recipe: the prior recipe; out_dir: the run directory.
-        vqvae_dir: the VQ-VAE's run directory (None on resume: the recorded one).
-        **options: ``resume``, ``overwrite``, ``progress``, ``device``, as
-            :func:`vqvae.train.loop.train_task`.
-    Returns:
-        The test-split likelihoods.
-    """
-    return train_task(ImagePriorTask(recipe, vqvae_dir), out_dir, **options)
-
-
-def train_audio_and_evaluate(recipe: AudioRecipe, out_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """Train the audio VQ-VAE of ``recipe`` into ``out_dir`` (``vqvae audio train``).
-    Args:
-        recipe: the audio recipe (``train.data``: a speaker-folder corpus); out_dir: the run directory.
-        **options: ``resume``, ``overwrite``, ``progress``, ``device``, as
-            :func:`vqvae.train.loop.train_task`.
-    Returns:
-        Its bits per sample and code usage on the test split.
-    """
-    return train_task(AudioTask(recipe), out_dir, **options)
-
-
-def train_audio_prior_and_evaluate(recipe: AudioPriorRecipe, vqvae_dir: str | Path | None,
-                                   out_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """Train a WaveNet prior on the codes of an audio VQ-VAE into ``out_dir`` (``vqvae audio train-prior``).
-    Args:
-        recipe: the prior recipe; out_dir: the run directory.
-        vqvae_dir: the audio VQ-VAE's run directory (None on resume: the recorded one).
-        **options: ``resume``, ``overwrite``, ``progress``, ``device``, as
-            :func:`vqvae.train.loop.train_task`.
-    Returns:
-        Its test NLL per code.
-    """
-    return train_task(AudioPriorTask(recipe, vqvae_dir), out_dir, **options)
