@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vqvae import checkpoint
 from vqvae.cli import main
 
 from .conftest import write_idx
@@ -152,11 +153,13 @@ def edit_json(path: Path, change) -> None:
     path.write_text(json.dumps(data))
 
 
-def legacy_without(field: str):
-    """A version-1 checkpoint (before manifests) whose config lacks model.``field``."""
+def resigned_without(field: str):
+    """A whole checkpoint whose config lacks model.``field`` (written again with vqvae's own ``save_model``,
+    so its manifest lists the edited config)."""
     def mutate(d: Path) -> None:
-        (d / "manifest.json").unlink()
-        edit_json(d / "config.json", lambda c: (c.update(format_version=1), c["model"].pop(field)))
+        config = json.loads((d / "config.json").read_text())
+        config["model"].pop(field)
+        checkpoint.save_model(d, config, checkpoint.load_model_state(d)[0])
     return mutate
 
 
@@ -249,7 +252,7 @@ CASES = {
     "checkpoint-not-a-run": lambda tmp, fm, run: ["evaluate", str(user_dir(tmp))],
     "checkpoint-config-edited": run_case(
         lambda d: edit_json(d / "config.json", lambda c: c["model"].pop("hidden"))),
-    "checkpoint-legacy-config-lacks-field": run_case(legacy_without("hidden")),
+    "checkpoint-config-lacks-field": run_case(resigned_without("hidden")),
     "checkpoint-no-manifest": run_case(lambda d: (d / "manifest.json").unlink()),
     "checkpoint-weights-truncated": run_case(lambda d: truncate(d / "model.safetensors", 200)),
     "checkpoint-weights-from-elsewhere": run_case(lambda d: write_bytes(d / "model.safetensors", b"\0" * 64)),

@@ -132,16 +132,20 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint_to_resume_from(tmp_path
     assert checkpoint.recover(run) is None  # whole: nothing to do
 
 
-def test_a_legacy_checkpoint_without_manifest_still_loads(tmp_path):
+def test_a_checkpoint_without_manifest_is_refused_whatever_its_config_says(tmp_path):
     net, opt = _trained(1)
     checkpoint.save_model(tmp_path, {"kind": "test"}, net.state_dict())
     (tmp_path / checkpoint.MANIFEST).unlink()
-    with pytest.raises(VQVAEError, match="no manifest.json"):
-        checkpoint.read_config(tmp_path)
     config = json.loads((tmp_path / checkpoint.CONFIG).read_text())
-    (tmp_path / checkpoint.CONFIG).write_text(json.dumps({**config, "format_version": 1}))
-    assert checkpoint.read_config(tmp_path)["kind"] == "test"
-    checkpoint.load_model_state(tmp_path)
+    for version in (2, 1, None):  # a config claiming an older format, or none, is not trusted either
+        edited = {k: v for k, v in config.items() if k != "format_version" or version is not None}
+        edited.update({} if version is None else {"format_version": version})
+        (tmp_path / checkpoint.CONFIG).write_text(json.dumps(edited))
+        with pytest.raises(VQVAEError, match="no manifest.json"):
+            checkpoint.read_config(tmp_path)
+        with pytest.raises(VQVAEError, match="no manifest.json"):
+            checkpoint.load_model_state(tmp_path)
+        assert not checkpoint.whole(tmp_path)
 
 
 def test_malformed_trainer_state_is_one_line(tmp_path):

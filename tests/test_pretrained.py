@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from vqvae import checkpoint
 from vqvae.config import AudioModelConfig, AudioPriorConfig, ImageModelConfig
 from vqvae.errors import VQVAEError
 from vqvae.judges.image import ImageClassifier
@@ -154,13 +155,12 @@ def test_classifier_is_built_from_its_config_and_refuses_bad_configs(tmp_path):
     assert c(torch.rand(2, 3, 32, 32)).shape == (2, 5)
     c.save_pretrained(tmp_path / "clf")
     config = json.loads((tmp_path / "clf" / "config.json").read_text())
-    # a checkpoint from before manifests: its config is what is checked
-    (tmp_path / "clf" / "manifest.json").unlink()
+    weights = checkpoint.load_model_state(tmp_path / "clf")[0]
     for bad, says in (({"in_channels": "1"}, "classifier in_channels must be an integer"),
                       ({"num_classes": 0}, "classifier num_classes must be"),
                       ({"image_size": -4}, "classifier image_size must be"), ({"colour": True}, "colour")):
-        edited = {**config, "format_version": 1, "model": {**config["model"], **bad}}
-        (tmp_path / "clf" / "config.json").write_text(json.dumps(edited))
+        # a whole checkpoint (its manifest lists the edited config): the config itself is what is checked
+        checkpoint.save_model(tmp_path / "clf", {**config, "model": {**config["model"], **bad}}, weights)
         with pytest.raises(VQVAEError, match=says):
             ImageClassifier.from_pretrained(tmp_path / "clf")
 

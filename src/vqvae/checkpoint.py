@@ -34,7 +34,7 @@ MANIFEST = "manifest.json"
 CODEBOOK = "codebook.npz"  # an autoencoder's code counts over the test split, written by its evaluation
 FILES = (CONFIG, WEIGHTS, STATE_JSON, STATE_TENSORS)  # what a manifest may list
 PREVIOUS = ".previous"  # the last complete checkpoint while a new one is written
-FORMAT_VERSION = 2  # 2: with manifest.json (version 1 checkpoints, without one, still load)
+FORMAT_VERSION = 2  # 2: with manifest.json
 # kill tests only: VQVAE_FAULT_KILL_AFTER_FILE=N sends SIGKILL after the Nth file of a save (manifest last)
 _FAULT = "VQVAE_FAULT_KILL_AFTER_FILE"
 
@@ -139,13 +139,12 @@ def _keep_previous(directory: Path) -> None:
 
 def _check_file(directory: Path, name: str, raw: bytes) -> None:
     """Refuse ``raw`` (the bytes of ``directory/name`` just read) unless the manifest lists exactly these
-    bytes; checkpoints of format version 1 (written without a manifest) are not checked."""
+    bytes."""
     m = _manifest(directory)
     if m is None:
-        if _written_with_manifest(directory):
-            raise VQVAEError(f"{directory} has no {MANIFEST}: "
-                             "its last save did not complete (torn checkpoint)")
-        return
+        if _is_checkpoint(directory):
+            raise VQVAEError(f"{directory} has no {MANIFEST}: its last save did not complete (torn)")
+        return  # a config.json that is not JSON: read_config says so
     want = m["files"].get(name)
     if want is None:
         raise VQVAEError(f"{directory / name} is not part of the checkpoint in {directory} "
@@ -156,12 +155,13 @@ def _check_file(directory: Path, name: str, raw: bytes) -> None:
                          "or copied in (torn checkpoint)")
 
 
-def _written_with_manifest(directory: Path) -> bool:
-    """Whether the config.json of ``directory`` says a manifest was written with it (format version 2 on); an
-    unreadable one is reported as such where it is read."""
+def _is_checkpoint(directory: Path) -> bool:
+    """Whether ``directory`` holds a checkpoint, whole or torn: a manifest or a JSON-object config.json."""
+    if (directory / MANIFEST).exists():
+        return True
     try:
-        return int(json.loads((directory / CONFIG).read_text()).get("format_version", 1)) >= 2
-    except (OSError, ValueError, TypeError, AttributeError):
+        return isinstance(json.loads((directory / CONFIG).read_text()), dict)
+    except (OSError, ValueError):
         return False
 
 
@@ -191,9 +191,9 @@ def whole(directory: str | Path) -> bool:
     Args:
         directory: the checkpoint directory.
     Returns:
-        True when its checkpoint is whole, or it is not a checkpoint written with a manifest at all."""
+        True when its checkpoint is whole, or it holds no checkpoint at all."""
     directory = Path(directory)
-    if not (directory / MANIFEST).exists() and not _written_with_manifest(directory):
+    if not _is_checkpoint(directory):
         return True
     try:
         verify(directory)
@@ -212,8 +212,8 @@ def recover(directory: str | Path) -> str | None:
     Returns:
         A message saying which step the run resumes from, or None when nothing was put back."""
     directory = Path(directory)
-    if not (directory / MANIFEST).exists() and not _written_with_manifest(directory):
-        return None  # not a checkpoint, or one of format version 1 (read_config says which)
+    if not _is_checkpoint(directory):
+        return None  # not a checkpoint (read_config says so)
     try:
         verify(directory)
         return None  # whole
