@@ -107,8 +107,8 @@ def resynthesize_file(run_dir: str | Path, wav: str | Path, out: str | Path, *, 
 
 @torch.no_grad()
 def decode_as(model: AudioVQVAE, codes: list[Tensor], speakers: list[int], *, temperature: float = 1.0,
-              generator: torch.Generator | None = None, batch_size: int = 32) -> list[Tensor]:
-    """Code sequences decoded as given speakers, ``batch_size`` at a time. A conversion when the speaker is
+              generator: torch.Generator | None = None) -> list[Tensor]:
+    """Code sequences decoded together, in one batch, as given speakers. A conversion when the speaker is
     another one, a reconstruction when it is their own.
 
     Args:
@@ -117,16 +117,11 @@ def decode_as(model: AudioVQVAE, codes: list[Tensor], speakers: list[int], *, te
         speakers: the speaker index each is decoded as.
         temperature: sampling temperature of a WaveNet decoder.
         generator: random generator of the decoder's sampling (None: torch's global one).
-        batch_size: sequences decoded at once.
     Returns:
         waveforms (L_i * hop,) on the CPU.
     """
-    dev, out = model_device(model), []
-    for lo in range(0, len(codes), batch_size):
-        ids = torch.tensor(speakers[lo : lo + batch_size], device=dev)
-        out.extend(w.cpu() for w in model.decode_many(codes[lo : lo + batch_size], ids,
-                                                       temperature=temperature, generator=generator))
-    return out
+    ids = torch.tensor(speakers, device=model_device(model))
+    return [w.cpu() for w in model.decode_many(codes, ids, temperature=temperature, generator=generator)]
 
 
 def remove_previous(wav_dir: str | Path) -> None:

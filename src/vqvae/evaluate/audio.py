@@ -192,7 +192,7 @@ def evaluate_conversion(model: AudioVQVAE, train: SpeechDataset, test: SpeechDat
     dev, gen = model_device(model), torch.Generator().manual_seed(seed)
     inputs, codes, sources, targets, classes = _conversion_pairs(model, test, pairs, seconds, seed)
     start = time.perf_counter()
-    decode = partial(decode_as, model, temperature=temperature, generator=gen, batch_size=batch_size)
+    decode = partial(decode_as, model, temperature=temperature, generator=gen)
     converted, rebuilt = [], []
     for lo in range(0, len(codes), batch_size):  # each batch as the targets, then as its own speakers
         converted += decode(codes[lo : lo + batch_size], targets[lo : lo + batch_size])
