@@ -50,7 +50,7 @@ def test_audio_encoder_outputs_are_the_encoder_on_the_batch_crops(tones, tmp_pat
 @pytest.mark.slow
 def test_audio_kmeans_init_seeds_the_codebook_from_encoder_outputs(tones, tmp_path, monkeypatch):
     from vqvae.models import AudioVQVAE
-    from vqvae.quantize.base import Quantizer
+    from vqvae.quantize.codebook import Quantizer
     from vqvae.train import train_audio_and_evaluate
 
     seen = []

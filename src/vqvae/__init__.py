@@ -2,8 +2,16 @@
 
 from vqvae.models import VQVAE, AudioVQVAE, AudioVQVAEOutput, VQVAEOutput
 from vqvae.priors import GatedPixelCNN, WaveNetPrior
-from vqvae.quantize import QuantizerOutput, VectorQuantizer, VectorQuantizerEMA, build_quantizer
+from vqvae.quantize import (
+    FSQ,
+    LFQ,
+    QuantizerOutput,
+    ResidualVQ,
+    VectorQuantizer,
+    VectorQuantizerEMA,
+    build_quantizer,
+)
 
-__all__ = ["VQVAE", "AudioVQVAE", "AudioVQVAEOutput", "GatedPixelCNN", "QuantizerOutput", "VQVAEOutput",
-           "VectorQuantizer", "VectorQuantizerEMA", "WaveNetPrior", "build_quantizer"]
+__all__ = ["FSQ", "LFQ", "VQVAE", "AudioVQVAE", "AudioVQVAEOutput", "GatedPixelCNN", "QuantizerOutput",
+           "ResidualVQ", "VQVAEOutput", "VectorQuantizer", "VectorQuantizerEMA", "WaveNetPrior", "build_quantizer"]
 __version__ = "0.1.0"

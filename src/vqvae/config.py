@@ -17,6 +17,10 @@ from typing import Any
 from vqvae.errors import VQVAEError
 
 
+QUANTIZERS = ("ema", "vq", "rvq", "fsq", "lfq")
+MAX_CODES = 1 << 20
+
+
 @dataclass(kw_only=True)
 class QuantizerConfig:
     """The vector-quantisation fields every autoencoder shares (``model.*`` for images, ``audio.*`` for
@@ -24,12 +28,40 @@ class QuantizerConfig:
 
     embedding_dim: int = 64  # D, size of a code vector
     num_embeddings: int = 512  # K, number of codes
-    quantizer: str = "ema"  # "ema" (VectorQuantizerEMA) or "vq" (VectorQuantizer, gradient-learned codebook)
+    # "ema" (VectorQuantizerEMA), "vq" (VectorQuantizer, gradient-learned codebook), "rvq" (ResidualVQ),
+    # "fsq" (FSQ) or "lfq" (LFQ)
+    quantizer: str = "ema"
     commitment_cost: float = 0.25  # beta
-    decay: float = 0.99  # EMA decay (quantizer: ema)
-    epsilon: float = 1e-5  # EMA Laplace smoothing (quantizer: ema)
+    decay: float = 0.99  # EMA decay (ema, rvq)
+    epsilon: float = 1e-5  # EMA Laplace smoothing (ema, rvq)
     kmeans_init: bool = False  # k-means codebook init on encoder outputs (train.kmeans_batches) at the start
     restart_threshold: float = 0.0  # re-seed codes used fewer times per step than this (0: never)
+    # options of the codebook layers (ema, vq, and the levels of rvq)
+    codebook_dim: int = 0  # size of a code vector, with learned projections in and out; 0: D / heads
+    cosine: bool = False  # l2-normalised inputs and codes
+    rotation_trick: bool = False  # gradients by the rotation trick instead of straight-through
+    heads: int = 1  # pieces per vector, each with its own index (ema, vq)
+    separate_codebook_per_head: bool = False  # a codebook per head (ema, vq)
+    sample_codebook_temp: float = 0.0  # > 0: draw codes in training at this temperature
+    # rvq: K codes at each of num_quantizers levels, learned by EMA (residual_ema) or by gradient
+    num_quantizers: int = 1
+    residual_ema: bool = True
+    quantize_dropout: bool = False  # train with a random number of levels
+    fsq_levels: list[int] = dataclasses.field(default_factory=lambda: [8, 8, 8])  # fsq: levels per channel
+    # lfq: 2^B = num_embeddings codes
+    entropy_loss_weight: float = 0.1
+    diversity_gamma: float = 1.0
+
+    @property
+    def num_codes(self) -> int:
+        """How many values the code of one position takes (the prior's vocabulary)."""
+        if self.quantizer == "rvq":
+            return self.num_embeddings**self.num_quantizers
+        if self.quantizer == "fsq":
+            return math.prod(self.fsq_levels)
+        if self.quantizer == "lfq":
+            return self.num_embeddings
+        return self.num_embeddings**self.heads
 
     def validate_quantizer(self, section: str) -> None:
         """Refuse (VQVAEError) the first quantizer field out of range.
@@ -39,7 +71,26 @@ class QuantizerConfig:
         """
         for name in ("embedding_dim", "num_embeddings"):
             _check(getattr(self, name) >= 1, f"{section}.{name}", getattr(self, name), ">= 1")
-        _check(self.quantizer in ("ema", "vq"), f"{section}.quantizer", self.quantizer, '"ema" or "vq"')
+        _check(self.quantizer in QUANTIZERS, f"{section}.quantizer", self.quantizer, " or ".join(QUANTIZERS))
+        for name in ("heads", "num_quantizers"):
+            _check(getattr(self, name) >= 1, f"{section}.{name}", getattr(self, name), ">= 1")
+        _check(self.codebook_dim >= 0, f"{section}.codebook_dim", self.codebook_dim, ">= 0")
+        _check(self.codebook_dim or self.embedding_dim % self.heads == 0, f"{section}.heads", self.heads,
+               f"a divisor of embedding_dim {self.embedding_dim} (or set codebook_dim)")
+        _check(self.sample_codebook_temp >= 0, f"{section}.sample_codebook_temp", self.sample_codebook_temp,
+               ">= 0")
+        _check(bool(self.fsq_levels) and all(v >= 2 for v in self.fsq_levels), f"{section}.fsq_levels",
+               self.fsq_levels, "a list of integers >= 2")
+        k = self.num_embeddings
+        _check(self.quantizer != "lfq" or (k >= 2 and k & (k - 1) == 0), f"{section}.num_embeddings", k,
+               "a power of two >= 2 (quantizer: lfq)")
+        for name in ("entropy_loss_weight", "diversity_gamma"):
+            _check(getattr(self, name) >= 0, f"{section}.{name}", getattr(self, name), ">= 0")
+        _check(self.num_codes <= MAX_CODES, f"{section}.quantizer", self.quantizer,
+               f"a layer with at most 2^20 codes per position (the codes are counted and modelled), "
+               f"this one has {self.num_codes}")
+        _check(not (self.kmeans_init and self.quantizer in ("fsq", "lfq")), f"{section}.kmeans_init",
+               self.kmeans_init, f"false with quantizer {self.quantizer} (no codebook)")
         _check(self.commitment_cost >= 0, f"{section}.commitment_cost", self.commitment_cost, ">= 0")
         _check(0 <= self.decay < 1, f"{section}.decay", self.decay, "in [0, 1)")
         _check(self.epsilon > 0, f"{section}.epsilon", self.epsilon, "> 0")
@@ -302,6 +353,10 @@ def _coerce(cls_name: str, f: dataclasses.Field, value: Any) -> Any:
     key = f"{cls_name}.{f.name}"
     if isinstance(hint, types.UnionType):
         hint = next(t for t in typing.get_args(hint) if t is not type(None))
+    if typing.get_origin(hint) is list:
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            raise VQVAEError(f"{key} must be a list of integers, got {value!r}")
+        return list(value)
     if hint is bool or hint is str:
         if not isinstance(value, hint):
             raise VQVAEError(f"{key} must be {'true or false' if hint is bool else 'a string'}, "

@@ -1,24 +1,28 @@
 """Vector quantisation layers of VQ-VAE ("Neural Discrete Representation Learning",
-van den Oord, Vinyals, Kavukcuoglu 2017, https://arxiv.org/abs/1711.00937).
+van den Oord, Vinyals, Kavukcuoglu 2017, https://arxiv.org/abs/1711.00937), and those that came after.
 
-Two explicit classes, as in the reference implementation (DeepMind Sonnet 2,
+The paper's two, as two explicit classes as in the reference implementation (DeepMind Sonnet 2,
 ``sonnet/src/nets/vqvae.py``):
 
 * :class:`VectorQuantizer` learns the codebook by gradient descent on the codebook loss;
 * :class:`VectorQuantizerEMA` updates the codebook from exponential moving averages.
 
 With default arguments both reproduce the reference semantics exactly (see the tests, which
-hold them against a NumPy transcription of the formulas). The improvements -- data-dependent
-(k-means) initialisation and dead-code restarts -- are opt-in constructor options.
+hold them against a NumPy transcription of the formulas). Their options -- k-means initialisation,
+dead-code restarts, cosine codes, low-dimensional codes, the rotation trick, heads, code sampling -- are
+opt-in constructor arguments. Beside them: :class:`ResidualVQ` (a stack on successive residuals, with
+quantizer dropout), :class:`FSQ` (finite scalar quantisation) and :class:`LFQ` (lookup-free quantisation).
 
-Numerics: the nearest-neighbour search and the EMA statistics always run in float32, also
-under ``torch.autocast``; the search is chunked, so an N x K distance matrix is never held
-in memory at once.
+Numerics: every layer computes in float32, also under ``torch.autocast``; the nearest-neighbour search is
+tiled, so an N x K distance matrix is never held in memory at once.
 """
 
-from vqvae.quantize.base import QuantizerOutput
-from vqvae.quantize.layers import VectorQuantizer, VectorQuantizerEMA, build_quantizer
+from vqvae.quantize.base import QuantizerLayer, QuantizerOutput
+from vqvae.quantize.build import build_quantizer
+from vqvae.quantize.layers import VectorQuantizer, VectorQuantizerEMA
+from vqvae.quantize.residual import ResidualVQ
+from vqvae.quantize.scalar import FSQ, LFQ
 from vqvae.quantize.search import kmeans, nearest_codes
 
-__all__ = ["QuantizerOutput", "VectorQuantizer", "VectorQuantizerEMA", "build_quantizer", "kmeans",
-           "nearest_codes"]
+__all__ = ["FSQ", "LFQ", "QuantizerLayer", "QuantizerOutput", "ResidualVQ", "VectorQuantizer",
+           "VectorQuantizerEMA", "build_quantizer", "kmeans", "nearest_codes"]

@@ -1,22 +1,19 @@
-"""What both quantizers share: the output type, the straight-through estimator, the debiased moving
-average, and the :class:`Quantizer` base class (shapes, search, losses, perplexity, k-means init,
-restarts)."""
+"""What every quantizer shares: the output type, the debiased moving average, and :class:`QuantizerLayer`
+(channels along any dimension, eval mode on demand, one flat code per position, perplexity)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.quantize.search import kmeans, nearest_codes
-
-__all__ = ["DebiasedEMA", "Quantizer", "QuantizerOutput", "StraightThrough", "distributed"]
+__all__ = ["DebiasedEMA", "QuantizerLayer", "QuantizerOutput", "distributed", "finite_rows", "perplexity"]
 
 
 @dataclass
@@ -31,8 +28,11 @@ class QuantizerOutput:
     * ``codebook_loss`` -- scalar, ``mean((sg[x] - e)^2)``.
     * ``commitment_loss`` -- scalar, ``mean((x - sg[e])^2)`` (not yet multiplied by beta).
     * ``perplexity`` -- scalar, ``exp(-sum p log(p + 1e-10))`` of this batch's code frequencies.
-    * ``indices`` -- ``S``, int64.
-    * ``encodings`` -- ``(prod(S), K)`` one-hot float32, computed on access.
+    * ``indices`` -- ``S``, int64; ``(*S, H)`` for a layer with H indices per vector (heads, residual
+      levels: -1 marks a level that quantizer dropout left out).
+    * ``encodings`` -- ``(indices.numel(), K)`` one-hot float32, computed on access.
+    * ``parts`` -- the named terms of ``loss`` and per-level statistics a layer reports beside them (a residual
+      stack's ``level{i}_loss`` and ``level{i}_perplexity``, LFQ's entropies); empty for the paper's layers.
     """
 
     quantized: Tensor
@@ -42,43 +42,11 @@ class QuantizerOutput:
     perplexity: Tensor
     indices: Tensor
     num_embeddings: int
+    parts: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def encodings(self) -> Tensor:
         return F.one_hot(self.indices.reshape(-1), self.num_embeddings).float()
-
-
-class StraightThrough(torch.autograd.Function):
-    """Forward: the code vectors, exactly. Backward: the gradient goes to the encoder output.
-
-    Same value and gradient as the reference ``x + sg[e - x]`` but without its rounding error,
-    so ``lookup(indices)`` equals ``quantized`` bit for bit, and two elementwise passes cheaper.
-    """
-
-    @staticmethod
-    def forward(ctx, inputs: Tensor, codes: Tensor) -> Tensor:  # noqa: ARG004
-        """Pass the code vectors through unchanged.
-
-        Args:
-            ctx: autograd context (unused).
-            inputs: (*S, D) encoder output, which receives the gradient.
-            codes: (*S, D) code vectors.
-        Returns:
-            ``codes`` (a view).
-        """
-        return codes.view_as(codes)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: ARG004
-        """Route the gradient to the encoder output.
-
-        Args:
-            ctx: autograd context (unused).
-            grad: (*S, D) gradient of the output.
-        Returns:
-            ``(grad, None)``: ``grad`` for ``inputs``, none for ``codes``.
-        """
-        return grad, None
 
 
 class DebiasedEMA(nn.Module):
@@ -129,70 +97,108 @@ class DebiasedEMA(nn.Module):
 
 
 
+def finite_rows(flat: Tensor) -> Tensor:
+    """Which rows of ``flat`` (N, D) hold only finite numbers -> (N,) bool.
+
+    A row's norm is finite exactly when the row is, unless it overflows (components beyond ~1e19); only
+    then are the rows looked at one by one: one pass over ``flat`` instead of four.
+
+    Args:
+        flat: (N, D) floating-point vectors.
+    Returns:
+        (N,) bool, True where every component of the row is finite.
+    """
+    finite = torch.isfinite(torch.linalg.vector_norm(flat, dim=1))
+    return finite if bool(finite.all()) else torch.isfinite(flat).all(1)
+
+
 def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-class Quantizer(nn.Module):
-    """Shared machinery: shape handling, the nearest-neighbour search, losses, perplexity,
-    the opt-in k-means initialisation and dead-code restarts.
+def perplexity(counts: Tensor, total: int | None = None) -> Tensor:
+    """``exp(-sum p log(p + 1e-10))`` of the frequencies ``p = counts / total`` (K,) -> scalar.
 
     Args:
-        embedding_dim: D, size of each code vector (a positive integer).
-        num_embeddings: K, number of codes (a positive integer).
-        commitment_cost: beta, weight of the commitment loss (finite, >= 0).
+        counts: (K,) non-negative counts (0 everywhere gives perplexity 1).
+        total: what the counts are divided by; None: their sum.
+    Returns:
+        scalar float tensor.
+    """
+    probs = counts / (counts.sum().clamp_min(1) if total is None else max(total, 1))
+    return torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+
+
+class QuantizerLayer(nn.Module):
+    """What every quantizer has: the D features of its input along ``dim`` (channels-last by default), eval
+    mode on demand (:meth:`frozen`), and one flat code per position (:attr:`num_codes` of them), so an
+    autoencoder, its codes cache, its prior and its report treat every layer alike.
+
+    Args:
+        embedding_dim: D, the input's size along ``dim`` (a positive integer).
         dim: which input dimension holds the D features.
-        kmeans_init: initialise the codebook by k-means on the first training batch.
-        kmeans_iters: Lloyd iterations for the k-means (>= 1).
-        restart_threshold: usage below which a code is re-seeded in training (finite, >= 0; 0 never).
-        sync_distributed: under torch.distributed, broadcast k-means and restart choices from rank 0.
     """
 
-    def __init__(
-        self,
-        embedding_dim: int,
-        num_embeddings: int,
-        commitment_cost: float,
-        *,
-        dim: int,
-        kmeans_init: bool,
-        kmeans_iters: int,
-        restart_threshold: float,
-        sync_distributed: bool,
-    ):
+    def __init__(self, embedding_dim: int, dim: int):
         super().__init__()
         if not isinstance(embedding_dim, int) or embedding_dim < 1:
             raise ValueError(f"embedding_dim must be a positive integer, got {embedding_dim!r}")
-        if not isinstance(num_embeddings, int) or num_embeddings < 1:
-            raise ValueError(f"num_embeddings must be a positive integer, got {num_embeddings!r}")
-        if not (commitment_cost >= 0 and math.isfinite(commitment_cost)):
-            raise ValueError(f"commitment_cost must be finite and >= 0, got {commitment_cost!r}")
-        if kmeans_iters < 1:
-            raise ValueError(f"kmeans_iters must be >= 1, got {kmeans_iters!r}")
-        if not (restart_threshold >= 0 and math.isfinite(restart_threshold)):
-            raise ValueError(f"restart_threshold must be finite and >= 0, got {restart_threshold!r}")
         self.embedding_dim = embedding_dim
-        self.num_embeddings = num_embeddings
-        self.commitment_cost = float(commitment_cost)
         self.dim = dim
-        self.kmeans_init = kmeans_init
-        self.kmeans_iters = kmeans_iters
-        self.restart_threshold = float(restart_threshold)
-        self.sync_distributed = sync_distributed
-        # 1 once the codebook holds data-dependent values (k-means); saved with the weights.
-        self.register_buffer("initialized", torch.tensor(0 if kmeans_init else 1, dtype=torch.uint8))
-        # Total number of codes re-seeded by dead-code restarts (a diagnostic).
-        self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
-
-    @staticmethod
-    def _uniform_init(num_embeddings: int, embedding_dim: int) -> Tensor:
-        # Sonnet's VarianceScaling(distribution='uniform') on a (D, K) variable: fan_in = D.
-        limit = math.sqrt(3.0 / embedding_dim)
-        return torch.empty(num_embeddings, embedding_dim).uniform_(-limit, limit)
 
     @property
-    def codebook(self) -> Tensor:  # (K, D)
+    def num_codes(self) -> int:
+        """How many values the flat code of one position takes."""
         raise NotImplementedError
+
+    @property
+    def indices_per_vector(self) -> int:
+        """H: 1 for a layer with one index per vector (``indices`` of shape S), else ``indices`` is (*S, H)."""
+        return 1
+
+    def flat_indices(self, indices: Tensor) -> Tensor:
+        """A layer's ``indices`` -> one code per position in [0, :attr:`num_codes`) (-1 where a level is left out).
+
+        Args:
+            indices: what the layer's forward pass returned as ``indices``.
+        Returns:
+            int64 codes of shape S.
+        """
+        return indices
+
+    def unflat_indices(self, codes: Tensor) -> Tensor:
+        """Inverse of :meth:`flat_indices`.
+
+        Args:
+            codes: integer tensor of shape S, values in [0, :attr:`num_codes`).
+        Returns:
+            ``indices`` as the layer's forward pass gives them.
+        """
+        return codes
+
+    def lookup(self, indices: Tensor) -> Tensor:
+        """Quantised vectors (*S, D), channels-last whatever ``dim`` is, from ``indices`` as returned."""
+        raise NotImplementedError
+
+    def lookup_codes(self, codes: Tensor) -> Tensor:
+        """Quantised vectors (*S, D) from flat codes of shape S (see :meth:`flat_indices`).
+
+        Args:
+            codes: integer tensor of shape S, values in [0, :attr:`num_codes`).
+        Returns:
+            (*S, D) vectors.
+        """
+        check_indices(codes, self.num_codes)
+        return self.lookup(self.unflat_indices(codes.long()))
+
+    @torch.no_grad()
+    def code_vectors(self) -> Tensor:
+        """Every flat code's vector, (:attr:`num_codes`, D), as the decoder sees it.
+
+        Returns:
+            (num_codes, D) float32.
+        """
+        return self.lookup_codes(torch.arange(self.num_codes, device=_device(self)))
 
     @contextmanager
     def frozen(self) -> Iterator[None]:
@@ -205,31 +211,6 @@ class Quantizer(nn.Module):
         finally:
             self.train(was)
 
-    def extra_repr(self) -> str:
-        return (
-            f"embedding_dim={self.embedding_dim}, num_embeddings={self.num_embeddings}, "
-            f"commitment_cost={self.commitment_cost}, dim={self.dim}, kmeans_init={self.kmeans_init}, "
-            f"restart_threshold={self.restart_threshold}"
-        )
-
-    def lookup(self, indices: Tensor) -> Tensor:
-        """Code vectors for ``indices`` of any shape S -> (*S, D), channels-last whatever ``dim`` is.
-
-        Args:
-            indices: integer tensor of shape S, values in [0, K).
-        Returns:
-            (*S, D) code vectors.
-        """
-        if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise ValueError(f"indices must be an integer tensor, got dtype {indices.dtype}")
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_embeddings):
-            raise ValueError(
-                f"indices must lie in [0, {self.num_embeddings}), got values in "
-                f"[{int(indices.min())}, {int(indices.max())}]"
-            )
-        return F.embedding(indices.long(), self.codebook)
-
-    # -- shapes ---------------------------------------------------------------------------------
     def _to_channels_last(self, inputs: Tensor) -> Tensor:
         x = inputs
         if not torch.is_floating_point(x):
@@ -250,113 +231,53 @@ class Quantizer(nn.Module):
             x = x.movedim(-1, self.dim)
         return x
 
-    # -- the forward pass ----------------------------------------------------------------------
-    def forward(self, inputs: Tensor) -> QuantizerOutput:
-        """Quantise ``inputs``: (*S, D) channels-last (or D along ``dim``) -> :class:`QuantizerOutput`.
 
-        All dimensions but the embedding one are flattened and each vector is quantised
-        independently: a (16, 32, 32, 64) input with D=64 is reshaped into (16384, 64).
+def check_indices(indices: Tensor, count: int) -> None:
+    """Refuse (ValueError) indices that are not integers in [0, count).
 
-        Args:
-            inputs: floating-point tensor with D features along ``dim``.
-        Returns:
-            the :class:`QuantizerOutput`; ``quantized`` has the shape and dtype of ``inputs``.
-        """
-        x = self._to_channels_last(inputs)
-        out_dtype = x.dtype
-        lead = x.shape[:-1]
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            x = x.float()
-            flat = x.reshape(-1, self.embedding_dim)  # (N, D)
-            if self.training and not bool(self.initialized) and flat.shape[0] > 0:
-                self.initialize_from(flat.detach())
-            with torch.no_grad():
-                idx = nearest_codes(flat.detach(), self.codebook.detach())  # (N,)
-                # in training, a non-finite vector (NaN / inf) is left out of every statistic the codebook
-                # learns from (its loss is NaN, which the training loop's guard sees): without a host sync,
-                # so all ranks agree
-                finite = torch.isfinite(flat).all(1) if self.training else None
-                counts = torch.bincount(idx, weights=None if finite is None else finite.float(),
-                                        minlength=self.num_embeddings).float()  # (K,)
-            codes, codebook_loss, commitment_loss = self._codes_and_losses(x, idx.view(lead))
-            loss = self._objective(codebook_loss, commitment_loss)
-            probs = counts / max(flat.shape[0], 1)  # this replica's batch (before any all-reduce)
-            perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
-            if self.training and flat.shape[0] > 0:
-                with torch.no_grad():
-                    self._train_step(flat.detach(), idx, counts.clone(), finite)
-            quantized = StraightThrough.apply(x, codes)
-        quantized = self._from_channels_last(quantized.to(out_dtype), inputs.dim())
-        return QuantizerOutput(
-            quantized=quantized,
-            loss=loss,
-            codebook_loss=codebook_loss,
-            commitment_loss=commitment_loss,
-            perplexity=perplexity,
-            indices=idx.view(lead),
-            num_embeddings=self.num_embeddings,
-        )
+    Args:
+        indices: the tensor to check.
+        count: how many values an index may take.
+    """
+    if indices.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"indices must be an integer tensor, got dtype {indices.dtype}")
+    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= count):
+        raise ValueError(f"indices must lie in [0, {count}), got values in [{int(indices.min())}, "
+                         f"{int(indices.max())}]")
 
-    def _codes_and_losses(self, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        raise NotImplementedError
 
-    def _objective(self, codebook_loss: Tensor, commitment_loss: Tensor) -> Tensor:
-        raise NotImplementedError
+def mixed_radix(digits: Tensor, radices: list[int]) -> Tensor:
+    """Digits (*S, H) of radices (H,) -> the number they spell, first digit most significant; -1 where a digit is.
 
-    def _train_step(self, flat: Tensor, idx: Tensor, counts: Tensor, finite: Tensor) -> None:
-        """Learn from one training batch ``flat`` (N, D): ``finite`` (N,) marks the rows that count (the
-        others are left out of every statistic); ``counts`` (K,) holds the finite rows per code."""
-        raise NotImplementedError
+    Args:
+        digits: (*S, H) integer digits, digit h in [0, radices[h]) or -1.
+        radices: H radices.
+    Returns:
+        (*S,) int64.
+    """
+    out = torch.zeros(digits.shape[:-1], dtype=torch.long, device=digits.device)
+    for h, radix in enumerate(radices):
+        out = out * radix + digits[..., h].long()
+    return torch.where((digits < 0).any(-1), -1, out)
 
-    # -- improvements (opt-in) -----------------------------------------------------------------
-    @torch.no_grad()
-    def initialize_from(self, vectors: Tensor) -> None:
-        """Set the codebook to the k-means centroids of ``vectors`` (N, D) -- e.g. encoder outputs.
 
-        Under ``torch.distributed`` rank 0's result is broadcast so every replica agrees.
+def mixed_radix_digits(number: Tensor, radices: list[int]) -> Tensor:
+    """Inverse of :func:`mixed_radix`: (*S,) -> (*S, H).
 
-        Args:
-            vectors: (N, D) vectors (any shape that reshapes to it); non-finite rows are left out.
-        """
-        vectors = vectors.detach().float().reshape(-1, self.embedding_dim)
-        vectors = vectors[torch.isfinite(vectors).all(1)]  # k-means of the finite vectors only
-        centroids, counts = kmeans(vectors, self.num_embeddings, self.kmeans_iters)
-        if self.sync_distributed and distributed():
-            dist.broadcast(centroids, 0)
-            dist.broadcast(counts, 0)
-        # A floor of one vector: a zero count would make the EMA variant zero that code on its next step.
-        self._set_codes(torch.arange(self.num_embeddings, device=centroids.device), centroids,
-                        counts.clamp(min=1.0))
-        self.initialized.fill_(1)
+    Args:
+        number: (*S,) non-negative integers below ``prod(radices)``.
+        radices: H radices.
+    Returns:
+        (*S, H) int64 digits.
+    """
+    digits, rest = [], number.long()
+    for radix in reversed(radices):
+        digits.append(rest % radix)
+        rest = rest // radix
+    return torch.stack(digits[::-1], -1)
 
-    def _set_codes(self, rows: Tensor, vectors: Tensor, usage: Tensor) -> None:
-        raise NotImplementedError
 
-    def _usage(self) -> Tensor:
-        """Moving average of how many input vectors each code received per training step (K,)."""
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def _restart_dead_codes(self, flat: Tensor, finite: Tensor) -> None:
-        """Re-seed codes whose moving-average usage fell below ``restart_threshold`` with
-        randomly chosen vectors of the current batch (rank 0's choice under torch.distributed)."""
-        usage = self._usage()
-        dead = usage < self.restart_threshold
-        num_dead = int(dead.sum())
-        if num_dead == 0:
-            return
-        rows = dead.nonzero().squeeze(1)
-        candidates = flat if bool(finite.all()) else flat[finite]  # never seeded from a non-finite vector
-        if candidates.shape[0] == 0:
-            if not (self.sync_distributed and distributed()):
-                return
-            # still joins the broadcast below (the step is undone)
-            candidates = flat.new_zeros(1, flat.shape[1])
-        pick = torch.randint(candidates.shape[0], (num_dead,), device=flat.device)
-        vectors = candidates[pick].clone()
-        if self.sync_distributed and distributed():
-            dist.broadcast(vectors, 0)
-        # A restarted code starts at the average usage, so it has a grace period to attract vectors.
-        fresh = torch.full((num_dead,), float(usage.sum()) / self.num_embeddings, device=flat.device)
-        self._set_codes(rows, vectors, fresh)
-        self.restarts += num_dead
+def _device(module: nn.Module) -> torch.device:
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")

@@ -11,10 +11,21 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.config import QuantizerConfig
-from vqvae.quantize.base import DebiasedEMA, Quantizer, distributed
+from vqvae.quantize.base import DebiasedEMA, distributed
+from vqvae.quantize.codebook import Quantizer
+from vqvae.quantize.gradients import SquaredError
 
-__all__ = ["VectorQuantizer", "VectorQuantizerEMA", "build_quantizer"]
+__all__ = ["VectorQuantizer", "VectorQuantizerEMA"]
+
+_OPTIONS_DOC = """
+        codebook_dim: size of a code vector; None (default) is ``embedding_dim / heads``; another value adds
+            learned projections in and out (ViT-VQGAN's low-dimensional codes).
+        cosine: l2-normalise inputs and codes (ViT-VQGAN's cosine-similarity codebook).
+        rotation_trick: gradients by the rotation trick (Fifty et al. 2024) instead of straight-through.
+        heads: cut each vector into this many pieces, each quantised with its own index.
+        separate_codebook_per_head: a codebook per head (else one shared by all).
+        sample_codebook_temp: > 0: in training draw each code with probability
+            ``softmax(-||x - e||^2 / T)`` (Gumbel-max); 0 (default) takes the nearest."""
 
 
 class VectorQuantizer(Quantizer):
@@ -56,30 +67,35 @@ class VectorQuantizer(Quantizer):
         restart_threshold: float = 0.0,
         usage_decay: float = 0.99,
         sync_distributed: bool = True,
+        codebook_dim: int | None = None,
+        cosine: bool = False,
+        rotation_trick: bool = False,
+        heads: int = 1,
+        separate_codebook_per_head: bool = False,
+        sample_codebook_temp: float = 0.0,
     ):
         super().__init__(
-            embedding_dim,
-            num_embeddings,
-            commitment_cost,
-            dim=dim,
-            kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters,
-            restart_threshold=restart_threshold,
-            sync_distributed=sync_distributed,
+            embedding_dim, num_embeddings, commitment_cost, dim=dim, kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters, restart_threshold=restart_threshold, sync_distributed=sync_distributed,
+            codebook_dim=codebook_dim, cosine=cosine, rotation_trick=rotation_trick, heads=heads,
+            separate_codebook_per_head=separate_codebook_per_head, sample_codebook_temp=sample_codebook_temp,
         )
         if not 0.0 <= usage_decay < 1.0:
             raise ValueError(f"usage_decay must be in [0, 1), got {usage_decay!r}")
-        self.weight = nn.Parameter(self._uniform_init(num_embeddings, embedding_dim))
-        self.usage = DebiasedEMA((num_embeddings,), usage_decay)
+        self.weight = nn.Parameter(self._initial_table())
+        self.usage = DebiasedEMA((self.table_rows,), usage_decay)
 
     @property
-    def codebook(self) -> Tensor:  # (K, D) nn.Parameter
+    def codebook(self) -> Tensor:  # (K, d) nn.Parameter
         return self.weight
 
+    def table(self) -> Tensor:
+        return F.normalize(self.weight, dim=1) if self.cosine else self.weight
+
     def _codes_and_losses(self, x, idx):
-        codes = F.embedding(idx, self.weight)  # (*S, D), differentiable w.r.t. the codebook
-        codebook_loss = F.mse_loss(codes, x.detach()) if x.numel() else codes.sum() * 0.0
-        commitment_loss = F.mse_loss(x, codes.detach()) if x.numel() else x.sum() * 0.0
+        codes = F.embedding(idx, self.table())  # (N, d), differentiable w.r.t. the codebook
+        codebook_loss = SquaredError.apply(codes, x.detach())
+        commitment_loss = SquaredError.apply(x, codes.detach())
         return codes.detach(), codebook_loss, commitment_loss
 
     def _objective(self, codebook_loss, commitment_loss):
@@ -98,6 +114,9 @@ class VectorQuantizer(Quantizer):
     def _set_codes(self, rows, vectors, usage):
         self.weight.data[rows] = vectors
         self.usage.set_average(rows, usage)
+
+
+VectorQuantizer.__doc__ += _OPTIONS_DOC
 
 
 class VectorQuantizerEMA(Quantizer):
@@ -142,16 +161,18 @@ class VectorQuantizerEMA(Quantizer):
         kmeans_iters: int = 10,
         restart_threshold: float = 0.0,
         sync_distributed: bool = True,
+        codebook_dim: int | None = None,
+        cosine: bool = False,
+        rotation_trick: bool = False,
+        heads: int = 1,
+        separate_codebook_per_head: bool = False,
+        sample_codebook_temp: float = 0.0,
     ):
         super().__init__(
-            embedding_dim,
-            num_embeddings,
-            commitment_cost,
-            dim=dim,
-            kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters,
-            restart_threshold=restart_threshold,
-            sync_distributed=sync_distributed,
+            embedding_dim, num_embeddings, commitment_cost, dim=dim, kmeans_init=kmeans_init,
+            kmeans_iters=kmeans_iters, restart_threshold=restart_threshold, sync_distributed=sync_distributed,
+            codebook_dim=codebook_dim, cosine=cosine, rotation_trick=rotation_trick, heads=heads,
+            separate_codebook_per_head=separate_codebook_per_head, sample_codebook_temp=sample_codebook_temp,
         )
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"decay must be in [0, 1), got {decay!r}")
@@ -159,17 +180,17 @@ class VectorQuantizerEMA(Quantizer):
             raise ValueError(f"epsilon must be finite and > 0, got {epsilon!r}")
         self.decay = float(decay)
         self.epsilon = float(epsilon)
-        self.register_buffer("embeddings", self._uniform_init(num_embeddings, embedding_dim))
-        self.ema_cluster_size = DebiasedEMA((num_embeddings,), decay)
-        self.ema_dw = DebiasedEMA((num_embeddings, embedding_dim), decay)
+        self.register_buffer("embeddings", self._initial_table())
+        self.ema_cluster_size = DebiasedEMA((self.table_rows,), decay)
+        self.ema_dw = DebiasedEMA((self.table_rows, self.codebook_dim), decay)
 
     @property
-    def codebook(self) -> Tensor:  # (K, D) buffer
+    def codebook(self) -> Tensor:  # (K, d) buffer, l2-normalised rows with ``cosine``
         return self.embeddings
 
     def _codes_and_losses(self, x, idx):
-        codes = F.embedding(idx, self.embeddings)  # (*S, D)
-        commitment_loss = F.mse_loss(x, codes) if x.numel() else x.sum() * 0.0
+        codes = F.embedding(idx, self.embeddings)  # (N, d)
+        commitment_loss = SquaredError.apply(x, codes)
         return codes, commitment_loss.detach(), commitment_loss
 
     def _objective(self, codebook_loss, commitment_loss):
@@ -177,17 +198,20 @@ class VectorQuantizerEMA(Quantizer):
 
     def _train_step(self, flat, idx, counts, finite):
         # (K, D) per-code sums; a non-finite row goes to a spare row K that is dropped (no copy of ``flat``)
-        spare = torch.where(finite, idx, self.num_embeddings)
-        dw = flat.new_zeros(self.num_embeddings + 1, self.embedding_dim).index_add_(0, spare, flat)[:-1]
+        spare = torch.where(finite, idx, self.table_rows)
+        dw = flat.new_zeros(self.table_rows + 1, self.codebook_dim).index_add_(0, spare, flat)[:-1]
         if self.sync_distributed and distributed():
             dist.all_reduce(counts)
             dist.all_reduce(dw)
         cluster_size = self.ema_cluster_size.update(counts)
         ema_dw = self.ema_dw.update(dw)
         n = cluster_size.sum()
-        smoothed = (cluster_size + self.epsilon) / (n + self.num_embeddings * self.epsilon) * n
+        smoothed = (cluster_size + self.epsilon) / (n + self.table_rows * self.epsilon) * n
+        means = ema_dw / smoothed[:, None]
+        if self.cosine:
+            means = F.normalize(means, dim=1)
         # n == 0 only when no vector has counted yet (a first batch wholly non-finite): keep the codebook
-        self.embeddings.copy_(torch.where(n > 0, ema_dw / smoothed[:, None], self.embeddings))
+        self.embeddings.copy_(torch.where(n > 0, means, self.embeddings))
         if self.restart_threshold > 0:
             self._restart_dead_codes(flat, finite)
 
@@ -200,20 +224,4 @@ class VectorQuantizerEMA(Quantizer):
         self.ema_dw.set_average(rows, vectors * usage[:, None])
 
 
-def build_quantizer(config: QuantizerConfig, dim: int = 1) -> VectorQuantizer | VectorQuantizerEMA:
-    """The quantizer an autoencoder's config asks for (``quantizer: ema`` or ``vq``).
-
-    The layer's own one-batch k-means stays off: training seeds the codebook from
-    ``train.kmeans_batches`` batches instead (``config.kmeans_init``).
-
-    Args:
-        config: the quantizer fields of an autoencoder's config.
-        dim: which input dimension the layer quantises (1: channels of an NCHW or NCL tensor).
-    Returns:
-        a :class:`VectorQuantizerEMA` for ``quantizer: ema``, else a :class:`VectorQuantizer`.
-    """
-    common = dict(dim=dim, kmeans_init=False, restart_threshold=config.restart_threshold)
-    if config.quantizer == "ema":
-        return VectorQuantizerEMA(config.embedding_dim, config.num_embeddings, config.commitment_cost,
-                                  config.decay, config.epsilon, **common)
-    return VectorQuantizer(config.embedding_dim, config.num_embeddings, config.commitment_cost, **common)
+VectorQuantizerEMA.__doc__ += _OPTIONS_DOC

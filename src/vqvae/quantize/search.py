@@ -25,11 +25,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["kmeans", "nearest_codes", "reference_distances"]
+__all__ = ["kmeans", "nearest_codes", "reference_distances", "sample_codes"]
 
-# Distances computed and reduced at once: 2^20 float32 (4 MiB, 1024 rows x 1024 codes at K = 16384, 2048 x
-# 512 at K = 512), the tile size benchmarks/quantizer_speed.py picks on a CPU.
-_TILE_ELEMENTS = 1 << 20
+# Distances computed and reduced at once: on a CPU 2^18 float32 (1 MiB, 256 rows x 1024 codes at K = 16384,
+# 512 x 512 at K = 512: the tile and its mask stay in a core's L2 cache), the size benchmarks/quantizer_speed.py
+# picks; on an accelerator 2^22 (fewer, larger launches).
+_TILE_ELEMENTS = {"cpu": 1 << 18}
+_TILE_ELEMENTS_ACCELERATOR = 1 << 22
 _TILE_CODES = 1024
 # From this many tiles on, two passes (the second pass recomputes only each row's best tile, 1 / T of the
 # work, and saves the window sums of every other tile), on blocks of rows whose tile minima, and whose rows
@@ -45,14 +47,14 @@ def nearest_codes(flat: Tensor, codebook: Tensor, chunk_size: int | None = None)
     """Index of the nearest code for every row of ``flat``.
 
     "Nearest" is exactly :func:`reference_distances`' minimum, ties to the lowest index (see the module
-    docstring). Memory beyond the inputs and the output: two tiles (8 MiB), at most 16 MiB of tile minima
+    docstring). Memory beyond the inputs and the output: two tiles (2 MiB on a CPU, 32 MiB on an accelerator), at most 16 MiB of tile minima
     and 16 MiB of gathered rows, and a few floats per row of a block. A block of rows (or a codebook) with
     NaN or infinity falls back to a chunked GEMM + ``argmin`` (no exactness claim).
 
     Args:
         flat: (N, D) floating-point vectors to quantise.
         codebook: (K, D) floating-point codes; moved to ``flat``'s device.
-        chunk_size: rows per tile; None (default) takes 2^20 distances per tile.
+        chunk_size: rows per tile; None (default) takes 2^18 distances per tile on a CPU, 2^22 elsewhere.
     Returns:
         (N,) int64 indices into ``codebook``, on ``flat``'s device.
     """
@@ -178,7 +180,7 @@ class _Tiles(NamedTuple):
             code_sq=[code_sq[j : j + width] for j in range(0, k, width)],
             width=width, scale=scale, weights=weights,
             precise=_gemm_unit_roundoff(codebook.dtype) < 2.0**-20,
-            rows=rows or max(1, _TILE_ELEMENTS // width),
+            rows=rows or max(1, _TILE_ELEMENTS.get(codebook.device.type, _TILE_ELEMENTS_ACCELERATOR) // width),
         )
 
 
@@ -191,30 +193,38 @@ def _one_pass(x: Tensor, tiles: _Tiles, window: Tensor, out: Tensor, unsure: Ten
     (j the code's offset in the tile): every term is exact and in [1, 2), so the sum is below 2 exactly when
     one code is within the window, and then it spells that code's offset. A row is sure when exactly one
     tile has its minimum within the window of the overall minimum and that tile has one code within it.
+    The tiles only fill the (T, B) minima and sums; the rows are decided once, for the whole block.
     """
-    r, count = min(tiles.rows, x.shape[0]), len(tiles.codes)
+    b, r, count = x.shape[0], min(tiles.rows, x.shape[0]), len(tiles.codes)
     opts = dict(dtype=x.dtype, device=x.device)
-    minima, sums = torch.empty(count, r, **opts), torch.empty(count, r, **opts)  # (T, r)
+    minima, sums = torch.empty(count, b, **opts), torch.empty(count, b, **opts)  # (T, B)
     dist = torch.empty(r, tiles.width, **opts)  # distances minus ||x||^2
     inside = torch.empty(r, tiles.width, **opts)  # 1.0 where within the window, else 0.0
-    for start in range(0, x.shape[0], r):
-        xs, ws = x[start : start + r], window[start : start + r]
-        rs = xs.shape[0]
+    for start in range(0, b, r):
+        end = min(start + r, b)
+        xs, ws, rs = x[start:end], window[start:end, None], end - start
         for t, (codes_t, sq) in enumerate(zip(tiles.codes, tiles.code_sq)):
             c = codes_t.shape[1]
             a = torch.addmm(sq, xs, codes_t, alpha=-2.0, out=dist[:rs, :c])  # (rs, c)
-            torch.amin(a, 1, out=minima[t, :rs])
-            m = torch.le(a, (minima[t, :rs] + ws)[:, None], out=inside[:rs, :c])
+            low = torch.amin(a, 1, keepdim=True, out=minima[t, start:end, None])
+            m = torch.le(a, low + ws, out=inside[:rs, :c])
             if tiles.precise:
-                torch.mv(m, tiles.weights[:c], out=sums[t, :rs])
+                torch.mv(m, tiles.weights[:c], out=sums[t, start:end])
             else:  # a TF32 or bfloat16 GEMV would round the weights; an elementwise product and a sum do not
-                torch.sum(m * tiles.weights[:c], 1, out=sums[t, :rs])
-        best = minima[:, :rs].amin(0)  # (rs,)
-        near_tiles = (minima[:, :rs] <= best + ws).sum(0)
-        tile = minima[:, :rs].argmin(0)  # the tile of a minimum (any one: a sure row has just one)
-        s = sums[tile, torch.arange(rs, device=x.device)]  # (rs,)
-        torch.logical_or(near_tiles != 1, s >= 2, out=unsure[start : start + rs])
-        torch.add(((s - 1) * tiles.scale).long(), tile * tiles.width, out=out[start : start + rs])
+                torch.sum(m * tiles.weights[:c], 1, out=sums[t, start:end])
+    if count == 1:
+        s, tile = sums[0], None
+        torch.ge(s, 2, out=unsure)
+    else:
+        best = minima.amin(0)  # (B,)
+        near_tiles = (minima <= best + window).sum(0)
+        tile = minima.argmin(0)  # the tile of a minimum (any one: a sure row has just one)
+        s = sums.gather(0, tile[None]).squeeze(0)  # (B,)
+        torch.logical_or(near_tiles != 1, s >= 2, out=unsure)
+    torch.sub(s, 1, out=s).mul_(tiles.scale)
+    out.copy_(s)  # exact: an integer below the tile's width (or garbage on an unsure row)
+    if tile is not None:
+        out.add_(tile * tiles.width)
 
 
 def _two_pass(x: Tensor, tiles: _Tiles, window: Tensor, out: Tensor, unsure: Tensor) -> None:
@@ -315,6 +325,36 @@ def _plain_argmin(flat: Tensor, codebook: Tensor, rows: int, out: Tensor) -> Ten
         x = flat[start : start + rows]
         d = torch.addmm(code_sq, x, codebook_t, alpha=-2.0).add_(x.pow(2).sum(1, keepdim=True))
         torch.argmin(d, dim=1, out=out[start : start + x.shape[0]])
+    return out
+
+
+@torch.no_grad()
+def sample_codes(flat: Tensor, codebook: Tensor, temperature: float, generator: torch.Generator | None = None
+                 ) -> Tensor:
+    """A code drawn for every row of ``flat`` with probability ``softmax(-||x - e||^2 / temperature)`` over the
+    codebook, by the Gumbel-max trick, in tiles of rows (no (N, K) matrix held at once).
+
+    Args:
+        flat: (N, D) floating-point vectors.
+        codebook: (K, D) floating-point codes.
+        temperature: T > 0; as T -> 0 the draw becomes the nearest code.
+        generator: random generator for the Gumbel noise; None uses the global one.
+    Returns:
+        (N,) int64 indices, on ``flat``'s device.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    flat, codebook = flat.float(), codebook.to(device=flat.device, dtype=torch.float32)
+    code_sq = codebook.pow(2).sum(1)
+    out = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
+    rows = max(1, _TILE_ELEMENTS.get(flat.device.type, _TILE_ELEMENTS_ACCELERATOR) // codebook.shape[0])
+    for start in range(0, flat.shape[0], rows):
+        x = flat[start : start + rows]
+        # ||x||^2 is the same for every code of a row: the softmax does not see it
+        logits = torch.addmm(code_sq, x, codebook.t(), alpha=-2.0).div_(-temperature)
+        uniform = torch.rand(logits.shape, generator=generator, device=flat.device)
+        gumbel = uniform.clamp_(min=1e-20).log_().neg_().clamp_(min=1e-20).log_().neg_()
+        torch.argmax(logits.add_(gumbel), 1, out=out[start : start + x.shape[0]])
     return out
 
 

@@ -25,7 +25,7 @@ from vqvae.devices import autocast, available_memory, grad_scaler
 from vqvae.distributed import Ranks, is_main_process, join
 from vqvae.errors import Preempted, VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
-from vqvae.quantize.base import Quantizer
+from vqvae.quantize.codebook import Quantizer
 from vqvae.recipes import RECIPE_KINDS, RecipeSections, recipe_with_overrides
 from vqvae.runs import prepare_out_dir
 from vqvae.train.schedule import lr_at
