@@ -13,5 +13,6 @@ from vqvae.quantize import (
 )
 
 __all__ = ["FSQ", "LFQ", "VQVAE", "AudioVQVAE", "AudioVQVAEOutput", "GatedPixelCNN", "QuantizerOutput",
-           "ResidualVQ", "VQVAEOutput", "VectorQuantizer", "VectorQuantizerEMA", "WaveNetPrior", "build_quantizer"]
+           "ResidualVQ", "VQVAEOutput", "VectorQuantizer", "VectorQuantizerEMA", "WaveNetPrior",
+           "build_quantizer"]
 __version__ = "0.1.0"

@@ -50,7 +50,7 @@ def encode_images(model: VQVAE, data: ImageDataset, batch_size: int = 500, ranks
         (N, h, w) int16 (K <= 32768) or int32 code indices.
     """
     model.eval()
-    dtype, dev = _index_dtype(model.config.num_embeddings), model_device(model)
+    dtype, dev = _index_dtype(model.config.num_codes), model_device(model)
     starts = ranks.mine(range(0, len(data), batch_size))
     batches = data.batches(starts, batch_size, len(data), num_workers)
     mine = {i: model.encode(to_float(images.to(dev))).cpu().numpy().astype(dtype)
@@ -85,7 +85,7 @@ def encode_speech(model: AudioVQVAE, data: SpeechDataset,
             ((i, data.waves[i]) for i in ranks.mine(range(len(data))))}
     seqs = _in_order(ranks, mine)
     flat = np.concatenate(seqs) if seqs else np.zeros(0)
-    return (flat.astype(_index_dtype(model.config.num_embeddings)),
+    return (flat.astype(_index_dtype(model.config.num_codes)),
             np.array([len(q) for q in seqs], dtype=np.int64))
 
 
@@ -125,7 +125,7 @@ def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[st
     if model.weights_sha256 is None:
         raise VQVAEError("cached_codes needs a model loaded with from_pretrained (its weights' fingerprint)")
     datasets = {s: run_split(model, config, None, s) for s in splits}
-    meta: dict[str, Any] = {"num_embeddings": model.config.num_embeddings,
+    meta: dict[str, Any] = {"num_embeddings": model.config.num_codes,
                             "weights_sha256": model.weights_sha256,
                             **{f"{s}_data_sha256": ds.fingerprint() for s, ds in datasets.items()}}
     if isinstance(model, VQVAE):
@@ -295,7 +295,7 @@ def encode_run(run_dir: str | Path, out: str | Path, *, data: str | None = None,
         ds = run_split(model, config, data, split)
         encoded[split] = (encode_images(model, ds, ranks=ranks), ds.labels.numpy())
     if ranks.main:
-        meta = {"num_embeddings": model.config.num_embeddings, "latent_size": model.config.latent_size}
+        meta = {"num_embeddings": model.config.num_codes, "latent_size": model.config.latent_size}
         save_codes(path, encoded, meta)
     return {s: v[0].shape for s, v in encoded.items()}
 
@@ -319,7 +319,7 @@ def decode_run(run_dir: str | Path, codes: str | Path, out: str | Path, *, split
     """
     path = check_out_file(out, overwrite, (".png",))
     model, _ = load_run(run_dir, "vqvae", device)
-    arrays = load_codes(codes, model.config.num_embeddings, model.code_shape)
+    arrays = load_codes(codes, model.config.num_codes, model.code_shape)
     key = f"{split}_indices"
     if key not in arrays:
         have = sorted(k[: -len("_indices")] for k in arrays if k.endswith("_indices"))

@@ -16,7 +16,6 @@ from typing import Any
 
 from vqvae.errors import VQVAEError
 
-
 QUANTIZERS = ("ema", "vq", "rvq", "fsq", "lfq")
 MAX_CODES = 1 << 20
 
@@ -55,13 +54,8 @@ class QuantizerConfig:
     @property
     def num_codes(self) -> int:
         """How many values the code of one position takes (the prior's vocabulary)."""
-        if self.quantizer == "rvq":
-            return self.num_embeddings**self.num_quantizers
-        if self.quantizer == "fsq":
-            return math.prod(self.fsq_levels)
-        if self.quantizer == "lfq":
-            return self.num_embeddings
-        return self.num_embeddings**self.heads
+        k, q = self.num_embeddings, self.quantizer
+        return {"rvq": k**self.num_quantizers, "fsq": math.prod(self.fsq_levels), "lfq": k}.get(q, k**self.heads)
 
     def validate_quantizer(self, section: str) -> None:
         """Refuse (VQVAEError) the first quantizer field out of range.

@@ -129,8 +129,8 @@ def load_prior(prior_dir: str | Path, kind: str = "prior", device: str | torch.d
     """
     prior, config = load_run(prior_dir, kind, device)
     vq, vq_config = paired_vqvae(config, kind, device)
-    if vq.config.num_embeddings != prior.config.num_embeddings:
-        raise VQVAEError(f"{config['vqvae_dir']} has K={vq.config.num_embeddings} codes, the prior models "
+    if vq.config.num_codes != prior.config.num_embeddings:
+        raise VQVAEError(f"{config['vqvae_dir']} has K={vq.config.num_codes} codes, the prior models "
                          f"{prior.config.num_embeddings}")
     return prior, vq, config, vq_config
 

@@ -66,7 +66,7 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
     model.eval()
     c = model.config
     n = len(data) if limit is None else min(limit, len(data))
-    usage = CodebookUsage(c.num_embeddings) if model.quantizer is not None else None
+    usage = CodebookUsage(c.num_codes) if model.quantizer is not None else None
     sums, dev = sums_of("nats", "l1", "mel", "utterances"), model_device(model)
     for i in ranks.mine(range(n)):
         length = len(data.waves[i]) // c.hop * c.hop
@@ -80,7 +80,7 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
             usage.update(idx)
     reduce_over_ranks(ranks, sums, usage)
     if codebook_file is not None and usage is not None and ranks.main:
-        write_codebook_usage(codebook_file, usage, model.quantizer.codebook)
+        write_codebook_usage(codebook_file, usage, model.quantizer)
     used = sums.count("utterances")
     if used == 0:
         raise VQVAEError(f"{data.name} has no utterance of at least one code ({c.hop} samples)")
@@ -95,8 +95,8 @@ def evaluate_audio(model: AudioVQVAE, data: SpeechDataset, *, limit: int | None 
         out.update(seconds=sums.count("nats") / c.sample_rate, nll_nats_per_sample=per_sample,
                    bits_per_sample=nats_to_bits(per_sample))
     if usage is not None:
-        u, rate = usage_metrics(usage), c.sample_rate / c.hop
-        out.update(codes_per_second=rate, bit_rate=rate * math.log2(c.num_embeddings),
+        u, rate = usage_metrics(usage, model.quantizer), c.sample_rate / c.hop
+        out.update(codes_per_second=rate, bit_rate=rate * math.log2(c.num_codes),
                    entropy_bit_rate=rate * math.log2(max(u["perplexity"], 1.0)),
                    **u)
         if train is not None and len(data.speakers) > 1:

@@ -59,7 +59,7 @@ def evaluate_image_model(model: VQVAE, data: ImageDataset, *, limit: int | None 
     """
     model.eval()
     n, dev = count_examples(len(data), limit, data.name, "images"), model_device(model)
-    usage = CodebookUsage(model.config.num_embeddings)
+    usage = CodebookUsage(model.config.num_codes)
     sums = sums_of("nll_nats", "mse", "psnr_per_image", "ssim")
     logistic = model.config.recon_loss == "logistic"
     for (images,) in data.batches(ranks.mine(range(0, n, batch_size)), batch_size, n, num_workers):
@@ -77,12 +77,13 @@ def evaluate_image_model(model: VQVAE, data: ImageDataset, *, limit: int | None 
         sums.add("ssim", ssim(recon, x).double().sum(), len(x))
     reduce_over_ranks(ranks, sums, usage)
     if codebook_file is not None and ranks.main:
-        write_codebook_usage(codebook_file, usage, model.quantizer.codebook)
-    mse, h, k = sums.mean("mse"), model.config.latent_size, model.config.num_embeddings
+        write_codebook_usage(codebook_file, usage, model.quantizer)
+    mse, h, k = sums.mean("mse"), model.config.latent_size, model.config.num_codes
     codes = math.prod(model.code_shape)  # per image: h * w * G
     out = {"split": data.name, "num_images": n, "mse": mse,
            "psnr": psnr_from_mse(max(mse, 1e-12)),  # capped at 120 dB so the JSON stays finite
-           "psnr_per_image": sums.mean("psnr_per_image"), "ssim": sums.mean("ssim"), **usage_metrics(usage),
+           "psnr_per_image": sums.mean("psnr_per_image"), "ssim": sums.mean("ssim"),
+           **usage_metrics(usage, model.quantizer),
            "latent_grid": [h, h], "latents_per_position": model.config.latents_per_position,
            "bits_per_image": codes * math.log2(k)}
     if logistic:  # the decoder's NLL, and the ELBO with the uniform prior (log K nats per latent)
@@ -126,7 +127,7 @@ def evaluate_image_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *,
         raise VQVAEError(f"{data.name} has {len(data.classes)} classes, the prior was trained with "
                          f"{prior.config.num_classes}")
     logistic = vq.config.recon_loss == "logistic"
-    h, k = vq.config.latent_size, vq.config.num_embeddings
+    h, k = vq.config.latent_size, vq.config.num_codes
     sums, dev = sums_of("prior", "decoder"), model_device(vq)  # nats per latent; decoder nats per dimension
     for images, labels in data.batches(ranks.mine(range(0, n, batch_size)), batch_size, n, num_workers,
                                        labels=True):

@@ -12,8 +12,11 @@ from vqvae.distributed import Ranks
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_npz
 from vqvae.metrics import CodebookUsage, MeanAccumulator
+from vqvae.quantize.base import QuantizerLayer, perplexity
 
 __all__ = ["count_examples", "reduce_over_ranks", "sums_of", "usage_metrics", "write_codebook_usage"]
+
+_DRAWN_CODES = 1 << 16  # codebook.npz holds the code vectors up to this many codes
 
 
 def count_examples(n: int, limit: int | None, name: str, what: str) -> int:
@@ -39,18 +42,40 @@ def reduce_over_ranks(ranks: Ranks, sums: MeanAccumulator, usage: CodebookUsage 
             usage.merge(ranks.sum)
 
 
-def write_codebook_usage(path: str | Path, usage: CodebookUsage, codebook: torch.Tensor) -> None:
-    """Write ``codebook.npz``, what the report draws: each code's ``counts`` (K,) and the ``codebook`` (K, D).
+def write_codebook_usage(path: str | Path, usage: CodebookUsage, quantizer: QuantizerLayer) -> None:
+    """Write ``codebook.npz``, what the report draws: each code's ``counts`` (K,) and, for at most 65536
+    codes, every code's vector as the decoder sees it, ``codebook`` (K, D).
 
     Args:
         path: the file to write.
         usage: the code counts over the evaluated split.
-        codebook: (K, D) the code vectors.
+        quantizer: the layer whose flat codes were counted.
     """
-    atomic_write_npz(path, {"counts": usage.counts.numpy(),
-                            "codebook": codebook.detach().float().cpu().numpy()})
+    arrays = {"counts": usage.counts.numpy()}
+    if quantizer.num_codes <= _DRAWN_CODES:
+        arrays["codebook"] = quantizer.code_vectors().float().cpu().numpy()
+    atomic_write_npz(path, arrays)
 
 
-def usage_metrics(usage: CodebookUsage) -> dict[str, Any]:
+def usage_metrics(usage: CodebookUsage, quantizer: QuantizerLayer) -> dict[str, Any]:
+    """The usage of the flat codes, and for a layer with several indices per vector (residual levels, heads)
+    the codes used and perplexity of each index.
+
+    Args:
+        usage: the flat codes' counts.
+        quantizer: the layer that made them.
+    Returns:
+        perplexity, codes_used, num_embeddings (the number of flat codes), dead_codes, usage_fraction; and
+        ``codes_used_per_index``, ``perplexity_per_index`` (lists) with several indices.
+    """
     u = usage.as_dict()
-    return {k: u[k] for k in ("perplexity", "codes_used", "num_embeddings", "dead_codes", "usage_fraction")}
+    out = {k: u[k] for k in ("perplexity", "codes_used", "num_embeddings", "dead_codes", "usage_fraction")}
+    if quantizer.indices_per_vector > 1:
+        counts = usage.counts
+        used = counts.nonzero().squeeze(1)
+        digits = quantizer.unflat_indices(used)  # (U, H)
+        weights = counts[used].double()
+        per_index = [torch.bincount(digits[:, h], weights=weights) for h in range(digits.shape[1])]
+        out["codes_used_per_index"] = [int((c > 0).sum()) for c in per_index]
+        out["perplexity_per_index"] = [float(perplexity(c)) for c in per_index]
+    return out

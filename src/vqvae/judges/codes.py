@@ -101,7 +101,7 @@ def probe_codes(model: AudioVQVAE, train: SpeechDataset, test: SpeechDataset,
                                   or min(y_train + y_test, default=-1) < 0):
             continue
         count = len(train.speakers) if name == "speaker" else len(train.class_names)
-        probe = CodeProbe(model.config.num_embeddings, count).fit(train_codes, y_train, seed=seed)
+        probe = CodeProbe(model.config.num_codes, count).fit(train_codes, y_train, seed=seed)
         out[f"{name}_probe_accuracy"] = float((probe.predict(test_codes) == torch.tensor(y_test))
                                               .double().mean())
         out[f"{name}_probe_chance"] = float(np.bincount(y_test).max() / len(y_test))

@@ -29,7 +29,7 @@ from vqvae.models.pretrained import Pretrained
 from vqvae.nets.audio import AudioEncoder, CodeUpsampler, MelEncoder, time_jitter
 from vqvae.nets.spectral import SpectralDecoder
 from vqvae.nets.wavenet import WaveNet
-from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA, build_quantizer
+from vqvae.quantize import QuantizerLayer, build_quantizer
 from vqvae.spectral import griffin_lim, log_magnitude, mel_filterbank, sharpen_harmonics, spectral_loss
 
 
@@ -76,7 +76,7 @@ class AudioVQVAE(Pretrained, nn.Module):
                            c.embedding_dim, c.encoder_norm, c.encoder_input_norm)
                 if c.encoder_frontend == "mel"
                 else AudioEncoder(c.hidden, c.embedding_dim, c.num_downsamples, c.encoder_norm))
-            self.quantizer: VectorQuantizer | VectorQuantizerEMA | None = build_quantizer(c, dim=1)
+            self.quantizer: QuantizerLayer | None = build_quantizer(c, dim=1)
             self.upsampler = CodeUpsampler(c.embedding_dim, c.local_channels, c.num_downsamples)
         else:
             self.encoder, self.quantizer, self.upsampler = None, None, None
@@ -153,13 +153,13 @@ class AudioVQVAE(Pretrained, nn.Module):
         if self.quantizer is None:
             raise VQVAEError("this model has no codes (audio.use_codes is false)")
         with self.quantizer.frozen():
-            return self.quantizer(self.encode_continuous(x)).indices
+            return self.quantizer.flat_indices(self.quantizer(self.encode_continuous(x)).indices)
 
     def _code_vectors(self, indices: Tensor) -> Tensor:
-        k = self.config.num_embeddings
+        k = self.config.num_codes
         if indices.dim() != 2 or (indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= k)):
             raise VQVAEError(f"expected codes (B, L) in [0, {k}), got {tuple(indices.shape)}")
-        return self.quantizer.lookup(indices).transpose(1, 2)  # (B, D, L)
+        return self.quantizer.lookup_codes(indices).transpose(1, 2)  # (B, D, L)
 
     def local_features(self, indices: Tensor) -> Tensor:
         """Codes (B, L) -> the WaveNet decoder's local conditioning (B, C, L * hop).
@@ -230,7 +230,8 @@ class AudioVQVAE(Pretrained, nn.Module):
         if self.quantizer is not None:
             q = self.quantizer(self.encode_continuous(x))
             z_q = time_jitter(q.quantized, self.config.jitter) if self.training else q.quantized
-            vq_loss, commit, ppl, idx = q.loss, q.commitment_loss, q.perplexity, q.indices
+            vq_loss, commit, ppl = q.loss, q.commitment_loss, q.perplexity
+            idx = self.quantizer.flat_indices(q.indices)
         else:
             z_q, vq_loss, commit, ppl = None, zero, zero, zero
             idx = torch.zeros(x.shape[0], 0, dtype=torch.long, device=x.device)

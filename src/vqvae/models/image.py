@@ -16,7 +16,7 @@ from vqvae.errors import VQVAEError
 from vqvae.likelihoods import discretized_logistic_log_prob
 from vqvae.models.pretrained import Pretrained
 from vqvae.nets import ImageDecoder, ImageEncoder
-from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA, build_quantizer
+from vqvae.quantize import QuantizerLayer, build_quantizer
 
 
 @dataclass
@@ -27,7 +27,8 @@ class VQVAEOutput:
     ``vq_loss``; ``recon_loss`` = mean squared error over pixels, or for ``recon_loss: logistic`` the
     negative log-likelihood of the 8-bit pixels in nats per dimension; ``vq_loss`` is the quantizer's
     objective (codebook + beta * commitment for "vq", beta * commitment for "ema");
-    ``indices`` (B, h, w) int64; ``perplexity`` of this batch's codes.
+    ``indices`` (B, h, w) int64 (the quantizer's flat codes); ``perplexity`` of this batch's codes;
+    ``quantizer_parts`` the quantizer's named terms (:attr:`~vqvae.quantize.QuantizerLayer.part_names`).
     """
 
     reconstruction: Tensor
@@ -38,6 +39,7 @@ class VQVAEOutput:
     commitment_loss: Tensor
     perplexity: Tensor
     indices: Tensor
+    quantizer_parts: dict[str, Tensor] = dataclasses.field(default_factory=dict)
 
 
 def reconstruction_loss(recon: Tensor, x: Tensor, kind: str) -> Tensor:  # kind: "mse" or "mse_in_range"
@@ -83,7 +85,7 @@ class VQVAE(Pretrained, nn.Module):
         self.encoder = ImageEncoder(c.in_channels, c.hidden, c.res_hidden, c.num_res_layers, c.downsample)
         g = c.latents_per_position  # G vectors of D at each position: (B, G*D, h, w) from the encoder
         self.pre_quantize = nn.Conv2d(c.hidden, g * c.embedding_dim, 1)
-        self.quantizer: VectorQuantizer | VectorQuantizerEMA = build_quantizer(c, dim=1 if g == 1 else 2)
+        self.quantizer: QuantizerLayer = build_quantizer(c, dim=1 if g == 1 else 2)
         # a logistic likelihood needs a location and a log-scale per pixel and channel
         out_channels = c.in_channels * (2 if c.recon_loss == "logistic" else 1)
         self.decoder = ImageDecoder(g * c.embedding_dim, out_channels, c.hidden, c.res_hidden,
@@ -135,9 +137,11 @@ class VQVAE(Pretrained, nn.Module):
         (B, *code_shape)."""
         g = self.config.latents_per_position
         if g == 1:
-            return self.quantizer(z_e)
+            q = self.quantizer(z_e)
+            return dataclasses.replace(q, indices=self.quantizer.flat_indices(q.indices))
         q = self.quantizer(z_e.unflatten(1, (g, self.config.embedding_dim)))  # (B, G, D, h, w)
-        return dataclasses.replace(q, quantized=q.quantized.flatten(1, 2))
+        return dataclasses.replace(q, quantized=q.quantized.flatten(1, 2),
+                                   indices=self.quantizer.flat_indices(q.indices))
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
@@ -174,7 +178,7 @@ class VQVAE(Pretrained, nn.Module):
         if indices.dim() != 1 + len(self.code_shape) or tuple(indices.shape[1:]) != self.code_shape:
             raise VQVAEError(f"expected indices of shape (B, {', '.join(map(str, self.code_shape))}), "
                              f"got {tuple(indices.shape)}")
-        z_q = self.quantizer.lookup(indices)  # (B, [G,] h, w, D)
+        z_q = self.quantizer.lookup_codes(indices)  # (B, [G,] h, w, D)
         z_q = z_q.permute(0, 3, 1, 2) if z_q.dim() == 4 else z_q.permute(0, 1, 4, 2, 3).flatten(1, 2)
         return z_q.contiguous(memory_format=torch.channels_last)
 
@@ -258,4 +262,5 @@ class VQVAE(Pretrained, nn.Module):
             commitment_loss=q.commitment_loss,
             perplexity=q.perplexity,
             indices=q.indices,
+            quantizer_parts=q.parts,
         )

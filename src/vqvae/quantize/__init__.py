@@ -22,7 +22,8 @@ from vqvae.quantize.build import build_quantizer
 from vqvae.quantize.layers import VectorQuantizer, VectorQuantizerEMA
 from vqvae.quantize.residual import ResidualVQ
 from vqvae.quantize.scalar import FSQ, LFQ
-from vqvae.quantize.search import kmeans, nearest_codes
+from vqvae.quantize.kmeans import kmeans
+from vqvae.quantize.search import nearest_codes
 
 __all__ = ["FSQ", "LFQ", "QuantizerLayer", "QuantizerOutput", "ResidualVQ", "VectorQuantizer",
            "VectorQuantizerEMA", "build_quantizer", "kmeans", "nearest_codes"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,8 +29,9 @@ class QuantizerOutput:
     * ``perplexity`` -- scalar, ``exp(-sum p log(p + 1e-10))`` of this batch's code frequencies.
     * ``indices`` -- ``S``, int64; ``(*S, H)`` for a layer with H indices per vector (heads, residual
       levels: -1 marks a level that quantizer dropout left out).
-    * ``encodings`` -- ``(indices.numel(), K)`` one-hot float32, computed on access.
-    * ``parts`` -- the named terms of ``loss`` and per-level statistics a layer reports beside them (a residual
+    * ``encodings`` -- ``(indices.numel(), K)`` one-hot float32 (zeros for -1), computed on access.
+    * ``parts`` -- the named terms of ``loss`` and per-level statistics a layer reports beside them (a
+    residual
       stack's ``level{i}_loss`` and ``level{i}_perplexity``, LFQ's entropies); empty for the paper's layers.
     """
 
@@ -46,7 +46,8 @@ class QuantizerOutput:
 
     @property
     def encodings(self) -> Tensor:
-        return F.one_hot(self.indices.reshape(-1), self.num_embeddings).float()
+        flat = self.indices.reshape(-1)  # -1 (a residual level left out): a row of zeros
+        return F.one_hot(flat.clamp(min=0), self.num_embeddings).float() * (flat >= 0)[:, None]
 
 
 class DebiasedEMA(nn.Module):
@@ -153,11 +154,16 @@ class QuantizerLayer(nn.Module):
 
     @property
     def indices_per_vector(self) -> int:
-        """H: 1 for a layer with one index per vector (``indices`` of shape S), else ``indices`` is (*S, H)."""
+        """H: 1 for a layer with one index per vector (``indices`` of shape S), else (*S, H)."""
         return 1
 
+    @property
+    def part_names(self) -> tuple[str, ...]:
+        """The keys of every forward pass's ``parts`` (what a training log adds as columns)."""
+        return ()
+
     def flat_indices(self, indices: Tensor) -> Tensor:
-        """A layer's ``indices`` -> one code per position in [0, :attr:`num_codes`) (-1 where a level is left out).
+        """A layer's ``indices`` -> one code per position in [0, :attr:`num_codes`) (-1: a level left out).
 
         Args:
             indices: what the layer's forward pass returned as ``indices``.
@@ -247,7 +253,8 @@ def check_indices(indices: Tensor, count: int) -> None:
 
 
 def mixed_radix(digits: Tensor, radices: list[int]) -> Tensor:
-    """Digits (*S, H) of radices (H,) -> the number they spell, first digit most significant; -1 where a digit is.
+    """Digits (*S, H) of radices (H,) -> the number they spell, the first most significant; -1 where a digit
+    is.
 
     Args:
         digits: (*S, H) integer digits, digit h in [0, radices[h]) or -1.

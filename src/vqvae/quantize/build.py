@@ -12,7 +12,7 @@ __all__ = ["build_quantizer"]
 
 
 def build_quantizer(config: QuantizerConfig, dim: int = 1) -> QuantizerLayer:
-    """The quantizer an autoencoder's config asks for (``quantizer: ema``, ``vq``, ``rvq``, ``fsq`` or ``lfq``).
+    """The quantizer an autoencoder's config asks for (``quantizer``: ema, vq, rvq, fsq or lfq).
 
     The layer's own one-batch k-means stays off: training seeds the codebook from
     ``train.kmeans_batches`` batches instead (``config.kmeans_init``).
@@ -35,7 +35,8 @@ def build_quantizer(config: QuantizerConfig, dim: int = 1) -> QuantizerLayer:
                    sample_codebook_temp=c.sample_codebook_temp)
     if c.quantizer == "rvq":
         return ResidualVQ(c.embedding_dim, c.num_embeddings, c.num_quantizers, c.commitment_cost,
-                          ema=c.residual_ema, decay=c.decay, epsilon=c.epsilon, quantize_dropout=c.quantize_dropout,
+                          ema=c.residual_ema, decay=c.decay, epsilon=c.epsilon,
+                          quantize_dropout=c.quantize_dropout,
                           dim=dim, **options)
     options.update(heads=c.heads, separate_codebook_per_head=c.separate_codebook_per_head, dim=dim)
     if c.quantizer == "ema":

@@ -23,7 +23,8 @@ from vqvae.quantize.base import (
     perplexity,
 )
 from vqvae.quantize.gradients import RotationTrick, StraightThrough
-from vqvae.quantize.search import kmeans, nearest_codes, sample_codes
+from vqvae.quantize.kmeans import kmeans
+from vqvae.quantize.search import nearest_codes, sample_codes
 
 __all__ = ["Quantizer"]
 
@@ -51,7 +52,7 @@ class Quantizer(QuantizerLayer):
         rotation_trick: pass gradients by the rotation trick instead of straight-through.
         heads: H pieces per vector, each with its own index.
         separate_codebook_per_head: one codebook per head (else all heads share one).
-        sample_codebook_temp: > 0 draws codes in training (Gumbel-max) at this temperature; 0 takes the nearest.
+        sample_codebook_temp: > 0 draws codes in training (Gumbel-max) at this temperature; 0: the nearest.
     """
 
     def __init__(self, embedding_dim: int, num_embeddings: int, commitment_cost: float, *, dim: int,
@@ -242,7 +243,8 @@ class Quantizer(QuantizerLayer):
         vectors = vectors.detach().float().reshape(-1, self.embedding_dim)
         vectors = vectors[torch.isfinite(vectors).all(1)]  # k-means of the finite vectors only
         z = self._pieces(vectors)
-        groups = z.view(-1, self.heads, self.codebook_dim).unbind(1) if self.separate_codebook_per_head else [z]
+        separate = self.separate_codebook_per_head
+        groups = z.view(-1, self.heads, self.codebook_dim).unbind(1) if separate else [z]
         found = [kmeans(group, self.num_embeddings, self.kmeans_iters) for group in groups]
         centroids, counts = torch.cat([c for c, _ in found]), torch.cat([n for _, n in found])
         if self.cosine:
@@ -251,7 +253,8 @@ class Quantizer(QuantizerLayer):
             dist.broadcast(centroids, 0)
             dist.broadcast(counts, 0)
         # A floor of one vector: a zero count would make the EMA variant zero that code on its next step.
-        self._set_codes(torch.arange(self.table_rows, device=centroids.device), centroids, counts.clamp(min=1.0))
+        rows = torch.arange(self.table_rows, device=centroids.device)
+        self._set_codes(rows, centroids, counts.clamp(min=1.0))
         self.initialized.fill_(1)
 
     def _set_codes(self, rows: Tensor, vectors: Tensor, usage: Tensor) -> None:

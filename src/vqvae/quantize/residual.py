@@ -43,18 +43,22 @@ class ResidualVQ(QuantizerLayer):
     """
 
     def __init__(self, embedding_dim: int, num_embeddings: int, num_quantizers: int,
-                 commitment_cost: float = 0.25, *, ema: bool = True, decay: float = 0.99, epsilon: float = 1e-5,
-                 quantize_dropout: bool = False, quantize_dropout_cutoff_index: int = 0, dropout_seed: int = 0,
+                 commitment_cost: float = 0.25, *, ema: bool = True, decay: float = 0.99,
+                 epsilon: float = 1e-5, quantize_dropout: bool = False,
+                 quantize_dropout_cutoff_index: int = 0, dropout_seed: int = 0,
                  dim: int = -1, **level_options):
         super().__init__(embedding_dim, dim)
         if not isinstance(num_quantizers, int) or num_quantizers < 1:
             raise ValueError(f"num_quantizers must be a positive integer, got {num_quantizers!r}")
+        if level_options.get("heads", 1) != 1:
+            raise ValueError("the levels of a ResidualVQ have one index per vector (heads=1)")
         if not 0 <= quantize_dropout_cutoff_index < num_quantizers:
             raise ValueError(f"quantize_dropout_cutoff_index must be in [0, {num_quantizers}), got "
                              f"{quantize_dropout_cutoff_index!r}")
         if ema:
-            self.levels = nn.ModuleList(VectorQuantizerEMA(embedding_dim, num_embeddings, commitment_cost, decay,
-                                                           epsilon, **level_options) for _ in range(num_quantizers))
+            self.levels = nn.ModuleList(
+                VectorQuantizerEMA(embedding_dim, num_embeddings, commitment_cost, decay, epsilon,
+                                   **level_options) for _ in range(num_quantizers))
         else:
             self.levels = nn.ModuleList(VectorQuantizer(embedding_dim, num_embeddings, commitment_cost,
                                                         **level_options) for _ in range(num_quantizers))
@@ -71,6 +75,11 @@ class ResidualVQ(QuantizerLayer):
     def indices_per_vector(self) -> int:
         return self.num_quantizers
 
+    @property
+    def part_names(self) -> tuple[str, ...]:
+        names = ("loss", "perplexity")
+        return tuple(f"level{i}_{name}" for i in range(self.num_quantizers) for name in names)
+
     def flat_indices(self, indices: Tensor) -> Tensor:
         return mixed_radix(indices, [self.num_embeddings] * self.num_quantizers)
 
@@ -78,7 +87,8 @@ class ResidualVQ(QuantizerLayer):
         return mixed_radix_digits(codes, [self.num_embeddings] * self.num_quantizers)
 
     def extra_repr(self) -> str:
-        return (f"num_quantizers={self.num_quantizers}, ema={self.ema}, quantize_dropout={self.quantize_dropout}, "
+        return (f"num_quantizers={self.num_quantizers}, ema={self.ema}, "
+                f"quantize_dropout={self.quantize_dropout}, "
                 f"quantize_dropout_cutoff_index={self.quantize_dropout_cutoff_index}, dim={self.dim}")
 
     def lookup(self, indices: Tensor) -> Tensor:
@@ -100,6 +110,27 @@ class ResidualVQ(QuantizerLayer):
             total = codes if total is None else total + codes
         return total
 
+    def truncated(self, levels: int) -> ResidualVQ:
+        """A stack of this one's first ``levels`` levels (the same modules, shared): what a codec at a lower
+        bit rate uses, ``levels * log2(K)`` bits per vector.
+
+        Args:
+            levels: in [1, num_quantizers].
+        Returns:
+            a :class:`ResidualVQ` in this one's mode.
+        """
+        if not 1 <= levels <= self.num_quantizers:
+            raise ValueError(f"levels must be in [1, {self.num_quantizers}], got {levels!r}")
+        out = ResidualVQ.__new__(ResidualVQ)
+        nn.Module.__init__(out)
+        out.embedding_dim, out.dim = self.embedding_dim, self.dim
+        out.levels = nn.ModuleList(self.levels[:levels])
+        out.num_embeddings, out.num_quantizers, out.ema = self.num_embeddings, levels, self.ema
+        out.quantize_dropout, out.dropout_seed = self.quantize_dropout, self.dropout_seed
+        out.quantize_dropout_cutoff_index = min(self.quantize_dropout_cutoff_index, levels - 1)
+        out.register_buffer("steps", self.steps.clone())
+        return out.train(self.training)
+
     def _depth(self, levels: int | None) -> int:
         if levels is not None:
             if not 1 <= levels <= self.num_quantizers:
@@ -120,7 +151,8 @@ class ResidualVQ(QuantizerLayer):
             levels: how many levels to use; None: all (or the dropout's draw in training).
         Returns:
             the :class:`QuantizerOutput`: ``indices`` (*S, num_quantizers) (-1 beyond the depth used),
-            ``parts`` with ``level{i}_loss`` and ``level{i}_perplexity`` of every level used.
+            ``parts`` with ``level{i}_loss`` and ``level{i}_perplexity`` of every level (0 and 1 for a level
+            left out).
         """
         x = self._to_channels_last(inputs)
         out_dtype, lead = x.dtype, x.shape[:-1]
@@ -131,7 +163,7 @@ class ResidualVQ(QuantizerLayer):
             x = x.float()
             residual, total = x, None
             indices = torch.full((*lead, self.num_quantizers), -1, dtype=torch.long, device=x.device)
-            parts: dict[str, Tensor] = {}
+            parts = {name: x.new_tensor(float(name.endswith("perplexity"))) for name in self.part_names}
             losses = [[], [], []]
             for i, level in enumerate(self.levels[:depth]):
                 out = level(residual)
@@ -144,14 +176,22 @@ class ResidualVQ(QuantizerLayer):
                     acc.append(term)
             quantized = StraightThrough.apply(x, total)
         loss, codebook_loss, commitment_loss = (torch.stack(acc).sum() for acc in losses)
-        used = indices[..., :depth].reshape(-1, depth)
-        counts = torch.unique(used, dim=0, return_counts=True)[1].float() if used.numel() else used.new_zeros(1)
-        probs = counts / max(used.shape[0], 1)
+        counts = self._joint_counts(indices[..., :depth].reshape(-1, depth))
+        probs = counts / max(indices.numel() // self.num_quantizers, 1)
         return QuantizerOutput(
             quantized=self._from_channels_last(quantized.to(out_dtype), inputs.dim()), loss=loss,
             codebook_loss=codebook_loss, commitment_loss=commitment_loss,
             perplexity=torch.exp(-(probs * torch.log(probs + 1e-10)).sum()), indices=indices,
             num_embeddings=self.num_embeddings, parts=parts)
+
+    def _joint_counts(self, used: Tensor) -> Tensor:
+        """How often each combination of the levels used occurs: (N, n) -> (combinations seen,) float."""
+        if used.numel() == 0:
+            return used.new_zeros(1, dtype=torch.float32)
+        if self.num_embeddings ** used.shape[1] <= 1 << 20:
+            flat = mixed_radix(used, [self.num_embeddings] * used.shape[1])
+            return torch.bincount(flat, minlength=1).float()
+        return torch.unique(used, dim=0, return_counts=True)[1].float()
 
     @torch.no_grad()
     def initialize_from(self, vectors: Tensor) -> None:

@@ -17,6 +17,8 @@ __all__ = ["FSQ", "LFQ", "lfq_entropies"]
 # LFQ: the batch's code distribution is computed exactly up to this many bits (2^20 probabilities), then by
 # the sum of the bits' entropies (an upper bound)
 _EXACT_ENTROPY_BITS = 20
+# perplexity: codes counted in a (K,) vector up to this many, beyond by sorting the batch's codes
+_COUNTED_CODES = 1 << 20
 
 
 class _Projected(QuantizerLayer):
@@ -37,7 +39,9 @@ class _Projected(QuantizerLayer):
 
     def _output(self, inputs: Tensor, quantized: Tensor, indices: Tensor, loss: Tensor, commitment: Tensor,
                 parts: dict[str, Tensor]) -> QuantizerOutput:
-        counts = torch.bincount(indices.reshape(-1), minlength=self.num_codes).float()
+        flat = indices.reshape(-1)
+        counts = (torch.bincount(flat, minlength=self.num_codes) if self.num_codes <= _COUNTED_CODES
+                  else torch.unique(flat, return_counts=True)[1]).float()
         return QuantizerOutput(
             quantized=self._from_channels_last(quantized.to(inputs.dtype), inputs.dim()), loss=loss,
             codebook_loss=loss.new_zeros(()), commitment_loss=commitment,
@@ -107,7 +111,8 @@ class FSQ(_Projected):
             bounded = torch.tanh(z + self._shift) * self._half - self._offset
             rounded = torch.round(bounded.detach())
             quantized = self._out(StraightThrough.apply(bounded, rounded) / self._width)
-            digits = (rounded + self._width).long()
+            # a NaN input gets a valid code (its output stays NaN)
+            digits = (rounded + self._width).nan_to_num_(0.0).long()
             indices = mixed_radix(digits.flip(-1), self.levels[::-1])
         zero = x.new_zeros((), dtype=torch.float32)
         return self._output(inputs, quantized, indices, zero, zero, {})
@@ -135,8 +140,8 @@ class LFQ(_Projected):
 
     ``loss = entropy_loss_weight * (per_sample_entropy - diversity_gamma * codebook_entropy)
     + commitment_loss_weight * mean((z - sg[code])^2)``, the entropies those of the code distributions
-    ``p(c | z) = softmax_c(2 inv_temperature z.c)``: low for each vector, high over the batch. They factor over
-    the bits, ``p(bit i = 1 | z) = sigmoid(4 inv_temperature scale z_i)``, so neither needs an (N, 2^B)
+    ``p(c | z) = softmax_c(2 inv_temperature z.c)``: low for each vector, high over the batch. They factor
+    over the bits, ``p(bit i = 1 | z) = sigmoid(4 inv_temperature scale z_i)``, so neither needs an (N, 2^B)
     matrix (see :func:`lfq_entropies`).
 
     Args:
@@ -154,9 +159,10 @@ class LFQ(_Projected):
                  entropy_loss_weight: float = 0.1, commitment_loss_weight: float = 0.25,
                  diversity_gamma: float = 1.0, inv_temperature: float = 100.0, codebook_scale: float = 1.0):
         size = 2**embedding_dim if codebook_size is None else codebook_size
-        if not isinstance(size, int) or size < 2 or size & (size - 1):
-            raise ValueError(f"codebook_size must be a power of two >= 2, got {codebook_size!r}")
-        for name, value in (("entropy_loss_weight", entropy_loss_weight), ("diversity_gamma", diversity_gamma),
+        if not isinstance(size, int) or size < 2 or size & (size - 1) or size > 1 << 62:
+            raise ValueError(f"codebook_size must be a power of two in [2, 2^62], got {codebook_size!r}")
+        for name, value in (("entropy_loss_weight", entropy_loss_weight),
+                            ("diversity_gamma", diversity_gamma),
                             ("commitment_loss_weight", commitment_loss_weight)):
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
@@ -172,6 +178,10 @@ class LFQ(_Projected):
     @property
     def num_codes(self) -> int:
         return self.codebook_size
+
+    @property
+    def part_names(self) -> tuple[str, ...]:
+        return ("per_sample_entropy", "codebook_entropy", "entropy_loss")
 
     def extra_repr(self) -> str:
         return (f"embedding_dim={self.embedding_dim}, codebook_size={self.codebook_size}, dim={self.dim}, "
@@ -206,7 +216,8 @@ class LFQ(_Projected):
             indices = mixed_radix(positive.long(), [2] * self.bits)
             commitment = SquaredError.apply(z, codes)
             flat = z.reshape(-1, self.bits)
-            per_sample, batch = lfq_entropies(torch.sigmoid(4 * self.inv_temperature * self.codebook_scale * flat))
+            sharpness = 4 * self.inv_temperature * self.codebook_scale
+            per_sample, batch = lfq_entropies(torch.sigmoid(sharpness * flat))
             entropy = per_sample - self.diversity_gamma * batch
             loss = self.entropy_loss_weight * entropy + self.commitment_loss_weight * commitment
             quantized = self._out(StraightThrough.apply(z, codes))

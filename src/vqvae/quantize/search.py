@@ -1,4 +1,4 @@
-"""The nearest-neighbour search of vector quantisation and the k-means that can seed a codebook.
+"""The nearest-neighbour search of vector quantisation, and codes drawn by distance.
 
 What "nearest" means, exactly. The distance of a row ``x`` to a code ``e`` is the floating-point
 expression ``d(x, e) = (||e||^2 - 2 x.e) + ||x||^2``, evaluated in the inputs' precision (float32 for
@@ -25,13 +25,18 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["kmeans", "nearest_codes", "reference_distances", "sample_codes"]
+__all__ = ["nearest_codes", "reference_distances", "sample_codes", "tile_elements"]
 
 # Distances computed and reduced at once: on a CPU 2^18 float32 (1 MiB, 256 rows x 1024 codes at K = 16384,
-# 512 x 512 at K = 512: the tile and its mask stay in a core's L2 cache), the size benchmarks/quantizer_speed.py
-# picks; on an accelerator 2^22 (fewer, larger launches).
+# 512 x 512 at K = 512: the tile and its mask stay in a core's L2 cache), the size
+# benchmarks/quantizer_speed.py picks; on an accelerator 2^22 (fewer, larger launches).
 _TILE_ELEMENTS = {"cpu": 1 << 18}
 _TILE_ELEMENTS_ACCELERATOR = 1 << 22
+
+
+def tile_elements(device: torch.device) -> int:
+    """Distances computed and reduced at once on ``device``."""
+    return _TILE_ELEMENTS.get(device.type, _TILE_ELEMENTS_ACCELERATOR)
 _TILE_CODES = 1024
 # From this many tiles on, two passes (the second pass recomputes only each row's best tile, 1 / T of the
 # work, and saves the window sums of every other tile), on blocks of rows whose tile minima, and whose rows
@@ -47,7 +52,8 @@ def nearest_codes(flat: Tensor, codebook: Tensor, chunk_size: int | None = None)
     """Index of the nearest code for every row of ``flat``.
 
     "Nearest" is exactly :func:`reference_distances`' minimum, ties to the lowest index (see the module
-    docstring). Memory beyond the inputs and the output: two tiles (2 MiB on a CPU, 32 MiB on an accelerator), at most 16 MiB of tile minima
+    docstring). Memory beyond the inputs and the output: two tiles (2 MiB on a CPU, 32 MiB on an accelerator),
+    at most 16 MiB of tile minima
     and 16 MiB of gathered rows, and a few floats per row of a block. A block of rows (or a codebook) with
     NaN or infinity falls back to a chunked GEMM + ``argmin`` (no exactness claim).
 
@@ -162,7 +168,9 @@ def _windows(flat: Tensor, code_sq: Tensor) -> tuple[Tensor, bool]:
 class _Tiles(NamedTuple):
     """The codebook cut into tiles of ``width`` codes, and what every tile's search needs."""
 
-    codes: list[Tensor]  # (D, width) views of the transposed codebook: the GEMM reads B^T as fast
+    # (D + 1, width) views of the transposed (-2 e, ||e||^2): one GEMM of (x, 1) gives ||e||^2 - 2 x.e, with
+    # no bias to broadcast into the output first (the GEMM reads B^T as fast)
+    codes: list[Tensor]
     code_sq: list[Tensor]  # (width,) squared norms
     width: int
     scale: int  # a power of two >= width
@@ -175,12 +183,13 @@ class _Tiles(NamedTuple):
         k, width = codebook.shape[0], min(_TILE_CODES, codebook.shape[0])
         scale = 1 << (width - 1).bit_length()
         weights = 1 + torch.arange(width, dtype=codebook.dtype, device=codebook.device) / scale
+        augmented = torch.cat([codebook * -2.0, code_sq[:, None]], 1)  # (K, D + 1), exact
         return _Tiles(
-            codes=[codebook[j : j + width].t() for j in range(0, k, width)],
+            codes=[augmented[j : j + width].t() for j in range(0, k, width)],
             code_sq=[code_sq[j : j + width] for j in range(0, k, width)],
             width=width, scale=scale, weights=weights,
             precise=_gemm_unit_roundoff(codebook.dtype) < 2.0**-20,
-            rows=rows or max(1, _TILE_ELEMENTS.get(codebook.device.type, _TILE_ELEMENTS_ACCELERATOR) // width),
+            rows=rows or max(1, tile_elements(codebook.device) // width),
         )
 
 
@@ -200,12 +209,15 @@ def _one_pass(x: Tensor, tiles: _Tiles, window: Tensor, out: Tensor, unsure: Ten
     minima, sums = torch.empty(count, b, **opts), torch.empty(count, b, **opts)  # (T, B)
     dist = torch.empty(r, tiles.width, **opts)  # distances minus ||x||^2
     inside = torch.empty(r, tiles.width, **opts)  # 1.0 where within the window, else 0.0
+    xa = _with_ones(r, x.shape[1], **opts)
     for start in range(0, b, r):
         end = min(start + r, b)
-        xs, ws, rs = x[start:end], window[start:end, None], end - start
-        for t, (codes_t, sq) in enumerate(zip(tiles.codes, tiles.code_sq)):
+        ws, rs = window[start:end, None], end - start
+        xs = xa[:rs]
+        xs[:, :-1] = x[start:end]
+        for t, codes_t in enumerate(tiles.codes):
             c = codes_t.shape[1]
-            a = torch.addmm(sq, xs, codes_t, alpha=-2.0, out=dist[:rs, :c])  # (rs, c)
+            a = torch.mm(xs, codes_t, out=dist[:rs, :c])  # (rs, c)
             low = torch.amin(a, 1, keepdim=True, out=minima[t, start:end, None])
             m = torch.le(a, low + ws, out=inside[:rs, :c])
             if tiles.precise:
@@ -235,11 +247,14 @@ def _two_pass(x: Tensor, tiles: _Tiles, window: Tensor, out: Tensor, unsure: Ten
     b, count, r = x.shape[0], len(tiles.codes), min(tiles.rows, x.shape[0])
     minima = torch.empty(count, b, dtype=x.dtype, device=x.device)  # (T, B)
     dist = torch.empty(r, tiles.width, dtype=x.dtype, device=x.device)
+    xa = _with_ones(r, x.shape[1], dtype=x.dtype, device=x.device)
     for start in range(0, b, r):
-        xs = x[start : start + r]
-        for t, (codes_t, sq) in enumerate(zip(tiles.codes, tiles.code_sq)):
-            a = torch.addmm(sq, xs, codes_t, alpha=-2.0, out=dist[: xs.shape[0], : codes_t.shape[1]])
-            torch.amin(a, 1, out=minima[t, start : start + xs.shape[0]])
+        rs = min(r, b - start)
+        xs = xa[:rs]
+        xs[:, :-1] = x[start : start + rs]
+        for t, codes_t in enumerate(tiles.codes):
+            a = torch.mm(xs, codes_t, out=dist[:rs, : codes_t.shape[1]])
+            torch.amin(a, 1, out=minima[t, start : start + rs])
     best = minima.amin(0)  # (B,)
     near_tiles = (minima <= best + window).sum(0)
     tile = minima.argmin(0)  # (B,)
@@ -254,6 +269,13 @@ def _two_pass(x: Tensor, tiles: _Tiles, window: Tensor, out: Tensor, unsure: Ten
         _one_pass(x[rows], one, window[rows], idx, sub_unsure)
         out[rows] = idx + t * tiles.width
         unsure[rows] = sub_unsure | (near_tiles[rows] != 1)
+
+
+def _with_ones(rows: int, dim: int, **opts) -> Tensor:
+    """A (rows, dim + 1) buffer whose last column is 1: rows of x are copied into the rest."""
+    buf = torch.empty(rows, dim + 1, **opts)
+    buf[:, -1] = 1.0
+    return buf
 
 
 def _settle(flat: Tensor, codebook: Tensor, code_sq: Tensor, window: Tensor) -> Tensor:
@@ -331,8 +353,8 @@ def _plain_argmin(flat: Tensor, codebook: Tensor, rows: int, out: Tensor) -> Ten
 @torch.no_grad()
 def sample_codes(flat: Tensor, codebook: Tensor, temperature: float, generator: torch.Generator | None = None
                  ) -> Tensor:
-    """A code drawn for every row of ``flat`` with probability ``softmax(-||x - e||^2 / temperature)`` over the
-    codebook, by the Gumbel-max trick, in tiles of rows (no (N, K) matrix held at once).
+    """A code drawn for every row of ``flat`` with probability ``softmax(-||x - e||^2 / temperature)`` over
+    the codebook, by the Gumbel-max trick, in tiles of rows (no (N, K) matrix held at once).
 
     Args:
         flat: (N, D) floating-point vectors.
@@ -347,7 +369,7 @@ def sample_codes(flat: Tensor, codebook: Tensor, temperature: float, generator: 
     flat, codebook = flat.float(), codebook.to(device=flat.device, dtype=torch.float32)
     code_sq = codebook.pow(2).sum(1)
     out = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
-    rows = max(1, _TILE_ELEMENTS.get(flat.device.type, _TILE_ELEMENTS_ACCELERATOR) // codebook.shape[0])
+    rows = max(1, tile_elements(flat.device) // codebook.shape[0])
     for start in range(0, flat.shape[0], rows):
         x = flat[start : start + rows]
         # ||x||^2 is the same for every code of a row: the softmax does not see it
@@ -356,49 +378,3 @@ def sample_codes(flat: Tensor, codebook: Tensor, temperature: float, generator: 
         gumbel = uniform.clamp_(min=1e-20).log_().neg_().clamp_(min=1e-20).log_().neg_()
         torch.argmax(logits.add_(gumbel), 1, out=out[start : start + x.shape[0]])
     return out
-
-
-def kmeans(
-    vectors: Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
-    """Lloyd's k-means on ``vectors`` (N, D) -> (centroids (k, D), counts (k,)).
-
-    Seeding is k-means++ (on at most 8192 of the vectors, to bound its cost); a cluster that
-    ends up empty is re-seeded with a random vector, so every centroid is a data point or a
-    mean of data points.
-
-    Args:
-        vectors: (N, D) data points, N >= 1; used as float32.
-        k: number of centroids.
-        iters: Lloyd iterations (at least one is run).
-        generator: random generator for the seeding and the re-seeding; None uses the global one.
-    Returns:
-        ``(centroids, counts)``: (k, D) float32 centroids and (k,) float32 number of vectors nearest each.
-    """
-    vectors = vectors.detach().float()
-    n = vectors.shape[0]
-    if n == 0:
-        raise ValueError("kmeans needs at least one vector, got an empty tensor")
-    dev = vectors.device
-    pool = vectors[torch.randperm(n, generator=generator)[:8192].to(dev)]
-    centroids = torch.empty(k, vectors.shape[1], device=dev)
-    centroids[0] = pool[torch.randint(pool.shape[0], (1,), generator=generator).item()]
-    closest = (pool - centroids[0]).pow(2).sum(1)  # squared distance to the nearest chosen seed
-    for i in range(1, k):
-        weights = closest if closest.sum() > 0 else torch.ones_like(closest)
-        j = torch.multinomial(weights.cpu(), 1, generator=generator).item()
-        centroids[i] = pool[j]
-        closest = torch.minimum(closest, (pool - pool[j]).pow(2).sum(1))
-    counts = torch.zeros(k, device=dev)
-    for _ in range(max(1, iters)):
-        idx = nearest_codes(vectors, centroids)
-        counts = torch.bincount(idx, minlength=k).float()
-        sums = torch.zeros_like(centroids).index_add_(0, idx, vectors)
-        empty = counts == 0
-        centroids = torch.where(empty[:, None], centroids, sums / counts.clamp(min=1)[:, None])
-        if empty.any():
-            refill = torch.randint(n, (int(empty.sum()),), generator=generator).to(dev)
-            centroids[empty] = vectors[refill]
-    idx = nearest_codes(vectors, centroids)
-    counts = torch.bincount(idx, minlength=k).float()
-    return centroids, counts

@@ -74,14 +74,16 @@ def codebook_section(run: dict[str, Any], img: Callable[..., str]) -> str:
     name = html.escape(run["name"])
     try:
         arrays = read_npz(path, "codebook usage")
-        counts, codebook = arrays["counts"], arrays["codebook"]
-        if counts.ndim != 1 or codebook.ndim != 2 or len(counts) != len(codebook):
-            raise VQVAEError(f"counts {counts.shape} and codebook {codebook.shape} do not match")
+        counts, codebook = arrays["counts"], arrays.get("codebook")  # no vectors for a huge code space
+        mismatch = codebook is not None and (codebook.ndim != 2 or len(counts) != len(codebook))
+        if counts.ndim != 1 or mismatch:
+            shape = None if codebook is None else codebook.shape
+            raise VQVAEError(f"counts {counts.shape} and codebook {shape} do not match")
     except (VQVAEError, KeyError, OSError) as exc:
         return f"<h2>{name}: codebook</h2><p>not available: {html.escape(str(exc))}</p>"
     usage = img(plots.usage_histogram(counts), "codes sorted by use; dead codes in red")
-    projection = img(plots.codebook_projection(codebook, counts),
-                     "the codebook in 2-D, coloured by log usage")
+    projection = "" if codebook is None else img(plots.codebook_projection(codebook, counts),
+                                                 "the codebook in 2-D, coloured by log usage")
     return (f"<h2>{name}: codebook (test split, {int(counts.sum())} vectors)</h2>"
             f'<div class="grid">{usage}{projection}</div>')
 

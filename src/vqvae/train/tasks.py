@@ -81,7 +81,8 @@ class ImageTask(Task):
 
     def build(self) -> VQVAE:
         self.model = VQVAE(self.recipe.model).to(memory_format=torch.channels_last)
-        k = self.recipe.model.num_embeddings
+        k = self.recipe.model.num_codes
+        self.fields = [*type(self).fields, *self.model.quantizer.part_names]
         self.window = torch.zeros(k, dtype=torch.long, device=self.device)  # codes used in the log window
         self.epoch_usage = CodebookUsage(k)
         return self.model
@@ -96,10 +97,12 @@ class ImageTask(Task):
 
     def step(self, batch: tuple[torch.Tensor]) -> StepResult:
         res = self.net(self._images(batch))
-        self.window.add_(torch.bincount(res.indices.reshape(-1), minlength=len(self.window)))
+        # codes -1 (residual levels left out by quantizer dropout) are not counted
+        self.window.add_(torch.bincount(res.indices.reshape(-1) + 1, minlength=len(self.window) + 1)[1:])
         if self.ranks.main:  # rank 0 logs the usage of its shard
             self._log_epoch_usage(res.indices)
-        return res.loss, _scalars(**{f: getattr(res, f) for f in self.fields[:-1]})
+        scalars = {f: getattr(res, f) for f in type(self).fields[:-1]}
+        return res.loss, _scalars(**scalars, **res.quantizer_parts)
 
     def _log_epoch_usage(self, indices: torch.Tensor) -> None:
         """Code usage over each whole epoch, written to TensorBoard when the next epoch begins."""
@@ -109,7 +112,7 @@ class ImageTask(Task):
                 self.log.scalar(f"train_epoch/{name}", u[name])
             self.log.histogram("train_epoch/code_frequency", self.epoch_usage.histogram())
             self.epoch_usage.reset()
-        self.epoch_usage.update(indices)
+        self.epoch_usage.update(indices if self.recipe.model.quantizer != "rvq" else indices[indices >= 0])
 
     def window_extra(self) -> dict[str, Any]:
         used = int((self.window > 0).sum())
@@ -194,7 +197,7 @@ class ImagePriorTask(_PriorTask):
                              f"or evaluate a prior on")
         self.classes = self.vq_config.get("classes") or [str(i) for i in range(int(self.labels.max()) + 1)]
         # num_classes becomes 0 in the model when prior.conditional is false
-        self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_embeddings,
+        self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_codes,
                                                     num_classes=len(self.classes))
         self.num_examples = len(self.codes)
         self.fetch = partial(rows, (self.codes, self.labels))
@@ -314,7 +317,7 @@ class AudioPriorTask(_PriorTask):
                     raise VQVAEError(f"{data}: {int((q.classes < 0).sum())} {split} utterances have no "
                                      f"class in utterances.tsv (or train with "
                                      f"wavenet_prior.class_conditioning=false)")
-        self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_embeddings,
+        self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_codes,
                                                     num_speakers=len(self.speakers),
                                                     num_classes=len(self.classes))
         self.num_examples = len(self.codes["train"])
