@@ -54,8 +54,9 @@ class QuantizerConfig:
     @property
     def num_codes(self) -> int:
         """How many values the code of one position takes (the prior's vocabulary)."""
-        k, q = self.num_embeddings, self.quantizer
-        return {"rvq": k**self.num_quantizers, "fsq": math.prod(self.fsq_levels), "lfq": k}.get(q, k**self.heads)
+        k = self.num_embeddings
+        return {"rvq": k**self.num_quantizers, "fsq": math.prod(self.fsq_levels), "lfq": k}.get(self.quantizer,
+                                                                                             k**self.heads)
 
     def validate_quantizer(self, section: str) -> None:
         """Refuse (VQVAEError) the first quantizer field out of range.

@@ -19,10 +19,10 @@ tiled, so an N x K distance matrix is never held in memory at once.
 
 from vqvae.quantize.base import QuantizerLayer, QuantizerOutput
 from vqvae.quantize.build import build_quantizer
+from vqvae.quantize.kmeans import kmeans
 from vqvae.quantize.layers import VectorQuantizer, VectorQuantizerEMA
 from vqvae.quantize.residual import ResidualVQ
 from vqvae.quantize.scalar import FSQ, LFQ
-from vqvae.quantize.kmeans import kmeans
 from vqvae.quantize.search import nearest_codes
 
 __all__ = ["FSQ", "LFQ", "QuantizerLayer", "QuantizerOutput", "ResidualVQ", "VectorQuantizer",
