@@ -55,8 +55,8 @@ class QuantizerConfig:
     def num_codes(self) -> int:
         """How many values the code of one position takes (the prior's vocabulary)."""
         k = self.num_embeddings
-        return {"rvq": k**self.num_quantizers, "fsq": math.prod(self.fsq_levels), "lfq": k}.get(self.quantizer,
-                                                                                             k**self.heads)
+        codes = {"rvq": k**self.num_quantizers, "fsq": math.prod(self.fsq_levels), "lfq": k}
+        return codes.get(self.quantizer, k**self.heads)
 
     def validate_quantizer(self, section: str) -> None:
         """Refuse (VQVAEError) the first quantizer field out of range.
