@@ -21,27 +21,32 @@ __all__ = ["CodeProbe", "code_features", "probe_codes"]
 
 
 def code_features(codes: list[np.ndarray | Tensor], num_embeddings: int,
-                  bigram_buckets: int = 1024) -> Tensor:
+                  bigram_buckets: int = 1024, unigram_buckets: int = 4096) -> Tensor:
     """What an utterance's codes say when their order within the utterance is forgotten: the frequency of
-    every code (K) and of every pair of successive codes, hashed into ``bigram_buckets``. A voice that speaks
-    through its own codes (or its own code transitions) shows in these counts.
+    every code (K, or K hashed into ``unigram_buckets`` when there are more) and of every pair of successive
+    codes, hashed into ``bigram_buckets``. A voice that speaks through its own codes (or its own code
+    transitions) shows in these counts.
 
     Args:
         codes: one code sequence per utterance (any shape, flattened), integers in [0, K).
-        num_embeddings: K, size of the codebook.
+        num_embeddings: K, the number of codes.
         bigram_buckets: number of hash buckets of the pairs of successive codes.
+        unigram_buckets: the most code frequencies kept apart (a residual stack's K^Q codes are hashed).
     Returns:
-        (len(codes), K + bigram_buckets) float32: code frequencies, then pair frequencies (zeros when empty).
+        (len(codes), min(K, unigram_buckets) + bigram_buckets) float32: code frequencies, then pair
+        frequencies (zeros when empty).
     """
-    k, out = num_embeddings, torch.zeros(len(codes), num_embeddings + bigram_buckets, dtype=torch.float64)
+    k, u = num_embeddings, min(num_embeddings, unigram_buckets)
+    out = torch.zeros(len(codes), u + bigram_buckets, dtype=torch.float64)
     for row, c in enumerate(codes):
         c = torch.as_tensor(np.asarray(c), dtype=torch.long).flatten()
         if len(c) == 0:
             continue
-        out[row, :k] = torch.bincount(c, minlength=k)[:k].double() / len(c)
+        hashed = c if u == k else (c * 2654435761) % u  # Knuth's multiplicative hash
+        out[row, :u] = torch.bincount(hashed, minlength=u)[:u].double() / len(c)
         if len(c) > 1:
             pairs = (c[:-1] * k + c[1:]) % bigram_buckets
-            out[row, k:] = torch.bincount(pairs, minlength=bigram_buckets).double() / (len(c) - 1)
+            out[row, u:] = torch.bincount(pairs, minlength=bigram_buckets).double() / (len(c) - 1)
     return out.float()
 
 

@@ -15,7 +15,7 @@ shows how much information the codes carry.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,7 +38,8 @@ class AudioVQVAEOutput:
     """Forward pass on waveforms (B, T): ``loss`` = ``recon_loss`` + ``vq_loss``; ``recon_loss`` the
     decoder's NLL in nats per sample (mu-law classes) for the WaveNet decoder, the spectral loss
     (``spectral_l1`` + ``mel_loss_weight`` * ``mel_loss``; both 0 for a WaveNet) for the spectral one;
-    ``indices`` (B, T / hop) int64 (empty without codes)."""
+    ``indices`` (B, T / hop) int64, the quantizer's flat codes (empty without codes); ``quantizer_parts`` the
+    quantizer's named terms."""
 
     loss: Tensor
     recon_loss: Tensor
@@ -48,6 +49,7 @@ class AudioVQVAEOutput:
     indices: Tensor
     spectral_l1: Tensor
     mel_loss: Tensor
+    quantizer_parts: dict[str, Tensor] = field(default_factory=dict)
 
 
 # the multi-scale mel loss: (mel bands, frames pooled) -- finer in frequency, then coarser in both
@@ -230,10 +232,10 @@ class AudioVQVAE(Pretrained, nn.Module):
         if self.quantizer is not None:
             q = self.quantizer(self.encode_continuous(x))
             z_q = time_jitter(q.quantized, self.config.jitter) if self.training else q.quantized
-            vq_loss, commit, ppl = q.loss, q.commitment_loss, q.perplexity
+            vq_loss, commit, ppl, parts = q.loss, q.commitment_loss, q.perplexity, q.parts
             idx = self.quantizer.flat_indices(q.indices)
         else:
-            z_q, vq_loss, commit, ppl = None, zero, zero, zero
+            z_q, vq_loss, commit, ppl, parts = None, zero, zero, zero, {}
             idx = torch.zeros(x.shape[0], 0, dtype=torch.long, device=x.device)
         if self.spectral:
             l1, mel = self.spectral_losses(self.decoder(z_q, spk), self.target_spectrum(x))
@@ -243,7 +245,7 @@ class AudioVQVAE(Pretrained, nn.Module):
             local = self.upsampler(z_q) if z_q is not None else None  # (B, C, T)
             # nats per sample
             recon, l1, mel = F.cross_entropy(self.decoder(target, local, spk), target), zero, zero
-        return AudioVQVAEOutput(recon + vq_loss, recon, vq_loss, commit, ppl, idx, l1, mel)
+        return AudioVQVAEOutput(recon + vq_loss, recon, vq_loss, commit, ppl, idx, l1, mel, parts)
 
     @torch.no_grad()
     def nll(self, x: Tensor, speakers: Tensor | None = None, indices: Tensor | None = None) -> Tensor:

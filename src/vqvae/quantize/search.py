@@ -208,7 +208,6 @@ def _one_pass(x: Tensor, tiles: _Tiles, window: Tensor, out: Tensor, unsure: Ten
     opts = dict(dtype=x.dtype, device=x.device)
     minima, sums = torch.empty(count, b, **opts), torch.empty(count, b, **opts)  # (T, B)
     dist = torch.empty(r, tiles.width, **opts)  # distances minus ||x||^2
-    inside = torch.empty(r, tiles.width, **opts)  # 1.0 where within the window, else 0.0
     xa = _with_ones(r, x.shape[1], **opts)
     for start in range(0, b, r):
         end = min(start + r, b)
@@ -219,7 +218,7 @@ def _one_pass(x: Tensor, tiles: _Tiles, window: Tensor, out: Tensor, unsure: Ten
             c = codes_t.shape[1]
             a = torch.mm(xs, codes_t, out=dist[:rs, :c])  # (rs, c)
             low = torch.amin(a, 1, keepdim=True, out=minima[t, start:end, None])
-            m = torch.le(a, low + ws, out=inside[:rs, :c])
+            m = torch.le(a, low + ws, out=a)  # in place: 1.0 where within the window, else 0.0
             if tiles.precise:
                 torch.mv(m, tiles.weights[:c], out=sums[t, start:end])
             else:  # a TF32 or bfloat16 GEMV would round the weights; an elementwise product and a sum do not

@@ -268,6 +268,9 @@ class AudioTask(Task):
 
     def build(self) -> AudioVQVAE:
         self.model = AudioVQVAE(self.recipe.audio)
+        if self.model.quantizer is not None:  # build runs twice (a probe first): the parts go in once
+            parts = self.model.quantizer.part_names
+            self.fields = [*(f for f in self.fields if f not in parts), *parts]
         return self.model
 
     def encoder_outputs(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -281,9 +284,9 @@ class AudioTask(Task):
         res = self.net(x, speakers)
         if self.recipe.audio.decoder == "spectral":
             return res.loss, _scalars(loss=res.loss, spectral_l1=res.spectral_l1, mel_loss=res.mel_loss,
-                                      vq_loss=res.vq_loss, perplexity=res.perplexity)
+                                      vq_loss=res.vq_loss, perplexity=res.perplexity, **res.quantizer_parts)
         return res.loss, _scalars(loss=res.loss, bits_per_sample=_bits(res.recon_loss), vq_loss=res.vq_loss,
-                                  perplexity=res.perplexity)
+                                  perplexity=res.perplexity, **res.quantizer_parts)
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         codebook = out / checkpoint.CODEBOOK if self.model.quantizer is not None else None
