@@ -4,12 +4,15 @@ A step = forward (search, losses, codebook update where there is one) and backwa
 and ``loss``. All contenders run interleaved, round after round, in one process; the script prints the
 median of each and the ratios the project targets:
 
-    VectorQuantizerEMA step / GEMM               <= 0.8   (GEMM: one fp32 torch.mm of (N x D) . (D x K))
+    VectorQuantizerEMA step / GEMM               <= 0.8   (GEMM: one fp32 torch.mm of (N x D) . (D x K), its
+                                                           output allocated each time, as a user's would be)
     lucidrains / ours, every variant              >= 3     (>= 10 for VectorQuantizerEMA)
     codebook variants: step / floor of GEMMs      <= 1.2   (ResidualVQ with L levels: L GEMMs)
 
 Variants, each against vector-quantize-pytorch with the same settings: the EMA layer, cosine codes, the
-rotation trick, ResidualVQ (4 levels), FSQ [8, 8, 8] and LFQ (9 bits), all on N vectors of D.
+rotation trick, ResidualVQ (4 levels), FSQ [8, 8, 8] and LFQ (9 bits), all on N vectors of D (FSQ also on N
+vectors of 3, its own size: no projections). "gemm out=" is the same GEMM into a kept output: its arithmetic
+alone, without the memory a fresh 64 MiB output costs.
 
 Usage: python benchmarks/quantizer_speed.py [--n 32768] [--dim 64] [--codes 512] [--rounds 9]
 """
@@ -36,6 +39,7 @@ def ours(d: int, k: int) -> dict[str, tuple[torch.nn.Module, int]]:
         "rotation": (VectorQuantizerEMA(d, k, rotation_trick=True), 1),
         "residual": (ResidualVQ(d, k, LEVELS), LEVELS),
         "fsq": (FSQ([8, 8, 8], d), 0),
+        "fsq 3": (FSQ([8, 8, 8]), 0),
         "lfq": (LFQ(d, 512), 0),
     }
 
@@ -53,6 +57,7 @@ def theirs(d: int, k: int) -> dict[str, torch.nn.Module]:
         "rotation": vqp.VectorQuantize(**common, rotation_trick=True),
         "residual": vqp.ResidualVQ(num_quantizers=LEVELS, **common, rotation_trick=False),
         "fsq": vqp.FSQ([8, 8, 8], dim=d),
+        "fsq 3": vqp.FSQ([8, 8, 8]),
         "lfq": vqp.LFQ(dim=d, codebook_size=512, entropy_loss_weight=0.1, commitment_loss_weight=0.25),
     }
 
@@ -90,14 +95,17 @@ def main() -> None:
     torch.manual_seed(0)
     n, d, k = args.n, args.dim, args.codes
     x, w = torch.randn(n, d), torch.randn(d, k)
+    kept = torch.empty(n, k)
     mine = {name: v for name, v in ours(d, k).items() if not args.only or name in args.only}
-    contenders: dict[str, Callable[[], None]] = {"gemm": lambda: torch.mm(x, w)}
+    contenders: dict[str, Callable[[], None]] = {"gemm": lambda: torch.mm(x, w),
+                                                 "gemm out=": lambda: torch.mm(x, w, out=kept)}
+    inputs = {name: x[:, :3].contiguous() if name == "fsq 3" else x for name in mine}
     for name, (layer, _) in mine.items():
-        contenders[name] = our_step(layer.train(), x)
+        contenders[name] = our_step(layer.train(), inputs[name])
     if not args.no_lucidrains:
         for name, layer in theirs(d, k).items():
             if name in mine:
-                contenders[f"lucidrains {name}"] = their_step(layer.train(), x)
+                contenders[f"lucidrains {name}"] = their_step(layer.train(), inputs[name])
     for fn in contenders.values():  # warm-up
         fn()
         fn()
@@ -111,11 +119,12 @@ def main() -> None:
     print(f"N={n} D={d} K={k} fp32, threads={torch.get_num_threads()}, {args.rounds} interleaved rounds")
     for name, t in med.items():
         print(f"  {name:<20} median {t * 1e3:9.2f} ms   (min {min(times[name]) * 1e3:9.2f} ms)")
-    print(f"{'variant':<10} {'ours ms':>9} {'floor':>7} {'lucidrains/ours':>16}")
+    print(f"{'variant':<10} {'ours ms':>9} {'floor':>7} {'floor out=':>11} {'lucidrains/ours':>16}")
     for name, (_, gemms) in mine.items():
         floor = f"{med[name] / (gemms * med['gemm']):.2f}" if gemms else "-"
+        arithmetic = f"{med[name] / (gemms * med['gemm out=']):.2f}" if gemms else "-"
         ratio = f"{med[f'lucidrains {name}'] / med[name]:.2f}" if f"lucidrains {name}" in med else "-"
-        print(f"{name:<10} {med[name] * 1e3:9.2f} {floor:>7} {ratio:>16}")
+        print(f"{name:<10} {med[name] * 1e3:9.2f} {floor:>7} {arithmetic:>11} {ratio:>16}")
     print("targets: ema step/GEMM <= 0.8 and lucidrains/ours >= 10; every variant lucidrains/ours >= 3; "
           "codebook variants step/floor <= 1.2")
 

@@ -188,10 +188,13 @@ class ResidualVQ(QuantizerLayer):
         """How often each combination of the levels used occurs: (N, n) -> (combinations seen,) float."""
         if used.numel() == 0:
             return used.new_zeros(1, dtype=torch.float32)
-        if self.num_embeddings ** used.shape[1] <= 1 << 20:
-            flat = mixed_radix(used, [self.num_embeddings] * used.shape[1])
+        combinations = self.num_embeddings ** used.shape[1]
+        if combinations >= 1 << 62:  # no int64 number for each: compare rows (slow)
+            return torch.unique(used, dim=0, return_counts=True)[1].float()
+        flat = mixed_radix(used, [self.num_embeddings] * used.shape[1])
+        if combinations <= 1 << 20:
             return torch.bincount(flat, minlength=1).float()
-        return torch.unique(used, dim=0, return_counts=True)[1].float()
+        return torch.unique(flat, return_counts=True)[1].float()
 
     @torch.no_grad()
     def initialize_from(self, vectors: Tensor) -> None:

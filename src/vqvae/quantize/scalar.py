@@ -77,6 +77,8 @@ class FSQ(_Projected):
         self.register_buffer("_offset", offset, persistent=False)
         self.register_buffer("_shift", torch.atanh(offset / half), persistent=False)
         self.register_buffer("_width", torch.tensor([v // 2 for v in levels]), persistent=False)
+        basis = torch.cumprod(torch.tensor([1, *levels[:-1]]), 0)  # channel 0 least significant
+        self.register_buffer("_basis", basis, persistent=False)
 
     @property
     def num_codes(self) -> int:
@@ -108,14 +110,52 @@ class FSQ(_Projected):
         x = self._to_channels_last(inputs)
         with torch.autocast(device_type=x.device.type, enabled=False):
             z = self._in(x.float())
-            bounded = torch.tanh(z + self._shift) * self._half - self._offset
-            rounded = torch.round(bounded.detach())
-            quantized = self._out(StraightThrough.apply(bounded, rounded) / self._width)
-            # a NaN input gets a valid code (its output stays NaN)
-            digits = (rounded + self._width).nan_to_num_(0.0).long()
-            indices = mixed_radix(digits.flip(-1), self.levels[::-1])
+            codes, digits = _Rounded.apply(z, self._shift, self._half, self._offset, self._width)
+            quantized = self._out(codes)
+            indices = (digits * self._basis).sum(-1)
         zero = x.new_zeros((), dtype=torch.float32)
         return self._output(inputs, quantized, indices, zero, zero, {})
+
+
+class _Rounded(torch.autograd.Function):
+    """FSQ's bound and rounding in one pass: forward ``round(tanh(z + shift) h - offset) / width`` and the
+    digits ``round(...) + width`` (a NaN input: digit 0, its code stays NaN); backward straight through the
+    rounding, ``g (1 - tanh^2) h / width``."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, shift: Tensor, half: Tensor, offset: Tensor, width: Tensor):
+        """The codes (N, d) and digits (N, d) int64.
+
+        Args:
+            ctx: autograd context.
+            z: (N, d) inputs.
+            shift: (d,) ``atanh(offset / h)``.
+            half: (d,) h.
+            offset: (d,) 0.5 for even levels, else 0.
+            width: (d,) ``L // 2``.
+        Returns:
+            ``(codes, digits)``.
+        """
+        t = torch.tanh(z + shift)
+        rounded = torch.addcmul(-offset, t, half).round_()
+        ctx.save_for_backward(t, half / width)
+        digits = (rounded + width).nan_to_num_(0.0).long()
+        ctx.mark_non_differentiable(digits)
+        return rounded.div_(width), digits
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _digits: Tensor):
+        """Straight through the rounding, through the bound.
+
+        Args:
+            ctx: autograd context.
+            grad: (N, d) gradient of the codes.
+            _digits: no gradient.
+        Returns:
+            the gradient of ``z``; none for the constants.
+        """
+        t, scale = ctx.saved_tensors
+        return grad * (1 - t * t) * scale, None, None, None, None
 
 
 def mixed_radix_low_first(number: Tensor, radices: list[int]) -> Tensor:
