@@ -103,3 +103,16 @@ def test_the_flat_code_limit_matches_the_config_and_the_layer():
     config = ImageModelConfig(quantizer="rvq", num_embeddings=32, num_quantizers=4)
     config.validate()
     assert config.num_codes == ResidualVQ(16, 32, 4).num_codes == 1 << 20
+
+
+@pytest.mark.parametrize("layer", [ResidualVQ(8, 4, 2), FSQ([4, 4], 8), LFQ(8, 16),
+                                   VectorQuantizer(8, 4, heads=2, codebook_dim=3, cosine=True)],
+                         ids=["rvq", "fsq", "lfq", "options"])
+@pytest.mark.parametrize("training", [True, False])
+def test_an_empty_batch_passes_through_every_layer(layer, training):
+    layer.train(training)
+    x = torch.randn(0, 5, 8, requires_grad=True)
+    out = layer(x)
+    (out.quantized.sum() + out.loss).backward()
+    assert out.quantized.shape == (0, 5, 8) and float(out.loss) == 0 and float(out.perplexity) == 1
+    assert layer.lookup_codes(torch.zeros(0, 5, dtype=torch.long)).shape == (0, 5, 8)

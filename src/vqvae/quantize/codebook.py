@@ -148,7 +148,8 @@ class Quantizer(QuantizerLayer):
                                  f"{tuple(indices.shape)}")
             rows = rows + self._offsets()
         codes = F.embedding(rows, self.table())
-        return self._assemble(codes.reshape(*codes.shape[: codes.dim() - (1 if self.heads == 1 else 2)], -1))
+        lead = codes.shape[: codes.dim() - (1 if self.heads == 1 else 2)]
+        return self._assemble(codes.reshape(*lead, self.heads * self.codebook_dim))
 
     def _offsets(self) -> Tensor:
         step = self.num_embeddings if self.separate_codebook_per_head else 0
