@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from vqvae import FSQ, LFQ, VQVAE, ResidualVQ
+from vqvae import FSQ, LFQ, VQVAE, ResidualVQ, VectorQuantizer
 from vqvae.cli import main
 from vqvae.config import ImageModelConfig
 from vqvae.errors import VQVAEError
