@@ -56,9 +56,14 @@ def test_the_recipe_key_picks_the_layer():
     (["model.quantizer=lfq", "model.num_embeddings=500"], "a power of two"),
     (["model.quantizer=rvq", "model.num_quantizers=8"], "at most 2^20 codes"),
     (["model.quantizer=fsq", "model.kmeans_init=true"], "model.kmeans_init must be false"),
-    (["model.fsq_levels=[8,1]"], "model.fsq_levels must be a list of integers >= 2"),
+    (["model.fsq_levels=[8,1]"], "model.fsq_levels must be integers >= 2"),
     (["model.fsq_levels=8"], "model.fsq_levels must be a list of integers"),
-    (["model.heads=3"], "model.heads must be a divisor of embedding_dim 16"),
+    (["model.heads=3"], "model.heads must be <= 20 and a divisor of embedding_dim 16"),
+    (["model.quantizer=rvq", "model.heads=2"], "model.heads must be 1 with quantizer rvq"),
+    (["model.quantizer=rvq", "model.rotation_trick=true"], "rotation_trick must be false with quantizer rvq"),
+    (["model.quantizer=fsq", "model.cosine=true"], "model.cosine must be false with quantizer fsq"),
+    (["model.num_quantizers=3"], "model.num_quantizers must be 1 with quantizer ema"),
+    (["model.quantizer=rvq", "model.num_quantizers=1000000000"], "model.num_quantizers must be <= 20"),
 ])
 def test_bad_quantizer_keys_are_refused_in_one_line(overrides, message):
     with pytest.raises(VQVAEError, match=message.replace("^", r"\^")):
@@ -75,8 +80,9 @@ def test_the_edge_cases_the_pipeline_meets():
         LFQ(64, codebook_size=1 << 63)
     dropped = ResidualVQ(4, 4, 2).eval()(torch.randn(3, 4), levels=1)
     assert dropped.encodings.shape == (6, 4) and dropped.encodings[1::2].sum() == 0  # level 1 left out
-    with pytest.raises(ValueError, match="heads=1"):
-        ResidualVQ(8, 16, 2, heads=2)
+    for option in (dict(heads=2), dict(codebook_dim=4), dict(rotation_trick=True)):
+        with pytest.raises(ValueError, match=f"take no {next(iter(option))}"):
+            ResidualVQ(8, 16, 2, **option)
 
 
 def test_a_prior_models_the_flat_codes_of_a_residual_stack(small_fmnist, tmp_path, capsys):

@@ -201,9 +201,9 @@ def test_rvq_ema_steps_of_every_level_match_numpy():
             assert int(level.ema_cluster_size.counter) == int(level.ema_dw.counter) == ref.t
 
 
-@pytest.mark.parametrize("options", [dict(ema=True), dict(ema=False), dict(ema=True, codebook_dim=3),
+@pytest.mark.parametrize("options", [dict(ema=True), dict(ema=False), dict(ema=True, restart_threshold=1.0),
                                      dict(ema=False, cosine=True)],
-                         ids=["ema", "learned", "projected", "cosine"])
+                         ids=["ema", "learned", "restarts", "cosine"])
 def test_rvq_lookup_is_bit_exact_at_every_depth(options):
     torch.manual_seed(0)
     rvq = ResidualVQ(D, K, Q, **options)

@@ -122,3 +122,35 @@ def test_quantizers_agree_across_ranks_and_with_one_process():
             torch.testing.assert_close(after[key][live], got[live], rtol=1e-5, atol=1e-6, msg=f"{key} {step}")
         assert int(after["ema_cluster_size.counter"]) == int(single.ema_cluster_size.counter)
     torch.testing.assert_close(r0["ema"][-1]["embeddings"].norm(dim=1), torch.ones(8))  # cosine codes
+
+
+def _ddp_worker(rank: int, port: int, results):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        from vqvae.distributed import Ranks
+
+        torch.manual_seed(0)
+        stack = ResidualVQ(4, 8, 3, ema=False, quantize_dropout=True, dropout_seed=2)
+        net = Ranks(rank=rank, world=WORLD).wrap(stack)
+        opt = torch.optim.Adam(stack.parameters(), lr=0.01)
+        g = torch.Generator().manual_seed(10 + rank)
+        depths = []
+        for _ in range(4):  # levels left out get no gradient: DDP was told to expect it
+            out = net(torch.randn(16, 4, generator=g))
+            depths.append(int((out.indices[0] >= 0).sum()))
+            opt.zero_grad()
+            (out.quantized.square().mean() + out.loss).backward()
+            opt.step()
+        results[rank] = (depths, [level.weight.detach().clone() for level in stack.levels])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_learned_levels_left_out_by_dropout_train_under_ddp():
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_ddp_worker, args=(_free_port(), results), nprocs=WORLD, join=True)
+        (depths, weights), (depths_1, weights_1) = results[0], results[1]
+    assert depths == depths_1 and min(depths) < 3  # the same draws on both ranks, some step left levels out
+    assert all(torch.equal(a, b) for a, b in zip(weights, weights_1))

@@ -2,8 +2,7 @@
 (:class:`TrainConfig`); both are saved in every checkpoint, so evaluating or sampling needs no flags. Recipes
 are YAML files (read by :mod:`vqvae.recipes`) with two sections, ``model:`` and ``train:``; overrides use
 dotted keys (``model.hidden=64 train.lr=3e-4``); :mod:`vqvae.recipes` puts the sections of each kind of run
-together. Unknown keys, wrong types and numbers that are not finite
-are rejected with a message naming them."""
+together. Unknown keys, wrong types and non-finite numbers are rejected with a message naming them."""
 
 from __future__ import annotations
 
@@ -27,9 +26,7 @@ class QuantizerConfig:
 
     embedding_dim: int = 64  # D, size of a code vector
     num_embeddings: int = 512  # K, number of codes
-    # "ema" (VectorQuantizerEMA), "vq" (VectorQuantizer, gradient-learned codebook), "rvq" (ResidualVQ),
-    # "fsq" (FSQ) or "lfq" (LFQ)
-    quantizer: str = "ema"
+    quantizer: str = "ema"  # ema (VectorQuantizerEMA), vq (VectorQuantizer), rvq (ResidualVQ), fsq, lfq
     commitment_cost: float = 0.25  # beta
     decay: float = 0.99  # EMA decay (ema, rvq)
     epsilon: float = 1e-5  # EMA Laplace smoothing (ema, rvq)
@@ -64,28 +61,32 @@ class QuantizerConfig:
         Args:
             section: the recipe section the fields sit in, for the message (``model`` or ``audio``).
         """
-        for name in ("embedding_dim", "num_embeddings"):
-            _check(getattr(self, name) >= 1, f"{section}.{name}", getattr(self, name), ">= 1")
-        _check(self.quantizer in QUANTIZERS, f"{section}.quantizer", self.quantizer, " or ".join(QUANTIZERS))
-        for name in ("heads", "num_quantizers"):
-            _check(getattr(self, name) >= 1, f"{section}.{name}", getattr(self, name), ">= 1")
-        _check(self.codebook_dim >= 0, f"{section}.codebook_dim", self.codebook_dim, ">= 0")
-        _check(self.codebook_dim or self.embedding_dim % self.heads == 0, f"{section}.heads", self.heads,
-               f"a divisor of embedding_dim {self.embedding_dim} (or set codebook_dim)")
-        _check(self.sample_codebook_temp >= 0, f"{section}.sample_codebook_temp", self.sample_codebook_temp,
-               ">= 0")
-        _check(bool(self.fsq_levels) and all(v >= 2 for v in self.fsq_levels), f"{section}.fsq_levels",
-               self.fsq_levels, "a list of integers >= 2")
-        k = self.num_embeddings
-        _check(self.quantizer != "lfq" or (k >= 2 and k & (k - 1) == 0), f"{section}.num_embeddings", k,
-               "a power of two >= 2 (quantizer: lfq)")
+        def check(name: str, ok: bool, expected: str) -> None:
+            _check(ok, f"{section}.{name}", getattr(self, name), expected)
+        k, q = self.num_embeddings, self.quantizer
+        check("quantizer", q in QUANTIZERS, " or ".join(QUANTIZERS))
+        for name in ("embedding_dim", "num_embeddings", "heads", "num_quantizers"):
+            check(name, getattr(self, name) >= 1, ">= 1")
+        check("num_quantizers", self.num_quantizers <= 20, "<= 20")
+        check("heads", self.heads <= 20 and bool(self.codebook_dim or self.embedding_dim % self.heads == 0),
+              f"<= 20 and a divisor of embedding_dim {self.embedding_dim} (or set codebook_dim)")
+        check("codebook_dim", self.codebook_dim >= 0, ">= 0")
+        check("sample_codebook_temp", self.sample_codebook_temp >= 0, ">= 0")
+        check("fsq_levels", bool(self.fsq_levels) and all(v >= 2 for v in self.fsq_levels), "integers >= 2")
+        check("num_embeddings", q != "lfq" or (k >= 2 and k & (k - 1) == 0), "a power of two >= 2 (lfq)")
         for name in ("entropy_loss_weight", "diversity_gamma"):
-            _check(getattr(self, name) >= 0, f"{section}.{name}", getattr(self, name), ">= 0")
-        _check(self.num_codes <= MAX_CODES, f"{section}.quantizer", self.quantizer,
-               f"a layer with at most 2^20 codes per position (the codes are counted and modelled), "
-               f"this one has {self.num_codes}")
-        _check(not (self.kmeans_init and self.quantizer in ("fsq", "lfq")), f"{section}.kmeans_init",
-               self.kmeans_init, f"false with quantizer {self.quantizer} (no codebook)")
+            check(name, getattr(self, name) >= 0, ">= 0")
+        # an option the layer would not use is refused, not ignored
+        codebook = {"heads": 1, "codebook_dim": 0, "rotation_trick": False, "cosine": False,
+                    "sample_codebook_temp": 0.0}
+        residual = {"num_quantizers": 1, "quantize_dropout": False}
+        allowed = {"ema": codebook, "vq": codebook, "rvq": {"cosine", "sample_codebook_temp", *residual}}
+        for name, off in {**codebook, **residual}.items():
+            check(name, name in allowed.get(q, ()) or getattr(self, name) == off,
+                  f"{str(off).lower()} with quantizer {q}")
+        check("quantizer", self.num_codes <= MAX_CODES, f"a layer of at most 2^20 codes per position (they "
+              f"are counted and modelled), this one has {self.num_codes}")
+        check("kmeans_init", not (self.kmeans_init and q in ("fsq", "lfq")), f"false with quantizer {q}")
         _check(self.commitment_cost >= 0, f"{section}.commitment_cost", self.commitment_cost, ">= 0")
         _check(0 <= self.decay < 1, f"{section}.decay", self.decay, "in [0, 1)")
         _check(self.epsilon > 0, f"{section}.epsilon", self.epsilon, "> 0")

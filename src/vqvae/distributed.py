@@ -73,9 +73,13 @@ class Ranks:
         if self.world == 1:
             return model
         ids = [self.device.index] if self.device.type == "cuda" else None
+        # a module that leaves parameters out of some steps (a residual stack's quantizer dropout) says so
+        unused = any(getattr(m, "skips_parameters", False) for m in model.modules())
         if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
-            return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
-        return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+            return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False,
+                                           find_unused_parameters=unused)
+        return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False,
+                                       find_unused_parameters=unused)
 
     def barrier(self) -> None:
         """Wait until every rank gets here (nothing to wait for with one rank)."""

@@ -42,12 +42,21 @@ def code_features(codes: list[np.ndarray | Tensor], num_embeddings: int,
         c = torch.as_tensor(np.asarray(c), dtype=torch.long).flatten()
         if len(c) == 0:
             continue
-        hashed = c if u == k else (c * 2654435761) % u  # Knuth's multiplicative hash
+        hashed = c if u == k else _mix(c) % u
         out[row, :u] = torch.bincount(hashed, minlength=u)[:u].double() / len(c)
         if len(c) > 1:
-            pairs = (c[:-1] * k + c[1:]) % bigram_buckets
+            pairs = _mix(c[:-1] * k + c[1:]) % bigram_buckets
             out[row, u:] = torch.bincount(pairs, minlength=bigram_buckets).double() / (len(c) - 1)
     return out.float()
+
+
+def _mix(x: Tensor) -> Tensor:
+    """A hash of non-negative int64 values whose every bit reaches the low bits (splitmix64's finaliser on
+    the low 62 bits): its residues spread a residual stack's codes, the first level in the high bits."""
+    x = x & ((1 << 62) - 1)
+    for shift, mult in ((31, 0x7FB5D329728EA185), (27, 0x01A3B1C5D7E9F1B3)):
+        x = (x ^ (x >> shift)) * mult  # wraps around modulo 2^64
+    return (x ^ (x >> 33)) & ((1 << 62) - 1)
 
 
 class CodeProbe(LogisticClassifier):

@@ -31,8 +31,8 @@ class QuantizerOutput:
       levels: -1 marks a level that quantizer dropout left out).
     * ``encodings`` -- ``(indices.numel(), K)`` one-hot float32 (zeros for -1), computed on access.
     * ``parts`` -- the named terms of ``loss`` and per-level statistics a layer reports beside them (a
-    residual
-      stack's ``level{i}_loss`` and ``level{i}_perplexity``, LFQ's entropies); empty for the paper's layers.
+      residual stack's ``level{i}_loss`` and ``level{i}_perplexity``, LFQ's entropies); empty for the
+      paper's layers.
     """
 
     quantized: Tensor

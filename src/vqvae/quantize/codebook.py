@@ -156,7 +156,10 @@ class Quantizer(QuantizerLayer):
         return torch.arange(self.heads, device=self.codebook.device) * step
 
     def _assemble(self, codes: Tensor) -> Tensor:
-        return codes if self.project_out is None else self.project_out(codes)
+        if self.project_out is None:
+            return codes
+        with torch.autocast(device_type=codes.device.type, enabled=False):  # lookup too: float32
+            return self.project_out(codes.float())
 
     def _pieces(self, x: Tensor) -> Tensor:
         """(N, D) float32 inputs -> (N H, codebook_dim): projected in, cut into heads, normalised."""

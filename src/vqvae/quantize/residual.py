@@ -36,10 +36,11 @@ class ResidualVQ(QuantizerLayer):
         epsilon: EMA Laplace smoothing of the levels (``ema``).
         quantize_dropout: train with a random depth.
         quantize_dropout_cutoff_index: the fewest levels a step keeps, minus one.
-        dropout_seed: seed of the depth draws.
+        dropout_seed: seed of the depth draws (the same seed draws the same depths in every run).
         dim: which input dimension holds the D features.
-        **level_options: any other keyword of the level class (``kmeans_init``, ``restart_threshold``,
-            ``cosine``, ``codebook_dim``, ...), given to every level.
+        **level_options: other keywords of the level class (``kmeans_init``, ``restart_threshold``,
+            ``cosine``, ``sample_codebook_temp``, ...), given to every level; not ``heads``, ``codebook_dim``
+            or ``rotation_trick``.
     """
 
     def __init__(self, embedding_dim: int, num_embeddings: int, num_quantizers: int,
@@ -50,8 +51,12 @@ class ResidualVQ(QuantizerLayer):
         super().__init__(embedding_dim, dim)
         if not isinstance(num_quantizers, int) or num_quantizers < 1:
             raise ValueError(f"num_quantizers must be a positive integer, got {num_quantizers!r}")
-        if level_options.get("heads", 1) != 1:
-            raise ValueError("the levels of a ResidualVQ have one index per vector (heads=1)")
+        for name, off in (("heads", 1), ("codebook_dim", None), ("rotation_trick", False)):
+            # the stack's gradient goes straight through the sum of its levels: nothing inside a level (a
+            # projection, a rotation) would see it
+            if level_options.get(name, off) != off:
+                raise ValueError(f"the levels of a ResidualVQ take no {name} (one index per vector, the "
+                                 f"gradient straight through the sum of the codes)")
         if not 0 <= quantize_dropout_cutoff_index < num_quantizers:
             raise ValueError(f"quantize_dropout_cutoff_index must be in [0, {num_quantizers}), got "
                              f"{quantize_dropout_cutoff_index!r}")
@@ -66,6 +71,8 @@ class ResidualVQ(QuantizerLayer):
         self.quantize_dropout, self.dropout_seed = quantize_dropout, dropout_seed
         self.quantize_dropout_cutoff_index = quantize_dropout_cutoff_index
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps taken (the draws)
+        # learned levels left out of a step get no gradient: DDP must expect it (find_unused_parameters)
+        self.skips_parameters = quantize_dropout and not ema
 
     @property
     def num_codes(self) -> int:
@@ -129,6 +136,7 @@ class ResidualVQ(QuantizerLayer):
         out.quantize_dropout, out.dropout_seed = self.quantize_dropout, self.dropout_seed
         out.quantize_dropout_cutoff_index = min(self.quantize_dropout_cutoff_index, levels - 1)
         out.register_buffer("steps", self.steps.clone())
+        out.skips_parameters = self.skips_parameters
         return out.train(self.training)
 
     def _depth(self, levels: int | None) -> int:

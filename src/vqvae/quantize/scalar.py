@@ -35,7 +35,10 @@ class _Projected(QuantizerLayer):
         return x if self.project_in is None else self.project_in(x)
 
     def _out(self, codes: Tensor) -> Tensor:
-        return codes if self.project_out is None else self.project_out(codes)
+        if self.project_out is None:
+            return codes
+        with torch.autocast(device_type=codes.device.type, enabled=False):  # lookup too: float32
+            return self.project_out(codes.float())
 
     def _output(self, inputs: Tensor, quantized: Tensor, indices: Tensor, loss: Tensor, commitment: Tensor,
                 parts: dict[str, Tensor]) -> QuantizerOutput:
