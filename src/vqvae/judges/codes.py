@@ -30,7 +30,7 @@ def code_features(codes: list[np.ndarray | Tensor], num_embeddings: int,
     Args:
         codes: one code sequence per utterance (any shape, flattened), integers in [0, K).
         num_embeddings: K, the number of codes.
-        bigram_buckets: number of hash buckets of the pairs of successive codes.
+        bigram_buckets: number of buckets of the pairs of successive codes (hashed beyond K^2 of them).
         unigram_buckets: the most code frequencies kept apart (a residual stack's K^Q codes are hashed).
     Returns:
         (len(codes), min(K, unigram_buckets) + bigram_buckets) float32: code frequencies, then pair
@@ -45,7 +45,8 @@ def code_features(codes: list[np.ndarray | Tensor], num_embeddings: int,
         hashed = c if u == k else _mix(c) % u
         out[row, :u] = torch.bincount(hashed, minlength=u)[:u].double() / len(c)
         if len(c) > 1:
-            pairs = _mix(c[:-1] * k + c[1:]) % bigram_buckets
+            pairs = c[:-1] * k + c[1:]  # every pair its own bucket where they fit, else hashed
+            pairs = pairs if k * k <= bigram_buckets else _mix(pairs) % bigram_buckets
             out[row, u:] = torch.bincount(pairs, minlength=bigram_buckets).double() / (len(c) - 1)
     return out.float()
 
