@@ -12,7 +12,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DebiasedEMA", "QuantizerLayer", "QuantizerOutput", "distributed", "finite_rows", "perplexity"]
+__all__ = ["DebiasedEMA", "QuantizerLayer", "QuantizerOutput", "code_counts", "distributed", "finite_rows",
+           "perplexity"]
+
+# codes counted in a (K,) vector up to this many, beyond by sorting the batch's codes
+_COUNTED_CODES = 1 << 20
 
 
 @dataclass
@@ -128,6 +132,22 @@ def perplexity(counts: Tensor, total: int | None = None) -> Tensor:
     """
     probs = counts / (counts.sum().clamp_min(1) if total is None else max(total, 1))
     return torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+
+
+def code_counts(codes: Tensor, num_codes: int) -> Tensor:
+    """How often the codes occur, for :func:`perplexity`: (N,) integers in [0, num_codes) -> float counts,
+    indexed by code up to the largest seen (a ``bincount``) for at most 2^20 codes, else of the codes seen
+    only (a sort).
+
+    Args:
+        codes: (N,) non-negative integer codes.
+        num_codes: how many values a code takes.
+    Returns:
+        float32 counts.
+    """
+    if num_codes <= _COUNTED_CODES:
+        return torch.bincount(codes, minlength=1).float()
+    return torch.unique(codes, return_counts=True)[1].float()
 
 
 class QuantizerLayer(nn.Module):

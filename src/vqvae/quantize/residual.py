@@ -6,7 +6,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vqvae.quantize.base import QuantizerLayer, QuantizerOutput, mixed_radix, mixed_radix_digits
+from vqvae.quantize.base import (
+    QuantizerLayer,
+    QuantizerOutput,
+    code_counts,
+    mixed_radix,
+    mixed_radix_digits,
+    perplexity,
+)
 from vqvae.quantize.gradients import StraightThrough
 from vqvae.quantize.layers import VectorQuantizer, VectorQuantizerEMA
 
@@ -185,11 +192,10 @@ class ResidualVQ(QuantizerLayer):
             quantized = StraightThrough.apply(x, total)
         loss, codebook_loss, commitment_loss = (torch.stack(acc).sum() for acc in losses)
         counts = self._joint_counts(indices[..., :depth].reshape(-1, depth))
-        probs = counts / max(indices.numel() // self.num_quantizers, 1)
         return QuantizerOutput(
             quantized=self._from_channels_last(quantized.to(out_dtype), inputs.dim()), loss=loss,
             codebook_loss=codebook_loss, commitment_loss=commitment_loss,
-            perplexity=torch.exp(-(probs * torch.log(probs + 1e-10)).sum()), indices=indices,
+            perplexity=perplexity(counts, indices.numel() // self.num_quantizers), indices=indices,
             num_embeddings=self.num_embeddings, parts=parts)
 
     def _joint_counts(self, used: Tensor) -> Tensor:
@@ -199,10 +205,7 @@ class ResidualVQ(QuantizerLayer):
         combinations = self.num_embeddings ** used.shape[1]
         if combinations >= 1 << 62:  # no int64 number for each: compare rows (slow)
             return torch.unique(used, dim=0, return_counts=True)[1].float()
-        flat = mixed_radix(used, [self.num_embeddings] * used.shape[1])
-        if combinations <= 1 << 20:
-            return torch.bincount(flat, minlength=1).float()
-        return torch.unique(flat, return_counts=True)[1].float()
+        return code_counts(mixed_radix(used, [self.num_embeddings] * used.shape[1]), combinations)
 
     @torch.no_grad()
     def initialize_from(self, vectors: Tensor) -> None:

@@ -9,7 +9,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from vqvae.quantize.base import QuantizerLayer, QuantizerOutput, check_indices, mixed_radix, perplexity
+from vqvae.quantize.base import (
+    QuantizerLayer,
+    QuantizerOutput,
+    check_indices,
+    code_counts,
+    mixed_radix,
+    mixed_radix_digits,
+    perplexity,
+)
 from vqvae.quantize.gradients import SquaredError, StraightThrough
 
 __all__ = ["FSQ", "LFQ", "lfq_entropies"]
@@ -17,8 +25,6 @@ __all__ = ["FSQ", "LFQ", "lfq_entropies"]
 # LFQ: the batch's code distribution is computed exactly up to this many bits (2^20 probabilities), then by
 # the sum of the bits' entropies (an upper bound)
 _EXACT_ENTROPY_BITS = 20
-# perplexity: codes counted in a (K,) vector up to this many, beyond by sorting the batch's codes
-_COUNTED_CODES = 1 << 20
 
 
 class _Projected(QuantizerLayer):
@@ -42,9 +48,7 @@ class _Projected(QuantizerLayer):
 
     def _output(self, inputs: Tensor, quantized: Tensor, indices: Tensor, loss: Tensor, commitment: Tensor,
                 parts: dict[str, Tensor]) -> QuantizerOutput:
-        flat = indices.reshape(-1)
-        counts = (torch.bincount(flat, minlength=self.num_codes) if self.num_codes <= _COUNTED_CODES
-                  else torch.unique(flat, return_counts=True)[1]).float()
+        counts = code_counts(indices.reshape(-1), self.num_codes)
         return QuantizerOutput(
             quantized=self._from_channels_last(quantized.to(inputs.dtype), inputs.dim()), loss=loss,
             codebook_loss=loss.new_zeros(()), commitment_loss=commitment,
@@ -99,7 +103,7 @@ class FSQ(_Projected):
             (*S, D) vectors, channels-last.
         """
         check_indices(indices, self.num_codes)
-        digits = mixed_radix_low_first(indices.long(), self.levels)
+        digits = mixed_radix_digits(indices.long(), self.levels[::-1]).flip(-1)  # channel 0 least significant
         return self._out((digits - self._width).float() / self._width)
 
     def forward(self, inputs: Tensor) -> QuantizerOutput:
@@ -159,22 +163,6 @@ class _Rounded(torch.autograd.Function):
         """
         t, scale = ctx.saved_tensors
         return grad * (1 - t * t) * scale, None, None, None, None
-
-
-def mixed_radix_low_first(number: Tensor, radices: list[int]) -> Tensor:
-    """Digits (*S, H) of ``number`` (*S,) in radices (H,), the first digit least significant.
-
-    Args:
-        number: non-negative integers below ``prod(radices)``.
-        radices: H radices.
-    Returns:
-        (*S, H) int64 digits.
-    """
-    digits, rest = [], number
-    for radix in radices:
-        digits.append(rest % radix)
-        rest = rest // radix
-    return torch.stack(digits, -1)
 
 
 class LFQ(_Projected):
