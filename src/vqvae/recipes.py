@@ -17,7 +17,7 @@ from vqvae.config import (
     AudioModelConfig,
     AudioPriorConfig,
     ImageModelConfig,
-    PixelCNNConfig,
+    ImagePriorConfig,
     TrainConfig,
     section_from_dict,
 )
@@ -69,7 +69,7 @@ class ImageRecipe(RecipeSections):
 class ImagePriorRecipe(RecipeSections):
     """A prior recipe: sections ``prior`` and ``train`` (trained on the codes of its VQ-VAE's data)."""
 
-    prior: PixelCNNConfig = field(default_factory=PixelCNNConfig)
+    prior: ImagePriorConfig = field(default_factory=ImagePriorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 

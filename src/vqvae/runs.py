@@ -4,7 +4,7 @@ prior paired with its VQ-VAE (one check, for sampling, evaluating and resuming),
 (temperature, length, the speaker and class named).
 
 A run directory is a checkpoint (``config.json`` + ``model.safetensors``, see :mod:`vqvae.checkpoint`) whose
-config records ``kind``: ``vqvae`` (image VQ-VAE), ``prior`` (Gated PixelCNN), ``audio`` (audio VQ-VAE) or
+config records ``kind``: ``vqvae`` (image VQ-VAE), ``prior`` (image prior), ``audio`` (audio VQ-VAE) or
 ``audio_prior`` (WaveNet prior); a prior's config records ``vqvae_dir`` and ``vqvae_weights_sha256``. The
 model class of each kind registers itself (:func:`vqvae.models.pretrained.model_class`) when its module is
 imported: ``import vqvae`` imports those of the four run kinds (``vqvae.judges.image`` the classifier's).

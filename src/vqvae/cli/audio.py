@@ -19,7 +19,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vqvae.cli.common import add_device, add_training_command, positive, print_result, run_training, seed
+from vqvae.cli.common import (
+    add_device,
+    add_sampling_controls,
+    add_training_command,
+    positive,
+    print_result,
+    run_training,
+    sampling_controls,
+    seed,
+)
 from vqvae.data.audio.fsdd import arrange_fsdd
 from vqvae.data.audio.synthesis import synthesize_corpus
 from vqvae.errors import VQVAEError
@@ -145,7 +154,7 @@ def cmd_audio_train_prior(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_audio_sample(args: argparse.Namespace) -> None:
     r = sample_audio_file(args.prior_dir, args.out, speaker=args.speaker, seconds=args.seconds,
-                          temperature=args.temperature, seed=args.seed, overwrite=args.overwrite,
+                          controls=sampling_controls(args), seed=args.seed, overwrite=args.overwrite,
                           device=args.device, class_=args.class_)
     said = f" saying {args.class_}" if args.class_ is not None else ""
     print(f"wrote {Path(args.out)} ({r['seconds']:.2f} s, {r['codes']} codes from the prior, "
@@ -153,7 +162,7 @@ def cmd_audio_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_audio_score(args: argparse.Namespace) -> dict[str, Any]:
-    m = score_audio_prior(args.prior_dir, per=args.per, temperature=args.temperature, seed=args.seed,
+    m = score_audio_prior(args.prior_dir, per=args.per, controls=sampling_controls(args), seed=args.seed,
                           wav_dir=args.wav_dir, overwrite=args.overwrite, device=args.device)
     return print_result(m, args.json, _score_summary)
 
@@ -165,10 +174,13 @@ def cmd_audio_conversion(args: argparse.Namespace) -> dict[str, Any]:
     return print_result(m, args.json, _conversion_summary)
 
 
-def _generation_options(p: argparse.ArgumentParser, seconds: float, help: str) -> None:
+def _generation_options(p: argparse.ArgumentParser, seconds: float, help: str, prior: bool = False) -> None:
     add_device(p)
     p.add_argument("--seconds", type=float, default=seconds, help=help)
-    p.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
+    if prior:  # the prior's draws take every control, the decoder's the temperature
+        add_sampling_controls(p)
+    else:
+        p.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
     p.add_argument("--seed", type=seed, default=0)
 
 
@@ -204,7 +216,7 @@ def _prior_commands(sub) -> None:
                     help="the voice to decode with (and to condition the prior on)")
     sa.add_argument("--class", dest="class_",
                     help="what to say, for a prior conditioned on classes (e.g. a digit)")
-    _generation_options(sa, 2.0, "length (default 2 s)")
+    _generation_options(sa, 2.0, "length (default 2 s)", prior=True)
     sa.add_argument("--out", required=True, help="output .wav")
     sa.add_argument("--overwrite", action="store_true")
     sa.set_defaults(fn=cmd_audio_sample)
@@ -212,7 +224,7 @@ def _prior_commands(sub) -> None:
                         help="judge samples of the prior: speaker, class (what is said) and voicing")
     sc.add_argument("prior_dir", help="run directory written by `vqvae audio train-prior`")
     sc.add_argument("--per", type=positive, default=5, help="samples per speaker (and class) (default 5)")
-    sc.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
+    add_sampling_controls(sc)
     sc.add_argument("--seed", type=seed, default=0)
     sc.add_argument("--wav-dir", help="write every sample here")
     for flag in ("--overwrite", "--json"):

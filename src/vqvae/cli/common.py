@@ -11,6 +11,7 @@ from typing import Any
 
 from vqvae.distributed import is_main_process
 from vqvae.errors import VQVAEError
+from vqvae.nets.controls import SamplingControls
 from vqvae.recipes import RecipeSections, load_recipe
 from vqvae.train import resume_recipe
 
@@ -55,6 +56,36 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when present, else MPS, else CPU), cpu, cuda, cuda:N or mps "
                         "(default auto)")
+
+
+def add_sampling_controls(p: argparse.ArgumentParser) -> None:
+    """``--temperature``, ``--top-k``, ``--top-p``, ``--guidance``: how a prior's logits become draws
+    (:class:`~vqvae.nets.controls.SamplingControls`).
+
+    Args:
+        p: the command's parser.
+    """
+    p.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
+    p.add_argument("--top-k", type=int, default=0, help="draw among the k most likely codes (default 0: all)")
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="draw among the most likely codes that reach this probability (default 1: all)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance scale, for a prior trained with class dropout (default 1: "
+                        "none)")
+
+
+def sampling_controls(args: argparse.Namespace) -> SamplingControls:
+    """The :class:`~vqvae.nets.controls.SamplingControls` of :func:`add_sampling_controls`' options.
+
+    Args:
+        args: the parsed arguments.
+    Returns:
+        the controls (bad values refused in one line, naming the option).
+    """
+    try:
+        return SamplingControls(args.temperature, args.top_k, args.top_p, args.guidance)
+    except VQVAEError as exc:
+        raise VQVAEError(f"--{exc}".replace("top_k", "top-k").replace("top_p", "top-p")) from None
 
 
 def print_result(result: dict[str, Any], as_json: bool,

@@ -7,7 +7,8 @@
     vqvae encode DIR --out codes.npz
     vqvae decode DIR codes.npz --out grid.png
     vqvae train-prior VQVAE_DIR [--config RECIPE] [--out DIR] [--steps N] [--max-seconds S] [key=value ...]
-    vqvae sample PRIOR_DIR [--per-class P | --class C --n N] [--temperature T] [--seed S] --out FILE.png|.npz
+    vqvae sample PRIOR_DIR [--per-class P | --class C --n N] [--temperature T] [--top-k K] [--top-p P]
+        [--guidance S] [--seed S] --out FILE.png|.npz
     vqvae evaluate-prior PRIOR_DIR [--split test] [--json]
     vqvae train-classifier [--data D] [--out DIR]
     vqvae score SAMPLES.npz --classifier DIR [--vqvae DIR] [--seed S] [--out score.json [--overwrite]]
@@ -20,7 +21,16 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vqvae.cli.common import add_device, add_training_command, positive, print_result, run_training, seed
+from vqvae.cli.common import (
+    add_device,
+    add_sampling_controls,
+    add_training_command,
+    positive,
+    print_result,
+    run_training,
+    sampling_controls,
+    seed,
+)
 from vqvae.codes import decode_run, encode_run
 from vqvae.evaluate import evaluate_image_prior_run, evaluate_run
 from vqvae.fileio import atomic_write_json, check_out_file
@@ -53,7 +63,8 @@ def _score_summary(metrics: dict[str, Any]) -> str:
     for name, row in metrics.items():
         if isinstance(row, dict):
             rec = f", recognised {row['recognised']:.3f}" if "recognised" in row else ""
-            lines.append(f"{name} ({row['num_images']}): Fréchet distance {row['frechet_distance']:.3f}{rec}")
+            lines.append(f"{name} ({row['num_images']}): Fréchet distance {row['frechet_distance']:.3f}, "
+                         f"precision {row['precision']:.3f}, recall {row['recall']:.3f}{rec}")
     return "\n".join(lines)
 
 
@@ -97,7 +108,7 @@ def cmd_evaluate_prior(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     n = sample_image_file(args.prior_dir, args.out, class_=args.class_, per_class=args.per_class, n=args.n,
-                          temperature=args.temperature, seed=args.seed, overwrite=args.overwrite,
+                          controls=sampling_controls(args), seed=args.seed, overwrite=args.overwrite,
                           device=args.device)
     print(f"wrote {Path(args.out)} ({n} samples)")
 
@@ -178,7 +189,7 @@ def _add_prior_commands(sub) -> None:
     group.add_argument("--per-class", type=positive, help="samples of every class, one row each (default 8)")
     sp.add_argument("--n", type=positive, help="number of samples with --class or from an unconditional "
                                                "prior (default 64)")
-    sp.add_argument("--temperature", type=float, default=1.0, help="divides the logits (default 1)")
+    add_sampling_controls(sp)
     sp.add_argument("--seed", type=seed, default=0)
     _output(sp, ".png (a grid, one row per class) or .npz (images, labels, indices)")
     add_device(sp)

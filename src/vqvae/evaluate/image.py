@@ -1,8 +1,8 @@
-"""Whole-split metrics of the image VQ-VAE and of its Gated PixelCNN prior. ``mse`` is the mean squared error
-per pixel of the reconstructions (clamped to the valid range [0, 1]), ``psnr`` = 10 log10(1 / mse) of that
-split-wide mse, ``psnr_per_image`` the mean of per-image PSNRs (always >= ``psnr``), ``ssim`` the mean
-per-image SSIM (7x7 uniform window), codebook usage over the whole split; with a pixel likelihood, bits/dim;
-for the prior, bits per latent and both ELBOs in bits/dim."""
+"""Whole-split metrics of the image VQ-VAE and of its prior (Gated PixelCNN or transformer). ``mse`` is the
+mean squared error per pixel of the reconstructions (clamped to the valid range [0, 1]), ``psnr`` = 10 log10(1
+/ mse) of that split-wide mse, ``psnr_per_image`` the mean of per-image PSNRs (always >= ``psnr``), ``ssim``
+the mean per-image SSIM (7x7 uniform window), codebook usage over the whole split; with a pixel likelihood,
+bits/dim; for the prior, bits per latent and both ELBOs in bits/dim."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from vqvae.metrics import (
     uniform_prior_nll_nats,
 )
 from vqvae.models import VQVAE
-from vqvae.priors.pixelcnn import GatedPixelCNN
+from vqvae.priors.base import ImagePrior
 
 __all__ = ["evaluate_image_model", "evaluate_image_prior"]
 
@@ -95,7 +95,7 @@ def evaluate_image_model(model: VQVAE, data: ImageDataset, *, limit: int | None 
 
 
 @torch.no_grad()
-def evaluate_image_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *, limit: int | None = None,
+def evaluate_image_prior(prior: ImagePrior, vq: VQVAE, data: ImageDataset, *, limit: int | None = None,
                          batch_size: int = 500, ranks: Ranks = Ranks(),
                          num_workers: int = 0) -> dict[str, Any]:
     """Likelihoods of a prior and its VQ-VAE over ``data``, summed over the whole split before dividing.
@@ -103,13 +103,13 @@ def evaluate_image_prior(prior: GatedPixelCNN, vq: VQVAE, data: ImageDataset, *,
     * prior NLL of the codes z = encode(x), in nats and bits per latent, against log2 K of the uniform prior;
     * for a VQ-VAE with a pixel likelihood (``recon_loss: logistic``), image bits/dim of the negative ELBO
       ``(-log p(x|z) - log p(z)) / (num_dims ln 2)`` with the uniform prior (log p(z) = -h w log K) and with
-      the learned prior (log p(z) from the PixelCNN). The posterior is one-hot, so it adds no entropy term.
+      the learned prior (log p(z) from the prior). The posterior is one-hot, so it adds no entropy term.
       A class-conditional prior gives log p(z|y) for the true label y; log p(x) >= log p(x|z) + log p(z|y) +
       log p(y), so the label's cost under a uniform p(y), ln C nats per image, is added to make the
       learned-prior ELBO a bound on -log p(x) (``label_bits_per_dim``).
 
     Args:
-        prior: the Gated PixelCNN.
+        prior: the image prior (Gated PixelCNN or transformer).
         vq: the VQ-VAE whose codes it models.
         data: the images.
         limit: evaluate the first ``limit`` images only; None: all.

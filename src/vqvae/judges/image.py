@@ -25,8 +25,8 @@ from vqvae.fileio import atomic_write_json, check_out_dir
 from vqvae.metrics import frechet_distance
 from vqvae.models import Pretrained
 
-__all__ = ["ImageClassifier", "ImageClassifierConfig", "accuracy", "judge", "predict", "train_classifier",
-           "train_classifier_run"]
+__all__ = ["ImageClassifier", "ImageClassifierConfig", "accuracy", "judge", "precision_recall", "predict",
+           "train_classifier", "train_classifier_run"]
 
 
 @dataclass
@@ -174,11 +174,39 @@ def accuracy(model: ImageClassifier, data: ImageDataset) -> float:
     return float((preds == data.labels).double().mean())
 
 
+def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019, arXiv:1904.06991): each set's manifold is the
+    union of balls around its points, each ball reaching the point's k-th nearest neighbour in its own set.
+    Precision: the fraction of ``fake`` inside the real manifold (fidelity); recall: the fraction of ``real``
+    inside the fake manifold (diversity). Both grow with the sets' sizes: compare sets of equal size.
+
+    Args:
+        real: (N, F) features of real images, N > k.
+        fake: (M, F) features of generated (or other) images, M > k.
+        k: the neighbour that sets each ball's radius (3 as in the paper).
+    Returns:
+        ``(precision, recall)``, each in [0, 1].
+    """
+    if len(real) <= k or len(fake) <= k:
+        raise VQVAEError(f"precision and recall with k={k} need more than {k} images in each set, "
+                         f"got {len(real)} and {len(fake)}")
+    real, fake = real.double(), fake.double()
+
+    def radii(x: Tensor) -> Tensor:  # each point is its own nearest neighbour, at distance 0
+        return torch.cdist(x, x).kthvalue(k + 1, dim=1).values
+
+    d = torch.cdist(fake, real)  # (M, N)
+    precision = (d <= radii(real)[None]).any(1).double().mean()
+    recall = (d.t() <= radii(fake)[None]).any(1).double().mean()
+    return float(precision), float(recall)
+
+
 def judge(model: ImageClassifier, target: Tensor, sets: dict[str, tuple[Tensor, Tensor | None]],
           classes: list[str]) -> dict[str, dict]:
     """Score image sets with the classifier: the Fréchet distance between each set's classifier features and
-    the target's and, with labels, the fraction classified as its label (overall and per class). Compare sets
-    of equal size: the distance of a finite sample is biased upwards, more for small N.
+    the target's, precision and recall (:func:`precision_recall`) against as many target images as the set
+    has and, with labels, the fraction classified as its label (overall and per class). Compare sets of
+    equal size: the distance of a finite sample is biased upwards, more for small N, and recall grows with N.
 
     Args:
         model: the classifier.
@@ -186,14 +214,16 @@ def judge(model: ImageClassifier, target: Tensor, sets: dict[str, tuple[Tensor, 
         sets: ``name: (images (N, C, H, W) in [0, 1], labels (N,) or None)``.
         classes: the class names, indexed by label.
     Returns:
-        name -> ``num_images``, ``frechet_distance`` and, with labels, ``recognised`` and
-        ``recognised_per_class`` (class name -> fraction).
+        name -> ``num_images``, ``frechet_distance``, ``precision``, ``recall`` and, with labels,
+        ``recognised`` and ``recognised_per_class`` (class name -> fraction).
     """
     _, target_feats = predict(model, target)
     out: dict[str, dict] = {}
     for name, (images, labels) in sets.items():
         preds, feats = predict(model, images)
-        row: dict = {"num_images": len(images), "frechet_distance": frechet_distance(feats, target_feats)}
+        precision, recall = precision_recall(target_feats[: len(images)], feats)
+        row: dict = {"num_images": len(images), "frechet_distance": frechet_distance(feats, target_feats),
+                     "precision": precision, "recall": recall}
         if labels is not None:
             hit = (preds == labels).double()
             row["recognised"] = float(hit.mean())

@@ -20,9 +20,10 @@ from vqvae.errors import VQVAEError
 from vqvae.fileio import check_out_dir, read_npz
 from vqvae.judges.audio import SpeechJudges, write_verdicts
 from vqvae.judges.image import ImageClassifier, judge
+from vqvae.nets.controls import SamplingControls
 from vqvae.priors.sampling import sample_utterances
 from vqvae.reconstruct import remove_previous
-from vqvae.runs import check_generation_options, load_prior, load_run, run_split
+from vqvae.runs import load_prior, load_run, run_split
 
 __all__ = ["score_audio_prior", "score_image_samples"]
 
@@ -111,7 +112,8 @@ def score_image_samples(samples: str | Path, classifier: str | Path, *, vqvae: s
             **judge(clf, to_float(test.images[target]), sets, classes)}
 
 
-def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float = 1.0, seed: int = 0,
+def score_audio_prior(prior_dir: str | Path, *, per: int = 5, controls: SamplingControls | None = None,
+                      seed: int = 0,
                       wav_dir: str | Path | None = None, overwrite: bool = False,
                       device: str | None = "auto", one_stream: int = 8) -> dict[str, Any]:
     """``vqvae audio score``: samples for every speaker (and class), each as long as its median train
@@ -121,7 +123,7 @@ def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float
     Args:
         prior_dir: the audio prior's run directory (its VQ-VAE is the one its config names).
         per: samples per speaker (and per class, for a class-conditional prior).
-        temperature: sampling temperature of the prior.
+        controls: the prior's temperature (also the decoder's), top-k, top-p, guidance; None: none.
         seed: seed of the sampling and of the judges' training.
         wav_dir: folder for the samples as WAV files and ``verdicts.json``, replacing those it lists; or None.
         overwrite: write into ``wav_dir`` even when it is not empty.
@@ -133,7 +135,6 @@ def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float
     if wav_dir is not None:
         check_out_dir(wav_dir, overwrite, is_file="--wav-dir {out} is a file, not a directory",
                       not_empty="{out} already exists and is not empty: pass --overwrite to write into it")
-    check_generation_options(temperature)
     prior, vq, config, vq_config = load_prior(prior_dir, "audio_prior", device)
     train, test = (run_split(vq, vq_config, None, s) for s in ("train", "test"))
     hop, names = vq.config.hop, config.get("classes", []) if prior.config.num_classes else []
@@ -148,14 +149,13 @@ def score_audio_prior(prior_dir: str | Path, *, per: int = 5, temperature: float
         lengths += [n] * per
     asked_classes = classes if names else None
     start = time.perf_counter()
-    waves, _ = sample_utterances(prior, vq, speakers, asked_classes, lengths, temperature=temperature,
-                                 seed=seed)
+    waves, _ = sample_utterances(prior, vq, speakers, asked_classes, lengths, controls=controls, seed=seed)
     rtf = sum(len(w) for w in waves) / vq.config.sample_rate / (time.perf_counter() - start)
     start, alone = time.perf_counter(), 0  # one utterance at a time, as a single listener would be served
     for i in range(min(one_stream, len(speakers))):
         alone += len(sample_utterances(prior, vq, speakers[i : i + 1], None if asked_classes is None else
                                        asked_classes[i : i + 1], lengths[i : i + 1],
-                                       temperature=temperature, seed=seed + i)[0][0])
+                                       controls=controls, seed=seed + i)[0][0])
     rtf_one = alone / vq.config.sample_rate / max(time.perf_counter() - start, 1e-9)
     judges = SpeechJudges(train, test, seed=seed)
     if wav_dir is not None:

@@ -27,6 +27,7 @@ from vqvae.errors import VQVAEError
 from vqvae.likelihoods import mu_law_decode, mu_law_encode
 from vqvae.models.pretrained import Pretrained
 from vqvae.nets.audio import AudioEncoder, CodeUpsampler, MelEncoder, time_jitter
+from vqvae.nets.controls import SamplingControls
 from vqvae.nets.spectral import SpectralDecoder
 from vqvae.nets.wavenet import WaveNet
 from vqvae.quantize import QuantizerLayer, build_quantizer
@@ -302,7 +303,8 @@ class AudioVQVAE(Pretrained, nn.Module):
         longest = max(f.shape[1] for f in feats)
         local = torch.stack([F.pad(f, (0, longest - f.shape[1])) for f in feats])
         spk = self._speakers(speakers, len(codes))
-        out = mu_law_decode(self.decoder.generate(len(codes), longest, local, spk, temperature, generator))
+        controls = SamplingControls(temperature)
+        out = mu_law_decode(self.decoder.generate(len(codes), longest, local, spk, controls, generator))
         return [o[: f.shape[1]] for o, f in zip(out, feats)]
 
     @torch.no_grad()
@@ -339,7 +341,7 @@ class AudioVQVAE(Pretrained, nn.Module):
             local, batch = None, (1 if speakers is None else speakers.shape[0])
         spk = self._speakers(speakers, batch)
         gen = self.decoder.generate_naive if naive else self.decoder.generate
-        return mu_law_decode(gen(batch, length, local, spk, temperature, generator))
+        return mu_law_decode(gen(batch, length, local, spk, SamplingControls(temperature), generator))
 
     def _invert(self, spectra: list[Tensor], generator: torch.Generator | None) -> list[Tensor]:
         """Log-magnitudes (F, N_i) each -> waveforms (N_i * frame_hop,) by one batched Griffin-Lim."""

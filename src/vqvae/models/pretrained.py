@@ -54,6 +54,18 @@ class Pretrained:
         """
         return section_from_dict(cls.config_section, values)
 
+    @classmethod
+    def build_from_config(cls, config: Any) -> Any:
+        """The model ``from_pretrained`` builds from the stored architecture: ``cls(config)`` (a family of
+        networks under one checkpoint kind picks its member here).
+
+        Args:
+            config: the architecture config.
+        Returns:
+            the model, not yet loaded.
+        """
+        return cls(config)
+
     def checkpoint_config(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """What ``config.json`` holds: the kind, the architecture and ``extra`` (e.g. the run's recipe).
 
@@ -90,7 +102,7 @@ class Pretrained:
         """
         config = checkpoint.read_config(directory, kind=cls.checkpoint_kind)
         section = config.get(cls.config_section, {})
-        model = cls(cls.config_from_dict(section))
+        model = cls.build_from_config(cls.config_from_dict(section))
         try:
             model.weights_sha256 = checkpoint.load_weights(model, directory)
         except VQVAEError as exc:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvae.errors import VQVAEError
+from vqvae.nets.controls import SamplingControls
 
 
 class WaveNetLayer(nn.Module):
@@ -197,27 +198,21 @@ class WaveNet(nn.Module):
 
     # -- sampling -------------------------------------------------------------------------------------
     def _prepare(self, batch: int, length: int, local: Tensor | None, globals_: Tensor | None,
-                 temperature: float, generator: torch.Generator | None) -> Tensor:
-        if not temperature > 0:
-            raise VQVAEError(f"temperature must be > 0, got {temperature!r}")
+                 controls: SamplingControls, generator: torch.Generator | None) -> tuple[Tensor, int]:
         if batch < 1 or length < 0:
             raise VQVAEError(f"cannot generate {batch} sequences of {length} steps")
-        self._check(batch, length, local, globals_)
+        rows = 2 * batch if controls.guided else batch
+        if controls.guided and not self.num_globals:
+            raise VQVAEError("guidance needs a globally conditioned WaveNet (ids with and without the class)")
+        self._check(rows, length, local, globals_)
         # all randomness up front, one uniform per step: both samplers consume it identically; drawn on the
         # generator's device (the CPU for a CPU generator), so every device gets the same samples
-        return torch.rand(batch, length, generator=generator,
-                          dtype=torch.float64).to(self.embed.weight.device)
-
-    @staticmethod
-    def _draw(logits: Tensor, u: Tensor, temperature: float) -> Tensor:
-        """Inverse-CDF sampling: logits (B, Q), uniforms (B,) -> classes (B,)."""
-        cdf = torch.softmax(logits.double() / temperature, dim=1).cumsum(1)
-        # #{cdf < u}
-        return torch.searchsorted(cdf, u[:, None].contiguous()).squeeze(1).clamp(max=logits.shape[1] - 1)
+        u = torch.rand(batch, length, generator=generator, dtype=torch.float64).to(self.embed.weight.device)
+        return u, rows
 
     @torch.inference_mode()
     def generate_naive(self, batch: int, length: int, local: Tensor | None = None,
-                       globals_: Tensor | None = None, temperature: float = 1.0,
+                       globals_: Tensor | None = None, controls: SamplingControls | None = None,
                        generator: torch.Generator | None = None) -> Tensor:
         """(B, length) classes, each step rerunning the whole network over the receptive field before it.
 
@@ -227,27 +222,30 @@ class WaveNet(nn.Module):
             batch: B, number of sequences (>= 1).
             length: steps per sequence (>= 0).
             local: (B, L, length) local features; required exactly when the net is locally conditioned.
-            globals_: (B,) or (B, G) global ids; required exactly when the net is globally conditioned.
-            temperature: divides the logits before the softmax (> 0).
+            globals_: (B,) or (B, G) global ids -- (2B, ...) when guided: the conditional rows, then the
+                unconditional ones; required exactly when the net is globally conditioned.
+            controls: temperature, top-k, top-p, guidance; None: the model's own distribution.
             generator: random generator for the uniforms, drawn up front on its device; None: the global one.
         Returns:
             (batch, length) int64 classes.
         Raises:
-            VQVAEError: a temperature <= 0, a batch < 1, a negative length or bad conditioning.
+            VQVAEError: a batch < 1, a negative length or bad conditioning.
         """
-        u = self._prepare(batch, length, local, globals_, temperature, generator)
+        controls = controls or SamplingControls()
+        u, rows = self._prepare(batch, length, local, globals_, controls, generator)
         out = torch.zeros(batch, length, dtype=torch.long, device=self.embed.weight.device)
         rf = self.receptive_field
         for t in range(length):
             s = max(0, t - rf)  # the logits at t depend on classes t - rf .. t - 1
             window_local = local[:, :, s : t + 1] if local is not None else None
-            logits = self(out[:, s : t + 1], window_local, globals_)[:, :, -1]
-            out[:, t] = self._draw(logits, u[:, t], temperature)
+            logits = self(out[:, s : t + 1].repeat(rows // batch, 1), window_local, globals_)[:, :, -1]
+            out[:, t] = controls.draw(logits, u[:, t])
         return out
 
     @torch.inference_mode()
     def generate(self, batch: int, length: int, local: Tensor | None = None, globals_: Tensor | None = None,
-                 temperature: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+                 controls: SamplingControls | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
         """(B, length) classes, one step at a time from cached activations: every layer keeps a queue of its
         inputs of the last ``dilation`` steps, so a step costs one vector-matrix product per layer.
 
@@ -255,15 +253,23 @@ class WaveNet(nn.Module):
             batch: B, number of sequences (>= 1).
             length: steps per sequence (>= 0).
             local: (B, L, length) local features; required exactly when the net is locally conditioned.
-            globals_: (B,) or (B, G) global ids; required exactly when the net is globally conditioned.
-            temperature: divides the logits before the softmax (> 0).
+            globals_: (B,) or (B, G) global ids -- (2B, ...) when guided: the conditional rows, then the
+                unconditional ones; required exactly when the net is globally conditioned.
+            controls: temperature, top-k, top-p, guidance; None: the model's own distribution.
             generator: random generator for the uniforms, drawn up front on its device; None: the global one.
         Returns:
             (batch, length) int64 classes.
         Raises:
-            VQVAEError: a temperature <= 0, a batch < 1, a negative length or bad conditioning.
+            VQVAEError: a batch < 1, a negative length or bad conditioning.
         """
-        u = self._prepare(batch, length, local, globals_, temperature, generator)
+        controls = controls or SamplingControls()
+        u, rows = self._prepare(batch, length, local, globals_, controls, generator)
+        return self._generate_cached(u, rows, local, globals_, controls)
+
+    def _generate_cached(self, u: Tensor, batch: int, local: Tensor | None, globals_: Tensor | None,
+                         controls: SamplingControls) -> Tensor:
+        """:meth:`generate` for uniforms u (B, length) on ``batch`` rows (2B when guided)."""
+        length = u.shape[1]
         dev, dtype = self.embed.weight.device, self.embed.weight.dtype
         c, n = self.embed.weight.shape[1], len(self.layers)
         taps, conds, res = [], [], []
@@ -284,10 +290,10 @@ class WaveNet(nn.Module):
         # each layer's queue of its inputs at the last `dilation` steps (zeros before the start), one view
         # per slot
         queues = [list(torch.zeros(d, batch, c, dtype=dtype, device=dev).unbind(0)) for d in self.dilations]
-        out = torch.zeros(batch, length, dtype=torch.long, device=dev)
+        out = torch.zeros(len(u), length, dtype=torch.long, device=dev)
         h0 = torch.zeros(batch, c, dtype=dtype, device=dev)  # the shifted input at step 0
         for t in range(length):
-            h = h0 if t == 0 else self.embed(out[:, t - 1])
+            h = h0 if t == 0 else self.embed(out[:, t - 1]).repeat(batch // len(u), 1)
             for i, d in enumerate(self.dilations):
                 slot = queues[i][t % d]  # this layer's input at step t - d
                 cond = conds[i]
@@ -301,5 +307,5 @@ class WaveNet(nn.Module):
             skips = torch.addmm(skip_b, zs, skip_w)
             hidden = F.relu(F.linear(F.relu(skips), head1.weight[:, :, 0], head1.bias))
             logits = F.linear(hidden, head2.weight[:, :, 0], head2.bias)
-            out[:, t] = self._draw(logits, u[:, t], temperature)
+            out[:, t] = controls.draw(logits, u[:, t])
         return out

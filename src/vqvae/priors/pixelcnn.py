@@ -17,15 +17,12 @@ layer contributes a skip connection to the output head, which gives K logits per
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.config import PixelCNNConfig
-from vqvae.errors import VQVAEError
-from vqvae.models.pretrained import Pretrained
+from vqvae.nets.controls import SamplingControls
+from vqvae.priors.base import ImagePrior
 
 
 class GatedLayer(nn.Module):
@@ -36,9 +33,10 @@ class GatedLayer(nn.Module):
         kernel_size: k, width of the vertical kernel; both stacks reach n = k // 2 back.
         num_classes: size of the label embedding table; 0 for an unconditional layer.
         first: the first layer, which excludes the current position and has no residual connection.
+        dropout: dropout of the horizontal stack's gated units in training.
     """
 
-    def __init__(self, channels: int, kernel_size: int, num_classes: int, first: bool):
+    def __init__(self, channels: int, kernel_size: int, num_classes: int, first: bool, dropout: float = 0.0):
         super().__init__()
         n = kernel_size // 2
         self.n, self.first = n, first
@@ -49,6 +47,7 @@ class GatedLayer(nn.Module):
         self.h_out = nn.Conv2d(c, c, 1)
         self.skip = nn.Conv2d(c, c, 1)
         self.label = nn.Embedding(num_classes, 2 * c) if num_classes else None
+        self.drop = nn.Dropout(dropout)
 
     @staticmethod
     def _gate(x: Tensor) -> Tensor:
@@ -77,64 +76,44 @@ class GatedLayer(nn.Module):
             c = self.label(labels)[:, :, None, None]  # (B, 2C, 1, 1)
             v_pre, h_pre = v_pre + c, h_pre + c
         v_new = self._gate(v_pre)
-        gated = self._gate(h_pre)
+        gated = self.drop(self._gate(h_pre))
         h_new = self.h_out(gated) if self.first else h + self.h_out(gated)
         return v_new, h_new, self.skip(gated)
 
 
-class GatedPixelCNN(Pretrained, nn.Module):
+class GatedPixelCNN(ImagePrior):
     """Prior over code grids: indices (B, H, W) int64 [+ labels (B,)] -> logits (B, K, H, W).
 
     Logits at position (i, j) depend only on the codes before (i, j) in raster order (and the label).
 
     Args:
-        config: the architecture; None takes the defaults of :class:`~vqvae.config.PixelCNNConfig`.
+        config: the architecture (``kind`` pixelcnn); None takes the defaults of
+            :class:`~vqvae.config.ImagePriorConfig`.
         **overrides: fields of the config to replace (an unconditional prior gets no classes; the result
             is validated).
     """
 
-    checkpoint_kind = "prior"
-    config_section = "prior"
+    prior_kind = "pixelcnn"
 
-    def __init__(self, config: PixelCNNConfig | None = None, **overrides):
-        super().__init__()
-        config = dataclasses.replace(config or PixelCNNConfig(), **overrides)
-        if not config.conditional:  # an unconditional prior has no label embeddings
-            config = dataclasses.replace(config, num_classes=0)
-        config.validate()
-        self.config = c = config
+    def __init__(self, config=None, **overrides):
+        super().__init__(config, **overrides)
+        c = self.config
         self.embed = nn.Embedding(c.num_embeddings, c.channels)
         self.layers = nn.ModuleList(
-            GatedLayer(c.channels, c.kernel_size, c.num_classes, first=i == 0) for i in range(c.num_layers)
+            GatedLayer(c.channels, c.kernel_size, self.num_labels, first=i == 0, dropout=c.dropout)
+            for i in range(c.num_layers)
         )
         self.head = nn.Sequential(
             nn.ReLU(), nn.Conv2d(c.channels, c.head_channels, 1), nn.ReLU(),
             nn.Conv2d(c.head_channels, c.num_embeddings, 1),
         )
 
-    def _check(self, indices: Tensor, labels: Tensor | None) -> None:
-        c = self.config
-        if indices.dim() != 3 or indices.dtype != torch.int64:
-            raise VQVAEError("expected int64 indices of shape (B, H, W), "
-                             f"got {indices.dtype} {tuple(indices.shape)}")
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= c.num_embeddings):
-            raise VQVAEError(f"code indices must lie in [0, {c.num_embeddings}), got "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
-        if labels is not None:
-            if not c.num_classes:
-                raise VQVAEError("this prior is unconditional: it takes no labels")
-            if labels.shape != indices.shape[:1]:
-                raise VQVAEError(f"expected labels of shape ({indices.shape[0]},), got {tuple(labels.shape)}")
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= c.num_classes):
-                raise VQVAEError(f"class labels must lie in [0, {c.num_classes}), got "
-                                 f"[{int(labels.min())}, {int(labels.max())}]")
-
     def forward_embedded(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits (B, K, H, W) from embedded codes x (B, C, H, W) -- the causal network itself.
 
         Args:
             x: (B, C, H, W) embedded codes (no input checks).
-            labels: (B,) class labels, or None.
+            labels: (B,) labels (a class, or "no class"), or None.
         Returns:
             (B, K, H, W) logits.
         """
@@ -149,54 +128,20 @@ class GatedPixelCNN(Pretrained, nn.Module):
 
         Args:
             indices: (B, H, W) int64 codes in [0, K).
-            labels: (B,) class labels in [0, num_classes), for a conditional prior only; None: no label.
+            labels: (B,) class labels in [0, num_classes) (or num_classes, "no class", for a prior trained
+                with class dropout), for a conditional prior only; None: no label.
         Returns:
             (B, K, H, W) logits.
         Raises:
             VQVAEError: codes or labels of the wrong shape, type or range, or labels for an unconditional
                 prior.
         """
-        self._check(indices, labels)
+        self.check_inputs(indices, labels)
         x = self.embed(indices).permute(0, 3, 1, 2)  # (B, C, H, W)
-        return self.forward_embedded(x, labels)
+        return self.forward_embedded(x, self.drop_labels(labels))
 
-    def nll(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Negative log-likelihood in nats of each grid: (B,) -- summed over its positions.
-
-        Args:
-            indices: (B, H, W) int64 codes, as in :meth:`forward`.
-            labels: (B,) class labels, as in :meth:`forward`.
-        Returns:
-            (B,) negative log-likelihoods in nats.
-        Raises:
-            VQVAEError: bad codes or labels, as in :meth:`forward`.
-        """
-        logits = self(indices, labels)
-        return F.cross_entropy(logits, indices, reduction="none").flatten(1).sum(1)
-
-    def _prepare_sampling(self, labels: Tensor, temperature: float, shape: tuple[int, int],
-                          generator: torch.Generator | None) -> tuple[Tensor | None, Tensor]:
-        if not temperature > 0:
-            raise VQVAEError(f"temperature must be > 0, got {temperature!r}")
-        if labels.dim() != 1:
-            raise VQVAEError(f"expected labels of shape (B,), got {tuple(labels.shape)}")
-        c = self.config
-        if c.num_classes and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= c.num_classes):
-            raise VQVAEError(f"class labels must lie in [0, {c.num_classes}), got "
-                             f"[{int(labels.min())}, {int(labels.max())}]")
-        # All randomness up front, one uniform per position: both samplers consume it identically.
-        dtype = self.embed.weight.dtype
-        u = torch.rand(labels.shape[0], *shape, generator=generator, dtype=dtype).to(labels.device)
-        return (labels if c.num_classes else None), u
-
-    @staticmethod
-    def _draw(logits: Tensor, u: Tensor, temperature: float) -> Tensor:
-        """Inverse-CDF sampling: logits (B, K), uniforms (B,) -> codes (B,)."""
-        cdf = torch.softmax(logits / temperature, dim=1).cumsum(1)
-        return (cdf < u[:, None]).sum(1).clamp(max=logits.shape[1] - 1)
-
-    @torch.no_grad()
-    def sample_naive(self, shape: tuple[int, int], labels: Tensor, temperature: float = 1.0,
+    @torch.inference_mode()
+    def sample_naive(self, shape: tuple[int, int], labels: Tensor, controls: SamplingControls | None = None,
                      generator: torch.Generator | None = None) -> Tensor:
         """Sample (B, H, W) codes in raster order, rerunning the whole network for every position.
 
@@ -205,76 +150,124 @@ class GatedPixelCNN(Pretrained, nn.Module):
         Args:
             shape: (H, W) of the code grid.
             labels: (B,) class labels; sets B (ignored by an unconditional prior).
-            temperature: divides the logits (> 0).
+            controls: temperature, top-k, top-p, guidance; None: the model's own distribution.
             generator: random generator for the uniforms, all drawn up front; None: the global one.
         Returns:
             (B, H, W) int64 codes, on ``labels``' device.
         Raises:
-            VQVAEError: a temperature <= 0, or labels not (B,) or out of range.
+            VQVAEError: labels not (B,) or out of range, or guidance for a prior without "no class".
         """
-        cond, u = self._prepare_sampling(labels, temperature, shape, generator)
+        controls = controls or SamplingControls()
+        cond, u = self.prepare_sampling(labels, controls, shape, generator)
         h, w = shape
         out = torch.zeros(labels.shape[0], h, w, dtype=torch.long, device=labels.device)
+        copies = 2 if controls.guided else 1
         for i in range(h):
             for j in range(w):
-                out[:, i, j] = self._draw(self(out, cond)[:, :, i, j], u[:, i, j], temperature)
+                logits = self(out.repeat(copies, 1, 1), cond)[:, :, i, j]
+                out[:, i, j] = controls.draw(logits, u[:, i, j])
         return out
 
-    @torch.no_grad()
-    def sample(self, shape: tuple[int, int], labels: Tensor, temperature: float = 1.0,
+    @torch.inference_mode()
+    def sample(self, shape: tuple[int, int], labels: Tensor, controls: SamplingControls | None = None,
                generator: torch.Generator | None = None) -> Tensor:
         """Sample (B, H, W) codes in raster order, computing only what each new code changes.
 
-        The vertical stack is computed one row at a time, once the row above is complete; the horizontal
-        stack and the head one position at a time, from cached activations of the current row. Same
-        samples as :meth:`sample_naive` for the same generator state (up to floating-point summation
-        order, which a tie within rounding error could expose).
+        The vertical stack is computed one row at a time, once the row above is complete, and with it
+        everything the horizontal stack receives from above; the horizontal stack and the head one position
+        at a time, as matrix products on cached activations of the current row. Same samples as
+        :meth:`sample_naive` for the same generator state (up to floating-point summation order, which a tie
+        within rounding error could expose).
 
         Args:
             shape: (H, W) of the code grid.
             labels: (B,) class labels; sets B (ignored by an unconditional prior).
-            temperature: divides the logits (> 0).
+            controls: temperature, top-k, top-p, guidance; None: the model's own distribution.
             generator: random generator for the uniforms, all drawn up front; None: the global one.
         Returns:
             (B, H, W) int64 codes, on ``labels``' device.
         Raises:
-            VQVAEError: a temperature <= 0, or labels not (B,) or out of range.
+            VQVAEError: labels not (B,) or out of range, or guidance for a prior without "no class".
         """
-        cond, u = self._prepare_sampling(labels, temperature, shape, generator)
-        c, (h, w) = self.config, shape
-        n, ch, b = c.kernel_size // 2, c.channels, labels.shape[0]
-        dev, dtype = labels.device, self.embed.weight.dtype
-        num = len(self.layers)
-        out = torch.zeros(b, h, w, dtype=torch.long, device=dev)
-        label_bias = [layer.label(cond)[:, :, None, None] if cond is not None else 0 for layer in self.layers]
-        # vertical-stack inputs, zero-padded: n rows on top, n columns each side
-        v_in = [torch.zeros(b, ch, h + n, w + 2 * n, device=dev, dtype=dtype) for _ in range(num)]
-        # v_pre of the row above
-        v_prev = [torch.zeros(b, 2 * ch, 1, w, device=dev, dtype=dtype) for _ in range(num)]
-        pad = n + 1  # horizontal buffers hold column j at index j + pad
-        for i in range(h):
-            h_in = [torch.zeros(b, ch, 1, w + pad, device=dev, dtype=dtype) for _ in range(num)]
-            for j in range(w):
-                skips = 0
-                for li, layer in enumerate(self.layers):
-                    window = h_in[li][..., j : j + n + 1] if li == 0 else h_in[li][..., j + 1 : j + n + 2]
-                    h_pre = (layer.horizontal(window) + layer.v_to_h(v_prev[li][..., j : j + 1])
-                             + label_bias[li])
-                    gated = layer._gate(h_pre)  # (B, C, 1, 1)
-                    h_new = layer.h_out(gated)
-                    if li:
-                        h_new = h_new + h_in[li][..., j + pad : j + pad + 1]
-                    if li + 1 < num:
-                        h_in[li + 1][..., j + pad : j + pad + 1] = h_new
-                    skips = skips + layer.skip(gated)
-                code = self._draw(self.head(skips)[:, :, 0, 0], u[:, i, j], temperature)
-                out[:, i, j] = code
-                h_in[0][:, :, 0, j + pad] = self.embed(code)
-            # row i is complete: advance the vertical stack by one row
-            v_in[0][:, :, i + n, n : n + w] = self.embed(out[:, i]).permute(0, 2, 1)
-            for li, layer in enumerate(self.layers):
-                v_pre = layer.vertical(v_in[li][:, :, i : i + n + 1])  # (B, 2C, 1, W)
-                v_prev[li] = v_pre
-                if li + 1 < num:
-                    v_in[li + 1][:, :, i + n : i + n + 1, n : n + w] = layer._gate(v_pre + label_bias[li])
+        controls = controls or SamplingControls()
+        cond, u = self.prepare_sampling(labels, controls, shape, generator)
+        out = torch.zeros(labels.shape[0], *shape, dtype=torch.long, device=labels.device)
+        state = _RowCache(self, cond, shape, 2 if controls.guided else 1, labels.shape[0])
+        for i in range(shape[0]):
+            state.start_row()
+            for j in range(shape[1]):
+                out[:, i, j] = code = controls.draw(state.logits(j), u[:, i, j])
+                state.put(j, self.embed(code))
+            state.finish_row(i, self.embed(out[:, i]))
         return out
+
+
+class _RowCache:
+    """The cached sampler's state: the vertical stack's inputs, advanced one row at a time, and the current
+    row's horizontal-stack inputs (B, W + n + 1, C), with column j at index j + n + 1 so that a layer's
+    window is a contiguous slice. Every convolution a position needs becomes one matrix product on weights
+    flattened once here; the skips of all layers are one product on their gated units side by side."""
+
+    def __init__(self, model: GatedPixelCNN, cond: Tensor | None, shape: tuple[int, int], copies: int,
+                 batch: int):
+        c = model.config
+        self.model, self.copies, (self.h, self.w) = model, copies, shape
+        self.n, ch, self.bb = c.kernel_size // 2, c.channels, batch * copies
+        dev, dtype = model.embed.weight.device, model.embed.weight.dtype
+        layers = model.layers
+        self.bias = [layer.label(cond)[:, :, None, None] if layer.label is not None and cond is not None
+                     else 0 for layer in layers]
+        # (2C, (n + 1) C): the horizontal kernel over a window laid out column by column
+        self.h_w = [layer.horizontal.weight[:, :, 0].permute(0, 2, 1).reshape(2 * ch, -1).t().contiguous()
+                    for layer in layers]
+        self.out_w = [(layer.h_out.weight[:, :, 0, 0].t().contiguous(), layer.h_out.bias) for layer in layers]
+        self.skip_w = torch.cat([layer.skip.weight[:, :, 0, 0].t() for layer in layers]).contiguous()
+        self.skip_b = sum(layer.skip.bias for layer in layers)
+        head1, head2 = model.head[1], model.head[3]
+        self.head = (head1.weight[:, :, 0, 0], head1.bias, head2.weight[:, :, 0, 0], head2.bias)
+        n, w, bb = self.n, self.w, self.bb
+        self.v_in = [torch.zeros(bb, ch, self.h + n, w + 2 * n, device=dev, dtype=dtype) for _ in layers]
+        self.v_prev = [torch.zeros(bb, 2 * ch, 1, w, device=dev, dtype=dtype) for _ in layers]
+        self.h_in = [torch.zeros(bb, w + n + 1, ch, device=dev, dtype=dtype) for _ in layers]
+        self.gated = torch.zeros(bb, len(layers) * ch, device=dev, dtype=dtype)
+        self.gated_views = [self.gated[:, k * ch : (k + 1) * ch] for k in range(len(layers))]
+        self.row: list[Tensor] = []
+
+    def start_row(self) -> None:
+        """What the horizontal stack gets from the rows above, for the whole row: (B, W, 2C) per layer."""
+        for h_in in self.h_in:
+            h_in.zero_()
+        self.row = [(layer.v_to_h(v_prev) + bias)[:, :, 0].transpose(1, 2).add(layer.horizontal.bias)
+                    .contiguous() for layer, v_prev, bias in zip(self.model.layers, self.v_prev, self.bias)]
+
+    def logits(self, j: int) -> Tensor:
+        """(B, K) logits at column j of the current row (2B rows when guided)."""
+        n, pad, last = self.n, self.n + 1, len(self.h_in) - 1
+        for k, (h_in, h_w) in enumerate(zip(self.h_in, self.h_w)):
+            lo = j if k == 0 else j + 1  # the first layer excludes the current column
+            window = h_in[:, lo : lo + n + 1].reshape(self.bb, -1)
+            pre = torch.addmm(self.row[k][:, j], window, h_w)  # (B, 2C)
+            a, b = pre.chunk(2, 1)
+            gated = torch.tanh(a, out=self.gated_views[k]).mul_(torch.sigmoid(b))
+            if k < last:
+                h_new = torch.addmm(self.out_w[k][1], gated, self.out_w[k][0])
+                if k:
+                    h_new += h_in[:, j + pad]
+                self.h_in[k + 1][:, j + pad] = h_new
+        w1, b1, w2, b2 = self.head
+        skips = torch.addmm(self.skip_b, self.gated, self.skip_w)
+        return F.linear(F.relu(F.linear(F.relu(skips), w1, b1)), w2, b2)
+
+    def put(self, j: int, embedded: Tensor) -> None:
+        """The code drawn at column j, embedded (B, C), becomes the first layer's input there."""
+        self.h_in[0][:, j + self.n + 1] = embedded.repeat(self.copies, 1)
+
+    def finish_row(self, i: int, embedded: Tensor) -> None:
+        """Row i is complete (its codes embedded, (B, W, C)): advance the vertical stack by one row."""
+        n, w, last = self.n, self.w, len(self.v_in) - 1
+        self.v_in[0][:, :, i + n, n : n + w] = embedded.permute(0, 2, 1).repeat(self.copies, 1, 1)
+        for k, layer in enumerate(self.model.layers):
+            v_pre = layer.vertical(self.v_in[k][:, :, i : i + n + 1])  # (B, 2C, 1, W)
+            self.v_prev[k] = v_pre
+            if k < last:
+                self.v_in[k + 1][:, :, i + n : i + n + 1, n : n + w] = layer._gate(v_pre + self.bias[k])

@@ -1,9 +1,10 @@
-"""Sampling: prior -> codes -> decoded data. Code grids from a Gated PixelCNN decoded into images, code
+"""Sampling: prior -> codes -> decoded data. Code grids from an image prior decoded into images, code
 sequences from a WaveNet prior decoded into waveforms by the audio VQ-VAE's WaveNet; and the
 ``vqvae sample`` / ``vqvae audio sample`` commands, which write them to files."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from vqvae.devices import model_device
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_npz, check_out_file
 from vqvae.models import VQVAE, AudioVQVAE
-from vqvae.priors.pixelcnn import GatedPixelCNN
+from vqvae.nets.controls import SamplingControls
+from vqvae.priors.base import ImagePrior
 from vqvae.priors.wavenet import WaveNetPrior
 from vqvae.runs import check_generation_options, class_id, load_prior, speaker_id
 
@@ -24,16 +26,17 @@ __all__ = ["sample_audio", "sample_audio_file", "sample_image_file", "sample_ima
 
 
 @torch.no_grad()
-def sample_images(prior: GatedPixelCNN, vq: VQVAE, labels: torch.Tensor, *, temperature: float = 1.0,
-                  seed: int = 0, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_images(prior: ImagePrior, vq: VQVAE, labels: torch.Tensor, *,
+                  controls: SamplingControls | None = None, seed: int = 0,
+                  batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample code grids from ``prior`` with the cached sampler and decode them. The same ``seed`` and
     ``batch_size`` give the same samples.
 
     Args:
-        prior: the Gated PixelCNN over ``vq``'s code grids (put in eval mode).
+        prior: the Gated PixelCNN or transformer over ``vq``'s code grids (put in eval mode).
         vq: the image VQ-VAE that decodes the codes.
         labels: (N,) class of every sample (ignored by an unconditional prior).
-        temperature: sampling temperature (> 0).
+        controls: temperature, top-k, top-p, guidance; None: the prior's own distribution.
         seed: seed of the CPU generator that draws every sample.
         batch_size: samples drawn at once.
     Returns:
@@ -44,7 +47,7 @@ def sample_images(prior: GatedPixelCNN, vq: VQVAE, labels: torch.Tensor, *, temp
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same samples on every device
     images, indices = [], []
     for chunk in labels.split(batch_size):
-        idx = prior.sample((h, h), chunk.to(dev), temperature, gen)
+        idx = prior.sample((h, h), chunk.to(dev), controls, gen)
         indices.append(idx.cpu())
         images.append(vq.decode_indices(idx.to(model_device(vq))).clamp(0, 1).cpu())
     if not indices:
@@ -91,11 +94,12 @@ def sample_labels(classes: list[str], conditional: bool, *, class_: int | None =
 
 
 def sample_image_file(prior_dir: str | Path, out: str | Path, *, class_: int | None = None,
-                      per_class: int | None = None, n: int | None = None, temperature: float = 1.0,
-                      seed: int = 0, overwrite: bool = False, device: str | None = "auto") -> int:
+                      per_class: int | None = None, n: int | None = None,
+                      controls: SamplingControls | None = None, seed: int = 0, overwrite: bool = False,
+                      device: str | None = "auto") -> int:
     """``vqvae sample``: samples of the prior in ``prior_dir`` decoded by its VQ-VAE, written to ``out``: a
     PNG grid (one row per class) or an .npz with ``images`` (uint8), ``labels`` (-1: unconditional),
-    ``indices``, the directories of the prior and its VQ-VAE and the class names.
+    ``indices``, the directories of the prior and its VQ-VAE, the class names and the sampling controls.
 
     Args:
         prior_dir: the prior's run directory.
@@ -103,21 +107,23 @@ def sample_image_file(prior_dir: str | Path, out: str | Path, *, class_: int | N
         class_: the one class to sample (as :func:`sample_labels`).
         per_class: samples of every class (as :func:`sample_labels`).
         n: number of samples (as :func:`sample_labels`).
-        temperature: sampling temperature (> 0).
+        controls: temperature, top-k, top-p, guidance (``--temperature`` ...); None: the prior's own
+            distribution.
         seed: seed of the generator that draws every sample.
         overwrite: replace ``out`` if it exists.
         device: where the models run (``--device``; ``auto`` picks one).
     Returns:
         the number of samples written.
     Raises:
-        VQVAEError: a bad output file, temperature, prior directory or sample options.
+        VQVAEError: a bad output file, prior directory or sample options, or guidance for a prior trained
+            without class dropout.
     """
     path = check_out_file(out, overwrite, (".png", ".npz"))
-    check_generation_options(temperature)
+    controls = controls or SamplingControls()
     prior, vq, config, _ = load_prior(prior_dir, "prior", device)
     labels, nrow = sample_labels(config.get("classes", []), prior.config.num_classes > 0, class_=class_,
                                  per_class=per_class, n=n)
-    images, idx = sample_images(prior, vq, labels, temperature=temperature, seed=seed)
+    images, idx = sample_images(prior, vq, labels, controls=controls, seed=seed)
     if path.suffix.lower() == ".png":
         save_image_grid(images, path, nrow=nrow)
     else:
@@ -126,24 +132,25 @@ def sample_image_file(prior_dir: str | Path, out: str | Path, *, class_: int | N
             "images": u8[:, 0] if u8.shape[1] == 1 else u8, "labels": labels.numpy(),
             "indices": idx.numpy().astype(np.int16 if prior.config.num_embeddings <= 32768 else np.int32),
             "prior_dir": str(Path(prior_dir).resolve()), "vqvae_dir": config["vqvae_dir"],
-            "classes": np.asarray(config.get("classes", []), dtype=str)})
+            "classes": np.asarray(config.get("classes", []), dtype=str),
+            **{name: np.asarray(value) for name, value in dataclasses.asdict(controls).items()}})
     return len(labels)
 
 
 @torch.no_grad()
 def sample_audio(prior: WaveNetPrior, vq: AudioVQVAE, speaker: int, seconds: float, *,
-                 temperature: float = 1.0, seed: int = 0,
+                 controls: SamplingControls | None = None, seed: int = 0,
                  class_: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``seconds`` of audio for ``speaker`` saying class ``class_``: codes drawn from the prior (conditioned
-    on the speaker and the class where it is), decoded by the VQ-VAE's WaveNet (both at ``temperature``,
-    from one generator seeded with ``seed``).
+    on the speaker and the class where it is), decoded by the VQ-VAE's WaveNet (the prior under ``controls``,
+    the decoder at their temperature, from one generator seeded with ``seed``).
 
     Args:
         prior: the WaveNet prior over ``vq``'s codes.
         vq: the audio VQ-VAE that decodes the codes.
         speaker: the speaker's index.
         seconds: length of the audio (at least one code).
-        temperature: sampling temperature of the prior and the decoder (> 0).
+        controls: the prior's temperature (also the decoder's), top-k, top-p, guidance; None: none.
         seed: seed of the CPU generator.
         class_: the class's index, for a class-conditional prior; None otherwise.
     Returns:
@@ -151,19 +158,19 @@ def sample_audio(prior: WaveNetPrior, vq: AudioVQVAE, speaker: int, seconds: flo
     """
     length = max(1, int(seconds * vq.config.sample_rate) // vq.config.hop)
     waves, codes = sample_utterances(prior, vq, [speaker], None if class_ is None else [class_], [length],
-                                     temperature=temperature, seed=seed)
+                                     controls=controls, seed=seed)
     return waves[0], codes[0]
 
 
 @torch.no_grad()
 def sample_utterances(prior: WaveNetPrior, vq: AudioVQVAE, speakers: list[int],
-                      classes: list[int] | None, lengths: list[int], *, temperature: float = 1.0,
-                      seed: int = 0, batch_size: int = 64
+                      classes: list[int] | None, lengths: list[int], *,
+                      controls: SamplingControls | None = None, seed: int = 0, batch_size: int = 64
                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Utterance i: ``lengths[i]`` codes drawn from the prior for speaker ``speakers[i]`` (saying
     ``classes[i]``), decoded by the VQ-VAE's WaveNet, ``batch_size`` at a time (each batch's codes are drawn
-    to its longest length and cut: the prior is causal), prior and decoder at ``temperature`` from one
-    generator seeded with ``seed`` (on the CPU: the same samples on every device).
+    to its longest length and cut: the prior is causal), the prior under ``controls`` and the decoder at
+    their temperature, from one generator seeded with ``seed`` (on the CPU: the same samples on every device).
 
     Args:
         prior: the WaveNet prior over ``vq``'s codes.
@@ -171,27 +178,29 @@ def sample_utterances(prior: WaveNetPrior, vq: AudioVQVAE, speakers: list[int],
         speakers: the speaker index of every utterance.
         classes: the class index of every utterance, for a class-conditional prior; None otherwise.
         lengths: the number of codes of every utterance.
-        temperature: sampling temperature of the prior and the decoder (> 0).
+        controls: the prior's temperature (also the decoder's), top-k, top-p, guidance; None: none.
         seed: seed of the CPU generator.
         batch_size: utterances drawn at once.
     Returns:
         ``(waveforms, codes)``: lists of (lengths[i] * hop,) and (lengths[i],) tensors, on the CPU.
     """
+    controls = controls or SamplingControls()
     dev, gen, waves, drawn = model_device(prior), torch.Generator().manual_seed(seed), [], []
     for lo in range(0, len(speakers), batch_size):
         spk = torch.tensor(speakers[lo : lo + batch_size], device=dev)
         cls = None if classes is None else torch.tensor(classes[lo : lo + batch_size], device=dev)
         n = lengths[lo : lo + batch_size]
-        codes = prior.sample(len(n), max(n), spk, temperature, gen, classes=cls).to(model_device(vq))
+        codes = prior.sample(len(n), max(n), spk, controls, gen, classes=cls).to(model_device(vq))
         codes = [q[:k] for q, k in zip(codes, n)]
         ids = spk.to(model_device(vq)) if vq.num_speakers else None
-        waves.extend(w.cpu() for w in vq.decode_many(codes, ids, temperature=temperature, generator=gen))
+        waves.extend(w.cpu() for w in vq.decode_many(codes, ids, temperature=controls.temperature,
+                                                          generator=gen))
         drawn.extend(q.cpu() for q in codes)
     return waves, drawn
 
 
 def sample_audio_file(prior_dir: str | Path, out: str | Path, *, speaker: str, seconds: float = 2.0,
-                      temperature: float = 1.0, seed: int = 0, overwrite: bool = False,
+                      controls: SamplingControls | None = None, seed: int = 0, overwrite: bool = False,
                       device: str | None = "auto", class_: str | None = None) -> dict[str, float | int]:
     """``vqvae audio sample``: :func:`sample_audio` of the prior in ``prior_dir`` for the speaker named
     ``speaker`` (saying the class named ``class_``, for a class-conditional prior), written to the WAV file
@@ -202,7 +211,7 @@ def sample_audio_file(prior_dir: str | Path, out: str | Path, *, speaker: str, s
         out: the ``.wav`` file to write.
         speaker: the speaker's name.
         seconds: length of the audio (> 0).
-        temperature: sampling temperature (> 0).
+        controls: temperature, top-k, top-p, guidance (as :func:`sample_audio`).
         seed: seed of the generator.
         overwrite: replace ``out`` if it exists.
         device: where the models run (``--device``; ``auto`` picks one).
@@ -210,13 +219,15 @@ def sample_audio_file(prior_dir: str | Path, out: str | Path, *, speaker: str, s
     Returns:
         ``{"seconds": ..., "codes": ...}``: the length written, in seconds and in codes.
     Raises:
-        VQVAEError: a bad output file, temperature, length, prior directory, speaker or class.
+        VQVAEError: a bad output file, length, prior directory, speaker or class, or guidance for a prior
+            trained without class dropout.
     """
     path = check_out_file(out, overwrite, (".wav",))
-    check_generation_options(temperature, seconds)
+    controls = controls or SamplingControls()
+    check_generation_options(controls.temperature, seconds)
     prior, vq, config, _ = load_prior(prior_dir, "audio_prior", device)
     classes = config.get("classes", []) if prior.config.num_classes else []
     wave, codes = sample_audio(prior, vq, speaker_id(speaker, config.get("speakers", [])), seconds,
-                               temperature=temperature, seed=seed, class_=class_id(class_, classes))
+                               controls=controls, seed=seed, class_=class_id(class_, classes))
     write_wav(path, wave, vq.config.sample_rate)
     return {"seconds": len(wave) / vq.config.sample_rate, "codes": len(codes)}

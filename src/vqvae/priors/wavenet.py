@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from vqvae.config import AudioPriorConfig
 from vqvae.errors import VQVAEError
 from vqvae.models.pretrained import Pretrained
+from vqvae.nets.controls import SamplingControls
 from vqvae.nets.wavenet import WaveNet
 
 
@@ -36,23 +37,33 @@ class WaveNetPrior(Pretrained, nn.Module):
         config = dataclasses.replace(config or AudioPriorConfig(), **overrides)
         if not config.speaker_conditioning:
             config = dataclasses.replace(config, num_speakers=0)
-        if not config.class_conditioning:
-            config = dataclasses.replace(config, num_classes=0)
+        if not config.class_conditioning or not config.num_classes:
+            config = dataclasses.replace(config, num_classes=0, class_dropout=0.0)
         config.validate()
         self.config = c = config
         self.net = WaveNet(c.num_embeddings, c.channels, c.skip_channels, c.dilations,
-                           num_globals=c.num_speakers + c.num_classes)
+                           num_globals=c.num_speakers + self.num_class_ids)
+
+    @property
+    def num_class_ids(self) -> int:
+        """The class ids the prior knows: its classes, and "no class" (id C) when it was trained with class
+        dropout."""
+        return self.config.num_classes + (1 if self.config.class_dropout > 0 else 0)
 
     def _globals(self, speakers: Tensor | None, classes: Tensor | None) -> Tensor | None:
-        """The WaveNet's global ids: speakers in [0, S), classes after them in [S, S + C) (what the model
-        has)."""
-        s, k = self.config.num_speakers, self.config.num_classes
+        """The WaveNet's global ids: speakers in [0, S), classes after them in [S, S + C) (and "no class" at
+        S + C, for a prior trained with class dropout; in training each class is replaced by it with that
+        probability)."""
+        s, k, n = self.config.num_speakers, self.config.num_classes, self.num_class_ids
         if k and classes is None:
             raise VQVAEError("this prior is conditioned on the utterance's class: "
                              f"pass classes in [0, {k})")
-        if k and classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= k):
-            raise VQVAEError(f"classes must lie in [0, {k}), "
+        if k and classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= n):
+            raise VQVAEError(f"classes must lie in [0, {n}), "
                              f"got [{int(classes.min())}, {int(classes.max())}]")
+        p = self.config.class_dropout
+        if k and self.training and p > 0:
+            classes = classes.masked_fill(torch.rand(classes.shape, device=classes.device) < p, k)
         if s and k:
             return torch.stack([speakers, classes + s], 1) if speakers is not None else None
         return speakers if s else (classes if k else None)
@@ -91,21 +102,31 @@ class WaveNetPrior(Pretrained, nn.Module):
         return nll
 
     @torch.no_grad()
-    def sample(self, batch: int, length: int, speakers: Tensor | None = None, temperature: float = 1.0,
-               generator: torch.Generator | None = None, classes: Tensor | None = None) -> Tensor:
+    def sample(self, batch: int, length: int, speakers: Tensor | None = None,
+               controls: SamplingControls | None = None, generator: torch.Generator | None = None,
+               classes: Tensor | None = None) -> Tensor:
         """(batch, length) codes, drawn one step at a time from cached activations.
 
         Args:
             batch: number of sequences (>= 1).
             length: codes per sequence (>= 0).
             speakers: (batch,) speaker ids; required exactly when the prior is conditioned on the speaker.
-            temperature: divides the logits before the softmax (> 0).
+            controls: temperature, top-k, top-p, guidance (on the class: needs a prior trained with
+                class dropout); None: the model's own distribution.
             generator: random generator for the draws; None: the global one.
             classes: (batch,) class ids; required exactly when the prior is conditioned on the class.
         Returns:
             (batch, length) int64 codes.
         Raises:
-            VQVAEError: a temperature <= 0, a bad batch or length, or bad speakers or classes.
+            VQVAEError: a bad batch or length, bad speakers or classes, or guidance for a prior without
+                "no class".
         """
-        return self.net.generate(batch, length, None, self._globals(speakers, classes), temperature,
-                                 generator)
+        controls = controls or SamplingControls()
+        if controls.guided:
+            if not self.config.class_dropout or classes is None:
+                raise VQVAEError("guidance needs a class-conditional prior trained with "
+                                 "wavenet_prior.class_dropout > 0; this one was not")
+            null = torch.full_like(classes, self.config.num_classes)
+            speakers = None if speakers is None else speakers.repeat(2)
+            classes = torch.cat([classes, null])
+        return self.net.generate(batch, length, None, self._globals(speakers, classes), controls, generator)

@@ -31,7 +31,8 @@ def train_image_and_evaluate(recipe: ImageRecipe, out_dir: str | Path, **options
 
 def train_image_prior_and_evaluate(recipe: ImagePriorRecipe, vqvae_dir: str | Path | None,
                                    out_dir: str | Path, **options: Any) -> dict[str, Any]:
-    """Train a Gated PixelCNN on the codes of a VQ-VAE into ``out_dir`` (``vqvae train-prior``).
+    """Train an image prior (Gated PixelCNN or transformer, ``prior.kind``) on the codes of a VQ-VAE into
+    ``out_dir`` (``vqvae train-prior``).
 
     Args:
         recipe: the prior recipe.

@@ -24,7 +24,7 @@ from vqvae.evaluate import evaluate_audio, evaluate_audio_prior, evaluate_image_
 from vqvae.fileio import check_out_dir
 from vqvae.metrics import CodebookUsage
 from vqvae.models import VQVAE, AudioVQVAE
-from vqvae.priors import GatedPixelCNN, WaveNetPrior
+from vqvae.priors import ImagePrior, WaveNetPrior, build_prior
 from vqvae.priors.sampling import sample_images
 from vqvae.recipes import RecipeSections
 from vqvae.reconstruct import reconstruction_grid
@@ -174,8 +174,9 @@ class _PriorTask(Task):
 
 
 class ImagePriorTask(_PriorTask):
-    """The Gated PixelCNN on the codes of an image VQ-VAE (encoded once, cached beside it); at the end
-    ``eval.json`` and ``samples.png`` (10 samples of each of the first 10 classes).
+    """The image prior (a Gated PixelCNN or a transformer, ``prior.kind``) on the codes of an image VQ-VAE
+    (encoded once, cached beside it); at the end ``eval.json`` and ``samples.png`` (10 samples of each of the
+    first 10 classes).
     Args:
         recipe: the run's :class:`~vqvae.recipes.ImagePriorRecipe`.
         vqvae_dir: the image VQ-VAE's run directory (None on resume: the one the prior recorded).
@@ -188,7 +189,7 @@ class ImagePriorTask(_PriorTask):
         self.load_vqvae(out, resume, overwrite)
         if self.vq.config.latents_per_position > 1:
             raise VQVAEError(f"{self.vqvae_dir} has {self.vq.config.latents_per_position} codes at each "
-                             f"latent position (model.latents_per_position): the Gated PixelCNN models one")
+                             f"latent position (model.latents_per_position): the image prior models one")
         codes = self.cached_codes()
         self.codes = torch.from_numpy(codes["train_indices"].astype(np.int64))  # (N, h, w)
         self.labels = torch.from_numpy(codes["train_labels"])
@@ -198,15 +199,16 @@ class ImagePriorTask(_PriorTask):
         self.classes = self.vq_config.get("classes") or [str(i) for i in range(int(self.labels.max()) + 1)]
         # num_classes becomes 0 in the model when prior.conditional is false
         self.recipe = self.recipe.with_architecture(num_embeddings=self.vq.config.num_codes,
-                                                    num_classes=len(self.classes))
+                                                    num_classes=len(self.classes),
+                                                    grid_size=self.vq.config.latent_size)
         self.num_examples = len(self.codes)
         self.fetch = partial(rows, (self.codes, self.labels))
 
     def extra(self) -> dict[str, Any]:
         return {**super().extra(), "classes": self.classes, "latent_size": self.vq.config.latent_size}
 
-    def build(self) -> GatedPixelCNN:
-        self.model = GatedPixelCNN(self.recipe.prior)
+    def build(self) -> ImagePrior:
+        self.model = build_prior(self.recipe.prior)
         return self.model
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> StepResult:
