@@ -13,6 +13,7 @@ from vqvae.data.audio import load_speech, random_crops, read_wav, resample, spli
 from vqvae.errors import VQVAEError
 from vqvae.likelihoods import mu_law_decode, mu_law_encode
 from vqvae.nets import WaveNet
+from vqvae.nets.controls import SamplingControls
 
 from .conftest import float64_on
 
@@ -173,7 +174,7 @@ def test_wavenet_conditioning_and_shapes():
     with pytest.raises(VQVAEError, match="classes must lie in"):
         model(torch.full((2, 30), 16), local, g)
     with pytest.raises(VQVAEError, match="temperature must be > 0"):
-        model.generate(2, 30, local, g, temperature=0)
+        model.generate(2, 30, local, g, SamplingControls(temperature=0))
     with pytest.raises(ValueError, match="dilations"):
         WaveNet(16, dilations=[1, 0])
 
@@ -199,12 +200,13 @@ def test_incremental_generation_equals_naive(conditioned, device):
     local = torch.randn(3, 3, T, dtype=torch.float64).to(device) if conditioned else None
     g = torch.tensor([0, 3, 1], device=device) if conditioned else None
     for temperature in (1.0, 0.7):
-        naive = model.generate_naive(3, T, local, g, temperature, torch.Generator().manual_seed(4))
-        fast = model.generate(3, T, local, g, temperature, torch.Generator().manual_seed(4))
+        controls = SamplingControls(temperature)
+        naive = model.generate_naive(3, T, local, g, controls, torch.Generator().manual_seed(4))
+        fast = model.generate(3, T, local, g, controls, torch.Generator().manual_seed(4))
         assert torch.equal(naive, fast)
         assert len(set(fast[0].tolist())) > 3  # it really samples
-    again = model.generate(3, T, local, g, 1.0, torch.Generator().manual_seed(4))
-    assert torch.equal(again, model.generate(3, T, local, g, 1.0, torch.Generator().manual_seed(4)))
+    again = model.generate(3, T, local, g, None, torch.Generator().manual_seed(4))
+    assert torch.equal(again, model.generate(3, T, local, g, None, torch.Generator().manual_seed(4)))
 
 
 # -- the audio VQ-VAE end to end ------------------------------------------------------------------------

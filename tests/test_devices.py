@@ -75,10 +75,10 @@ def test_incremental_wavenet_generation_is_the_naive_one_and_the_cpu_one(device)
     torch.manual_seed(0)
     net = WaveNet(8, 8, 8, [1, 2, 4, 1, 2], num_globals=2).double().eval()
     g = torch.tensor([1])
-    on_cpu = net.generate(1, 40, None, g, 1.0, torch.Generator().manual_seed(3))
+    on_cpu = net.generate(1, 40, None, g, None, torch.Generator().manual_seed(3))
     net = net.to(device)
-    fast = net.generate(1, 40, None, g.to(device), 1.0, torch.Generator().manual_seed(3))
-    slow = net.generate_naive(1, 40, None, g.to(device), 1.0, torch.Generator().manual_seed(3))
+    fast = net.generate(1, 40, None, g.to(device), None, torch.Generator().manual_seed(3))
+    slow = net.generate_naive(1, 40, None, g.to(device), None, torch.Generator().manual_seed(3))
     assert fast.device.type == device and torch.equal(fast, slow) and torch.equal(fast.cpu(), on_cpu)
 
 

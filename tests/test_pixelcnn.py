@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vqvae.errors import VQVAEError
+from vqvae.nets.controls import SamplingControls
 from vqvae.priors import GatedPixelCNN
 
 from .conftest import float64_on
@@ -59,7 +60,7 @@ def test_naive_sampling_is_seeded_and_respects_temperature_and_labels(device):
     s2 = model.sample_naive((3, 4), labels, generator=torch.Generator().manual_seed(1))
     assert s1.shape == (3, 3, 4) and torch.equal(s1, s2) and int(s1.max()) < 5
     with pytest.raises(VQVAEError, match="temperature must be > 0"):
-        model.sample_naive((3, 4), labels, temperature=0)
+        model.sample_naive((3, 4), labels, SamplingControls(temperature=0))
 
 
 def test_bad_inputs():
@@ -80,8 +81,9 @@ def test_cached_sampler_equals_naive_sampler(kernel_size, conditional, device):
                           kernel_size=kernel_size, head_channels=8).double().to(device)
     labels = torch.tensor([0, 2, 1], device=device)
     for temperature in (1.0, 0.7):
-        naive = model.sample_naive((5, 6), labels, temperature, torch.Generator().manual_seed(3))
-        fast = model.sample((5, 6), labels, temperature, torch.Generator().manual_seed(3))
+        controls = SamplingControls(temperature)
+        naive = model.sample_naive((5, 6), labels, controls, torch.Generator().manual_seed(3))
+        fast = model.sample((5, 6), labels, controls, torch.Generator().manual_seed(3))
         assert torch.equal(naive, fast)
         assert naive.unique().numel() > 1  # a real sample, not a constant grid
 

@@ -13,6 +13,7 @@ from vqvae.codes import SpeechCodes, code_crops
 from vqvae.config import AudioPriorConfig
 from vqvae.errors import VQVAEError
 from vqvae.models import VQVAE
+from vqvae.nets.controls import SamplingControls
 from vqvae.priors import GatedPixelCNN, WaveNetPrior
 from vqvae.priors.sampling import sample_images, sample_labels
 
@@ -52,11 +53,11 @@ def test_sample_images_is_the_prior_sample_of_a_seeded_generator(prior, vq, devi
     prior, vq = on(device, prior, vq)
     labels = torch.tensor([2, 0, 1, 1])
     _, indices = sample_images(prior, vq, labels, seed=5)
-    expected = prior.sample((7, 7), labels.to(device), 1.0, torch.Generator().manual_seed(5))
+    expected = prior.sample((7, 7), labels.to(device), None, torch.Generator().manual_seed(5))
     assert torch.equal(indices, expected.cpu())
-    assert torch.equal(indices, cpu_prior.sample((7, 7), labels, 1.0, torch.Generator().manual_seed(5)))
-    _, cold = sample_images(prior, vq, labels, seed=5, temperature=0.5)
-    assert torch.equal(cold, prior.sample((7, 7), labels.to(device), 0.5,
+    assert torch.equal(indices, cpu_prior.sample((7, 7), labels, None, torch.Generator().manual_seed(5)))
+    _, cold = sample_images(prior, vq, labels, seed=5, controls=SamplingControls(0.5))
+    assert torch.equal(cold, prior.sample((7, 7), labels.to(device), SamplingControls(0.5),
                                           torch.Generator().manual_seed(5)).cpu())
 
 
@@ -72,11 +73,11 @@ def test_sample_images_same_seed_same_samples(prior, vq):
 def test_sample_images_in_batches(prior, vq):
     labels = torch.tensor([0, 1, 2, 0, 1])
     _, whole = sample_images(prior, vq, labels, seed=4, batch_size=5)
-    assert torch.equal(whole, prior.sample((7, 7), labels, 1.0, torch.Generator().manual_seed(4)))
+    assert torch.equal(whole, prior.sample((7, 7), labels, None, torch.Generator().manual_seed(4)))
     # smaller batches: one generator goes on from chunk to chunk
     images, split = sample_images(prior, vq, labels, seed=4, batch_size=2)
     gen = torch.Generator().manual_seed(4)
-    expected = torch.cat([prior.sample((7, 7), chunk, 1.0, gen) for chunk in labels.split(2)])
+    expected = torch.cat([prior.sample((7, 7), chunk, None, gen) for chunk in labels.split(2)])
     assert torch.equal(split, expected)
     # each chunk is decoded on its own (a batch of 5 may round differently from batches of 2)
     assert torch.equal(images, torch.cat([vq.decode_indices(c).clamp(0, 1) for c in split.split(2)]))
@@ -96,7 +97,7 @@ def test_unconditional_prior_takes_the_labels_sample_labels_gives(vq):
     labels, _ = sample_labels([], False, n=3)
     assert labels.tolist() == [-1, -1, -1]
     _, indices = sample_images(uncond, vq, labels, seed=1)
-    expected = uncond.sample((7, 7), torch.zeros(3, dtype=torch.long), 1.0, torch.Generator().manual_seed(1))
+    expected = uncond.sample((7, 7), torch.zeros(3, dtype=torch.long), None, torch.Generator().manual_seed(1))
     assert torch.equal(indices, expected)  # the labels are ignored
 
 
@@ -232,7 +233,7 @@ def test_wavenet_prior_sample(device):
     assert torch.equal(s, model.sample(3, 20, speakers, generator=torch.Generator().manual_seed(7)))
     assert not torch.equal(s, model.sample(3, 20, speakers, generator=torch.Generator().manual_seed(8)))
     # the cached sampler draws what rerunning the whole network for every step draws
-    naive = model.net.generate_naive(3, 20, None, speakers, 1.0, torch.Generator().manual_seed(7))
+    naive = model.net.generate_naive(3, 20, None, speakers, None, torch.Generator().manual_seed(7))
     assert torch.equal(s, naive)
 
 
@@ -326,7 +327,7 @@ def test_class_conditional_prior_sampling_is_exact_and_the_gradient_finds_the_cl
     spk, cls = torch.tensor([0, 1, 1], device=device), torch.tensor([2, 0, 2], device=device)
     s = model.sample(3, 15, spk, generator=torch.Generator().manual_seed(5), classes=cls)
     ids = torch.stack([spk, cls + 2], 1)
-    assert torch.equal(s, model.net.generate_naive(3, 15, None, ids, 1.0, torch.Generator().manual_seed(5)))
+    assert torch.equal(s, model.net.generate_naive(3, 15, None, ids, None, torch.Generator().manual_seed(5)))
     codes = torch.randint(0, 8, (2, 10), generator=torch.Generator().manual_seed(1)).to(device)
     model.zero_grad()
     model.nll(codes, spk[:2], classes=torch.tensor([1, 1], device=device)).mean().backward()

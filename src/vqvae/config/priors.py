@@ -44,8 +44,6 @@ class ImagePriorConfig:
         check_field(0 <= self.class_dropout < 1, "prior.class_dropout", self.class_dropout, "in [0, 1)")
         check_field(0 <= self.dropout < 1, "prior.dropout", self.dropout, "in [0, 1)")
         if self.kind == "transformer":
-            check_field(self.grid_size >= 1, "prior.grid_size", self.grid_size,
-                        ">= 1 for a transformer prior")
             check_field(self.channels % self.heads == 0, "prior.heads", self.heads,
                         f"a divisor of prior.channels {self.channels}")
         # an option the network would not use is refused, not ignored

@@ -122,7 +122,8 @@ class ImagePrior(Pretrained, nn.Module):
         """The labels a sampler runs with and its uniforms.
 
         Args:
-            labels: (B,) class labels (ignored by an unconditional prior).
+            labels: (B,) class labels (ignored by an unconditional prior); ``num_classes`` ("no class")
+                for a prior trained with class dropout.
             controls: how the logits become draws; guidance needs a prior trained with class dropout.
             shape: (H, W) of the code grid.
             generator: random generator for the uniforms, all drawn up front (on the CPU for a CPU
@@ -136,8 +137,8 @@ class ImagePrior(Pretrained, nn.Module):
         if labels.dim() != 1:
             raise VQVAEError(f"expected labels of shape (B,), got {tuple(labels.shape)}")
         c = self.config
-        if c.num_classes:
-            self._check_labels(labels, c.num_classes)
+        if c.num_classes:  # "no class" too, where the prior has it: samples without a class
+            self._check_labels(labels, self.num_labels)
         if controls.guided and not (c.num_classes and c.class_dropout > 0):
             raise VQVAEError("guidance needs a class-conditional prior trained with prior.class_dropout > 0 "
                              "(it models the codes without a class too); this one was not")

@@ -89,6 +89,9 @@ class TransformerPrior(ImagePrior):
     def __init__(self, config=None, **overrides):
         super().__init__(config, **overrides)
         c = self.config
+        if c.grid_size < 1:  # train-prior sets it from the VQ-VAE
+            raise VQVAEError(f"prior.grid_size must be >= 1 for a transformer prior (its positions), "
+                             f"got {c.grid_size}")
         self.embed = nn.Embedding(c.num_embeddings, c.channels)
         self.label = nn.Embedding(c.num_classes + 1, c.channels)  # the last: "no class"
         self.rows, self.cols = nn.Embedding(c.grid_size, c.channels), nn.Embedding(c.grid_size, c.channels)
