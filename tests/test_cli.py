@@ -254,6 +254,39 @@ def test_unconditional_prior(trained, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_transformer_prior_with_guidance_and_sampling_controls(trained, tmp_path, capsys):
+    out = tmp_path / "transformer"
+    code, text, err = run(capsys, "train-prior", trained, "--out", out, "--steps", 4, "--quiet", "--json",
+                          "prior.kind=transformer", "prior.channels=16", "prior.heads=2",
+                          "prior.num_layers=2", "prior.class_dropout=0.2", "train.batch_size=32",
+                          "train.warmup_steps=2")
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())["prior"]
+    assert config["kind"] == "transformer" and config["grid_size"] == 7 and config["class_dropout"] == 0.2
+    assert 0 < json.loads(text.splitlines()[0])["prior_nll_bits_per_latent"] < 6
+    assert run(capsys, "train-prior", "--resume", out, "--steps", 6, "--quiet")[0] == 0
+    assert json.loads((out / "eval.json").read_text())["step"] == 6
+    npz = tmp_path / "g.npz"
+    assert run(capsys, "sample", out, "--per-class", 2, "--guidance", 3, "--top-k", 8, "--top-p", 0.9,
+               "--temperature", 0.8, "--out", npz)[0] == 0
+    with np.load(npz, allow_pickle=False) as f:
+        assert f["indices"].shape == (20, 7, 7)
+        assert (float(f["guidance"]), int(f["top_k"]), float(f["top_p"]), float(f["temperature"])) == (
+            3.0, 8, 0.9, 0.8)
+    for flags, message in ((["--top-k", -1], "--top_k must be"), (["--top-p", 0], "--top-p must be in"),
+                           (["--guidance", -2], "--guidance must be")):
+        code, _, err = run(capsys, "sample", out, *flags, "--out", tmp_path / "x.png")
+        assert code == 2 and message.replace("top_k", "top-k") in err, err
+    code, _, err = run(capsys, "train-prior", trained, "--out", tmp_path / "t2", "--steps", 1, "--quiet",
+                       "prior.kind=transformer", "prior.kernel_size=3")
+    assert code == 2 and "prior.kernel_size must be 5 (unused) with prior.kind transformer" in err
+    plain = tmp_path / "plain"
+    assert run(capsys, "train-prior", trained, "--out", plain, "--steps", 2, "--quiet", *PRIOR_TINY)[0] == 0
+    code, _, err = run(capsys, "sample", plain, "--guidance", 2, "--out", tmp_path / "x.png")
+    assert code == 2 and "prior.class_dropout > 0" in err and not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.slow
 def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
     vq, prior, clf = tmp_path / "vq", tmp_path / "prior", tmp_path / "clf"
     assert run(capsys, "train", "--data", small_fmnist, "--out", vq, "--steps", 4, "--quiet", *TINY,
@@ -291,6 +324,7 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
     assert sc["target_images"] == 256 - 30
     for row in ("samples", "real_test", "reconstructions"):
         assert 0 <= sc[row]["recognised"] <= 1 and sc[row]["frechet_distance"] >= 0
+        assert 0 <= sc[row]["precision"] <= 1 and 0 <= sc[row]["recall"] <= 1
     assert len(sc["samples"]["recognised_per_class"]) == 10
     (prior / "score.json").write_text("mine")
     code, _, err = run(capsys, "score", samples, "--classifier", clf, "--out", prior / "score.json")

@@ -73,15 +73,18 @@ def test_bad_inputs():
         GatedPixelCNN(kernel_size=4)
 
 
-@pytest.mark.parametrize("kernel_size, conditional", [(3, True), (5, False)])
+@pytest.mark.parametrize("kernel_size, conditional", [(3, True), (5, False), (5, True)])
 def test_cached_sampler_equals_naive_sampler(kernel_size, conditional, device):
     float64_on(device)
     torch.manual_seed(0)
     model = GatedPixelCNN(num_embeddings=6, num_classes=3 if conditional else 0, channels=8, num_layers=4,
-                          kernel_size=kernel_size, head_channels=8).double().to(device)
+                          kernel_size=kernel_size, head_channels=8, class_dropout=0.1).double().to(device)
     labels = torch.tensor([0, 2, 1], device=device)
-    for temperature in (1.0, 0.7):
-        controls = SamplingControls(temperature)
+    every = [SamplingControls(1.0), SamplingControls(0.7), SamplingControls(top_k=2),
+             SamplingControls(top_p=0.5, temperature=1.5)]
+    if conditional:  # guidance mixes in the prior without the class
+        every += [SamplingControls(guidance=3.0), SamplingControls(guidance=0.5, top_k=4)]
+    for controls in every:
         naive = model.sample_naive((5, 6), labels, controls, torch.Generator().manual_seed(3))
         fast = model.sample((5, 6), labels, controls, torch.Generator().manual_seed(3))
         assert torch.equal(naive, fast)

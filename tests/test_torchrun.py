@@ -145,6 +145,32 @@ def test_encoding_sharded_over_two_ranks_gives_the_one_process_codes(tmp_path):
 
 
 @pytest.mark.slow
+def test_transformer_prior_under_two_ranks_takes_the_steps_of_one_process_and_resumes(small_fmnist, tmp_path):
+    vq = tmp_path / "vq"
+    assert _run(["train", "--data", str(small_fmnist), "--out", str(vq), "--steps", "2", "--quiet",
+                 "--device", "cpu", *TINY], 1).returncode == 0
+    # no dropout of any kind: the ranks draw their own random numbers
+    tiny = ["--quiet", "--device", "cpu", "prior.kind=transformer", "prior.channels=16", "prior.heads=2",
+            "prior.num_layers=2", "train.batch_size=16", "train.eval_batches=1", "train.warmup_steps=0",
+            "train.schedule=constant", "train.threads=1"]
+    runs = {}
+    for nproc in (1, 2):
+        runs[nproc] = tmp_path / f"prior{nproc}"
+        done = _run(["train-prior", str(vq), "--out", str(runs[nproc]), "--steps", "4", *tiny], nproc)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one, two = (load_file(runs[n] / "model.safetensors") for n in (1, 2))
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6, msg=key)
+    half = tmp_path / "half"
+    assert _run(["train-prior", str(vq), "--out", str(half), "--steps", "2", *tiny], 2).returncode == 0
+    done = _run(["train-prior", "--resume", str(half), "--steps", "4", "--quiet", "--device", "cpu"], 2)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = load_file(half / "model.safetensors")
+    for key in one:
+        torch.testing.assert_close(resumed[key], one[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.slow
 def test_a_wall_clock_budget_ends_every_rank_at_the_same_step(small_fmnist, tmp_path):
     out = tmp_path / "timed"
     done = _run(["train", "--data", str(small_fmnist), "--out", str(out), "--max-seconds", "4", "--quiet",
