@@ -53,7 +53,7 @@ def measure(kind: str, size: int, batch: int, args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kind", nargs="+", default=["pixelcnn", "transformer"], help="priors to measure")
-    ap.add_argument("--size", nargs="+", type=int, default=[32, 7, 7], help="latent grid sides (default 32 7 7)")
+    ap.add_argument("--size", nargs="+", type=int, default=[32, 7, 7], help="grid sides (default 32 7 7)")
     ap.add_argument("--batch", nargs="+", type=int, default=[1, 100, 500],
                     help="samples drawn at once, one per size (default 1 for 32; 100 and 500 for 7)")
     ap.add_argument("--channels", type=int, default=0, help="width (default: see above)")
