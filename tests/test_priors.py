@@ -66,6 +66,10 @@ def test_transformer_nll_is_the_sum_of_its_cross_entropies_and_grids_are_bounded
     assert logits.shape == (3, 9, 4, 6)
     expected = -torch.log_softmax(logits, 1).gather(1, x[:, None]).flatten(1).sum(1)
     torch.testing.assert_close(model.nll(x, labels), expected)
+    empty = torch.zeros(0, dtype=torch.long)
+    assert model.nll(torch.zeros(0, 4, 6, dtype=torch.long), empty).shape == (0,)
+    for sampler in (model.sample, model.sample_naive):
+        assert sampler((4, 6), empty).shape == (0, 4, 6)
     with pytest.raises(VQVAEError, match="grids up to 6x6"):
         model(torch.zeros(1, 7, 2, dtype=torch.long), torch.tensor([0]))
     with pytest.raises(VQVAEError, match="class labels must lie in"):
@@ -105,17 +109,18 @@ def test_prior_kind_builds_its_network_and_refuses_options_it_would_not_use():
 
 
 @pytest.mark.parametrize("kind", ["pixelcnn", "transformer"])
-def test_class_dropout_drops_labels_in_training_only(kind):
+def test_class_dropout_drops_the_labels_training_feeds_and_never_in_the_network(kind):
     config = ImagePriorConfig(kind=kind, num_embeddings=5, num_classes=4, channels=8, num_layers=1,
                               grid_size=3, class_dropout=0.3)
-    model = build_prior(config)
+    model = build_prior(config)  # in training mode
     labels = torch.arange(4).repeat(5000)
     torch.manual_seed(0)
     dropped = model.drop_labels(labels)
     assert ((dropped == 4) == (dropped != labels)).all()  # a label is kept or becomes "no class" (4)
     assert float((dropped == 4).double().mean()) == pytest.approx(0.3, abs=0.01)
-    assert torch.equal(model.eval().drop_labels(labels), labels)
     x = torch.zeros(2, 3, 3, dtype=torch.long)
+    # the network sees the labels it is given, in training mode too: the samplers need not be in eval mode
+    torch.testing.assert_close(model(x, torch.tensor([1, 2])), model(x, torch.tensor([1, 2])))
     model(x, torch.tensor([4, 0]))  # "no class" is a label the model takes
     with pytest.raises(VQVAEError, match=r"\[0, 5\)"):
         model(x, torch.tensor([5, 0]))
@@ -225,14 +230,18 @@ def test_wavenet_prior_guidance_is_cached_equal_naive_and_needs_class_dropout(de
         plain.sample(3, 12, spk.cpu(), SamplingControls(guidance=2.0), classes=cls.cpu())
 
 
-def test_wavenet_prior_class_dropout_in_training_only():
+def test_wavenet_prior_class_dropout_drops_the_classes_training_feeds():
     model = WaveNetPrior(num_embeddings=6, num_speakers=2, num_classes=3, class_dropout=0.25, channels=8,
                          skip_channels=8, max_dilation=2, dilation_cycles=1)
-    spk, cls = torch.zeros(8000, dtype=torch.long), torch.ones(8000, dtype=torch.long)
+    cls = torch.ones(8000, dtype=torch.long)
     torch.manual_seed(0)
-    ids = model._globals(spk, cls)
-    assert float((ids[:, 1] == 2 + 3).double().mean()) == pytest.approx(0.25, abs=0.015)
-    assert (model.eval()._globals(spk, cls)[:, 1] == 2 + 1).all()
+    dropped = model.drop_classes(cls)
+    assert ((dropped == 3) == (dropped != cls)).all()
+    assert float((dropped == 3).double().mean()) == pytest.approx(0.25, abs=0.015)
+    ids = model._globals(torch.zeros(2, dtype=torch.long), torch.tensor([1, 3]))  # "no class" is id 2 + 3
+    assert ids[:, 1].tolist() == [2 + 1, 2 + 3]
+    with pytest.raises(VQVAEError, match=r"classes must lie in \[0, 4\)"):
+        model._globals(torch.zeros(1, dtype=torch.long), torch.tensor([4]))
 
 
 # -- precision and recall ---------------------------------------------------------------------------------

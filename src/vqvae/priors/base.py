@@ -26,8 +26,8 @@ class ImagePrior(Pretrained, nn.Module):
     ``sample_naive``.
 
     A conditional prior trained with ``class_dropout`` > 0 has one more label, ``num_classes`` (no class):
-    in training each label is replaced by it with that probability, and a guided sampler runs each grid
-    twice, with its label and without.
+    training replaces each label by it with that probability (:meth:`drop_labels`), and a guided sampler runs
+    each grid twice, with its label and without.
 
     Args:
         config: the architecture; None takes the defaults of :class:`~vqvae.config.ImagePriorConfig` with
@@ -95,10 +95,17 @@ class ImagePrior(Pretrained, nn.Module):
                              f"{int(labels.max())}]")
 
     def drop_labels(self, labels: Tensor | None) -> Tensor | None:
-        """In training, each label replaced by "no class" with probability ``class_dropout``; else as
-        given."""
+        """What training feeds the prior: each label replaced by "no class" with probability
+        ``class_dropout`` (from the global generator); None stays None. The network itself never drops a
+        label, so evaluation and sampling see the labels they are given.
+
+        Args:
+            labels: (B,) class labels, or None.
+        Returns:
+            (B,) labels, some of them ``num_classes``; or None.
+        """
         p = self.config.class_dropout
-        if labels is None or not self.training or p == 0:
+        if labels is None or p == 0:
             return labels
         drop = torch.rand(labels.shape, device=labels.device) < p
         return labels.masked_fill(drop, self.config.num_classes)

@@ -138,7 +138,7 @@ class GatedPixelCNN(ImagePrior):
         """
         self.check_inputs(indices, labels)
         x = self.embed(indices).permute(0, 3, 1, 2)  # (B, C, H, W)
-        return self.forward_embedded(x, self.drop_labels(labels))
+        return self.forward_embedded(x, labels)
 
     @torch.inference_mode()
     def sample_naive(self, shape: tuple[int, int], labels: Tensor, controls: SamplingControls | None = None,
@@ -245,7 +245,7 @@ class _RowCache:
         n, pad, last = self.n, self.n + 1, len(self.h_in) - 1
         for k, (h_in, h_w) in enumerate(zip(self.h_in, self.h_w)):
             lo = j if k == 0 else j + 1  # the first layer excludes the current column
-            window = h_in[:, lo : lo + n + 1].reshape(self.bb, -1)
+            window = h_in[:, lo : lo + n + 1].reshape(self.bb, h_w.shape[0])
             pre = torch.addmm(self.row[k][:, j], window, h_w)  # (B, 2C)
             a, b = pre.chunk(2, 1)
             gated = torch.tanh(a, out=self.gated_views[k]).mul_(torch.sigmoid(b))

@@ -140,12 +140,12 @@ class TransformerPrior(ImagePrior):
         self.check_inputs(indices, labels)
         b, h, w = indices.shape
         codes = self.embed(indices.flatten(1)[:, :-1])  # (B, HW - 1, C)
-        start = self._start(self.drop_labels(labels), b, indices.device)[:, None]
+        start = self._start(labels, b, indices.device)[:, None]
         x = self.drop(torch.cat([start, codes], 1) + self._positions(h, w, indices.device))  # (B, HW, C)
         for block in self.blocks:
             x = block(x)
         logits = self.head(self.norm(x))  # (B, HW, K)
-        return logits.transpose(1, 2).reshape(b, -1, h, w)
+        return logits.transpose(1, 2).reshape(b, self.config.num_embeddings, h, w)
 
     @torch.inference_mode()
     def sample_naive(self, shape: tuple[int, int], labels: Tensor, controls: SamplingControls | None = None,

@@ -52,8 +52,7 @@ class WaveNetPrior(Pretrained, nn.Module):
 
     def _globals(self, speakers: Tensor | None, classes: Tensor | None) -> Tensor | None:
         """The WaveNet's global ids: speakers in [0, S), classes after them in [S, S + C) (and "no class" at
-        S + C, for a prior trained with class dropout; in training each class is replaced by it with that
-        probability)."""
+        S + C, for a prior trained with class dropout)."""
         s, k, n = self.config.num_speakers, self.config.num_classes, self.num_class_ids
         if k and classes is None:
             raise VQVAEError("this prior is conditioned on the utterance's class: "
@@ -61,12 +60,24 @@ class WaveNetPrior(Pretrained, nn.Module):
         if k and classes.numel() and (int(classes.min()) < 0 or int(classes.max()) >= n):
             raise VQVAEError(f"classes must lie in [0, {n}), "
                              f"got [{int(classes.min())}, {int(classes.max())}]")
-        p = self.config.class_dropout
-        if k and self.training and p > 0:
-            classes = classes.masked_fill(torch.rand(classes.shape, device=classes.device) < p, k)
         if s and k:
             return torch.stack([speakers, classes + s], 1) if speakers is not None else None
         return speakers if s else (classes if k else None)
+
+    def drop_classes(self, classes: Tensor | None) -> Tensor | None:
+        """What training feeds the prior: each class replaced by "no class" (id C) with probability
+        ``class_dropout`` (from the global generator); None stays None.
+
+        Args:
+            classes: (B,) class ids, or None.
+        Returns:
+            (B,) class ids, some of them C; or None.
+        """
+        p = self.config.class_dropout
+        if classes is None or p == 0:
+            return classes
+        drop = torch.rand(classes.shape, device=classes.device) < p
+        return classes.masked_fill(drop, self.config.num_classes)
 
     def forward(self, codes: Tensor, speakers: Tensor | None = None, classes: Tensor | None = None) -> Tensor:
         """Logits of every code given the codes before it.

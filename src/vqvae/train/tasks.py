@@ -213,7 +213,7 @@ class ImagePriorTask(_PriorTask):
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> StepResult:
         idx, labels = (b.to(self.device, non_blocking=True) for b in batch)
-        labels = labels if self.recipe.prior.conditional else None
+        labels = self.model.drop_labels(labels) if self.recipe.prior.conditional else None
         loss = F.cross_entropy(self.net(idx, labels), idx)  # nats per latent
         return loss, _scalars(loss=loss, bits_per_latent=_bits(loss))
 
@@ -343,6 +343,7 @@ class AudioPriorTask(_PriorTask):
 
     def step(self, batch: tuple[torch.Tensor, ...]) -> StepResult:
         x, lengths, labels, classes = (b.to(self.device, non_blocking=True) for b in batch)
+        classes = self.model.drop_classes(classes)
         nll = F.cross_entropy(self.net(x, labels, classes), x, reduction="none")  # (B, L), via DDP's forward
         nll = nll * (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])  # padding counts 0
         loss = nll.sum() / lengths.sum()  # nats per code
