@@ -93,8 +93,9 @@ demo-conversion: $(STAMP) data
 
 # Real speech (about 25 minutes): the Free Spoken Digit Dataset (six speakers, digits 0-4, 8 kHz; from
 # ../shared/data when it is there, else downloaded) -> the fsdd recipe (the spectral decoder, 20 minutes) -> the
-# class-conditional WaveNet prior (speaker + digit, 2 minutes) -> reconstructions and conversions of all 150 test
-# takes and 150 prior samples (at temperature 0.7), judged by a speaker classifier, a digit classifier, the pitch,
+# class-conditional WaveNet prior (speaker + digit, 2 minutes, the digit dropped 10% of the time) -> reconstructions
+# and conversions of all 150 test takes and 150 prior samples (temperature 0.7, classifier-free guidance 3 on the
+# digit), judged by a speaker classifier, a digit classifier, the pitch,
 # STOI and PESQ, the classifiers trained on the corpus's real train takes; then audio evaluate (code usage, the
 # speaker probe).
 FSDD := runs/demo-speech
@@ -104,7 +105,7 @@ demo-speech: $(STAMP)
 	$(VQ) audio train --config fsdd --data $(FSDD)/fsdd --out $(FSDD)/vqvae --overwrite --quiet
 	$(VQ) audio train-prior $(FSDD)/vqvae --config fsdd_prior --out $(FSDD)/prior --overwrite --quiet
 	$(VQ) audio conversion $(FSDD)/vqvae --pairs 150 --seconds 3 --wav-dir $(FSDD)/wav --overwrite --json
-	$(VQ) audio score $(FSDD)/prior --per 5 --temperature 0.7 --wav-dir $(FSDD)/samples --overwrite --json
+	$(VQ) audio score $(FSDD)/prior --per 5 --temperature 0.7 --guidance 3 --wav-dir $(FSDD)/samples --overwrite --json
 	$(VQ) audio evaluate $(FSDD)/vqvae
 	@echo "demo-speech outputs: $(FSDD)/fsdd (corpus), $(FSDD)/vqvae and $(FSDD)/prior (checkpoints, metrics.csv,"
 	@echo "                     eval.json, tb/), $(FSDD)/wav (inputs, reconstructions, conversions), $(FSDD)/samples"
