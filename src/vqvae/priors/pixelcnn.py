@@ -206,7 +206,12 @@ class _RowCache:
     """The cached sampler's state: the vertical stack's inputs, advanced one row at a time, and the current
     row's horizontal-stack inputs (B, W + n + 1, C), with column j at index j + n + 1 so that a layer's
     window is a contiguous slice. Every convolution a position needs becomes one matrix product on weights
-    flattened once here; the skips of all layers are one product on their gated units side by side."""
+    flattened once here; the skips of all layers are one product on their gated units side by side.
+
+    The horizontal gate is computed as tanh(a) * (1 + tanh(b / 2)) = 2 tanh(a) sigmoid(b): one tanh over
+    both halves and one fused multiply-add. The halving of b is folded into the gate half of the weights and
+    biases feeding it, the factor 2 into the weights reading the gated units. The vertical stack runs once a
+    row, its kernel as one product on the unfolded rows above."""
 
     def __init__(self, model: GatedPixelCNN, cond: Tensor | None, shape: tuple[int, int], copies: int,
                  batch: int):
@@ -215,19 +220,27 @@ class _RowCache:
         self.n, ch, self.bb = c.kernel_size // 2, c.channels, batch * copies
         dev, dtype = model.embed.weight.device, model.embed.weight.dtype
         layers = model.layers
-        self.bias = [layer.label(cond)[:, :, None, None] if layer.label is not None and cond is not None
-                     else 0 for layer in layers]
-        # (2C, (n + 1) C): the horizontal kernel over a window laid out column by column
-        self.h_w = [layer.horizontal.weight[:, :, 0].permute(0, 2, 1).reshape(2 * ch, -1).t().contiguous()
-                    for layer in layers]
-        self.out_w = [(layer.h_out.weight[:, :, 0, 0].t().contiguous(), layer.h_out.bias) for layer in layers]
-        self.skip_w = torch.cat([layer.skip.weight[:, :, 0, 0].t() for layer in layers]).contiguous()
+        # (B, 1, 2C): each layer's label embedding, added to both stacks' pre-activations
+        self.bias = [layer.label(cond)[:, None] if layer.label is not None and cond is not None else 0
+                     for layer in layers]
+        # (C (n + 1) k, 2C): the vertical kernel over an unfolded window; (2C, 2C): the 1x1 from it
+        self.v_w = [layer.vertical.weight.flatten(1).t().contiguous() for layer in layers]
+        self.vh_w = [layer.v_to_h.weight[:, :, 0, 0] for layer in layers]
+        # the gate's half of every pre-activation is halved: (2C,) factors
+        self.half = torch.cat([torch.ones(ch, device=dev, dtype=dtype), torch.full((ch,), 0.5, device=dev,
+                                                                                dtype=dtype)])
+        # ((n + 1) C, 2C): the horizontal kernel over a window laid out column by column
+        self.h_w = [(layer.horizontal.weight[:, :, 0].permute(0, 2, 1).reshape(2 * ch, -1)
+                     * self.half[:, None]).t().contiguous() for layer in layers]
+        self.out_w = [((0.5 * layer.h_out.weight[:, :, 0, 0]).t().contiguous(), layer.h_out.bias)
+                      for layer in layers]
+        self.skip_w = torch.cat([0.5 * layer.skip.weight[:, :, 0, 0].t() for layer in layers]).contiguous()
         self.skip_b = sum(layer.skip.bias for layer in layers)
         head1, head2 = model.head[1], model.head[3]
         self.head = (head1.weight[:, :, 0, 0], head1.bias, head2.weight[:, :, 0, 0], head2.bias)
         n, w, bb = self.n, self.w, self.bb
         self.v_in = [torch.zeros(bb, ch, self.h + n, w + 2 * n, device=dev, dtype=dtype) for _ in layers]
-        self.v_prev = [torch.zeros(bb, 2 * ch, 1, w, device=dev, dtype=dtype) for _ in layers]
+        self.v_prev = [torch.zeros(bb, w, 2 * ch, device=dev, dtype=dtype) for _ in layers]
         self.h_in = [torch.zeros(bb, w + n + 1, ch, device=dev, dtype=dtype) for _ in layers]
         self.gated = torch.zeros(bb, len(layers) * ch, device=dev, dtype=dtype)
         self.gated_views = [self.gated[:, k * ch : (k + 1) * ch] for k in range(len(layers))]
@@ -237,8 +250,10 @@ class _RowCache:
         """What the horizontal stack gets from the rows above, for the whole row: (B, W, 2C) per layer."""
         for h_in in self.h_in:
             h_in.zero_()
-        self.row = [(layer.v_to_h(v_prev) + bias)[:, :, 0].transpose(1, 2).add(layer.horizontal.bias)
-                    .contiguous() for layer, v_prev, bias in zip(self.model.layers, self.v_prev, self.bias)]
+        self.row = []
+        for layer, v_prev, vh_w, bias in zip(self.model.layers, self.v_prev, self.vh_w, self.bias):
+            above = F.linear(v_prev, vh_w, layer.v_to_h.bias) + bias + layer.horizontal.bias  # (B, W, 2C)
+            self.row.append((above * self.half).contiguous())
 
     def logits(self, j: int) -> Tensor:
         """(B, K) logits at column j of the current row (2B rows when guided)."""
@@ -246,28 +261,32 @@ class _RowCache:
         for k, (h_in, h_w) in enumerate(zip(self.h_in, self.h_w)):
             lo = j if k == 0 else j + 1  # the first layer excludes the current column
             window = h_in[:, lo : lo + n + 1].reshape(self.bb, h_w.shape[0])
-            pre = torch.addmm(self.row[k][:, j], window, h_w)  # (B, 2C)
-            a, b = pre.chunk(2, 1)
-            gated = torch.tanh(a, out=self.gated_views[k]).mul_(torch.sigmoid(b))
+            t = torch.addmm(self.row[k][:, j], window, h_w).tanh_()  # (B, 2C): tanh(a), tanh(b / 2)
+            a, b = t.chunk(2, 1)
+            gated = torch.addcmul(a, a, b, out=self.gated_views[k])  # 2 tanh(a) sigmoid(b)
             if k < last:
-                h_new = torch.addmm(self.out_w[k][1], gated, self.out_w[k][0])
-                if k:
-                    h_new += h_in[:, j + pad]
-                self.h_in[k + 1][:, j + pad] = h_new
+                w_out, b_out = self.out_w[k]
+                target = self.h_in[k + 1][:, j + pad]
+                if k:  # the residual connection
+                    torch.addmm(h_in[:, j + pad], gated, w_out, out=target).add_(b_out)
+                else:
+                    torch.addmm(b_out, gated, w_out, out=target)
         w1, b1, w2, b2 = self.head
         skips = torch.addmm(self.skip_b, self.gated, self.skip_w)
         return F.linear(F.relu(F.linear(F.relu(skips), w1, b1)), w2, b2)
 
     def put(self, j: int, embedded: Tensor) -> None:
         """The code drawn at column j, embedded (B, C), becomes the first layer's input there."""
-        self.h_in[0][:, j + self.n + 1] = embedded.repeat(self.copies, 1)
+        self.h_in[0][:, j + self.n + 1] = embedded if self.copies == 1 else embedded.repeat(self.copies, 1)
 
     def finish_row(self, i: int, embedded: Tensor) -> None:
         """Row i is complete (its codes embedded, (B, W, C)): advance the vertical stack by one row."""
         n, w, last = self.n, self.w, len(self.v_in) - 1
         self.v_in[0][:, :, i + n, n : n + w] = embedded.permute(0, 2, 1).repeat(self.copies, 1, 1)
         for k, layer in enumerate(self.model.layers):
-            v_pre = layer.vertical(self.v_in[k][:, :, i : i + n + 1])  # (B, 2C, 1, W)
+            rows = F.unfold(self.v_in[k][:, :, i : i + n + 1], (n + 1, 2 * n + 1))  # (B, C (n + 1) k, W)
+            v_pre = torch.matmul(rows.transpose(1, 2), self.v_w[k]).add_(layer.vertical.bias)  # (B, W, 2C)
             self.v_prev[k] = v_pre
             if k < last:
-                self.v_in[k + 1][:, :, i + n : i + n + 1, n : n + w] = layer._gate(v_pre + self.bias[k])
+                a, b = (v_pre + self.bias[k]).chunk(2, 2)
+                self.v_in[k + 1][:, :, i + n, n : n + w] = (torch.tanh(a) * torch.sigmoid(b)).transpose(1, 2)
