@@ -281,7 +281,8 @@ def test_transformer_prior_with_guidance_and_sampling_controls(trained, tmp_path
                        "prior.kind=transformer", "prior.kernel_size=3")
     assert code == 2 and "prior.kernel_size must be 5 (unused) with prior.kind transformer" in err
     plain = tmp_path / "plain"
-    assert run(capsys, "train-prior", trained, "--out", plain, "--steps", 2, "--quiet", *PRIOR_TINY)[0] == 0
+    assert run(capsys, "train-prior", trained, "--out", plain, "--steps", 2, "--quiet", *PRIOR_TINY,
+               "prior.class_dropout=0")[0] == 0
     code, _, err = run(capsys, "sample", plain, "--guidance", 2, "--out", tmp_path / "x.png")
     assert code == 2 and "prior.class_dropout > 0" in err and not (tmp_path / "x.png").exists()
 

@@ -13,7 +13,7 @@ from vqvae.config import AudioModelConfig, AudioPriorConfig, ImageModelConfig
 from vqvae.errors import VQVAEError
 from vqvae.judges.image import ImageClassifier
 from vqvae.models import VQVAE, AudioVQVAE
-from vqvae.priors import GatedPixelCNN, WaveNetPrior
+from vqvae.priors import GatedPixelCNN, ImagePrior, WaveNetPrior
 from vqvae.quantize import VectorQuantizer, VectorQuantizerEMA, build_quantizer
 
 AUDIO_TINY = dict(num_speakers=3, num_downsamples=2, channels=8, skip_channels=8, local_channels=8, hidden=8,
@@ -168,7 +168,7 @@ def test_classifier_is_built_from_its_config_and_refuses_bad_configs(tmp_path):
 def test_every_model_class_registers_its_checkpoint_kind():
     from vqvae.models.pretrained import Pretrained, model_class
 
-    kinds = {"vqvae": VQVAE, "prior": GatedPixelCNN, "audio": AudioVQVAE, "audio_prior": WaveNetPrior,
+    kinds = {"vqvae": VQVAE, "prior": ImagePrior, "audio": AudioVQVAE, "audio_prior": WaveNetPrior,
              "classifier": ImageClassifier}
     assert {kind: model_class(kind) for kind in kinds} == kinds
     with pytest.raises(VQVAEError, match="no model class is registered for checkpoint kind 'nope'"):
