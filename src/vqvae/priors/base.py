@@ -22,8 +22,8 @@ _NETWORKS: dict[str, type[ImagePrior]] = {}
 class ImagePrior(Pretrained, nn.Module):
     """An autoregressive prior over code grids: indices (B, H, W) int64 [+ labels (B,)] -> logits
     (B, K, H, W), the logits at (i, j) depending only on the codes before (i, j) in raster order (and the
-    label). Subclasses name the ``prior_kind`` they build and implement ``forward``, ``sample`` and
-    ``sample_naive``.
+    label). Subclasses name the ``prior_kind`` they build and implement ``forward`` and a cached ``sample``;
+    ``sample_naive``, the reference it is tested against, is here.
 
     A conditional prior trained with ``class_dropout`` > 0 has one more label, ``num_classes`` (no class):
     training replaces each label by it with that probability (:meth:`drop_labels`), and a guided sampler runs
@@ -123,6 +123,35 @@ class ImagePrior(Pretrained, nn.Module):
         """
         logits = self(indices, labels)
         return F.cross_entropy(logits, indices, reduction="none").flatten(1).sum(1)
+
+    @torch.inference_mode()
+    def sample_naive(self, shape: tuple[int, int], labels: Tensor, controls: SamplingControls | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """Sample (B, H, W) codes in raster order, rerunning the whole network for every position.
+
+        Slow but obviously right: the reference that each network's cached :meth:`sample` is tested against.
+
+        Args:
+            shape: (H, W) of the code grid.
+            labels: (B,) class labels; sets B (ignored by an unconditional prior).
+            controls: temperature, top-k, top-p, guidance; None: the model's own distribution.
+            generator: random generator for the uniforms, all drawn up front; None: the global one.
+        Returns:
+            (B, H, W) int64 codes, on ``labels``' device.
+        Raises:
+            VQVAEError: labels not (B,) or out of range, guidance for a prior without "no class", or a grid
+                the network does not model.
+        """
+        controls = controls or SamplingControls()
+        cond, u = self.prepare_sampling(labels, controls, shape, generator)
+        h, w = shape
+        out = torch.zeros(labels.shape[0], h, w, dtype=torch.long, device=labels.device)
+        copies = 2 if controls.guided else 1
+        for i in range(h):
+            for j in range(w):
+                logits = self(out.repeat(copies, 1, 1), cond)[:, :, i, j]
+                out[:, i, j] = controls.draw(logits, u[:, i, j])
+        return out
 
     def prepare_sampling(self, labels: Tensor, controls: SamplingControls, shape: tuple[int, int],
                          generator: torch.Generator | None) -> tuple[Tensor | None, Tensor]:

@@ -148,34 +148,6 @@ class TransformerPrior(ImagePrior):
         return logits.transpose(1, 2).reshape(b, self.config.num_embeddings, h, w)
 
     @torch.inference_mode()
-    def sample_naive(self, shape: tuple[int, int], labels: Tensor, controls: SamplingControls | None = None,
-                     generator: torch.Generator | None = None) -> Tensor:
-        """Sample (B, H, W) codes in raster order, rerunning the whole network for every position: the
-        reference :meth:`sample` is tested against.
-
-        Args:
-            shape: (H, W) of the code grid.
-            labels: (B,) class labels; sets B (ignored by an unconditional prior).
-            controls: temperature, top-k, top-p, guidance; None: the model's own distribution.
-            generator: random generator for the uniforms, all drawn up front; None: the global one.
-        Returns:
-            (B, H, W) int64 codes, on ``labels``' device.
-        Raises:
-            VQVAEError: labels not (B,) or out of range, guidance for a prior without "no class", or a grid
-                larger than ``grid_size``.
-        """
-        controls = controls or SamplingControls()
-        cond, u = self.prepare_sampling(labels, controls, shape, generator)
-        h, w = shape
-        out = torch.zeros(labels.shape[0], h, w, dtype=torch.long, device=labels.device)
-        copies = 2 if controls.guided else 1
-        for i in range(h):
-            for j in range(w):
-                logits = self(out.repeat(copies, 1, 1), cond)[:, :, i, j]
-                out[:, i, j] = controls.draw(logits, u[:, i, j])
-        return out
-
-    @torch.inference_mode()
     def sample(self, shape: tuple[int, int], labels: Tensor, controls: SamplingControls | None = None,
                generator: torch.Generator | None = None) -> Tensor:
         """Sample (B, H, W) codes in raster order from a KV cache: each step runs every block on the one
