@@ -85,7 +85,7 @@ def main() -> None:
                    "worst_class": min(score["samples"]["recognised_per_class"].items(), key=lambda kv: kv[1])}
             row["fd_ratio"] = row["samples_frechet_distance"] / row["reconstructions_frechet_distance"]
             row["recall_ratio"] = row["samples_recall"] / row["reconstructions_recall"]
-            results.append(row)
+            results = [r for r in results if (r["seed"], r["setting"]) != (seed, setting)] + [row]
             print(f"seed {seed} {setting:12s}: {row['bits_per_latent']:.3f} bits/latent, ELBO "
                   f"{row['elbo_bits_per_dim']:.3f}; recognised {row['samples_recognised']:.3f} (worst "
                   f"{row['worst_class'][0]} {row['worst_class'][1]:.2f}; "

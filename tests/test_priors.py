@@ -201,10 +201,27 @@ def test_inverse_cdf_draws_follow_the_distribution_and_never_a_dropped_code():
     (dict(temperature=0), "temperature must be > 0"), (dict(top_k=-1), "top_k must be an integer >= 0"),
     (dict(top_k=1.5), "top_k must be an integer"), (dict(top_p=0), "top_p must be in \\(0, 1\\]"),
     (dict(top_p=1.5), "top_p"), (dict(guidance=-1), "guidance must be a finite scale >= 0"),
-    (dict(guidance=math.inf), "guidance"), (dict(temperature=math.nan), "temperature")])
+    (dict(guidance=math.inf), "guidance"), (dict(temperature=math.nan), "temperature"),
+    (dict(temperature=math.inf), "temperature must be > 0 and finite")])
 def test_bad_controls_are_refused_in_one_line(kwargs, message):
     with pytest.raises(VQVAEError, match=message):
         SamplingControls(**kwargs)
+
+
+def test_a_bare_temperature_or_a_distribution_that_is_not_finite_is_refused():
+    model = transformer()
+    with pytest.raises(VQVAEError, match="controls must be a SamplingControls"):
+        model.sample((2, 2), torch.tensor([0]), 0.8)
+    with pytest.raises(VQVAEError, match="not finite"):
+        SamplingControls(temperature=1e-310).draw(torch.tensor([[1.0, 2.0]]), torch.tensor([0.5]))
+
+
+@pytest.mark.parametrize("kind", ["pixelcnn", "transformer"])
+def test_no_label_means_no_class_for_a_prior_trained_with_class_dropout(kind):
+    model = build_prior(ImagePriorConfig(kind=kind, num_embeddings=5, num_classes=3, channels=8, num_layers=2,
+                                         grid_size=3, class_dropout=0.2)).eval()
+    x = torch.randint(0, 5, (2, 3, 3))
+    torch.testing.assert_close(model(x), model(x, torch.tensor([3, 3])))
 
 
 # -- guidance in the WaveNet prior -----------------------------------------------------------------------
@@ -261,3 +278,14 @@ def test_precision_and_recall_on_sets_whose_answer_is_known():
     assert precision == 1.0 and recall < 0.05
     with pytest.raises(VQVAEError, match="more than 3 images"):
         precision_recall(real[:3], real)
+
+
+def test_precision_and_recall_in_blocks_equal_the_whole_distance_matrices():
+    gen = torch.Generator().manual_seed(1)
+    real, fake = torch.randn(1500, 3, generator=gen), torch.randn(1300, 3, generator=gen) * 1.3 + 0.2
+    d_rr, d_ff, d_fr = torch.cdist(real, real), torch.cdist(fake, fake), torch.cdist(fake, real)
+    r_real, r_fake = d_rr.kthvalue(4, 1).values, d_ff.kthvalue(4, 1).values
+    expected = (float((d_fr <= r_real[None]).any(1).double().mean()),
+                float((d_fr.t() <= r_fake[None]).any(1).double().mean()))
+    assert precision_recall(real, fake) == pytest.approx(expected, abs=1e-12)
+    assert 0.3 < expected[0] < 1 and 0.3 < expected[1] < 1

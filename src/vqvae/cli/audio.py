@@ -23,10 +23,10 @@ from vqvae.cli.common import (
     add_device,
     add_sampling_controls,
     add_training_command,
+    controls_from_args,
     positive,
     print_result,
     run_training,
-    sampling_controls,
     seed,
 )
 from vqvae.data.audio.fsdd import arrange_fsdd
@@ -154,7 +154,7 @@ def cmd_audio_train_prior(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_audio_sample(args: argparse.Namespace) -> None:
     r = sample_audio_file(args.prior_dir, args.out, speaker=args.speaker, seconds=args.seconds,
-                          controls=sampling_controls(args), seed=args.seed, overwrite=args.overwrite,
+                          controls=controls_from_args(args), seed=args.seed, overwrite=args.overwrite,
                           device=args.device, class_=args.class_)
     said = f" saying {args.class_}" if args.class_ is not None else ""
     print(f"wrote {Path(args.out)} ({r['seconds']:.2f} s, {r['codes']} codes from the prior, "
@@ -162,7 +162,7 @@ def cmd_audio_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_audio_score(args: argparse.Namespace) -> dict[str, Any]:
-    m = score_audio_prior(args.prior_dir, per=args.per, controls=sampling_controls(args), seed=args.seed,
+    m = score_audio_prior(args.prior_dir, per=args.per, controls=controls_from_args(args), seed=args.seed,
                           wav_dir=args.wav_dir, overwrite=args.overwrite, device=args.device)
     return print_result(m, args.json, _score_summary)
 

@@ -74,7 +74,7 @@ def add_sampling_controls(p: argparse.ArgumentParser) -> None:
                         "none)")
 
 
-def sampling_controls(args: argparse.Namespace) -> SamplingControls:
+def controls_from_args(args: argparse.Namespace) -> SamplingControls:
     """The :class:`~vqvae.nets.controls.SamplingControls` of :func:`add_sampling_controls`' options.
 
     Args:

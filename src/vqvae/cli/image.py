@@ -25,10 +25,10 @@ from vqvae.cli.common import (
     add_device,
     add_sampling_controls,
     add_training_command,
+    controls_from_args,
     positive,
     print_result,
     run_training,
-    sampling_controls,
     seed,
 )
 from vqvae.codes import decode_run, encode_run
@@ -63,8 +63,10 @@ def _score_summary(metrics: dict[str, Any]) -> str:
     for name, row in metrics.items():
         if isinstance(row, dict):
             rec = f", recognised {row['recognised']:.3f}" if "recognised" in row else ""
-            lines.append(f"{name} ({row['num_images']}): Fréchet distance {row['frechet_distance']:.3f}, "
-                         f"precision {row['precision']:.3f}, recall {row['recall']:.3f}{rec}")
+            pr = (f", precision {row['precision']:.3f}, recall {row['recall']:.3f}"
+                  if row.get("precision") is not None else "")
+            fd = row["frechet_distance"]
+            lines.append(f"{name} ({row['num_images']}): Fréchet distance {fd:.3f}{pr}{rec}")
     return "\n".join(lines)
 
 
@@ -108,7 +110,7 @@ def cmd_evaluate_prior(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     n = sample_image_file(args.prior_dir, args.out, class_=args.class_, per_class=args.per_class, n=args.n,
-                          controls=sampling_controls(args), seed=args.seed, overwrite=args.overwrite,
+                          controls=controls_from_args(args), seed=args.seed, overwrite=args.overwrite,
                           device=args.device)
     print(f"wrote {Path(args.out)} ({n} samples)")
 

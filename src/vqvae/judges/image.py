@@ -191,13 +191,16 @@ def precision_recall(real: Tensor, fake: Tensor, k: int = 3) -> tuple[float, flo
         raise VQVAEError(f"precision and recall with k={k} need more than {k} images in each set, "
                          f"got {len(real)} and {len(fake)}")
     real, fake = real.double(), fake.double()
+    block = 1024  # rows of distances at a time: memory O(block * N), not O(N^2)
 
     def radii(x: Tensor) -> Tensor:  # each point is its own nearest neighbour, at distance 0
-        return torch.cdist(x, x).kthvalue(k + 1, dim=1).values
+        return torch.cat([torch.cdist(part, x).kthvalue(k + 1, dim=1).values for part in x.split(block)])
 
-    d = torch.cdist(fake, real)  # (M, N)
-    precision = (d <= radii(real)[None]).any(1).double().mean()
-    recall = (d.t() <= radii(fake)[None]).any(1).double().mean()
+    def inside(x: Tensor, centres: Tensor, r: Tensor) -> Tensor:  # (len(x),): within some ball
+        return torch.cat([(torch.cdist(part, centres) <= r[None]).any(1) for part in x.split(block)])
+
+    precision = inside(fake, real, radii(real)).double().mean()
+    recall = inside(real, fake, radii(fake)).double().mean()
     return float(precision), float(recall)
 
 
@@ -214,14 +217,16 @@ def judge(model: ImageClassifier, target: Tensor, sets: dict[str, tuple[Tensor, 
         sets: ``name: (images (N, C, H, W) in [0, 1], labels (N,) or None)``.
         classes: the class names, indexed by label.
     Returns:
-        name -> ``num_images``, ``frechet_distance``, ``precision``, ``recall`` and, with labels,
-        ``recognised`` and ``recognised_per_class`` (class name -> fraction).
+        name -> ``num_images``, ``frechet_distance``, ``precision``, ``recall`` (None for sets of 3 images or
+        fewer) and, with labels, ``recognised`` and ``recognised_per_class`` (class name -> fraction).
     """
     _, target_feats = predict(model, target)
     out: dict[str, dict] = {}
     for name, (images, labels) in sets.items():
         preds, feats = predict(model, images)
-        precision, recall = precision_recall(target_feats[: len(images)], feats)
+        # precision and recall need more than k = 3 images a set (None below that)
+        precision, recall = (precision_recall(target_feats[: len(images)], feats)
+                             if min(len(images), len(target_feats)) > 3 else (None, None))
         row: dict = {"num_images": len(images), "frechet_distance": frechet_distance(feats, target_feats),
                      "precision": precision, "recall": recall}
         if labels is not None:

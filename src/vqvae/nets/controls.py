@@ -32,8 +32,8 @@ class SamplingControls:
     guidance: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise VQVAEError(f"temperature must be > 0, got {self.temperature!r}")
+        if not (self.temperature > 0 and self.temperature < float("inf")):
+            raise VQVAEError(f"temperature must be > 0 and finite, got {self.temperature!r}")
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
             raise VQVAEError(f"top_k must be an integer >= 0 (0: all codes), got {self.top_k!r}")
         if not 0 < self.top_p <= 1:
@@ -93,7 +93,28 @@ class SamplingControls:
             (B,) int64 codes: the first code whose cumulative probability exceeds u.
         """
         probs = self.probabilities(self.guide(logits))
+        if not bool(torch.isfinite(probs).all()):
+            raise VQVAEError("the sampling distribution is not finite (non-finite logits, or a temperature "
+                             f"too small for them: {self.temperature!r})")
         cdf = probs.cumsum(1)
         cdf = cdf / cdf[:, -1:]  # the last entry exactly 1 > u: the draw never falls past the codes
         return torch.searchsorted(cdf, u.double()[:, None].contiguous(), right=True).squeeze(1) \
             .clamp(max=probs.shape[1] - 1)
+
+
+def sampling_controls(controls: SamplingControls | None) -> SamplingControls:
+    """The controls a sampler runs with: ``controls``, or the model's own distribution for None.
+
+    Args:
+        controls: a :class:`SamplingControls`, or None.
+    Returns:
+        the controls.
+    Raises:
+        VQVAEError: anything else (a bare temperature, say), named.
+    """
+    if controls is None:
+        return SamplingControls()
+    if not isinstance(controls, SamplingControls):
+        raise VQVAEError(f"controls must be a SamplingControls (e.g. SamplingControls(temperature=0.8)), "
+                         f"got {controls!r}")
+    return controls

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvae.errors import VQVAEError
-from vqvae.nets.controls import SamplingControls
+from vqvae.nets.controls import SamplingControls, sampling_controls
 
 
 class WaveNetLayer(nn.Module):
@@ -231,7 +231,7 @@ class WaveNet(nn.Module):
         Raises:
             VQVAEError: a batch < 1, a negative length or bad conditioning.
         """
-        controls = controls or SamplingControls()
+        controls = sampling_controls(controls)
         u, rows = self._prepare(batch, length, local, globals_, controls, generator)
         out = torch.zeros(batch, length, dtype=torch.long, device=self.embed.weight.device)
         rf = self.receptive_field
@@ -262,7 +262,7 @@ class WaveNet(nn.Module):
         Raises:
             VQVAEError: a batch < 1, a negative length or bad conditioning.
         """
-        controls = controls or SamplingControls()
+        controls = sampling_controls(controls)
         u, rows = self._prepare(batch, length, local, globals_, controls, generator)
         return self._generate_cached(u, rows, local, globals_, controls)
 

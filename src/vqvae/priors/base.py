@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from vqvae.config import ImagePriorConfig
 from vqvae.errors import VQVAEError
 from vqvae.models.pretrained import Pretrained
-from vqvae.nets.controls import SamplingControls
+from vqvae.nets.controls import SamplingControls, sampling_controls
 
 _NETWORKS: dict[str, type[ImagePrior]] = {}
 
@@ -42,7 +42,8 @@ class ImagePrior(Pretrained, nn.Module):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _NETWORKS[cls.prior_kind] = cls
+        if "prior_kind" in cls.__dict__:  # a network of its own, not a subclass of one
+            _NETWORKS[cls.prior_kind] = cls
 
     def __init__(self, config: ImagePriorConfig | None = None, **overrides):
         super().__init__()
@@ -50,7 +51,7 @@ class ImagePrior(Pretrained, nn.Module):
         if config.kind != self.prior_kind:
             raise VQVAEError(f"prior.kind is {config.kind!r}, not {self.prior_kind!r}: "
                              f"build it with vqvae.priors.build_prior")
-        if not config.conditional:  # an unconditional prior has no label embeddings
+        if not config.conditional or not config.num_classes:  # an unconditional prior has no labels
             config = dataclasses.replace(config, num_classes=0, class_dropout=0.0)
         config.validate()
         self.config = config
@@ -142,7 +143,7 @@ class ImagePrior(Pretrained, nn.Module):
             VQVAEError: labels not (B,) or out of range, guidance for a prior without "no class", or a grid
                 the network does not model.
         """
-        controls = controls or SamplingControls()
+        controls = sampling_controls(controls)
         cond, u = self.prepare_sampling(labels, controls, shape, generator)
         h, w = shape
         out = torch.zeros(labels.shape[0], h, w, dtype=torch.long, device=labels.device)

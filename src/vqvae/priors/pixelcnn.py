@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqvae.nets.controls import SamplingControls
+from vqvae.nets.controls import SamplingControls, sampling_controls
 from vqvae.priors.base import ImagePrior
 
 
@@ -129,7 +129,8 @@ class GatedPixelCNN(ImagePrior):
         Args:
             indices: (B, H, W) int64 codes in [0, K).
             labels: (B,) class labels in [0, num_classes) (or num_classes, "no class", for a prior trained
-                with class dropout), for a conditional prior only; None: no label.
+                with class dropout), for a conditional prior only; None: no label ("no class" where the prior
+                learned it).
         Returns:
             (B, K, H, W) logits.
         Raises:
@@ -137,6 +138,9 @@ class GatedPixelCNN(ImagePrior):
                 prior.
         """
         self.check_inputs(indices, labels)
+        if labels is None and self.num_labels > self.config.num_classes:  # "no class", as in training
+            labels = torch.full(indices.shape[:1], self.config.num_classes, dtype=torch.long,
+                                device=indices.device)
         x = self.embed(indices).permute(0, 3, 1, 2)  # (B, C, H, W)
         return self.forward_embedded(x, labels)
 
@@ -161,7 +165,7 @@ class GatedPixelCNN(ImagePrior):
         Raises:
             VQVAEError: labels not (B,) or out of range, or guidance for a prior without "no class".
         """
-        controls = controls or SamplingControls()
+        controls = sampling_controls(controls)
         cond, u = self.prepare_sampling(labels, controls, shape, generator)
         out = torch.zeros(labels.shape[0], *shape, dtype=torch.long, device=labels.device)
         state = _RowCache(self, cond, shape, 2 if controls.guided else 1, labels.shape[0])

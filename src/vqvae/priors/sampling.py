@@ -16,7 +16,7 @@ from vqvae.devices import model_device
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_npz, check_out_file
 from vqvae.models import VQVAE, AudioVQVAE
-from vqvae.nets.controls import SamplingControls
+from vqvae.nets.controls import SamplingControls, sampling_controls
 from vqvae.priors.base import ImagePrior
 from vqvae.priors.wavenet import WaveNetPrior
 from vqvae.runs import check_generation_options, class_id, load_prior, speaker_id
@@ -119,7 +119,7 @@ def sample_image_file(prior_dir: str | Path, out: str | Path, *, class_: int | N
             without class dropout.
     """
     path = check_out_file(out, overwrite, (".png", ".npz"))
-    controls = controls or SamplingControls()
+    controls = sampling_controls(controls)
     prior, vq, config, _ = load_prior(prior_dir, "prior", device)
     labels, nrow = sample_labels(config.get("classes", []), prior.config.num_classes > 0, class_=class_,
                                  per_class=per_class, n=n)
@@ -184,7 +184,7 @@ def sample_utterances(prior: WaveNetPrior, vq: AudioVQVAE, speakers: list[int],
     Returns:
         ``(waveforms, codes)``: lists of (lengths[i] * hop,) and (lengths[i],) tensors, on the CPU.
     """
-    controls = controls or SamplingControls()
+    controls = sampling_controls(controls)
     dev, gen, waves, drawn = model_device(prior), torch.Generator().manual_seed(seed), [], []
     for lo in range(0, len(speakers), batch_size):
         spk = torch.tensor(speakers[lo : lo + batch_size], device=dev)
@@ -223,7 +223,7 @@ def sample_audio_file(prior_dir: str | Path, out: str | Path, *, speaker: str, s
             trained without class dropout.
     """
     path = check_out_file(out, overwrite, (".wav",))
-    controls = controls or SamplingControls()
+    controls = sampling_controls(controls)
     check_generation_options(controls.temperature, seconds)
     prior, vq, config, _ = load_prior(prior_dir, "audio_prior", device)
     classes = config.get("classes", []) if prior.config.num_classes else []

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqvae.errors import VQVAEError
-from vqvae.nets.controls import SamplingControls
+from vqvae.nets.controls import SamplingControls, sampling_controls
 from vqvae.priors.base import ImagePrior
 
 
@@ -165,7 +165,7 @@ class TransformerPrior(ImagePrior):
             VQVAEError: labels not (B,) or out of range, guidance for a prior without "no class", or a grid
                 larger than ``grid_size``.
         """
-        controls = controls or SamplingControls()
+        controls = sampling_controls(controls)
         cond, u = self.prepare_sampling(labels, controls, shape, generator)
         (h, w), b, dev = shape, labels.shape[0], labels.device
         c, copies = self.config, 2 if controls.guided else 1

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from vqvae.config import AudioPriorConfig
 from vqvae.errors import VQVAEError
 from vqvae.models.pretrained import Pretrained
-from vqvae.nets.controls import SamplingControls
+from vqvae.nets.controls import SamplingControls, sampling_controls
 from vqvae.nets.wavenet import WaveNet
 
 
@@ -132,11 +132,13 @@ class WaveNetPrior(Pretrained, nn.Module):
             VQVAEError: a bad batch or length, bad speakers or classes, or guidance for a prior without
                 "no class".
         """
-        controls = controls or SamplingControls()
+        controls = sampling_controls(controls)
         if controls.guided:
-            if not self.config.class_dropout or classes is None:
+            if not self.config.class_dropout:
                 raise VQVAEError("guidance needs a class-conditional prior trained with "
                                  "wavenet_prior.class_dropout > 0; this one was not")
+            if classes is None:
+                raise VQVAEError("guidance is on the class: pass the classes to sample")
             null = torch.full_like(classes, self.config.num_classes)
             speakers = None if speakers is None else speakers.repeat(2)
             classes = torch.cat([classes, null])
