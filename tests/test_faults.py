@@ -48,3 +48,66 @@ def test_sigterm_saves_and_stops_and_resume_continues(tmp_path):
                              capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert checkpoint.verify(run)["step"] == step + 5
+
+
+# -- two jobs on one run directory ------------------------------------------------------------------------
+def test_the_run_lock_refuses_a_second_holder_names_the_first_and_dies_with_it(tmp_path):
+    import os
+
+    from vqvae.distributed import Ranks
+    from vqvae.errors import VQVAEError
+    from vqvae.runs import hold_run_dir, run_in_progress
+
+    out = tmp_path / "run"
+    assert run_in_progress(out) is None
+    with hold_run_dir(out, Ranks()):
+        holder = run_in_progress(out)
+        assert holder["pid"] == os.getpid() and holder["host"] and holder["started"]
+        with pytest.raises(VQVAEError, match=f"in use by another training job \\(pid {os.getpid()} on "):
+            with hold_run_dir(out, Ranks()):
+                pass
+        (out / "model.safetensors").write_text("written by the job")
+    assert run_in_progress(out) is None  # released with the job: nothing stale
+    with hold_run_dir(out, Ranks()):  # a directory with a run in it is kept, files and all
+        pass
+    assert (out / "model.safetensors").exists()
+    # a job that fails before writing anything leaves no directory behind
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError), hold_run_dir(fresh, Ranks()):
+        raise RuntimeError("bad input")
+    assert not fresh.exists()
+    with pytest.raises(VQVAEError, match="exists and is not a directory"):
+        with hold_run_dir(tmp_path / "run" / "model.safetensors", Ranks()):
+            pass
+
+
+@pytest.mark.slow
+def test_a_second_training_job_on_a_running_run_is_refused_and_readers_still_read(tmp_path):
+    data = kill_resume.small_fmnist(tmp_path / "fmnist")
+    run = tmp_path / "run"
+    first = subprocess.Popen(kill_resume.vqvae("train", "--data", data, "--out", run, "--steps", 100000,
+                                               "--quiet", *kill_resume.IMAGE, *kill_resume.COMMON),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while first.poll() is None and kill_resume.last_step(run) < 5:
+            time.sleep(0.01)
+        before = sorted(p.name for p in run.iterdir())
+        for argv in (["train", "--data", data, "--out", run, "--overwrite", "--steps", 5],
+                     ["train", "--resume", run, "--steps", 5]):
+            second = subprocess.run(kill_resume.vqvae(*argv, "--quiet"), capture_output=True, text=True,
+                                    timeout=120)
+            assert second.returncode == 2, second.stderr
+            assert f"is in use by another training job (pid {first.pid} on " in second.stderr
+            assert len(second.stderr.strip().splitlines()) == 1
+        reader = subprocess.run(kill_resume.vqvae("evaluate", run, "--limit", 16, "--json"),
+                                capture_output=True, text=True, timeout=120)
+        assert reader.returncode == 0, reader.stderr
+        assert f"is still training (pid {first.pid} on " in reader.stderr
+        assert sorted(p.name for p in run.iterdir()) == before or first.poll() is None
+    finally:
+        first.kill()  # SIGKILL: the lock dies with the process
+        first.wait(timeout=60)
+    # the killed job may have been inside a save: resume recovers the last complete checkpoint
+    again = kill_resume.vqvae("train", "--resume", run, "--steps", 100000, "--max-seconds", 1, "--quiet")
+    resumed = subprocess.run(again, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr

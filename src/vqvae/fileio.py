@@ -110,12 +110,16 @@ def hash_file_stamps(h: Any, names: Any, root: Path = Path()) -> None:
         h.update(name + f"|{stat.st_size}|{stat.st_mtime_ns}".encode())
 
 
+# the lock a training job holds on its run directory (vqvae.runs.hold_run_dir): not a file of the run
+RUN_LOCK = ".lock"
+
+
 def check_out_dir(path: str | Path, overwrite: bool, *,
                   is_file: str = "output path {out} exists and is not a directory",
                   not_empty: str = ("output directory {out} is not empty: pass --resume to continue it or "
                                     "--overwrite to replace it")) -> Path:
     """An output directory: refused (with the message ``is_file`` or ``not_empty``, where ``{out}`` is the
-    path) when it is a file, or not empty and ``overwrite`` is false.
+    path) when it is a file, or not empty and ``overwrite`` is false (a run's lock alone leaves it empty).
 
     Args:
         path: the output directory (it may not exist yet; it is not created here).
@@ -130,7 +134,7 @@ def check_out_dir(path: str | Path, overwrite: bool, *,
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise VQVAEError(is_file.format(out=out))
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(p.name != RUN_LOCK for p in out.iterdir()) and not overwrite:
         raise VQVAEError(not_empty.format(out=out))
     return out
 

@@ -12,7 +12,15 @@ imported: ``import vqvae`` imports those of the four run kinds (``vqvae.judges.i
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
 import shutil
+import socket
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +30,15 @@ from vqvae import checkpoint
 from vqvae.data import ImageDataset, load_images_for
 from vqvae.data.audio import SpeechDataset, load_speech
 from vqvae.devices import resolve_device
+from vqvae.distributed import Ranks
 from vqvae.errors import VQVAEError
-from vqvae.fileio import check_out_dir
+from vqvae.fileio import RUN_LOCK, check_out_dir
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.models.pretrained import model_class
 
-__all__ = ["VQVAE_KIND_OF_PRIOR", "check_generation_options", "class_id", "data_spec",
-           "load_prior", "load_run", "paired_vqvae", "prepare_out_dir", "run_split", "speaker_id"]
+__all__ = ["VQVAE_KIND_OF_PRIOR", "check_generation_options", "class_id", "data_spec", "hold_run_dir",
+           "load_prior", "load_run", "paired_vqvae", "prepare_out_dir", "run_in_progress", "run_split",
+           "speaker_id"]
 
 VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
 # what a training command writes into its run directory, and the scores of its samples (`vqvae score --out
@@ -53,6 +63,10 @@ def load_run(run_dir: str | Path, kind: str,
     """
     device = resolve_device(device)  # a device this machine lacks is refused before anything is read
     config = checkpoint.read_config(run_dir, kind=kind)
+    holder = run_in_progress(run_dir)
+    if holder:  # readers work on a run in progress: its last complete checkpoint
+        print(f"vqvae: note: {run_dir} is still training ({_who(holder)}): reading its last complete "
+              "checkpoint", file=sys.stderr)
     return model_class(kind).from_pretrained(run_dir, device), config
 
 
@@ -212,3 +226,100 @@ def speaker_id(name: str | None, speakers: list[str], fallback: str | None = Non
     if name not in speakers:
         raise VQVAEError(f"unknown speaker {name!r}: this model knows {', '.join(speakers)}")
     return speakers.index(name)
+
+
+def _who(holder: dict[str, Any]) -> str:
+    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started "
+            f"{holder.get('started', '?')}")
+
+
+def _lock(out: Path, retry_seconds: float = 1.0) -> int:
+    """Take the run directory's lock (creating the directory and its lock file): the open file, whose
+    exclusive ``flock`` the operating system drops when the process ends, even by SIGKILL. A reader's
+    momentary shared lock is waited out for up to ``retry_seconds``."""
+    if out.exists() and not out.is_dir():
+        raise VQVAEError(f"output path {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + retry_seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            holder = _read_holder(out)
+            os.close(fd)
+            raise VQVAEError(f"{out} is in use by another training job ({_who(holder)}): wait for it to end "
+                             f"or write to another --out") from None
+    os.ftruncate(fd, 0)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode())
+    return fd
+
+
+def _read_holder(out: Path) -> dict[str, Any]:
+    try:
+        holder = json.loads((out / RUN_LOCK).read_text())
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def run_in_progress(run_dir: str | Path) -> dict[str, Any] | None:
+    """Who trains in ``run_dir`` now: ``{"pid", "host", "started"}`` while a training job holds its lock,
+    else None.
+
+    Args:
+        run_dir: a run directory.
+    Returns:
+        the holder's pid, host and start time, or None when no job holds the lock.
+    """
+    path = Path(run_dir) / RUN_LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_holder(Path(run_dir))
+    finally:
+        os.close(fd)  # also drops the shared lock when it was taken
+    return None
+
+
+@contextlib.contextmanager
+def hold_run_dir(out: Path, ranks: Ranks) -> Iterator[None]:
+    """A training job's lock on its run directory, taken before anything is written and held until the job
+    ends: a second writer (train, resume, train-prior into the same directory, under torchrun too) is refused
+    in one line naming the holder. Rank 0 takes it; every rank refuses together. A directory created here
+    for a job that then fails before writing anything is removed again.
+
+    Args:
+        out: the run directory.
+        ranks: this process's ranks.
+    Raises:
+        VQVAEError: another job holds the lock.
+    """
+    created, fd, error = not out.exists(), None, None
+    if ranks.main:
+        try:
+            fd = _lock(out)
+        except VQVAEError as exc:
+            error = str(exc)
+    error = ranks.gather(error)[0]
+    if error:
+        raise VQVAEError(error)
+    try:
+        yield
+    except BaseException:
+        if fd is not None and created and {p.name for p in out.iterdir()} == {RUN_LOCK}:
+            (out / RUN_LOCK).unlink()
+            out.rmdir()
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)

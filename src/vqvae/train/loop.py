@@ -27,7 +27,7 @@ from vqvae.errors import Preempted, VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
 from vqvae.quantize.codebook import Quantizer
 from vqvae.recipes import RECIPE_KINDS, RecipeSections, recipe_with_overrides
-from vqvae.runs import prepare_out_dir
+from vqvae.runs import hold_run_dir, prepare_out_dir
 from vqvae.train.schedule import lr_at
 from vqvae.train.task import Logger, Task
 
@@ -361,27 +361,29 @@ def train_task(task: Task, out_dir: str | Path, *, resume: bool = False, overwri
     out, train = Path(out_dir), task.recipe.train
     ranks = join(device, train.batch_size)
     task.device, task.ranks = ranks.device, ranks
-    if resume:
-        _recover(out)
-        checkpoint.read_config(out, kind=task.kind)
-    torch.manual_seed(train.seed)
-    if train.threads:
-        torch.set_num_threads(train.threads)
-    task.load(out, resume, overwrite)  # data and checks first: a bad input leaves the directory as it was
-    model = _build(task)  # ... and a model that fits in memory
-    if not resume and ranks.main:
-        prepare_out_dir(out, overwrite)
-    ranks.barrier()
-    model = model.to(task.device)
-    task.net = ranks.wrap(model)  # what a training step calls: DDP over the model under torchrun
-    run = Run(out, task.kind, model, train, task.num_examples, task.extra(), task.fields, resume, progress,
-              ranks, feed=(task.plan, task.fetch))
-    task.log = run.log
-    if getattr(task.recipe.architecture, "kmeans_init", False) and run.step == 0:
-        with torch.no_grad():  # each rank's shard; the layer broadcasts rank 0's centroids
-            vectors = [task.encoder_outputs(run.feed.next()) for _ in range(train.kmeans_batches)]
-            model.quantizer.initialize_from(torch.cat(vectors))
-    run.fit(task.step, task.window_extra)
-    model.eval()
-    metrics = task.evaluate(out, limit=train.eval_batches * train.batch_size if train.eval_batches else None)
-    return run.finish(metrics)
+    with hold_run_dir(out, ranks):  # before anything is written, until the job ends
+        if resume:
+            _recover(out)
+            checkpoint.read_config(out, kind=task.kind)
+        torch.manual_seed(train.seed)
+        if train.threads:
+            torch.set_num_threads(train.threads)
+        task.load(out, resume, overwrite)  # data and checks first: a bad input leaves the directory as it was
+        model = _build(task)  # ... and a model that fits in memory
+        if not resume and ranks.main:
+            prepare_out_dir(out, overwrite)
+        ranks.barrier()
+        model = model.to(task.device)
+        task.net = ranks.wrap(model)  # what a training step calls: DDP over the model under torchrun
+        run = Run(out, task.kind, model, train, task.num_examples, task.extra(), task.fields, resume,
+                  progress, ranks, feed=(task.plan, task.fetch))
+        task.log = run.log
+        if getattr(task.recipe.architecture, "kmeans_init", False) and run.step == 0:
+            with torch.no_grad():  # each rank's shard; the layer broadcasts rank 0's centroids
+                vectors = [task.encoder_outputs(run.feed.next()) for _ in range(train.kmeans_batches)]
+                model.quantizer.initialize_from(torch.cat(vectors))
+        run.fit(task.step, task.window_extra)
+        model.eval()
+        limit = train.eval_batches * train.batch_size if train.eval_batches else None
+        metrics = task.evaluate(out, limit=limit)
+        return run.finish(metrics)
