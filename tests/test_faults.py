@@ -111,3 +111,27 @@ def test_a_second_training_job_on_a_running_run_is_refused_and_readers_still_rea
     again = kill_resume.vqvae("train", "--resume", run, "--steps", 100000, "--max-seconds", 1, "--quiet")
     resumed = subprocess.run(again, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
+
+
+# -- preemption and requeue -----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_requeued_job_with_resume_auto_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path):
+    data = kill_resume.small_fmnist(tmp_path / "fmnist")
+    args = ["--data", data, "--steps", 60, "--quiet", *kill_resume.IMAGE, *kill_resume.COMMON]
+    reference = tmp_path / "reference"
+    assert subprocess.run(kill_resume.vqvae("train", "--out", reference, *args), capture_output=True,
+                          timeout=300).returncode == 0
+    run = tmp_path / "run"
+    job = kill_resume.vqvae("train", "--out", run, "--resume", "auto", *args)  # the job script's one line
+    for target, sig in ((15, signal.SIGTERM), (30, signal.SIGUSR1), (45, signal.SIGTERM)):
+        p = subprocess.Popen(job, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while p.poll() is None and kill_resume.last_step(run) < target:
+            time.sleep(0.005)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 143, err
+        assert f"stopped by signal {int(sig)}" in err
+    done = subprocess.run(job, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "--resume auto: resuming" in done.stderr
+    assert kill_resume.same_weights(reference, run)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vqvae import checkpoint
 from vqvae.distributed import is_main_process
 from vqvae.errors import VQVAEError
 from vqvae.nets.controls import SamplingControls
@@ -105,9 +107,11 @@ def print_result(result: dict[str, Any], as_json: bool,
 
 
 def recipe_of(args: argparse.Namespace, kind: str, extra: list[str] = (),
-              source: str | None = None) -> tuple[str, str | None, RecipeSections]:
+              source: str | None = None) -> tuple[str, str | None, RecipeSections, bool]:
     """The recipe of a training command: ``--resume DIR`` takes the recipe saved in DIR (only
-    --steps/--max-seconds may change it), otherwise ``--config`` plus overrides.
+    --steps/--max-seconds may change it), otherwise ``--config`` plus overrides. ``--resume auto`` (what a
+    requeued job runs again) resumes ``--out`` when it holds a checkpoint to resume from, with its saved
+    recipe and this command's --steps/--max-seconds; otherwise it starts the run as the command says.
 
     Args:
         args: the parsed command line.
@@ -115,7 +119,8 @@ def recipe_of(args: argparse.Namespace, kind: str, extra: list[str] = (),
         extra: more ``key=value`` overrides, after the user's (e.g. ``train.data`` from ``--data``).
         source: what the run builds on (e.g. ``VQ-VAE``), when the command takes its run directory.
     Returns:
-        ``(out, given, recipe)``: the output directory, the run it builds on or None, the recipe.
+        ``(out, given, recipe, resume)``: the output directory, the run it builds on or None, the recipe,
+        and whether the run resumes.
     Raises:
         VQVAEError: ``--resume`` with other options, or no source run directory where one is needed.
     """
@@ -125,16 +130,23 @@ def recipe_of(args: argparse.Namespace, kind: str, extra: list[str] = (),
     if args.max_seconds is not None:
         overrides.append(f"train.max_seconds={args.max_seconds}")
     given = getattr(args, "vqvae_dir", None)
-    if args.resume:
+    if args.resume == "auto":
+        out = args.out or args.default_out
+        if checkpoint.resumable(out):
+            if is_main_process():
+                print(f"vqvae: --resume auto: resuming {out} with its saved recipe", file=sys.stderr)
+            return out, None, resume_recipe(out, overrides[len(args.overrides):], kind=kind), True
+    elif args.resume:
         if args.config or args.overrides or extra or given or args.out:
             raise VQVAEError("--resume continues a run in its own directory with its saved recipe: "
                              "only --steps/--max-seconds may change")
-        return args.resume, None, resume_recipe(args.resume, overrides, kind=kind)
+        return args.resume, None, resume_recipe(args.resume, overrides, kind=kind), True
     if source and not given:
         raise VQVAEError(f"{args.command}"
                          f"{' ' + args.audio_command if getattr(args, 'audio_command', None) else ''} "
                          f"needs the {source} run directory (or --resume DIR)")
-    return args.out or args.default_out, given, load_recipe(args.config, [*overrides, *extra], kind=kind)
+    recipe = load_recipe(args.config, [*overrides, *extra], kind=kind)
+    return args.out or args.default_out, given, recipe, False
 
 
 def add_training_command(parent, name: str, fn, help: str, recipe: str, out: str, example: str,
@@ -161,7 +173,9 @@ def add_training_command(parent, name: str, fn, help: str, recipe: str, out: str
     s.add_argument("--out", help=f"run directory (default: {out})")
     s.add_argument("--steps", type=int, help="stop after this many optimisation steps (a total)")
     s.add_argument("--max-seconds", type=float, help="wall-clock budget for training, in seconds (a total)")
-    s.add_argument("--resume", metavar="DIR", help="continue the run in DIR where it stopped")
+    s.add_argument("--resume", metavar="DIR|auto",
+                   help="continue the run in DIR where it stopped; auto: resume --out when it holds a "
+                        "checkpoint, else start it (for jobs a scheduler requeues)")
     s.add_argument("--overwrite", action="store_true", help="replace an existing run directory's contents")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--json", action="store_true", help="print the final metrics as JSON")
@@ -188,10 +202,13 @@ def run_training(args: argparse.Namespace, kind: str, train: Callable[..., dict[
         The metrics.
     """
     extra = [f"train.data={args.data}"] if getattr(args, "data", None) else []
-    out, given, recipe = recipe_of(args, kind, extra, source)
+    out, given, recipe, resume = recipe_of(args, kind, extra, source)
     runs_on = () if source is None else (given,)
-    m = train(recipe, *runs_on, out, resume=bool(args.resume), overwrite=args.overwrite,
-              progress=not args.quiet, device=args.device)
+    # --resume auto with nothing to resume from starts over: the files of a run cut short before its first
+    # checkpoint are replaced (as --overwrite does, nothing else in the directory is touched)
+    overwrite = args.overwrite or (args.resume == "auto" and not resume)
+    m = train(recipe, *runs_on, out, resume=resume, overwrite=overwrite, progress=not args.quiet,
+              device=args.device)
     print_result(m, args.json, summary)
     if is_main_process():
         print(f"run directory: {Path(out).resolve()} "

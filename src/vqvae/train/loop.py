@@ -191,8 +191,9 @@ class Run:
                     self.skipped, in_a_row = self.skipped + 1, in_a_row + 1
                     if train.on_nonfinite == "stop" or in_a_row >= MAX_NONFINITE_IN_A_ROW:
                         self._stop_nonfinite(in_a_row)
-                if self.stopping:  # SIGTERM on any rank, seen by all after this step
-                    raise Preempted(f"stopped by signal {signal.SIGTERM.value} at step {self.step}")
+                if self.stopping:  # SIGTERM or SIGUSR1 on any rank, seen by all after this step
+                    signum = int(self.signal or signal.SIGTERM)  # another rank's signal: SIGTERM
+                    raise Preempted(f"stopped by signal {signum} at step {self.step}")
                 # all ranks go by rank 0's clock: the schedule and the end of a wall-clock budget must agree
                 self.elapsed = self.ranks.clock(time.perf_counter() - start)
                 if self.ranks.main and self._since_log and (self.step % train.log_every == 0 or self.done()):
@@ -327,19 +328,21 @@ def _build(task: Task) -> torch.nn.Module:
                          f"(make it smaller, e.g. num_embeddings, channels)") from None
 
 
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # save the step's checkpoint and stop, exit 143
 MAX_NONFINITE_IN_A_ROW = 50  # skipped steps in a row after which a run with on_nonfinite: skip stops
 
 
 def _catch_sigterm(run: Run):
-    """Until the returned function is called, SIGTERM asks ``run`` to save and stop after the current step
-    (from the main thread only, where Python delivers signals)."""
+    """Until the returned function is called, SIGTERM or SIGUSR1 asks ``run`` to save and stop after the
+    current step (from the main thread only, where Python delivers signals)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def ask(signum, frame):  # noqa: ARG001
         run.signal = signum
-    previous = signal.signal(signal.SIGTERM, ask)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+    # SIGTERM: how schedulers preempt; SIGUSR1: what SLURM's --signal sends ahead of the time limit
+    previous = {sig: signal.signal(sig, ask) for sig in PREEMPT_SIGNALS}
+    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()]
 
 
 def train_task(task: Task, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
