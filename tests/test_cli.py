@@ -373,6 +373,37 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_a_corrupt_codes_cache_is_refused_in_one_line_and_encoded_again_with_overwrite(trained, tmp_path,
+                                                                                     capsys):
+    import zipfile
+
+    from vqvae.codes import CACHE_NAME
+
+    assert run(capsys, "train-prior", trained, "--out", tmp_path / "p1", "--steps", 1, "--quiet",
+               *PRIOR_TINY)[0] == 0
+    cache = trained / CACHE_NAME
+    good = cache.read_bytes()
+    with np.load(cache) as f:  # hand-edited: one code changed, the file otherwise valid
+        arrays = {k: f[k] for k in f.files}
+    arrays["train_indices"] = arrays["train_indices"].copy()
+    arrays["train_indices"][0, 0, 0] = (arrays["train_indices"][0, 0, 0] + 1) % 32
+    np.savez(cache, **arrays)
+    edited = cache.read_bytes()
+    for corrupt, reason in ((edited, "its codes do not match their checksum"), (good[: len(good) // 2],
+                                                                               "unreadable")):
+        cache.write_bytes(corrupt)
+        code, _, err = run(capsys, "train-prior", trained, "--out", tmp_path / "p2", "--steps", 1, "--quiet",
+                           *PRIOR_TINY)
+        assert code == 2 and f"is corrupt ({reason}" in err and "--overwrite" in err, err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "p2").exists()
+        assert cache.read_bytes() == corrupt  # nothing the user had is touched
+    assert run(capsys, "train-prior", trained, "--out", tmp_path / "p2", "--steps", 1, "--quiet",
+               "--overwrite", *PRIOR_TINY)[0] == 0
+    assert cache.read_bytes() == good  # encoded again: the same codes
+    assert zipfile.is_zipfile(cache)
+
+
+@pytest.mark.slow
 def test_codes_cache_follows_the_weights_and_the_data(small_fmnist, tmp_path):
     from vqvae.codes import cached_codes
     from vqvae.data import load_images

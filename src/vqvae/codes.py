@@ -8,6 +8,7 @@ loaded from and of every split's data are unchanged; changed weights or data are
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ def encode_images(model: VQVAE, data: ImageDataset, batch_size: int = 500, ranks
         batch_size: images encoded at once.
         ranks: this process's place in a torchrun job (default: alone).
         num_workers: DataLoader workers that read the images (0: read in this process).
+        overwrite: encode again over a corrupt cache (``--overwrite``).
     Returns:
         (N, h, w) int16 (K <= 32768) or int32 code indices.
     """
@@ -102,13 +104,26 @@ def _encode_split(model: VQVAE | AudioVQVAE, data: ImageDataset | SpeechDataset,
             f"{split}_classes": np.array(classes, np.int64)}
 
 
+def _codes_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """The checksum of a cache's codes: every array but the key's, by name, dtype, shape and bytes."""
+    h = hashlib.sha256()
+    payload = ("indices", "labels", "lengths", "classes")  # {split}_indices, ...
+    for name in sorted(k for k in arrays if k.split("_", 1)[-1] in payload):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[str, Any],
-                 splits: tuple[str, ...] = ("train", "test"), ranks: Ranks = Ranks(), num_workers: int = 0
-                 ) -> dict[str, np.ndarray]:
+                 splits: tuple[str, ...] = ("train", "test"), ranks: Ranks = Ranks(), num_workers: int = 0,
+                 overwrite: bool = False) -> dict[str, np.ndarray]:
     """The codes and labels of ``splits`` of the data the run in ``run_dir`` was trained on, encoded once and
-    cached in ``run_dir/prior_codes.cache.npz``. A cache that is unreadable or keyed by other weights or data
-    is rebuilt; in a read-only directory it is kept in memory only. Under torchrun every process calls this
-    together: they encode a share each, and rank 0 writes the cache.
+    cached in ``run_dir/prior_codes.cache.npz`` with a checksum of its codes. A cache keyed by other weights
+    or data is rebuilt; a corrupt one (unreadable, truncated, or codes that do not match their checksum) is
+    refused in one line, never trained on, and rebuilt with ``overwrite``; in a read-only directory the codes
+    are kept in memory only. Under torchrun every process calls this together: they encode a share each, and
+    rank 0 writes the cache.
 
     Args:
         run_dir: the VQ-VAE's run directory.
@@ -117,6 +132,7 @@ def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[st
         splits: the splits to encode.
         ranks: this process's place in a torchrun job (default: alone).
         num_workers: DataLoader workers that read the images (0: read in this process).
+        overwrite: encode again over a corrupt cache (``--overwrite``).
     Returns:
         ``{split}_indices``, ``{split}_labels`` and the cache's key; for speech the sequences are
         concatenated, ``{split}_lengths`` splits them (see :func:`speech_codes`) and ``{split}_classes``
@@ -130,19 +146,26 @@ def cached_codes(run_dir: str | Path, model: VQVAE | AudioVQVAE, config: dict[st
                             **{f"{s}_data_sha256": ds.fingerprint() for s, ds in datasets.items()}}
     if isinstance(model, VQVAE):
         meta["latent_size"] = model.config.latent_size
-    path, arrays = Path(run_dir) / CACHE_NAME, None
+    path, arrays, corrupt = Path(run_dir) / CACHE_NAME, None, None
     if path.exists():
         try:
             arrays = read_npz(path, "codes cache")
-            arrays = (arrays if all(k in arrays and str(arrays[k]) == str(v) for k, v in meta.items())
-                      else None)
-        except VQVAEError:
-            arrays = None
+            if "codes_sha256" not in arrays or not all(k in arrays and str(arrays[k]) == str(v)
+                                                       for k, v in meta.items()):
+                arrays = None  # another version, other weights or other data: encoded again
+            elif str(arrays["codes_sha256"]) != _codes_sha256(arrays):
+                corrupt, arrays = "its codes do not match their checksum", None
+        except (VQVAEError, ValueError, OSError) as exc:
+            corrupt, arrays = f"unreadable: {exc}", None
+    if corrupt and not overwrite:
+        raise VQVAEError(f"the codes cache {path} is corrupt ({corrupt}); it was not used: pass --overwrite "
+                         "(or delete it) to encode the codes again")
     if all(ranks.gather(arrays is not None)):  # every rank read the same valid cache
         return arrays
     arrays = {k: v for s, ds in datasets.items()
               for k, v in _encode_split(model, ds, s, ranks, num_workers).items()}
     arrays.update({k: np.asarray(v) for k, v in meta.items()})
+    arrays["codes_sha256"] = np.asarray(_codes_sha256(arrays))
     if ranks.main:
         try:
             atomic_write_npz(path, arrays)

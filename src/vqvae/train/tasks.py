@@ -146,6 +146,7 @@ class _PriorTask(Task):
             resume: the prior resumes from ``out``.
             overwrite: ``out`` may be a non-empty directory.
         """
+        self.overwrite = overwrite  # a corrupt codes cache is encoded again only with --overwrite
         if resume:
             saved = checkpoint.read_config(out, kind=self.kind)
             if not isinstance(saved.get("vqvae_dir"), str):
@@ -166,7 +167,7 @@ class _PriorTask(Task):
     def cached_codes(self) -> dict[str, np.ndarray]:
         """The VQ-VAE's codes (:func:`vqvae.codes.cached_codes`), encoded by all ranks together."""
         return cached_codes(self.vqvae_dir, self.vq, self.vq_config, ranks=self.ranks,
-                            num_workers=self.recipe.train.num_workers)
+                            num_workers=self.recipe.train.num_workers, overwrite=self.overwrite)
 
     def extra(self) -> dict[str, Any]:
         return {**super().extra(), "vqvae_dir": str(Path(self.vqvae_dir).resolve()),
