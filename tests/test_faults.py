@@ -135,3 +135,65 @@ def test_a_requeued_job_with_resume_auto_ends_bitwise_equal_to_an_uninterrupted_
     assert done.returncode == 0, done.stderr
     assert "--resume auto: resuming" in done.stderr
     assert kill_resume.same_weights(reference, run)
+
+
+# -- a full disk --------------------------------------------------------------------------------------
+def test_too_little_free_space_is_refused_before_training_with_the_figures(small_fmnist, tmp_path, capsys,
+                                                                           monkeypatch):
+    import shutil
+
+    from vqvae.cli import main
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=3_000_000))  # a 3 MB disk
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(small_fmnist), "--out", str(out), "--steps", "2", "--quiet",
+                 *kill_resume.IMAGE, "model.hidden=256"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "not enough free space" in err and "3.0 MB free" in err and "two checkpoints of" in err
+    assert not out.exists()  # nothing written
+
+
+def test_no_space_at_any_write_of_a_save_names_the_file_keeps_the_last_checkpoint_and_stops(
+        small_fmnist, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+    import shutil
+
+    from vqvae.cli import main
+
+    args = ["--quiet", "--steps", "4"]
+    base = tmp_path / "base"
+    assert main(["train", "--data", str(small_fmnist), "--out", str(base), "--steps", "2", "--quiet",
+                 *kill_resume.IMAGE, "train.checkpoint_every=1000"]) == 0
+    real_fsync, calls = os.fsync, []
+
+    def counting(fd):
+        calls.append(fd)
+        return real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", counting)
+    probe = tmp_path / "probe"
+    shutil.copytree(base, probe)
+    assert main(["train", "--resume", str(probe), *args]) == 0
+    writes = len(calls)  # every atomic write of the resumed run: the final save and what follows it
+    assert writes >= 5
+    for n in range(1, writes + 1):
+        run = tmp_path / f"full{n}"
+        shutil.copytree(base, run)
+        calls.clear()
+
+        def full(fd, n=n):
+            calls.append(fd)
+            if len(calls) == n:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_fsync(fd)
+        monkeypatch.setattr(os, "fsync", full)
+        capsys.readouterr()
+        assert main(["train", "--resume", str(run), *args]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and f"no space left to write {run}" in err, (n, err)
+        assert "MB free" in err and "--resume continues" in err
+        monkeypatch.setattr(os, "fsync", real_fsync)  # space again: the run resumes and ends
+        assert main(["train", "--resume", str(run), *args]) == 0, capsys.readouterr().err
+        assert checkpoint.verify(run)["step"] == 4

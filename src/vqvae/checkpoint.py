@@ -202,26 +202,6 @@ def whole(directory: str | Path) -> bool:
         return False
 
 
-def resumable(directory: str | Path) -> bool:
-    """Whether a run could resume from ``directory``: it holds a whole checkpoint, or a torn one with a whole
-    one before it in ``.previous/`` (what :func:`recover` puts back).
-
-    Args:
-        directory: the run's checkpoint directory (it may not exist).
-    Returns:
-        True when resuming would find a complete checkpoint."""
-    directory = Path(directory)
-    if not _is_checkpoint(directory):
-        return False
-    for candidate in (directory, directory / PREVIOUS):
-        try:
-            verify(candidate)
-            return True
-        except VQVAEError:
-            continue
-    return False
-
-
 def recover(directory: str | Path) -> str | None:
     """Make the checkpoint in ``directory`` whole before resuming: when it is torn (a save was killed) and
     ``.previous/`` holds a whole one, put that back (each file atomically, the manifest last) and say so;

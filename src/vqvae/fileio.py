@@ -4,10 +4,12 @@ pickle."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,13 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(path.parent).free
+            raise VQVAEError(f"no space left to write {path} ({len(data) / 1e6:.1f} MB, {free / 1e6:.1f} MB "
+                             "free): nothing already there was replaced (a training run keeps its last "
+                             "complete checkpoint: --resume continues from it once there is space)") from None
         raise
 
 

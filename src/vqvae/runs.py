@@ -36,9 +36,9 @@ from vqvae.fileio import RUN_LOCK, check_out_dir
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.models.pretrained import model_class
 
-__all__ = ["VQVAE_KIND_OF_PRIOR", "check_generation_options", "class_id", "data_spec", "hold_run_dir",
-           "load_prior", "load_run", "paired_vqvae", "prepare_out_dir", "run_in_progress", "run_split",
-           "speaker_id"]
+__all__ = ["VQVAE_KIND_OF_PRIOR", "check_free_space", "check_generation_options", "class_id", "data_spec",
+           "hold_run_dir", "load_prior", "load_run", "paired_vqvae", "prepare_out_dir", "resumable",
+           "run_in_progress", "run_split", "speaker_id"]
 
 VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
 # what a training command writes into its run directory, and the scores of its samples (`vqvae score --out
@@ -226,6 +226,50 @@ def speaker_id(name: str | None, speakers: list[str], fallback: str | None = Non
     if name not in speakers:
         raise VQVAEError(f"unknown speaker {name!r}: this model knows {', '.join(speakers)}")
     return speakers.index(name)
+
+
+def resumable(run_dir: str | Path) -> bool:
+    """Whether a run could resume from ``run_dir``: it holds a whole checkpoint, or a torn one with a whole
+    one before it in ``.previous/`` (what :func:`vqvae.checkpoint.recover` puts back).
+
+    Args:
+        run_dir: a run directory (it may not exist).
+    Returns:
+        True when resuming would find a complete checkpoint.
+    """
+    for candidate in (Path(run_dir), Path(run_dir) / checkpoint.PREVIOUS):
+        try:
+            checkpoint.verify(candidate)
+            return True
+        except VQVAEError:
+            continue
+    return False
+
+
+def check_free_space(out: Path, model: torch.nn.Module, ranks: Ranks) -> None:
+    """Refuse, before the budget starts, a run whose directory lacks the room for two checkpoints (a save
+    writes the new one beside the last complete one): about 3 bytes of checkpoint per byte of weights (the
+    weights and Adam's two moments). Rank 0 looks; every rank refuses together.
+
+    Args:
+        out: the run directory (or where it will be).
+        model: the model the run trains.
+        ranks: this process's ranks.
+    Raises:
+        VQVAEError: the free space, in MB, is below what two checkpoints need.
+    """
+    error = None
+    if ranks.main:
+        where = next(p for p in (out, *out.absolute().parents) if p.exists())
+        size = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+        free = shutil.disk_usage(where).free
+        if free < 2 * size:
+            error = (f"not enough free space for {out}: {free / 1e6:.1f} MB free, a run needs about "
+                     f"{2 * size / 1e6:.1f} MB (two checkpoints of {size / 1e6:.1f} MB): free some space or "
+                     f"write to another --out")
+    error = ranks.gather(error)[0]
+    if error:
+        raise VQVAEError(error)
 
 
 def _who(holder: dict[str, Any]) -> str:

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vqvae import checkpoint
 from vqvae.distributed import is_main_process
 from vqvae.errors import VQVAEError
 from vqvae.nets.controls import SamplingControls
 from vqvae.recipes import RecipeSections, load_recipe
+from vqvae.runs import resumable
 from vqvae.train import resume_recipe
 
 __all__ = ["add_device", "add_training_command", "positive", "print_result", "recipe_of", "run_training",
@@ -132,7 +132,7 @@ def recipe_of(args: argparse.Namespace, kind: str, extra: list[str] = (),
     given = getattr(args, "vqvae_dir", None)
     if args.resume == "auto":
         out = args.out or args.default_out
-        if checkpoint.resumable(out):
+        if resumable(out):
             if is_main_process():
                 print(f"vqvae: --resume auto: resuming {out} with its saved recipe", file=sys.stderr)
             return out, None, resume_recipe(out, overrides[len(args.overrides):], kind=kind), True

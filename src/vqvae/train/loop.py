@@ -27,7 +27,7 @@ from vqvae.errors import Preempted, VQVAEError
 from vqvae.fileio import atomic_write_bytes, atomic_write_json
 from vqvae.quantize.codebook import Quantizer
 from vqvae.recipes import RECIPE_KINDS, RecipeSections, recipe_with_overrides
-from vqvae.runs import hold_run_dir, prepare_out_dir
+from vqvae.runs import check_free_space, hold_run_dir, prepare_out_dir
 from vqvae.train.schedule import lr_at
 from vqvae.train.task import Logger, Task
 
@@ -372,7 +372,8 @@ def train_task(task: Task, out_dir: str | Path, *, resume: bool = False, overwri
         if train.threads:
             torch.set_num_threads(train.threads)
         task.load(out, resume, overwrite)  # data and checks first: a bad input leaves the directory as it was
-        model = _build(task)  # ... and a model that fits in memory
+        model = _build(task)  # ... and a model that fits in memory, and on the disk
+        check_free_space(out, model, ranks)
         if not resume and ranks.main:
             prepare_out_dir(out, overwrite)
         ranks.barrier()
