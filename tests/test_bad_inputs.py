@@ -301,3 +301,45 @@ def test_bad_input_gives_one_line_and_exit_2(name, small_fmnist, run_dir, tmp_pa
 
 def test_the_corpus_has_at_least_40_cases():
     assert len(CASES) >= 40
+
+
+# -- messages that name what is wrong (issue 26) -------------------------------------------------------
+def test_messages_name_the_value_and_what_would_be_right(tmp_path, monkeypatch):
+    from vqvae.checkpoint import read_config
+    from vqvae.config import ImageModelConfig
+    from vqvae.data.audio import read_wav
+    from vqvae.errors import VQVAEError
+    from vqvae.fileio import atomic_write_bytes
+    from vqvae.recipes import load_recipe
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  hidden: 64\n  res_hidden: [1\n")
+    with pytest.raises(VQVAEError, match=r"not valid YAML at line 4, column 1"):
+        load_recipe(str(bad))
+    with pytest.raises(VQVAEError, match=r"model.num_embeddings must be at most 2\^20 codes per position "
+                                         r"with quantizer ema .*gives 1000000000000"):
+        ImageModelConfig(num_embeddings=10**12).validate()
+    samples = np.zeros(80, np.float32).tobytes()
+    fmt = struct.pack("<IHHIIHH", 16, 3, 1, 8000, 32000, 4, 32)  # format 3: IEEE float
+    header = (b"RIFF" + struct.pack("<I", 36 + len(samples)) + b"WAVEfmt " + fmt + b"data"
+              + struct.pack("<I", len(samples)))
+    (tmp_path / "float.wav").write_bytes(header + samples)
+    with pytest.raises(VQVAEError, match="it is an IEEE-float WAV; integer PCM WAVs are read"):
+        read_wav(tmp_path / "float.wav")
+    run = tmp_path / "run"
+    run.mkdir()
+    raw = json.dumps({"model": {}}).encode()
+    (run / "config.json").write_bytes(raw)
+    (run / "model.safetensors").write_bytes(b"")
+    listed = {"config.json": hashlib.sha256(raw).hexdigest()}
+    (run / "manifest.json").write_text(json.dumps({"format_version": 1, "step": 0, "files": listed}))
+    with pytest.raises(VQVAEError, match="config.json records no kind: expected a 'vqvae' checkpoint"):
+        read_config(run, kind="vqvae")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr("os.replace", denied)
+    target = tmp_path / "out" / "grid.png"
+    with pytest.raises(VQVAEError, match=f"cannot write {target}: permission denied in {target.parent}$"):
+        atomic_write_bytes(target, b"x")
+    assert list(target.parent.iterdir()) == []  # no temporary file left, none named

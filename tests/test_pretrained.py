@@ -88,7 +88,7 @@ def test_loading_another_kind_is_refused(saved, kind):
     for other in KINDS:
         if other == kind:
             continue
-        with pytest.raises(VQVAEError, match=f"holds a '{other}' checkpoint, expected '{kind}'"):
+        with pytest.raises(VQVAEError, match=f"records the kind '{other}': expected a '{kind}' checkpoint"):
             cls.from_pretrained(saved[other][1])
 
 

@@ -256,8 +256,8 @@ def read_config(directory: str | Path, kind: str | None = None) -> dict[str, Any
     if not isinstance(config, dict):
         raise VQVAEError(f"{path} must hold a JSON object")
     if kind is not None and config.get("kind") != kind:
-        raise VQVAEError(f"{directory} holds a {config.get('kind', 'unknown')!r} checkpoint, "
-                         f"expected {kind!r}")
+        held = f"the kind {config['kind']!r}" if "kind" in config else "no kind"
+        raise VQVAEError(f"{directory}'s config.json records {held}: expected a {kind!r} checkpoint")
     return config
 
 

@@ -29,7 +29,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         data: the file's whole content.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        raise VQVAEError(f"cannot write {path}: permission denied creating {path.parent}") from None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "xb") as f:
@@ -39,6 +42,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, PermissionError):
+            raise VQVAEError(f"cannot write {path}: permission denied in {path.parent}") from None
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             free = shutil.disk_usage(path.parent).free
             raise VQVAEError(f"no space left to write {path} ({len(data) / 1e6:.1f} MB, {free / 1e6:.1f} MB "

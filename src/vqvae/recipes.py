@@ -186,7 +186,10 @@ def _read_yaml(spec: str | Path) -> dict[str, Any]:
     try:
         d = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise VQVAEError(f"recipe {spec} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise VQVAEError(f"recipe {spec} is not valid YAML{where}: {problem}") from None
     if not isinstance(d, dict):
         raise VQVAEError(f"recipe {spec} must be a mapping with sections model/train")
     return d

@@ -80,8 +80,10 @@ class QuantizerConfig:
         for name, off in {**codebook, **residual}.items():
             check(name, name in allowed.get(q, ()) or getattr(self, name) == off,
                   f"{str(off).lower()} with quantizer {q}")
-        check("quantizer", self.num_codes <= MAX_CODES, f"a layer of at most 2^20 codes per position (they "
-              f"are counted and modelled), this one has {self.num_codes}")
+        # named by the field that sets the count: num_embeddings (or fsq_levels), with heads or levels
+        counted = "fsq_levels" if q == "fsq" else "num_embeddings"
+        check(counted, self.num_codes <= MAX_CODES, f"at most 2^20 codes per position with quantizer {q} "
+              f"(they are counted and modelled; this gives {self.num_codes})")
         check("kmeans_init", not (self.kmeans_init and q in ("fsq", "lfq")), f"false with quantizer {q}")
         check_field(self.commitment_cost >= 0, f"{section}.commitment_cost", self.commitment_cost, ">= 0")
         check_field(0 <= self.decay < 1, f"{section}.decay", self.decay, "in [0, 1)")

@@ -109,6 +109,12 @@ def _reason(exc: BaseException) -> str:
     """Why a WAV file could not be read, never empty (a file cut short raises a bare EOFError)."""
     if isinstance(exc, EOFError):
         return "the file ends inside its header (truncated)"
+    if isinstance(exc, wave.Error) and str(exc).startswith("unknown format: "):
+        code = str(exc).split(": ", 1)[1]
+        names = {"3": "an IEEE-float WAV", "6": "an A-law WAV", "7": "a mu-law WAV"}
+        what = names.get(code, f"a WAV of format {code}")
+        return (f"it is {what}; integer PCM WAVs are read (8, 16, 24 or 32 bits): convert it, e.g. "
+                f"sox IN.wav -b 16 OUT.wav")
     if isinstance(exc, (wave.Error, OSError)) and str(exc):
         return str(exc)
     return f"not a valid WAV file ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
