@@ -333,7 +333,7 @@ def test_messages_name_the_value_and_what_would_be_right(tmp_path, monkeypatch):
     (run / "model.safetensors").write_bytes(b"")
     listed = {"config.json": hashlib.sha256(raw).hexdigest()}
     (run / "manifest.json").write_text(json.dumps({"format_version": 1, "step": 0, "files": listed}))
-    with pytest.raises(VQVAEError, match="config.json records no kind: expected a 'vqvae' checkpoint"):
+    with pytest.raises(VQVAEError, match="records no kind: expected a checkpoint of kind 'vqvae'"):
         read_config(run, kind="vqvae")
 
     def denied(*args, **kwargs):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -197,3 +198,14 @@ def test_no_space_at_any_write_of_a_save_names_the_file_keeps_the_last_checkpoin
         monkeypatch.setattr(os, "fsync", real_fsync)  # space again: the run resumes and ends
         assert main(["train", "--resume", str(run), *args]) == 0, capsys.readouterr().err
         assert checkpoint.verify(run)["step"] == 4
+
+
+@pytest.mark.slow
+def test_a_requeued_two_rank_job_with_a_rank_killed_ends_bitwise_equal(tmp_path):
+    script = Path(__file__).parents[1] / "benchmarks" / "requeue.py"
+    done = subprocess.run([sys.executable, str(script), "--ranks", "2", "--stops", "2", "--steps", "40",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert "3 stops and restarts of one command line: final weights bitwise equal to an uninterrupted " \
+           "run: True" in done.stdout
+    assert "SIGKILL to one rank" in done.stdout

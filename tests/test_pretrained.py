@@ -88,7 +88,8 @@ def test_loading_another_kind_is_refused(saved, kind):
     for other in KINDS:
         if other == kind:
             continue
-        with pytest.raises(VQVAEError, match=f"records the kind '{other}': expected a '{kind}' checkpoint"):
+        expected = f"records the kind '{other}': expected a checkpoint of kind '{kind}'"
+        with pytest.raises(VQVAEError, match=expected):
             cls.from_pretrained(saved[other][1])
 
 

@@ -257,7 +257,7 @@ def read_config(directory: str | Path, kind: str | None = None) -> dict[str, Any
         raise VQVAEError(f"{path} must hold a JSON object")
     if kind is not None and config.get("kind") != kind:
         held = f"the kind {config['kind']!r}" if "kind" in config else "no kind"
-        raise VQVAEError(f"{directory}'s config.json records {held}: expected a {kind!r} checkpoint")
+        raise VQVAEError(f"{directory}'s config.json records {held}: expected a checkpoint of kind {kind!r}")
     return config
 
 

@@ -42,7 +42,7 @@ def evaluate_run(run_dir: str | Path, *, kind: str | None = None, data: str | No
     """
     kind = kind or checkpoint.read_config(run_dir).get("kind")
     if kind not in ("vqvae", "audio"):
-        raise VQVAEError(f"{run_dir} holds a {kind!r} run, not an autoencoder "
+        raise VQVAEError(f"{run_dir} holds a run of kind {kind!r}, not an autoencoder "
                          f"(evaluate a prior with evaluate-prior)")
     ranks = join(device)
     model, config = load_run(run_dir, kind, ranks.device)
