@@ -9,6 +9,7 @@ status 1.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import traceback
 
@@ -16,6 +17,7 @@ from vqvae.cli.audio import add_audio_commands
 from vqvae.cli.image import add_image_commands
 from vqvae.distributed import leave
 from vqvae.errors import Preempted, VQVAEError
+from vqvae.runs import run_in_progress
 
 __all__ = ["build_parser", "main"]
 
@@ -48,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _report(args: argparse.Namespace) -> None:
     from vqvae.report import build_report  # imported late: matplotlib is slow to import
 
+    for run_dir in args.run_dirs:  # a report of a run in progress shows its files as they are now
+        holder = run_in_progress(run_dir)
+        if holder:
+            print(f"vqvae: note: {run_dir} is still training (pid {holder.get('pid', '?')} on "
+                  f"{holder.get('host', '?')}): the report shows it as it is now", file=sys.stderr)
     print(f"report: "
           f"{build_report(args.run_dirs, args.out, overwrite=args.overwrite, media=args.media).resolve()}")
 
@@ -73,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         ok = True
     except (VQVAEError, OSError) as exc:
         # OSError: unwritable output, full disk, ...: the system's own reason
-        print(f"vqvae: error: {exc}", file=sys.stderr)
+        print(f"vqvae: error: {_os_reason(exc)}", file=sys.stderr)
         return 2
     except Preempted as exc:  # SIGTERM: the checkpoint of the last step is saved
         print(f"vqvae: {exc}: the checkpoint is saved; --resume continues", file=sys.stderr)
@@ -89,3 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         leave(ok)  # under torchrun: every rank done, then the process group closed
     return 0
+
+
+def _os_reason(exc: BaseException) -> str:
+    """One line for an error: a full disk met outside the checkpoint's own writes (a log appended to, an
+    event file) says so, and what is kept."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {exc.filename}" if exc.filename else " writing the run's logs (metrics.csv, tb/)"
+        return (f"no space left on the device{where}: a training run keeps its last complete checkpoint "
+                "(--resume continues from it once there is space)")
+    return str(exc)
