@@ -349,7 +349,7 @@ def test_logistic_pipeline_classifier_and_score(small_fmnist, tmp_path, capsys):
     code, _, err = run(capsys, "score", bad, "--classifier", clf)
     assert code == 2 and "labels must lie in [0, 10)" in err
     code, _, err = run(capsys, "score", samples, "--classifier", vq)
-    assert code == 2 and "expected 'classifier'" in err
+    assert code == 2 and "expected a checkpoint of kind 'classifier'" in err
     np.savez(bad, images=np.zeros((4, 28, 28), np.uint8), labels=np.zeros(4, np.int64),
              classes=np.array([f"c{i}" for i in range(10)]))
     code, _, err = run(capsys, "score", bad, "--classifier", clf)
@@ -444,4 +444,4 @@ def test_a_prior_refuses_a_changed_vqvae(small_fmnist, tmp_path, capsys):
     code, _, err = run(capsys, "train-prior", "--resume", prior, "--steps", 4, "--quiet")
     assert code == 2 and "different weights" in err
     code, _, err = run(capsys, "sample", vq, "--out", tmp_path / "y.png")  # a VQ-VAE is not a prior
-    assert code == 2 and "expected 'prior'" in err
+    assert code == 2 and "expected a checkpoint of kind 'prior'" in err
