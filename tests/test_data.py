@@ -295,3 +295,18 @@ def test_named_download_http_404(file_server, isolated_home, monkeypatch):
 
 
 # ---- CIFAR-10 -----------------------------------------------------------------------------------------
+
+
+def test_pictures_pick_one_example_of_each_class_first_and_the_same_ones_every_time():
+    from vqvae.data import pick_examples
+
+    sorted_by_class = torch.arange(10).repeat_interleave(30)  # a class-sorted folder: 0s, then 1s, ...
+    first = pick_examples(sorted_by_class, 16)
+    assert sorted(sorted_by_class[first[:10]].tolist()) == list(range(10))  # every class in the first row
+    assert sorted_by_class[first[:10]].tolist() == list(range(10))  # in class order
+    assert len(set(first.tolist())) == 16 and torch.equal(first, pick_examples(sorted_by_class, 16))
+    assert not torch.equal(first, pick_examples(sorted_by_class, 16, seed=1))
+    uneven = torch.tensor([0, 0, 0, 0, 2])  # a class with one example is shown once, then round-robin
+    assert sorted(pick_examples(uneven, 5).tolist()) == [0, 1, 2, 3, 4]
+    assert pick_examples(uneven, 9).shape == (5,) and pick_examples(uneven, 0).shape == (0,)
+    assert pick_examples(torch.zeros(0, dtype=torch.long), 4).shape == (0,)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vqvae.data import ImageDataset, save_image_grid, to_float
+from vqvae.data import ImageDataset, pick_examples, save_image_grid, to_float
 from vqvae.data.audio import SpeechDataset, read_utterance, write_wav
 from vqvae.devices import model_device
 from vqvae.errors import VQVAEError
@@ -26,8 +26,8 @@ __all__ = ["decode_as", "reconstruction_grid", "remove_previous", "resynthesize_
 
 @torch.no_grad()
 def reconstruction_grid(model: VQVAE, data: ImageDataset, path: str | Path, n: int = 16) -> None:
-    """PNG of the first ``n`` (at most 256) images of ``data`` (top row) above their reconstructions (bottom
-    row).
+    """PNG of ``n`` (at most 256) images of ``data`` (top row: :func:`~vqvae.data.pick_examples`, one of each
+    class first, the same ones every time) above their reconstructions (bottom row).
 
     Args:
         model: the image VQ-VAE (put in eval mode).
@@ -36,7 +36,7 @@ def reconstruction_grid(model: VQVAE, data: ImageDataset, path: str | Path, n: i
         n: how many images (at most 256).
     """
     model.eval()
-    x = to_float(data.images[: min(n, 256)])
+    x = to_float(data.images[pick_examples(data.labels, min(n, 256))])
     recon = model.decode_indices(model.encode(x.to(model_device(model)))).clamp(0, 1).cpu()
     save_image_grid(torch.cat([x, recon]), path, nrow=x.shape[0])
 

@@ -8,10 +8,11 @@ from vqvae.data.images import (
            ImageDataset,
            load_images,
            load_images_for,
+           pick_examples,
            save_image_grid,
            to_float,
            to_uint8,
 )
 
 __all__ = ["SPLITS", "ImageDataset", "SpeechDataset", "load_images", "load_images_for", "load_speech",
-           "save_image_grid", "to_float", "to_uint8"]
+           "pick_examples", "save_image_grid", "to_float", "to_uint8"]

@@ -30,7 +30,8 @@ from vqvae.data.loader import iter_batches, rows
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
 
-__all__ = ["ImageDataset", "load_images", "load_images_for", "save_image_grid", "to_float", "to_uint8"]
+__all__ = ["ImageDataset", "load_images", "load_images_for", "pick_examples", "save_image_grid", "to_float",
+           "to_uint8"]
 
 SPLITS = ("train", "test")
 
@@ -218,6 +219,26 @@ def to_uint8(images_float: torch.Tensor) -> torch.Tensor:
     if not images_float.is_floating_point():
         raise TypeError(f"to_uint8 expects floating-point images, got {images_float.dtype}")
     return (images_float.detach().float() * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def pick_examples(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Which ``n`` examples a picture shows: stratified over the classes (one of each class first, in class
+    order, then round-robin), each class's examples in a seeded random order, so that a class-sorted split
+    shows every class in its first row and the same call picks the same examples at every step of a run.
+
+    Args:
+        labels: (N,) int64 labels of the split (all equal for data without classes).
+        n: how many examples (at most N).
+        seed: seed of the order within each class.
+    Returns:
+        (min(n, N),) int64 indices into the split.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    members = [torch.nonzero(labels == c).flatten() for c in labels.unique(sorted=True).tolist()]
+    members = [m[torch.randperm(len(m), generator=gen)] for m in members]
+    rounds = max((len(m) for m in members), default=0)
+    order = [m[r] for r in range(rounds) for m in members if r < len(m)]  # round-robin over the classes
+    return torch.stack(order[:n]) if order and n > 0 else torch.zeros(0, dtype=torch.long)
 
 
 def save_image_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: int,
