@@ -37,8 +37,8 @@ from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.models.pretrained import model_class
 
 __all__ = ["VQVAE_KIND_OF_PRIOR", "check_free_space", "check_generation_options", "class_id", "data_spec",
-           "hold_run_dir", "load_prior", "load_run", "paired_vqvae", "prepare_out_dir", "resumable",
-           "run_in_progress", "run_split", "speaker_id"]
+           "hold_run_dir", "holder_text", "load_prior", "load_run", "paired_vqvae", "prepare_out_dir",
+           "resumable", "run_in_progress", "run_split", "speaker_id"]
 
 VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
 # what a training command writes into its run directory, and the scores of its samples (`vqvae score --out
@@ -65,7 +65,7 @@ def load_run(run_dir: str | Path, kind: str,
     config = checkpoint.read_config(run_dir, kind=kind)
     holder = run_in_progress(run_dir)
     if holder:  # readers work on a run in progress: its last complete checkpoint
-        print(f"vqvae: note: {run_dir} is still training ({_who(holder)}): reading its last complete "
+        print(f"vqvae: note: {run_dir} is still training ({holder_text(holder)}): reading its last complete "
               "checkpoint", file=sys.stderr)
     return model_class(kind).from_pretrained(run_dir, device), config
 
@@ -272,7 +272,8 @@ def check_free_space(out: Path, model: torch.nn.Module, ranks: Ranks) -> None:
         raise VQVAEError(error)
 
 
-def _who(holder: dict[str, Any]) -> str:
+def holder_text(holder: dict[str, Any]) -> str:
+    """The job holding a run directory's lock, for a message: ``pid P on HOST, started TIME``."""
     return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started "
             f"{holder.get('started', '?')}")
 
@@ -296,8 +297,8 @@ def _lock(out: Path, retry_seconds: float = 1.0) -> int:
                 continue
             holder = _read_holder(out)
             os.close(fd)
-            raise VQVAEError(f"{out} is in use by another training job ({_who(holder)}): wait for it to end "
-                             f"or write to another --out") from None
+            raise VQVAEError(f"{out} is in use by another training job ({holder_text(holder)}): wait for it "
+                             f"to end or write to another --out") from None
     os.ftruncate(fd, 0)
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode())

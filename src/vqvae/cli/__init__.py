@@ -17,7 +17,7 @@ from vqvae.cli.audio import add_audio_commands
 from vqvae.cli.image import add_image_commands
 from vqvae.distributed import leave
 from vqvae.errors import Preempted, VQVAEError
-from vqvae.runs import run_in_progress
+from vqvae.runs import holder_text, run_in_progress
 
 __all__ = ["build_parser", "main"]
 
@@ -53,8 +53,8 @@ def _report(args: argparse.Namespace) -> None:
     for run_dir in args.run_dirs:  # a report of a run in progress shows its files as they are now
         holder = run_in_progress(run_dir)
         if holder:
-            print(f"vqvae: note: {run_dir} is still training (pid {holder.get('pid', '?')} on "
-                  f"{holder.get('host', '?')}): the report shows it as it is now", file=sys.stderr)
+            print(f"vqvae: note: {run_dir} is still training ({holder_text(holder)}): the report shows it as "
+                  "it is now", file=sys.stderr)
     print(f"report: "
           f"{build_report(args.run_dirs, args.out, overwrite=args.overwrite, media=args.media).resolve()}")
 

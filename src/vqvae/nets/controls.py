@@ -102,6 +102,23 @@ class SamplingControls:
             .clamp(max=probs.shape[1] - 1)
 
 
+def drop_classes(ids: Tensor | None, p: float, no_class: int) -> Tensor | None:
+    """What training with class dropout feeds a prior, so that guidance can mix in the prior without the
+    class: each id replaced by ``no_class`` with probability ``p`` (from the global generator); None stays
+    None.
+
+    Args:
+        ids: (B,) class ids, or None.
+        p: the dropout probability (0: none).
+        no_class: the id of "no class".
+    Returns:
+        (B,) ids, some of them ``no_class``; or None.
+    """
+    if ids is None or p == 0:
+        return ids
+    return ids.masked_fill(torch.rand(ids.shape, device=ids.device) < p, no_class)
+
+
 def sampling_controls(controls: SamplingControls | None) -> SamplingControls:
     """The controls a sampler runs with: ``controls``, or the model's own distribution for None.
 

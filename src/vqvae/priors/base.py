@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from vqvae.config import ImagePriorConfig
 from vqvae.errors import VQVAEError
 from vqvae.models.pretrained import Pretrained
-from vqvae.nets.controls import SamplingControls, sampling_controls
+from vqvae.nets.controls import SamplingControls, drop_classes, sampling_controls
 
 _NETWORKS: dict[str, type[ImagePrior]] = {}
 
@@ -97,19 +97,15 @@ class ImagePrior(Pretrained, nn.Module):
 
     def drop_labels(self, labels: Tensor | None) -> Tensor | None:
         """What training feeds the prior: each label replaced by "no class" with probability
-        ``class_dropout`` (from the global generator); None stays None. The network itself never drops a
-        label, so evaluation and sampling see the labels they are given.
+        ``class_dropout`` (:func:`~vqvae.nets.controls.drop_classes`); None stays None. The network itself
+        never drops a label, so evaluation and sampling see the labels they are given.
 
         Args:
             labels: (B,) class labels, or None.
         Returns:
             (B,) labels, some of them ``num_classes``; or None.
         """
-        p = self.config.class_dropout
-        if labels is None or p == 0:
-            return labels
-        drop = torch.rand(labels.shape, device=labels.device) < p
-        return labels.masked_fill(drop, self.config.num_classes)
+        return drop_classes(labels, self.config.class_dropout, self.config.num_classes)
 
     def nll(self, indices: Tensor, labels: Tensor | None = None) -> Tensor:
         """Negative log-likelihood in nats of each grid: (B,) -- summed over its positions.

@@ -50,8 +50,9 @@ class GatedLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     @staticmethod
-    def _gate(x: Tensor) -> Tensor:
-        a, b = x.chunk(2, dim=1)
+    def gate(x: Tensor, dim: int = 1) -> Tensor:
+        """The gated unit tanh(a) * sigmoid(b) of the two halves of ``x`` along ``dim`` (the channels)."""
+        a, b = x.chunk(2, dim=dim)
         return torch.tanh(a) * torch.sigmoid(b)
 
     def forward(self, v: Tensor, h: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -75,8 +76,8 @@ class GatedLayer(nn.Module):
         if self.label is not None and labels is not None:
             c = self.label(labels)[:, :, None, None]  # (B, 2C, 1, 1)
             v_pre, h_pre = v_pre + c, h_pre + c
-        v_new = self._gate(v_pre)
-        gated = self.drop(self._gate(h_pre))
+        v_new = self.gate(v_pre)
+        gated = self.drop(self.gate(h_pre))
         h_new = self.h_out(gated) if self.first else h + self.h_out(gated)
         return v_new, h_new, self.skip(gated)
 
@@ -264,5 +265,5 @@ class _RowCache:
             v_pre = torch.matmul(rows.transpose(1, 2), self.v_w[k]).add_(layer.vertical.bias)  # (B, W, 2C)
             self.v_prev[k] = v_pre
             if k < last:
-                a, b = (v_pre + self.bias[k]).chunk(2, 2)
-                self.v_in[k + 1][:, :, i + n, n : n + w] = (torch.tanh(a) * torch.sigmoid(b)).transpose(1, 2)
+                gated = layer.gate(v_pre + self.bias[k], dim=2)  # (B, W, C)
+                self.v_in[k + 1][:, :, i + n, n : n + w] = gated.transpose(1, 2)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from vqvae.config import AudioPriorConfig
 from vqvae.errors import VQVAEError
 from vqvae.models.pretrained import Pretrained
-from vqvae.nets.controls import SamplingControls, sampling_controls
+from vqvae.nets.controls import SamplingControls, drop_classes, sampling_controls
 from vqvae.nets.wavenet import WaveNet
 
 
@@ -66,18 +66,14 @@ class WaveNetPrior(Pretrained, nn.Module):
 
     def drop_classes(self, classes: Tensor | None) -> Tensor | None:
         """What training feeds the prior: each class replaced by "no class" (id C) with probability
-        ``class_dropout`` (from the global generator); None stays None.
+        ``class_dropout`` (:func:`~vqvae.nets.controls.drop_classes`); None stays None.
 
         Args:
             classes: (B,) class ids, or None.
         Returns:
             (B,) class ids, some of them C; or None.
         """
-        p = self.config.class_dropout
-        if classes is None or p == 0:
-            return classes
-        drop = torch.rand(classes.shape, device=classes.device) < p
-        return classes.masked_fill(drop, self.config.num_classes)
+        return drop_classes(classes, self.config.class_dropout, self.config.num_classes)
 
     def forward(self, codes: Tensor, speakers: Tensor | None = None, classes: Tensor | None = None) -> Tensor:
         """Logits of every code given the codes before it.
