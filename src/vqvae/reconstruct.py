@@ -20,14 +20,30 @@ from vqvae.fileio import check_out_file
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.runs import check_generation_options, load_run, run_split, speaker_id
 
-__all__ = ["decode_as", "reconstruction_grid", "remove_previous", "resynthesize_file", "write_conversions",
-           "write_reconstructions"]
+__all__ = ["decode_as", "reconstruction_grid", "reconstruction_pairs", "remove_previous", "resynthesize_file",
+           "write_conversions", "write_reconstructions"]
 
 
 @torch.no_grad()
+def reconstruction_pairs(model: VQVAE, data: ImageDataset, n: int = 16) -> Tensor:
+    """``n`` (at most 256) images of ``data`` (:func:`~vqvae.data.pick_examples`: one of each class first, the
+    same ones every time) followed by their reconstructions.
+
+    Args:
+        model: the image VQ-VAE (put in eval mode).
+        data: the images.
+        n: how many images (at most 256).
+    Returns:
+        (2n, C, H, W) floats in [0, 1] on the CPU: the images, then their reconstructions.
+    """
+    model.eval()
+    x = to_float(data.images[pick_examples(data.labels, min(n, 256))])
+    recon = model.decode_indices(model.encode(x.to(model_device(model)))).clamp(0, 1).cpu()
+    return torch.cat([x, recon])
+
+
 def reconstruction_grid(model: VQVAE, data: ImageDataset, path: str | Path, n: int = 16) -> None:
-    """PNG of ``n`` (at most 256) images of ``data`` (top row: :func:`~vqvae.data.pick_examples`, one of each
-    class first, the same ones every time) above their reconstructions (bottom row).
+    """PNG of :func:`reconstruction_pairs`: the images in the top row, their reconstructions below.
 
     Args:
         model: the image VQ-VAE (put in eval mode).
@@ -35,10 +51,8 @@ def reconstruction_grid(model: VQVAE, data: ImageDataset, path: str | Path, n: i
         path: the PNG file to write.
         n: how many images (at most 256).
     """
-    model.eval()
-    x = to_float(data.images[pick_examples(data.labels, min(n, 256))])
-    recon = model.decode_indices(model.encode(x.to(model_device(model)))).clamp(0, 1).cpu()
-    save_image_grid(torch.cat([x, recon]), path, nrow=x.shape[0])
+    pairs = reconstruction_pairs(model, data, n)
+    save_image_grid(pairs, path, nrow=len(pairs) // 2)
 
 
 def write_reconstructions(run_dir: str | Path, out: str | Path, *, data: str | None = None,

@@ -32,13 +32,13 @@ from vqvae.data.audio import SpeechDataset, load_speech
 from vqvae.devices import resolve_device
 from vqvae.distributed import Ranks
 from vqvae.errors import VQVAEError
-from vqvae.fileio import RUN_LOCK, check_out_dir
+from vqvae.fileio import RUN_LOCK, atomic_write_bytes, check_out_dir
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.models.pretrained import model_class
 
 __all__ = ["VQVAE_KIND_OF_PRIOR", "check_free_space", "check_generation_options", "class_id", "data_spec",
            "hold_run_dir", "holder_text", "load_prior", "load_run", "paired_vqvae", "prepare_out_dir",
-           "resumable", "run_in_progress", "run_split", "speaker_id"]
+           "resumable", "run_in_progress", "run_split", "speaker_id", "truncate_metrics"]
 
 VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
 # what a training command writes into its run directory, and the scores of its samples (`vqvae score --out
@@ -368,3 +368,19 @@ def hold_run_dir(out: Path, ranks: Ranks) -> Iterator[None]:
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop the rows of a run's ``metrics.csv`` logged after the checkpoint it resumes from (they will be
+    logged again).
+
+    Args:
+        path: the ``metrics.csv`` (nothing happens when there is none).
+        last_step: the step of the checkpoint.
+    """
+    if not path.exists():
+        return
+    rows = path.read_text().splitlines(keepends=True)
+    kept = rows[:1] + [r for r in rows[1:]
+                       if r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) <= last_step]
+    atomic_write_bytes(path, "".join(kept).encode())

@@ -40,6 +40,11 @@ class TrainConfig:
     crop_length: int = 8192  # audio only: samples per training crop (codes per crop for an audio prior)
     # a non-finite loss or gradient: "skip" undoes the step (logged; 50 in a row stop the run), "stop" ends it
     on_nonfinite: str = "skip"
+    # TensorBoard pictures and sounds of the model at work (reconstructions, samples, conversions), from rank
+    # 0 on fixed examples, every media_every seconds (longer when they cost more than 2% of the time) and at
+    # the end; the codebook in the embedding projector at the end
+    log_media: bool = True
+    media_every: float = 60.0
 
     def validate(self) -> None:
         check_field(self.batch_size >= 1, "train.batch_size", self.batch_size, ">= 1")
@@ -63,6 +68,7 @@ class TrainConfig:
         check_field(self.checkpoint_every > 0, "train.checkpoint_every", self.checkpoint_every, "> 0")
         check_field(self.eval_batches >= 0, "train.eval_batches", self.eval_batches, ">= 0")
         check_field(self.crop_length >= 1, "train.crop_length", self.crop_length, ">= 1")
+        check_field(self.media_every > 0, "train.media_every", self.media_every, "> 0")
         check_field(self.on_nonfinite in ("skip", "stop"), "train.on_nonfinite", self.on_nonfinite,
                     '"skip" or "stop"')
 

@@ -6,13 +6,14 @@ from vqvae.data.audio import SpeechDataset, load_speech
 from vqvae.data.images import (
            SPLITS,
            ImageDataset,
+           image_grid,
            load_images,
            load_images_for,
-           pick_examples,
            save_image_grid,
            to_float,
            to_uint8,
 )
+from vqvae.data.loader import pick_examples
 
 __all__ = ["SPLITS", "ImageDataset", "SpeechDataset", "load_images", "load_images_for", "load_speech",
-           "pick_examples", "save_image_grid", "to_float", "to_uint8"]
+           "image_grid", "pick_examples", "save_image_grid", "to_float", "to_uint8"]

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vqvae.errors import VQVAEError
 
-__all__ = ["Batches", "Feed", "batch_generator", "iter_batches", "rows"]
+__all__ = ["Batches", "Feed", "batch_generator", "iter_batches", "pick_examples", "rows"]
 
 
 class Batches:
@@ -225,3 +225,25 @@ def iter_batches(fetch: Callable[[list[int]], Any], starts: Iterable[int], batch
             yield batch
     except VQVAEError as exc:
         raise _one_line(exc) from None
+
+
+def pick_examples(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Which ``n`` examples a picture or a recording shows: stratified over the classes or speakers (one of
+    each first, in label order, then round-robin), each label's examples in a seeded random order, so that a
+    class-sorted split shows every class in its first row and the same call picks the same examples at every
+    step of a run.
+
+    Args:
+        labels: (N,) int64 labels of the split: classes, or speakers for speech (all equal for data without
+            classes).
+        n: how many examples (at most N).
+        seed: seed of the order within each class.
+    Returns:
+        (min(n, N),) int64 indices into the split.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    members = [torch.nonzero(labels == c).flatten() for c in labels.unique(sorted=True).tolist()]
+    members = [m[torch.randperm(len(m), generator=gen)] for m in members]
+    rounds = max((len(m) for m in members), default=0)
+    order = [m[r] for r in range(rounds) for m in members if r < len(m)]  # round-robin over the classes
+    return torch.stack(order[:n]) if order and n > 0 else torch.zeros(0, dtype=torch.long)

@@ -24,10 +24,11 @@ from vqvae.data.loader import Batches, Feed
 from vqvae.devices import autocast, available_memory, grad_scaler
 from vqvae.distributed import Ranks, is_main_process, join
 from vqvae.errors import Preempted, VQVAEError
-from vqvae.fileio import atomic_write_bytes, atomic_write_json
+from vqvae.fileio import atomic_write_json
 from vqvae.quantize.codebook import Quantizer
 from vqvae.recipes import RECIPE_KINDS, RecipeSections, recipe_with_overrides
-from vqvae.runs import check_free_space, hold_run_dir, prepare_out_dir
+from vqvae.runs import check_free_space, hold_run_dir, prepare_out_dir, truncate_metrics
+from vqvae.train.media import MediaClock
 from vqvae.train.schedule import lr_at
 from vqvae.train.task import Logger, Task
 
@@ -54,16 +55,6 @@ def resume_recipe(out_dir: str | Path, overrides: list[str] = (), kind: str = "v
     return recipe_with_overrides({section: saved[section], "train": saved["train"]}, overrides, kind)
 
 
-def _truncate_csv(path: Path, last_step: int) -> None:
-    """Drop the rows logged after the checkpoint a run resumes from (they will be logged again)."""
-    if not path.exists():
-        return
-    rows = path.read_text().splitlines(keepends=True)
-    kept = rows[:1] + [r for r in rows[1:]
-                       if r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) <= last_step]
-    atomic_write_bytes(path, "".join(kept).encode())
-
-
 class Run:
     """What the loop of one run shares between model kinds: a run directory, a model with its optimiser,
     the data order, a budget, logs (CSV, TensorBoard, progress bar), checkpoints and resume.
@@ -86,6 +77,7 @@ class Run:
         self.feed = Feed(self.batches, *feed, num_workers=train.num_workers,
                          pin_memory=self.device.type == "cuda")
         self.step, self.elapsed, self.skipped = 0, 0.0, 0
+        self.media = MediaClock()  # TensorBoard media: set by train_task where train.log_media is on
         self.signal: int | None = None  # SIGTERM seen (on this rank): save and stop after this step
         self.stopping = False  # ... on any rank
         if resume:
@@ -132,7 +124,7 @@ class Run:
             raise VQVAEError(f"cannot resume from {out}: model.safetensors is from step {saved_step} but the "
                              f"trainer state from step {self.step} (a save was interrupted)")
         if self.ranks.main:
-            _truncate_csv(out / "metrics.csv", self.step)
+            truncate_metrics(out / "metrics.csv", self.step)
 
     def save(self) -> None:
         """Write the checkpoint of this step, whole (see :mod:`vqvae.checkpoint`); never one with a non-finite
@@ -198,6 +190,8 @@ class Run:
                 self.elapsed = self.ranks.clock(time.perf_counter() - start)
                 if self.ranks.main and self._since_log and (self.step % train.log_every == 0 or self.done()):
                     self._log_row(lr, window_extra, bar)
+                if self.media.due():
+                    self.media.log(self.step)
                 if time.perf_counter() - last_save >= train.checkpoint_every:
                     self.save()
                     last_save = time.perf_counter()
@@ -211,6 +205,7 @@ class Run:
             if self.csv_file is not None:
                 self.csv_file.close()
         self.save()
+        self.media.log(self.step)  # what the trained model makes, whenever the last media were logged
 
     def _step(self, step_fn, lr: float, undo: list[torch.Tensor]) -> bool:
         """One step on the next batch; False (nothing changed: ``undo`` put back) when it was not finite."""
@@ -271,6 +266,8 @@ class Run:
         Returns:
             ``metrics``."""
         metrics.update(step=self.step, train_seconds=round(self.elapsed, 1))
+        if self.media.media is not None:
+            metrics["media_seconds"] = round(self.media.seconds, 2)
         if not self.ranks.main:
             return metrics
         for k, v in metrics.items():
@@ -382,6 +379,8 @@ def train_task(task: Task, out_dir: str | Path, *, resume: bool = False, overwri
         run = Run(out, task.kind, model, train, task.num_examples, task.extra(), task.fields, resume,
                   progress, ranks, feed=(task.plan, task.fetch))
         task.log = run.log
+        run.media = MediaClock(task.media if train.log_media and ranks.main else None, model,
+                               train.media_every)
         if getattr(task.recipe.architecture, "kmeans_init", False) and run.step == 0:
             with torch.no_grad():  # each rank's shard; the layer broadcasts rank 0's centroids
                 vectors = [task.encoder_outputs(run.feed.next()) for _ in range(train.kmeans_batches)]

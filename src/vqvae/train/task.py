@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from vqvae.data.audio import crop_starts
@@ -55,6 +56,42 @@ class Logger:
         """
         if self._writer is not None:
             self._writer.add_scalar(tag, value, self.step)
+
+    def image(self, tag: str, pixels: np.ndarray) -> None:
+        """Log one picture under ``tag`` at the current step.
+
+        Args:
+            tag: the TensorBoard tag.
+            pixels: (H, W) grayscale or (H, W, 3) RGB uint8 pixels.
+        """
+        if self._writer is not None:
+            self._writer.add_image(tag, pixels, self.step, dataformats="HW" if pixels.ndim == 2 else "HWC")
+
+    def audio(self, tag: str, wave: torch.Tensor, sample_rate: int) -> None:
+        """Log one sound under ``tag`` at the current step.
+
+        Args:
+            tag: the TensorBoard tag.
+            wave: (T,) samples in [-1, 1] (clipped there).
+            sample_rate: its rate, Hz.
+        """
+        if self._writer is not None:
+            self._writer.add_audio(tag, wave.detach().float().cpu().clamp(-1, 1)[None], self.step,
+                                   sample_rate=sample_rate)
+
+    def embedding(self, tag: str, vectors: torch.Tensor, metadata: list[list[str]],
+                  header: list[str]) -> None:
+        """Log vectors for TensorBoard's embedding projector, at the current step.
+
+        Args:
+            tag: the projector's name for them.
+            vectors: (N, D) vectors.
+            metadata: N rows of labels, one per column of ``header``.
+            header: the names of the metadata columns (two or more).
+        """
+        if self._writer is not None:
+            self._writer.add_embedding(vectors.detach().float().cpu(), metadata=metadata,
+                                       metadata_header=header, global_step=self.step, tag=tag)
 
     def histogram(self, tag: str, values: torch.Tensor) -> None:
         """Log a histogram of ``values`` under ``tag`` at the current step.
@@ -115,6 +152,12 @@ class Task(ABC):
             ``(loss, metrics)``: the scalar loss and {field: detached scalar tensor} for the fields of
             ``fields``.
         """
+
+    @abstractmethod
+    def media(self) -> None:
+        """Log to ``self.log`` what the model makes now of fixed examples (pictures, sounds); called on rank 0
+        with the model in eval mode, gradients off and the random state put back afterwards
+        (``train.log_media``)."""
 
     @abstractmethod
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from vqvae import checkpoint
 from vqvae.codes import cached_codes, code_crops, speech_codes
-from vqvae.data import load_images_for, save_image_grid, to_float
+from vqvae.data import image_grid, load_images_for, save_image_grid, to_float
 from vqvae.data.audio import crops, load_speech
 from vqvae.data.loader import rows
 from vqvae.errors import VQVAEError
@@ -25,10 +25,10 @@ from vqvae.fileio import check_out_dir
 from vqvae.metrics import CodebookUsage
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.priors import ImagePrior, WaveNetPrior, build_prior
-from vqvae.priors.sampling import sample_images
 from vqvae.recipes import RecipeSections
 from vqvae.reconstruct import reconstruction_grid
 from vqvae.runs import load_run, paired_vqvae, run_split
+from vqvae.train.media import log_codebook, log_prior_sounds, log_reconstructions, log_takes, prior_samples
 from vqvae.train.task import StepResult, Task
 
 __all__ = ["AudioPriorTask", "AudioTask", "ImagePriorTask", "ImageTask"]
@@ -119,12 +119,17 @@ class ImageTask(Task):
         self.window.zero_()
         return {"codes_used": used}
 
+    def media(self) -> None:
+        log_reconstructions(self.log, self.model, self.test_set)
+
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         metrics = evaluate_image_model(self.model, self.test_set, limit=limit, ranks=self.ranks,
                                        num_workers=self.recipe.train.num_workers,
                                        codebook_file=out / checkpoint.CODEBOOK)
         if self.ranks.main:
             reconstruction_grid(self.model, self.test_set, out / "reconstructions.png")
+            if self.recipe.train.log_media:
+                log_codebook(self.log, out / checkpoint.CODEBOOK)
         return metrics
 
 
@@ -218,17 +223,19 @@ class ImagePriorTask(_PriorTask):
         loss = F.cross_entropy(self.net(idx, labels), idx)  # nats per latent
         return loss, _scalars(loss=loss, bits_per_latent=_bits(loss))
 
+    def media(self) -> None:
+        images, names = prior_samples(self.model, self.vq, self.classes, self.recipe.prior.conditional, 8,
+                                      self.recipe.train.seed)
+        self.log.image("media/samples", image_grid(images, 8, row_names=names))
+
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         test_set = run_split(self.vq, self.vq_config, None, "test")
         metrics = evaluate_image_prior(self.model, self.vq, test_set, limit=limit, ranks=self.ranks,
                                  num_workers=self.recipe.train.num_workers)
-        if not self.ranks.main:
-            return metrics
-        per_class = 10  # of each of the first 10 classes (an ImageNet prior would otherwise draw 10,000)
-        labels = torch.arange(min(10, len(self.classes))).repeat_interleave(per_class) \
-            if self.recipe.prior.conditional else torch.zeros(10 * per_class, dtype=torch.long)
-        images, _ = sample_images(self.model, self.vq, labels, seed=self.recipe.train.seed)
-        save_image_grid(images, out / "samples.png", nrow=per_class)
+        if self.ranks.main:  # 10 of each of the first 10 classes (not 10,000 for an ImageNet prior)
+            images, names = prior_samples(self.model, self.vq, self.classes, self.recipe.prior.conditional,
+                                          10, self.recipe.train.seed)
+            save_image_grid(images, out / "samples.png", 10, row_names=names)
         return metrics
 
 
@@ -259,6 +266,8 @@ class AudioTask(Task):
         self.recipe = self.recipe.with_architecture(num_speakers=len(self.train_set.speakers))
         if audio.decoder == "spectral":
             self.fields = ["loss", "spectral_l1", "mel_loss", "vq_loss", "perplexity"]
+        if not audio.use_codes:  # a WaveNet without codes: no code figures, which would be 0 all along
+            self.fields = [f for f in self.fields if f not in ("vq_loss", "perplexity")]
         self.num_examples = len(self.train_set)
         self.fetch = partial(_speech_crops, self.train_set, train.crop_length)
 
@@ -288,8 +297,12 @@ class AudioTask(Task):
         if self.recipe.audio.decoder == "spectral":
             return res.loss, _scalars(loss=res.loss, spectral_l1=res.spectral_l1, mel_loss=res.mel_loss,
                                       vq_loss=res.vq_loss, perplexity=res.perplexity, **res.quantizer_parts)
-        return res.loss, _scalars(loss=res.loss, bits_per_sample=_bits(res.recon_loss), vq_loss=res.vq_loss,
-                                  perplexity=res.perplexity, **res.quantizer_parts)
+        codes = dict(vq_loss=res.vq_loss, perplexity=res.perplexity) if self.recipe.audio.use_codes else {}
+        return res.loss, _scalars(loss=res.loss, bits_per_sample=_bits(res.recon_loss), **codes,
+                                  **res.quantizer_parts)
+
+    def media(self) -> None:
+        log_takes(self.log, self.model, self.test_set, seed=self.recipe.train.seed)
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         codebook = out / checkpoint.CODEBOOK if self.model.quantizer is not None else None
@@ -349,6 +362,13 @@ class AudioPriorTask(_PriorTask):
         nll = nll * (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None])  # padding counts 0
         loss = nll.sum() / lengths.sum()  # nats per code
         return loss, _scalars(loss=loss, bits_per_code=_bits(loss))
+
+    def media(self) -> None:
+        lengths = sorted(len(q) for q in self.codes["test"].codes)
+        c = self.vq.config
+        length = min(lengths[len(lengths) // 2], round(2 * c.sample_rate / c.hop))  # a typical take, <= 2 s
+        log_prior_sounds(self.log, self.model, self.vq, self.speakers, self.classes, max(1, length),
+                         seed=self.recipe.train.seed)
 
     def evaluate(self, out: Path, limit: int | None) -> dict[str, Any]:
         c = self.vq.config

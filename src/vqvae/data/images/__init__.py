@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from vqvae.config import ImageModelConfig
 from vqvae.data.images.cifar import cifar_search_dirs, is_cifar_dir, load_cifar_dir
@@ -30,7 +30,7 @@ from vqvae.data.loader import iter_batches, rows
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
 
-__all__ = ["ImageDataset", "load_images", "load_images_for", "pick_examples", "save_image_grid", "to_float",
+__all__ = ["ImageDataset", "image_grid", "load_images", "load_images_for", "save_image_grid", "to_float",
            "to_uint8"]
 
 SPLITS = ("train", "test")
@@ -221,39 +221,19 @@ def to_uint8(images_float: torch.Tensor) -> torch.Tensor:
     return (images_float.detach().float() * 255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def pick_examples(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    """Which ``n`` examples a picture shows: stratified over the classes (one of each class first, in class
-    order, then round-robin), each class's examples in a seeded random order, so that a class-sorted split
-    shows every class in its first row and the same call picks the same examples at every step of a run.
-
-    Args:
-        labels: (N,) int64 labels of the split (all equal for data without classes).
-        n: how many examples (at most N).
-        seed: seed of the order within each class.
-    Returns:
-        (min(n, N),) int64 indices into the split.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    members = [torch.nonzero(labels == c).flatten() for c in labels.unique(sorted=True).tolist()]
-    members = [m[torch.randperm(len(m), generator=gen)] for m in members]
-    rounds = max((len(m) for m in members), default=0)
-    order = [m[r] for r in range(rounds) for m in members if r < len(m)]  # round-robin over the classes
-    return torch.stack(order[:n]) if order and n > 0 else torch.zeros(0, dtype=torch.long)
-
-
-def save_image_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: int,
-                    padding: int = 2) -> None:
-    """Write ``images`` ``(N, C, H, W)`` (C in {1, 3}; float in [0, 1] or uint8) as one PNG grid.
-
-    The PNG is ``cols * (W + padding) + padding`` wide and ``rows * (H + padding) + padding`` high.
-    Written atomically: a temporary file in the target directory, then ``os.replace``; missing parent
-    directories are created.
+def image_grid(images: torch.Tensor, nrow: int, padding: int = 2,
+               row_names: list[str] | None = None) -> np.ndarray:
+    """``images`` ``(N, C, H, W)`` (C in {1, 3}; float in [0, 1] or uint8) as one grid of pixels, ``nrow``
+    to a row, ``cols * (W + padding) + padding`` wide and ``rows * (H + padding) + padding`` high; with
+    ``row_names``, each row's name is written in a margin on its left.
 
     Args:
         images: (N, C, H, W) images, N >= 1, C in {1, 3}; float in [0, 1] or uint8.
-        path: the PNG file to write.
         nrow: images per row (fewer if N is smaller), >= 1.
         padding: black pixels between and around the images, >= 0.
+        row_names: the name of each row (as many as rows, or fewer: the rest unnamed); None: no margin.
+    Returns:
+        (height, width) uint8 pixels for grayscale images, (height, width, 3) for colour ones.
     Raises:
         VQVAEError: an empty batch or one of the wrong shape, or a bad ``nrow`` or ``padding``.
     """
@@ -273,8 +253,39 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: in
         top = padding + (index // cols) * (height + padding)
         left = padding + (index % cols) * (width + padding)
         grid[:, top:top + height, left:left + width] = pixels[index]
-    image = Image.fromarray(grid[0] if channels == 1 else grid.transpose(1, 2, 0))
+    grid = grid[0] if channels == 1 else grid.transpose(1, 2, 0)
+    return grid if row_names is None else _name_rows(grid, row_names[:rows], height + padding, padding)
 
+
+def _name_rows(grid: np.ndarray, names: list[str], pitch: int, padding: int) -> np.ndarray:
+    """``grid`` with a black margin on its left holding each row's name, in white, level with its row."""
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    margin = 6 + max((math.ceil(measure.textlength(n, font=font)) for n in names), default=0)
+    canvas = Image.new(Image.fromarray(grid).mode, (grid.shape[1] + margin, grid.shape[0]))
+    canvas.paste(Image.fromarray(grid), (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    white = 255 if grid.ndim == 2 else (255, 255, 255)
+    for row, name in enumerate(names):
+        middle = padding + row * pitch + (pitch - padding) / 2
+        draw.text((3, middle), name, fill=white, font=font, anchor="lm")
+    return np.asarray(canvas)
+
+
+def save_image_grid(images: torch.Tensor, path: str | os.PathLike[str], nrow: int, padding: int = 2,
+                    row_names: list[str] | None = None) -> None:
+    """Write :func:`image_grid` of ``images`` as a PNG file, atomically (a temporary file in the target
+    directory, then ``os.replace``; missing parent directories are created).
+
+    Args:
+        images: (N, C, H, W) images, N >= 1, C in {1, 3}; float in [0, 1] or uint8.
+        path: the PNG file to write.
+        nrow: images per row (fewer if N is smaller), >= 1.
+        padding: black pixels between and around the images, >= 0.
+        row_names: the name of each row, written on its left; None: none.
+    Raises:
+        VQVAEError: an empty batch or one of the wrong shape, or a bad ``nrow`` or ``padding``.
+    """
     encoded = io.BytesIO()
-    image.save(encoded, format="PNG")
+    Image.fromarray(image_grid(images, nrow, padding, row_names)).save(encoded, format="PNG")
     atomic_write_bytes(path, encoded.getvalue())
