@@ -41,7 +41,7 @@ def test_one_run_is_one_self_contained_page(runs, tmp_path, capsys):
     # every image and sound inline: no request anywhere
     assert all(s.startswith("data:") for s in _srcs(page))
     assert "<script" not in page and "http://" not in page and "https://" not in page
-    for part in ("training curves", "metrics (eval.json)", "codebook", "originals above reconstructions",
+    for part in ("training curves", "metrics (eval.json)", "codebook", "above their reconstructions",
                  "model.num_embeddings", "<details>", "psnr"):
         assert part in page, part
     assert len(re.findall(r"<img ", page)) >= 2 * 5 + 2 + 1  # curves against steps and time, usage, grid

@@ -172,3 +172,19 @@ def check_out_file(path: str | Path, overwrite: bool, suffixes: tuple[str, ...])
     if p.is_dir():
         raise VQVAEError(f"{p} is a directory")
     return p
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop the rows of a run's ``metrics.csv`` logged after the checkpoint it resumes from (they will be
+    logged again).
+
+    Args:
+        path: the ``metrics.csv`` (nothing happens when there is none).
+        last_step: the step of the checkpoint.
+    """
+    if not path.exists():
+        return
+    rows = path.read_text().splitlines(keepends=True)
+    kept = rows[:1] + [r for r in rows[1:]
+                       if r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) <= last_step]
+    atomic_write_bytes(path, "".join(kept).encode())

@@ -32,18 +32,18 @@ from vqvae.data.audio import SpeechDataset, load_speech
 from vqvae.devices import resolve_device
 from vqvae.distributed import Ranks
 from vqvae.errors import VQVAEError
-from vqvae.fileio import RUN_LOCK, atomic_write_bytes, check_out_dir
+from vqvae.fileio import RUN_LOCK, check_out_dir
 from vqvae.models import VQVAE, AudioVQVAE
 from vqvae.models.pretrained import model_class
 
 __all__ = ["VQVAE_KIND_OF_PRIOR", "check_free_space", "check_generation_options", "class_id", "data_spec",
            "hold_run_dir", "holder_text", "load_prior", "load_run", "paired_vqvae", "prepare_out_dir",
-           "resumable", "run_in_progress", "run_split", "speaker_id", "truncate_metrics"]
+           "refuse_if_in_use", "resumable", "run_in_progress", "run_split", "speaker_id"]
 
 VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
 # what a training command writes into its run directory, and the scores of its samples (`vqvae score --out
 # PRIOR/score.json`): what a new run with --overwrite removes (nothing else, and under tb/ only TensorBoard's
-# event files)
+# event files and the codebook's projector files)
 RUN_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.STATE_JSON, checkpoint.STATE_TENSORS,
              checkpoint.MANIFEST, "metrics.csv", "eval.json", checkpoint.CODEBOOK, "reconstructions.png",
              "samples.png", "score.json")
@@ -151,7 +151,7 @@ def load_prior(prior_dir: str | Path, kind: str = "prior", device: str | torch.d
 
 def prepare_out_dir(out: Path, overwrite: bool) -> None:
     """A new run's directory: refuse a non-empty one unless ``overwrite``; then remove the files a run writes
-    (:data:`RUN_FILES`, :data:`RUN_DIRS`, TensorBoard events under ``tb/``) and nothing else: what the user
+    (:data:`RUN_FILES`, :data:`RUN_DIRS`, TensorBoard's files under ``tb/``) and nothing else: what the user
     put there stays.
 
     Args:
@@ -168,6 +168,11 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
     if tb.is_dir():
         for events in tb.glob("events.out.tfevents.*"):
             events.unlink()
+        (tb / "projector_config.pbtxt").unlink(missing_ok=True)
+        for step in tb.glob("[0-9]*/codebook"):  # the codebook in the embedding projector: STEP/codebook
+            shutil.rmtree(step)
+            if not any(step.parent.iterdir()):
+                step.parent.rmdir()
         if not any(tb.iterdir()):
             tb.rmdir()
 
@@ -278,6 +283,25 @@ def holder_text(holder: dict[str, Any]) -> str:
             f"{holder.get('started', '?')}")
 
 
+def refuse_if_in_use(run_dir: str | Path) -> None:
+    """Refuse a second training job on ``run_dir`` before it reads anything there (the checkpoint of the job
+    training in it may be half written).
+
+    Args:
+        run_dir: the run directory.
+    Raises:
+        VQVAEError: a training job holds its lock, named.
+    """
+    holder = run_in_progress(run_dir)
+    if holder is not None:
+        raise _in_use(run_dir, holder)
+
+
+def _in_use(run_dir: str | Path, holder: dict[str, Any]) -> VQVAEError:
+    return VQVAEError(f"{run_dir} is in use by another training job ({holder_text(holder)}): wait for it "
+                      f"to end or write to another --out")
+
+
 def _lock(out: Path, retry_seconds: float = 1.0) -> int:
     """Take the run directory's lock (creating the directory and its lock file): the open file, whose
     exclusive ``flock`` the operating system drops when the process ends, even by SIGKILL. A reader's
@@ -297,8 +321,7 @@ def _lock(out: Path, retry_seconds: float = 1.0) -> int:
                 continue
             holder = _read_holder(out)
             os.close(fd)
-            raise VQVAEError(f"{out} is in use by another training job ({holder_text(holder)}): wait for it "
-                             f"to end or write to another --out") from None
+            raise _in_use(out, holder) from None
     os.ftruncate(fd, 0)
     started = time.strftime("%Y-%m-%d %H:%M:%S %z")
     os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode())
@@ -368,19 +391,3 @@ def hold_run_dir(out: Path, ranks: Ranks) -> Iterator[None]:
     finally:
         if fd is not None:
             os.close(fd)
-
-
-def truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop the rows of a run's ``metrics.csv`` logged after the checkpoint it resumes from (they will be
-    logged again).
-
-    Args:
-        path: the ``metrics.csv`` (nothing happens when there is none).
-        last_step: the step of the checkpoint.
-    """
-    if not path.exists():
-        return
-    rows = path.read_text().splitlines(keepends=True)
-    kept = rows[:1] + [r for r in rows[1:]
-                       if r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) <= last_step]
-    atomic_write_bytes(path, "".join(kept).encode())

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from vqvae.codes import SpeechCodes
+from vqvae.data import pick_examples
 from vqvae.data.audio import SpeechDataset
 from vqvae.devices import model_device
 from vqvae.distributed import Ranks
@@ -139,10 +140,11 @@ def evaluate_audio_prior(prior: WaveNetPrior, data: SpeechCodes, codes_per_secon
 
 def _conversion_pairs(model: AudioVQVAE, test: SpeechDataset, pairs: int, seconds: float, seed: int):
     """(inputs, their codes, source speakers, target speakers drawn with ``seed``, classes or -1) of up to
-    ``pairs`` test utterances drawn with ``seed``, each cut to ``seconds`` and to a whole number of codes."""
+    ``pairs`` test utterances (:func:`~vqvae.data.pick_examples` over the speakers: one of each first), each
+    cut to ``seconds`` and to a whole number of codes."""
     c, rng, dev = model.config, np.random.default_rng(seed), model_device(model)
     inputs, codes, sources, targets, classes = [], [], [], [], []
-    for i in rng.permutation(len(test))[:pairs]:
+    for i in pick_examples(torch.as_tensor(test.labels, dtype=torch.long), pairs, seed).tolist():
         w = test.waves[i][: int(seconds * c.sample_rate)]
         w = w[: len(w) // c.hop * c.hop]
         if len(w) == 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from vqvae.report.sections import (
 )
 
 __all__ = ["build_report", "read_metrics"]
+
+CODE_CURVES = {"vq_loss", "perplexity", "codes_used", "commitment_loss"}  # what a run without codes lacks
 
 CSS = """body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:12px;color:#222}
 h1{font-size:1.4em}h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:4px}
@@ -71,8 +74,15 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
     return {name: table[:, i] for i, name in enumerate(header)}
 
 
-def _load(run: Path) -> dict[str, Any]:
-    """What a report shows of one run directory: config, eval.json, metrics.csv (each where it exists)."""
+def _shown(value: Any, here: Path) -> Any:
+    """``value``, with an absolute path made relative to ``here`` (the report's folder): a report names no
+    machine's paths."""
+    return os.path.relpath(value, here) if isinstance(value, str) and os.path.isabs(value) else value
+
+
+def _load(run: Path, here: Path) -> dict[str, Any]:
+    """What a report shows of one run directory: config, eval.json, metrics.csv (each where it exists), its
+    path from ``here`` (the report's folder), and the curves that mean nothing for it."""
     if not run.is_dir():
         raise VQVAEError(f"run directory not found: {run}")
     config_path, metrics_path, eval_path = run / "config.json", run / "metrics.csv", run / "eval.json"
@@ -83,6 +93,10 @@ def _load(run: Path) -> dict[str, Any]:
     if metrics_path.is_file():
         info["metrics"] = read_metrics(metrics_path)
     info["kind"] = info["config"].get("kind", "unknown")
+    info["where"] = os.path.relpath(run.resolve(), here)
+    audio = info["config"].get("audio")
+    no_codes = isinstance(audio, dict) and audio.get("use_codes") is False
+    info["meaningless"] = CODE_CURVES if no_codes else set()  # a WaveNet without codes: 0 all along
     return info
 
 
@@ -95,22 +109,24 @@ def _img(data: bytes, caption: str, mime: str = "image/png") -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _header(info: dict[str, Any]) -> str:
+def _header(info: dict[str, Any], here: Path) -> str:
     c, e = info["config"], info["eval"]
     train = c.get("train", {}) if isinstance(c.get("train"), dict) else {}
     m = info["metrics"]
     steps = e.get("step", c.get("step", int(m["step"][-1]) if len(m.get("step", [])) else "-"))
     seconds = e.get("train_seconds", float(m["seconds"][-1]) if len(m.get("seconds", [])) else 0.0)
     status = "finished" if e else "in progress (no eval.json yet)"
-    data = (c.get("data_name") or train.get("data") or (c["data"] if isinstance(c.get("data"), str) else None)
-            or (f"the codes of {c['vqvae_dir']}" if isinstance(c.get("vqvae_dir"), str) else "?"))
+    codes_of = f"the codes of {_shown(c['vqvae_dir'], here)}" if isinstance(c.get("vqvae_dir"), str) else None
+    data = (codes_of or c.get("data_name") or _shown(train.get("data"), here)  # a prior: its VQ-VAE's codes
+            or (_shown(c["data"], here) if isinstance(c.get("data"), str) else "?"))
     limits = [f"{train['steps']} steps" if train.get("steps") else "",
               f"{float(train['max_seconds']):g} s" if train.get("max_seconds") else ""]
     budget = (" or ".join(x for x in limits if x) or "none" if train  # whichever comes first
               else f"{c['epochs']} epochs" if "epochs" in c else "-")  # a classifier counts epochs
     precision = train.get("precision", "fp32" if "epochs" in c else "?")  # a classifier trains in fp32
-    facts = [("kind", info["kind"]), ("data", data), ("budget", budget), ("steps", steps),
-             ("wall time", f"{float(seconds):.0f} s"), ("precision", precision), ("status", status)]
+    facts = [("run directory", info["where"]), ("kind", info["kind"]), ("data", data), ("budget", budget),
+             ("steps", steps), ("wall time", f"{float(seconds):.0f} s"), ("precision", precision),
+             ("status", status)]
     key = [k for k in ("psnr", "ssim", "bits_per_dim", "bits_per_sample", "spectral_l1",
                        "speaker_probe_accuracy", "prior_bits_per_code", "prior_nll_bits_per_latent",
                        "codes_used", "perplexity", "test_accuracy") if k in e]
@@ -125,7 +141,8 @@ def _fmt(v: Any) -> str:
 
 
 def _curves(runs: list[dict[str, Any]]) -> str:
-    series = {r["name"]: r["metrics"] for r in runs if r["metrics"]}
+    series = {r["name"]: {k: v for k, v in r["metrics"].items() if k not in r["meaningless"]}
+              for r in runs if r["metrics"]}
     if not series:
         return "<p>No metrics.csv yet.</p>"
     fields = [f for f in dict.fromkeys(k for cols in series.values() for k in cols)
@@ -144,7 +161,7 @@ def _curves(runs: list[dict[str, Any]]) -> str:
     return f'<div class="grid">{"".join(figs)}</div>{note}'
 
 
-def _metrics_table(runs: list[dict[str, Any]]) -> str:
+def _metrics_table(runs: list[dict[str, Any]], here: Path) -> str:
     keys = list(dict.fromkeys(k for r in runs for k, v in r["eval"].items()
                               if not isinstance(v, (dict, list))))
     if not keys:
@@ -156,7 +173,8 @@ def _metrics_table(runs: list[dict[str, Any]]) -> str:
         label = f'<abbr title="{html.escape(desc)}">{html.escape(k)}</abbr>' if desc else html.escape(k)
         if desc:
             notes.append(f"<li><b>{html.escape(k)}</b>: {html.escape(desc)}</li>")
-        cells = "".join(f"<td>{html.escape(_fmt(r['eval'][k])) if k in r['eval'] else ''}</td>" for r in runs)
+        cells = "".join(f"<td>{html.escape(_fmt(_shown(r['eval'][k], here))) if k in r['eval'] else ''}</td>"
+                        for r in runs)
         rows.append(f"<tr><td>{label}</td>{cells}</tr>")
     return (f"<div class='wide'><table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table></div>"
             f"<details><summary>what each figure means</summary><ul>{''.join(notes)}</ul></details>")
@@ -171,8 +189,9 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _config(runs: list[dict[str, Any]]) -> str:
-    flats = [_flat({k: v for k, v in r["config"].items() if k not in ("speakers", "classes")}) for r in runs]
+def _config(runs: list[dict[str, Any]], here: Path) -> str:
+    kept = [{k: v for k, v in r["config"].items() if k not in ("speakers", "classes")} for r in runs]
+    flats = [{k: _shown(v, here) for k, v in _flat(c).items()} for c in kept]
     keys = sorted(set().union(*flats))
     rows = []
     for k in keys:
@@ -203,9 +222,11 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool
     out = check_out_file(out, overwrite, (".html", ".htm"))
     if not run_dirs:
         raise VQVAEError("give at least one run directory")
-    runs = [_load(Path(d)) for d in run_dirs]
+    here = out.resolve().parent  # paths are shown from the report's folder
+    runs = [_load(Path(d), here) for d in run_dirs]
     # checked before anything is drawn
-    media_parts = [media_dir_section(Path(d), _img, _uri) for d in media]
+    media_parts = [media_dir_section(Path(d), _img, _uri, os.path.relpath(Path(d).resolve(), here))
+                   for d in media]
     names = [r["name"] for r in runs]
     if len(set(names)) < len(names):  # two runs named alike: tell them apart by their parent folder
         for r in runs:
@@ -213,13 +234,13 @@ def build_report(run_dirs: list[str | Path], out: str | Path, *, overwrite: bool
     title = "vqvae report: " + ", ".join(r["name"] for r in runs)
     body = [f"<h1>{html.escape(title)}</h1>"]
     for r in runs:
-        body.append(f"<h2>{html.escape(r['name'])} ({html.escape(r['kind'])})</h2>{_header(r)}")
+        body.append(f"<h2>{html.escape(r['name'])} ({html.escape(r['kind'])})</h2>{_header(r, here)}")
     body.append(f"<h2>training curves</h2>{_curves(runs)}")
-    body.append(f"<h2>metrics (eval.json)</h2>{_metrics_table(runs)}")
+    body.append(f"<h2>metrics (eval.json)</h2>{_metrics_table(runs, here)}")
     for r in runs:
         body += [codebook_section(r, _img), *media_sections(r, _img, _uri)]
     body += media_parts
-    body.append(f"<h2>config</h2>{_config(runs)}")
+    body.append(f"<h2>config</h2>{_config(runs, here)}")
     page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" '
             f'content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
             f"<style>{CSS}</style></head><body>{''.join(b for b in body if b)}</body></html>")

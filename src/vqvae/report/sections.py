@@ -102,8 +102,9 @@ def media_sections(run: dict[str, Any], img: Callable[..., str],
     """
     d, name = run["dir"], html.escape(run["name"])
     out = []
-    grids = [(p, cap) for p, cap in (("reconstructions.png", "originals above reconstructions"),
-                                     ("samples.png", "prior samples, one row per class"))
+    grids = [(p, cap) for p, cap in (("reconstructions.png", "test images (one of each class first) above "
+                                                             "their reconstructions"),
+                                     ("samples.png", "prior samples, one row per class (named on its left)"))
              if (d / p).is_file()]
     if grids:
         out.append(f"<h2>{name}: images</h2><div class='grid'>"
@@ -164,7 +165,8 @@ def _percent(x: Any) -> str:
     return f"{float(x):.1%}" if isinstance(x, (int, float)) else ""
 
 
-def media_dir_section(d: Path, img: Callable[..., str], uri: Callable[[bytes, str], str]) -> str:
+def media_dir_section(d: Path, img: Callable[..., str], uri: Callable[[bytes, str], str],
+                      name: str | None = None) -> str:
     """A folder of outputs a command wrote outside its run (``--wav-dir`` of ``vqvae audio conversion`` /
     ``audio score``, sample grids): its images (the first 30), its WAV files with what the judges heard in
     each (``verdicts.json``) and a ``score.json``.
@@ -173,6 +175,7 @@ def media_dir_section(d: Path, img: Callable[..., str], uri: Callable[[bytes, st
         d: the folder (``--media``), refused when it is not a directory.
         img: makes an HTML figure of image bytes and a caption.
         uri: makes a data URI of bytes and a MIME type.
+        name: what the section calls the folder (None: ``d`` as given).
     Returns:
         the HTML of the section.
     Raises:
@@ -186,8 +189,9 @@ def media_dir_section(d: Path, img: Callable[..., str], uri: Callable[[bytes, st
               if pngs else "")
     if len(pngs) > MAX_WAVS:
         images += f"<p>the first {MAX_WAVS} of the {len(pngs)} PNG images.</p>"
-    score = score_section(d / "score.json", str(d)) if (d / "score.json").is_file() else ""
-    return f"<h2>{html.escape(str(d))}</h2>{images}{_wav_gallery(wavs, d, uri, verdicts)}{score}"
+    name = str(d) if name is None else name
+    score = score_section(d / "score.json", name) if (d / "score.json").is_file() else ""
+    return f"<h2>{html.escape(name)}</h2>{images}{_wav_gallery(wavs, d, uri, verdicts)}{score}"
 
 
 def read_json_object(path: Path, shape: str = "must hold a JSON object") -> dict[str, Any]:

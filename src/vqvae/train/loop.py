@@ -24,10 +24,10 @@ from vqvae.data.loader import Batches, Feed
 from vqvae.devices import autocast, available_memory, grad_scaler
 from vqvae.distributed import Ranks, is_main_process, join
 from vqvae.errors import Preempted, VQVAEError
-from vqvae.fileio import atomic_write_json
+from vqvae.fileio import atomic_write_json, truncate_metrics
 from vqvae.quantize.codebook import Quantizer
 from vqvae.recipes import RECIPE_KINDS, RecipeSections, recipe_with_overrides
-from vqvae.runs import check_free_space, hold_run_dir, prepare_out_dir, truncate_metrics
+from vqvae.runs import check_free_space, hold_run_dir, prepare_out_dir, refuse_if_in_use
 from vqvae.train.media import MediaClock
 from vqvae.train.schedule import lr_at
 from vqvae.train.task import Logger, Task
@@ -46,6 +46,7 @@ def resume_recipe(out_dir: str | Path, overrides: list[str] = (), kind: str = "v
     Returns:
         The validated recipe.
     """
+    refuse_if_in_use(out_dir)  # before anything is read: a running job's checkpoint may be half written
     _recover(out_dir)
     saved = checkpoint.read_config(out_dir, kind=kind)
     section = RECIPE_KINDS[kind][1][0]  # the architecture section: model, prior, audio, ...

@@ -79,7 +79,8 @@ class MediaClock:
 
 def log_reconstructions(log: Logger, model: VQVAE, data: ImageDataset, n: int = 16) -> None:
     """The picked test images (top row) over their reconstructions, as one picture."""
-    log.image("media/reconstructions", image_grid(reconstruction_pairs(model, data, n), nrow=n))
+    pairs = reconstruction_pairs(model, data, n)
+    log.image("media/reconstructions", image_grid(pairs, nrow=len(pairs) // 2))
 
 
 def log_codebook(log: Logger, path: Path) -> None:
