@@ -211,6 +211,10 @@ def test_train_prior_sample_and_resume(trained, tmp_path, capsys):
         assert np.array_equal(f["indices"], first)  # seeded
     png = tmp_path / "grid.png"
     assert run(capsys, "sample", out, "--per-class", 2, "--out", png)[0] == 0
+    from PIL import Image
+
+    with Image.open(png) as grid:  # 10 rows of 2, each row's class named in a margin on its left
+        assert grid.size[1] == 10 * 30 + 2 and grid.size[0] > 2 * 30 + 2
 
     code, _, err = run(capsys, "sample", out, "--class", 10, "--out", tmp_path / "x.png")
     assert code == 2 and "is not a class of this prior" in err

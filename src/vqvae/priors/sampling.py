@@ -98,8 +98,9 @@ def sample_image_file(prior_dir: str | Path, out: str | Path, *, class_: int | N
                       controls: SamplingControls | None = None, seed: int = 0, overwrite: bool = False,
                       device: str | None = "auto") -> int:
     """``vqvae sample``: samples of the prior in ``prior_dir`` decoded by its VQ-VAE, written to ``out``: a
-    PNG grid (one row per class) or an .npz with ``images`` (uint8), ``labels`` (-1: unconditional),
-    ``indices``, the directories of the prior and its VQ-VAE, the class names and the sampling controls.
+    PNG grid (one row per class, named on its left) or an .npz with ``images`` (uint8), ``labels`` (-1:
+    unconditional), ``indices``, the directories of the prior and its VQ-VAE, the class names and the
+    sampling controls.
 
     Args:
         prior_dir: the prior's run directory.
@@ -124,8 +125,9 @@ def sample_image_file(prior_dir: str | Path, out: str | Path, *, class_: int | N
     labels, nrow = sample_labels(config.get("classes", []), prior.config.num_classes > 0, class_=class_,
                                  per_class=per_class, n=n)
     images, idx = sample_images(prior, vq, labels, controls=controls, seed=seed)
-    if path.suffix.lower() == ".png":
-        save_image_grid(images, path, nrow=nrow)
+    if path.suffix.lower() == ".png":  # a row per class, named on its left
+        names = config.get("classes") if prior.config.num_classes and class_ is None else None
+        save_image_grid(images, path, nrow=nrow, row_names=names)
     else:
         u8 = to_uint8(images).numpy()
         atomic_write_npz(path, {
