@@ -5,6 +5,7 @@ every step), that showing them changes nothing in the run, and the report's path
 import io
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -123,15 +124,16 @@ def test_a_class_sorted_folder_shows_every_class_first_and_the_same_images_at_ev
     assert np.array_equal(png[2 : 2 + SIZE], tops[0][..., 0])  # ... and in reconstructions.png (TB: RGB)
 
 
-def test_conversion_takes_one_utterance_of_each_speaker_first(audio_runs, tones):
+def test_conversion_takes_one_utterance_of_each_speaker_first(audio_runs, tones, tmp_path):
     from vqvae.data.audio import load_speech
-    from vqvae.evaluate.audio import _conversion_pairs
+    from vqvae.evaluate.audio import evaluate_conversion
     from vqvae.runs import load_run
 
     model, _ = load_run(audio_runs / "vq", "audio", "cpu")
-    test = load_speech(tones, "test", 8000)
-    _, _, sources, targets, _ = _conversion_pairs(model, test, 3, 1.0, seed=0)
-    assert sorted(sources) == [0, 1, 2] and all(s != t for s, t in zip(sources, targets))
+    train, test = (load_speech(tones, s, 8000) for s in ("train", "test"))
+    evaluate_conversion(model, train, test, pairs=3, seconds=0.1, wav_dir=tmp_path, one_stream=0)
+    inputs = sorted(p.name for p in tmp_path.glob("*_input.wav"))
+    assert inputs == ["00_spk0_input.wav", "01_spk1_input.wav", "02_spk2_input.wav"]
 
 
 # -- what each kind of run logs ----------------------------------------------------------------------------
@@ -256,9 +258,19 @@ def test_the_report_names_paths_from_where_it_lies(image_runs, audio_runs, tmp_p
         assert absolute not in page
     assert os.path.relpath(image_runs / "prior", out.parent) in page  # the run directory, from the report
     assert f"the codes of {os.path.relpath(image_runs / 'vq', out.parent)}" in page
-    # the WaveNet without codes draws its loss, not the code figures it never had
+    # the WaveNet without codes draws its loss, not the code figures it never had ...
     assert "bits_per_sample against steps" in page
     assert "perplexity against" not in page and "vq_loss against" not in page
+    # ... even where its metrics.csv has them (0 or not): the report goes by its config
+    old = tmp_path / "old"
+    shutil.copytree(audio_runs / "plain", old)
+    rows = (old / "metrics.csv").read_text().splitlines()
+    (old / "metrics.csv").write_text("\n".join([rows[0] + ",perplexity,vq_loss"]
+                                               + [r + ",3.5,0.25" for r in rows[1:]]) + "\n")
+    page = build_report([old], tmp_path / "old.html").read_text()
+    curves = page.split("training curves")[1].split("metrics (eval.json)")[0]
+    assert "bits_per_sample against steps" in curves
+    assert "perplexity" not in curves and "vq_loss" not in curves
 
 
 def test_overwrite_removes_the_projector_files_a_run_wrote_and_nothing_else(tmp_path):
@@ -269,8 +281,10 @@ def test_overwrite_removes_the_projector_files_a_run_wrote_and_nothing_else(tmp_
     (tb / "00006" / "codebook" / "tensors.tsv").write_text("1\t2\n")
     (tb / "00010" / "codebook").mkdir(parents=True)
     (tb / "00010" / "mine").mkdir()
+    (tb / "00012" / "codebook").mkdir(parents=True)  # a folder of the user's, named alike: kept
+    (tb / "00012" / "codebook" / "notes.txt").write_text("mine")
     for name in ("projector_config.pbtxt", "events.out.tfevents.1.vm.1.0", "notes.txt"):
         (tb / name).write_text("x")
     prepare_out_dir(tmp_path / "run", overwrite=True)
     left = sorted(str(p.relative_to(tb)) for p in tb.rglob("*"))
-    assert left == ["00010", "00010/mine", "notes.txt"]
+    assert left == ["00010", "00010/mine", "00012", "00012/codebook", "00012/codebook/notes.txt", "notes.txt"]

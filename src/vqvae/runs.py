@@ -47,6 +47,7 @@ VQVAE_KIND_OF_PRIOR = {"prior": "vqvae", "audio_prior": "audio"}
 RUN_FILES = (checkpoint.CONFIG, checkpoint.WEIGHTS, checkpoint.STATE_JSON, checkpoint.STATE_TENSORS,
              checkpoint.MANIFEST, "metrics.csv", "eval.json", checkpoint.CODEBOOK, "reconstructions.png",
              "samples.png", "score.json")
+PROJECTOR = {"tensors.tsv", "metadata.tsv"}  # the files of tb/STEP/codebook/
 RUN_DIRS = (checkpoint.PREVIOUS, f"{checkpoint.PREVIOUS}.tmp", f"{checkpoint.PREVIOUS}.old")
 
 
@@ -170,9 +171,10 @@ def prepare_out_dir(out: Path, overwrite: bool) -> None:
             events.unlink()
         (tb / "projector_config.pbtxt").unlink(missing_ok=True)
         for step in tb.glob("[0-9]*/codebook"):  # the codebook in the embedding projector: STEP/codebook
-            shutil.rmtree(step)
-            if not any(step.parent.iterdir()):
-                step.parent.rmdir()
+            if step.is_dir() and not step.is_symlink() and {f.name for f in step.iterdir()} <= PROJECTOR:
+                shutil.rmtree(step)
+                if not any(step.parent.iterdir()):
+                    step.parent.rmdir()
         if not any(tb.iterdir()):
             tb.rmdir()
 

@@ -41,8 +41,8 @@ class TrainConfig:
     # a non-finite loss or gradient: "skip" undoes the step (logged; 50 in a row stop the run), "stop" ends it
     on_nonfinite: str = "skip"
     # TensorBoard pictures and sounds of the model at work (reconstructions, samples, conversions), from rank
-    # 0 on fixed examples, every media_every seconds (longer when they cost more than 2% of the time) and at
-    # the end; the codebook in the embedding projector at the end
+    # 0 on fixed examples, every media_every seconds (longer when the last took more than 2% of the time since
+    # the one before) and after the last step; the codebook in the embedding projector at the end
     log_media: bool = True
     media_every: float = 60.0
 

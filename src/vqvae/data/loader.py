@@ -244,6 +244,9 @@ def pick_examples(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     members = [torch.nonzero(labels == c).flatten() for c in labels.unique(sorted=True).tolist()]
     members = [m[torch.randperm(len(m), generator=gen)] for m in members]
-    rounds = max((len(m) for m in members), default=0)
-    order = [m[r] for r in range(rounds) for m in members if r < len(m)]  # round-robin over the classes
+    order: list[torch.Tensor] = []
+    for r in range(max((len(m) for m in members), default=0)):  # round-robin over the classes, until n
+        order += [m[r] for m in members if r < len(m)]
+        if len(order) >= n:
+            break
     return torch.stack(order[:n]) if order and n > 0 else torch.zeros(0, dtype=torch.long)

@@ -88,7 +88,7 @@ def _load(run: Path, here: Path) -> dict[str, Any]:
     config_path, metrics_path, eval_path = run / "config.json", run / "metrics.csv", run / "eval.json"
     if not config_path.is_file() and not metrics_path.is_file():
         raise VQVAEError(f"{run} is not a run directory (no config.json and no metrics.csv)")
-    info: dict[str, Any] = {"dir": run, "name": run.name, "config": read_json_object(config_path),
+    info: dict[str, Any] = {"dir": run, "name": run.resolve().name, "config": read_json_object(config_path),
                             "eval": read_json_object(eval_path), "metrics": {}}
     if metrics_path.is_file():
         info["metrics"] = read_metrics(metrics_path)

@@ -46,7 +46,8 @@ def resume_recipe(out_dir: str | Path, overrides: list[str] = (), kind: str = "v
     Returns:
         The validated recipe.
     """
-    refuse_if_in_use(out_dir)  # before anything is read: a running job's checkpoint may be half written
+    if is_main_process():  # before anything is read (a running job's checkpoint may be half written); rank 0
+        refuse_if_in_use(out_dir)  # alone: the other ranks of this job may find its own lock already taken
     _recover(out_dir)
     saved = checkpoint.read_config(out_dir, kind=kind)
     section = RECIPE_KINDS[kind][1][0]  # the architecture section: model, prior, audio, ...
@@ -267,7 +268,7 @@ class Run:
         Returns:
             ``metrics``."""
         metrics.update(step=self.step, train_seconds=round(self.elapsed, 1))
-        if self.media.media is not None:
+        if self.train_config.log_media:
             metrics["media_seconds"] = round(self.media.seconds, 2)
         if not self.ranks.main:
             return metrics

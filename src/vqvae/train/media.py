@@ -66,15 +66,18 @@ class MediaClock:
             try:
                 self.media()
             except Exception as exc:  # noqa: BLE001 -- a picture never costs the run: said once, then off
-                why = str(exc).splitlines()[0] if str(exc) else ""
-                print(f"vqvae: warning: TensorBoard media are off for the rest of the run "
-                      f"({type(exc).__name__}: {why})", file=sys.stderr)
+                _warn("TensorBoard media are off for the rest of the run", exc)
                 self.media = None
             finally:
                 self.model.train()
         cost = time.perf_counter() - start
         self.seconds += cost
         self.next, self.last_step = time.perf_counter() + max(self.every, cost / MEDIA_SHARE), step
+
+
+def _warn(what: str, exc: Exception) -> None:
+    why = str(exc).splitlines()[0] if str(exc) else ""
+    print(f"vqvae: warning: {what} ({type(exc).__name__}: {why})", file=sys.stderr)
 
 
 def log_reconstructions(log: Logger, model: VQVAE, data: ImageDataset, n: int = 16) -> None:
@@ -85,12 +88,16 @@ def log_reconstructions(log: Logger, model: VQVAE, data: ImageDataset, n: int = 
 
 def log_codebook(log: Logger, path: Path) -> None:
     """The codebook the final evaluation wrote (``codebook.npz``) in the embedding projector, each code with
-    its test-split uses; nothing for a code space too large to write out."""
-    arrays = read_npz(path, "codebook usage")
-    if "codebook" in arrays:
-        counts = arrays["counts"].tolist()
-        log.embedding("codebook", torch.from_numpy(arrays["codebook"]),
-                      [[str(k), str(int(c))] for k, c in enumerate(counts)], ["code", "test uses"])
+    its test-split uses; nothing for a code space too large to write out. A failure is said in one line: the
+    run's evaluation is kept."""
+    try:
+        arrays = read_npz(path, "codebook usage")
+        if "codebook" in arrays:
+            counts = arrays["counts"].tolist()
+            log.embedding("codebook", torch.from_numpy(arrays["codebook"]),
+                          [[str(k), str(int(c))] for k, c in enumerate(counts)], ["code", "test uses"])
+    except Exception as exc:  # noqa: BLE001 -- a picture never costs the run
+        _warn("the codebook is not in TensorBoard's projector", exc)
 
 
 def prior_samples(prior: ImagePrior, vq: VQVAE, classes: list[str], conditional: bool, per_class: int,

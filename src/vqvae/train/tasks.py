@@ -128,7 +128,7 @@ class ImageTask(Task):
                                        codebook_file=out / checkpoint.CODEBOOK)
         if self.ranks.main:
             reconstruction_grid(self.model, self.test_set, out / "reconstructions.png")
-            if self.recipe.train.log_media:
+            if self.recipe.train.log_media:  # the codebook in TensorBoard's projector
                 log_codebook(self.log, out / checkpoint.CODEBOOK)
         return metrics
 
@@ -366,7 +366,7 @@ class AudioPriorTask(_PriorTask):
     def media(self) -> None:
         lengths = sorted(len(q) for q in self.codes["test"].codes)
         c = self.vq.config
-        length = min(lengths[len(lengths) // 2], round(2 * c.sample_rate / c.hop))  # a typical take, <= 2 s
+        length = min(lengths[len(lengths) // 2], round(c.sample_rate / c.hop))  # a typical take, <= 1 s
         log_prior_sounds(self.log, self.model, self.vq, self.speakers, self.classes, max(1, length),
                          seed=self.recipe.train.seed)
 
