@@ -44,3 +44,20 @@ def small_fmnist(tmp_path_factory) -> Path:
         ds = load_images("fashion-mnist", split)
         write_idx(out, prefix, ds.images[:n, 0].numpy(), ds.labels[:n].numpy())
     return out
+
+
+@pytest.fixture(scope="session")
+def tone_corpus(tmp_path_factory) -> Path:
+    """Three speakers of three 0.4 s harmonic tones each at 8 kHz, as a speaker-folder corpus."""
+    from vqvae.data.audio import write_wav
+
+    root = tmp_path_factory.mktemp("tones")
+    rate = 8000
+    t = np.arange(int(0.4 * rate)) / rate
+    for s, f0 in enumerate((110.0, 190.0, 300.0)):
+        (root / f"spk{s}").mkdir()
+        for i in range(3):
+            f = f0 * (1 + 0.02 * i)
+            x = sum(0.3 / h * np.sin(2 * np.pi * h * f * t) for h in (1, 2, 3))
+            write_wav(root / f"spk{s}" / f"u{i}.wav", x.astype(np.float32), rate)
+    return root

@@ -78,27 +78,13 @@ def image_runs(class_folder, every_step, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tones(tmp_path_factory):
-    from vqvae.data.audio import write_wav
-
-    root = tmp_path_factory.mktemp("tones")
-    rate = 8000
-    t = np.arange(int(0.4 * rate)) / rate
-    for s, f0 in enumerate((110.0, 190.0, 300.0)):
-        (root / f"spk{s}").mkdir()
-        for i in range(3):
-            x = sum(0.3 / h * np.sin(2 * np.pi * h * f0 * (1 + 0.02 * i) * t) for h in (1, 2, 3))
-            write_wav(root / f"spk{s}" / f"u{i}.wav", x.astype(np.float32), rate)
-    return root
-
-
-@pytest.fixture(scope="module")
-def audio_runs(tones, every_step, tmp_path_factory):
+def audio_runs(tone_corpus, every_step, tmp_path_factory):
     from vqvae.train import train_audio_and_evaluate, train_audio_prior_and_evaluate
 
     root = tmp_path_factory.mktemp("audio-runs")
     for name, extra in (("vq", []), ("plain", ["audio.use_codes=false"])):
-        recipe = load_recipe("speech", [f"train.data={tones}", "train.steps=3", *AUDIO_TINY, *every_step,
+        recipe = load_recipe("speech", [f"train.data={tone_corpus}", "train.steps=3", *AUDIO_TINY,
+                                        *every_step,
                                         "train.eval_batches=1", *extra], kind="audio")
         train_audio_and_evaluate(recipe, root / name, progress=False)
     prior = load_recipe("speech_prior", ["train.steps=2", *PRIOR_AUDIO_TINY, *every_step], kind="audio_prior")
@@ -124,13 +110,13 @@ def test_a_class_sorted_folder_shows_every_class_first_and_the_same_images_at_ev
     assert np.array_equal(png[2 : 2 + SIZE], tops[0][..., 0])  # ... and in reconstructions.png (TB: RGB)
 
 
-def test_conversion_takes_one_utterance_of_each_speaker_first(audio_runs, tones, tmp_path):
+def test_conversion_takes_one_utterance_of_each_speaker_first(audio_runs, tone_corpus, tmp_path):
     from vqvae.data.audio import load_speech
     from vqvae.evaluate.audio import evaluate_conversion
     from vqvae.runs import load_run
 
     model, _ = load_run(audio_runs / "vq", "audio", "cpu")
-    train, test = (load_speech(tones, s, 8000) for s in ("train", "test"))
+    train, test = (load_speech(tone_corpus, s, 8000) for s in ("train", "test"))
     evaluate_conversion(model, train, test, pairs=3, seconds=0.1, wav_dir=tmp_path, one_stream=0)
     inputs = sorted(p.name for p in tmp_path.glob("*_input.wav"))
     assert inputs == ["00_spk0_input.wav", "01_spk1_input.wav", "02_spk2_input.wav"]
@@ -195,7 +181,7 @@ def test_audio_prior_logs_samples_of_each_speaker(audio_runs):
 
 # -- media change nothing in the run -----------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["image", "audio"])
-def test_media_change_nothing_in_the_trained_weights(kind, class_folder, tones, every_step, tmp_path):
+def test_media_change_nothing_in_the_trained_weights(kind, class_folder, tone_corpus, every_step, tmp_path):
     from vqvae.train import train_audio_and_evaluate, train_image_and_evaluate
 
     weights = {}
@@ -206,7 +192,8 @@ def test_media_change_nothing_in_the_trained_weights(kind, class_folder, tones, 
                                                    *every_step, f"train.log_media={media}"], kind="vqvae")
             train_image_and_evaluate(recipe, out, progress=False)
         else:
-            recipe = load_recipe("speech", [f"train.data={tones}", "train.steps=4", *AUDIO_TINY, *every_step,
+            recipe = load_recipe("speech", [f"train.data={tone_corpus}", "train.steps=4", *AUDIO_TINY,
+                                            *every_step,
                                             "train.eval_batches=1", f"train.log_media={media}"], kind="audio")
             train_audio_and_evaluate(recipe, out, progress=False)
         weights[media] = (out / "model.safetensors").read_bytes()

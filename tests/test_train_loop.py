@@ -204,22 +204,6 @@ def test_prior_training_fills_in_a_copy_of_its_recipe(image_run, tmp_path):
 
 
 # -- the same for the audio VQ-VAE and its prior, on a corpus of tones ---------------------------------------
-@pytest.fixture(scope="module")
-def tone_corpus(tmp_path_factory):
-    from vqvae.data.audio import write_wav
-
-    root = tmp_path_factory.mktemp("tones")
-    rate = 8000
-    t = np.arange(int(0.4 * rate)) / rate
-    for s, f0 in enumerate((110.0, 190.0, 300.0)):
-        (root / f"spk{s}").mkdir()
-        for i in range(3):
-            f = f0 * (1 + 0.02 * i)
-            x = sum(0.3 / h * np.sin(2 * np.pi * h * f * t) for h in (1, 2, 3))
-            write_wav(root / f"spk{s}" / f"u{i}.wav", x.astype(np.float32), rate)
-    return root
-
-
 AUDIO_TINY = ["audio.sample_rate=8000", "audio.num_downsamples=2", "audio.hidden=8", "audio.embedding_dim=4",
               "audio.num_embeddings=8", "audio.local_channels=8", "audio.channels=8", "audio.skip_channels=8",
               "audio.max_dilation=4", "audio.dilation_cycles=1", "train.batch_size=2",
