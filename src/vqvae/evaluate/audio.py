@@ -14,7 +14,7 @@ import torch
 
 from vqvae.codes import SpeechCodes
 from vqvae.data import pick_examples
-from vqvae.data.audio import SpeechDataset
+from vqvae.data.audio import SpeechDataset, whole_codes
 from vqvae.devices import model_device
 from vqvae.distributed import Ranks
 from vqvae.errors import VQVAEError
@@ -145,13 +145,11 @@ def _conversion_pairs(model: AudioVQVAE, test: SpeechDataset, pairs: int, second
     c, rng, dev = model.config, np.random.default_rng(seed), model_device(model)
     inputs, codes, sources, targets, classes = [], [], [], [], []
     for i in pick_examples(torch.as_tensor(test.labels, dtype=torch.long), pairs, seed).tolist():
-        w = test.waves[i][: int(seconds * c.sample_rate)]
-        w = w[: len(w) // c.hop * c.hop]
-        if len(w) == 0:
+        x = whole_codes(test.waves[i], c.hop, int(seconds * c.sample_rate))
+        if len(x) == 0:
             continue
-        x = torch.from_numpy(np.ascontiguousarray(w))[None]
-        inputs.append(x[0])
-        codes.append(model.encode(x.to(dev))[0])
+        inputs.append(x)
+        codes.append(model.encode(x[None].to(dev))[0])
         sources.append(test.labels[i])
         targets.append(int(rng.choice([s for s in range(model.num_speakers) if s != sources[-1]])))
         classes.append(test.classes[i] if test.classes else -1)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from vqvae.data import ImageDataset, SpeechDataset, image_grid, pick_examples
+from vqvae.data.audio import whole_codes
 from vqvae.devices import model_device
 from vqvae.fileio import read_npz
 from vqvae.models import VQVAE, AudioVQVAE
@@ -60,8 +61,8 @@ class MediaClock:
         if self.media is None or step == self.last_step:
             return
         start = time.perf_counter()
-        cuda = [d for d in {p.device for p in self.model.parameters()} if d.type == "cuda"]
-        with torch.random.fork_rng(devices=cuda), torch.no_grad():
+        device = model_device(self.model)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
             self.model.eval()
             try:
                 self.media()
@@ -117,12 +118,10 @@ def log_takes(log: Logger, model: AudioVQVAE, data: SpeechDataset, n: int = 3, s
     length for the speaker instead), as sounds and as one picture of their spectrograms."""
     c, dev = model.config, model_device(model)
     gen = torch.Generator().manual_seed(seed)
-    picks = [i for i in pick_examples(torch.as_tensor(data.labels, dtype=torch.long), n, seed).tolist()
-             if len(data.waves[i]) >= c.hop]
-    inputs = [torch.from_numpy(np.ascontiguousarray(data.waves[i][: int(TAKE_SECONDS * c.sample_rate)]))
-              for i in picks]
-    inputs = [x[: len(x) // c.hop * c.hop] for x in inputs]
-    own, spk = [data.labels[i] for i in picks], model.num_speakers
+    picked = [(i, whole_codes(data.waves[i], c.hop, int(TAKE_SECONDS * c.sample_rate)))
+              for i in pick_examples(torch.as_tensor(data.labels, dtype=torch.long), n, seed).tolist()]
+    picked = [(i, x) for i, x in picked if len(x)]  # each file read once, an utterance of no code left out
+    inputs, own, spk = [x for _, x in picked], [data.labels[i] for i, _ in picked], model.num_speakers
     if model.quantizer is None:
         made = [model.decode_indices(None, torch.tensor([s], device=dev) if spk else None, length=len(x),
                                      generator=gen)[0].cpu() for x, s in zip(inputs, own)]

@@ -16,8 +16,8 @@ from vqvae.data.audio.corpus import (
                                      split_files,
                                      write_utterances,
 )
-from vqvae.data.audio.wav import read_utterance, read_wav, resample, write_wav
+from vqvae.data.audio.wav import read_utterance, read_wav, resample, whole_codes, write_wav
 
 __all__ = ["UTTERANCES", "SpeechDataset", "WaveFiles", "corpus_speakers", "crop_starts", "crops",
            "load_speech", "random_crops", "read_utterance", "read_utterances", "read_wav", "resample",
-           "split_files", "write_utterances", "write_wav"]
+           "split_files", "whole_codes", "write_utterances", "write_wav"]

@@ -16,7 +16,8 @@ from torch import Tensor
 from vqvae.errors import VQVAEError
 from vqvae.fileio import atomic_write_bytes
 
-__all__ = ["read_utterance", "read_wav", "resample", "resampled_length", "wav_frames", "write_wav"]
+__all__ = ["read_utterance", "read_wav", "resample", "resampled_length", "wav_frames", "whole_codes",
+           "write_wav"]
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
@@ -172,12 +173,26 @@ def read_utterance(path: str | Path, sample_rate: int, hop: int, max_seconds: fl
     """
     x, rate = read_wav(path)
     x = resample(x, rate, sample_rate)
-    if max_seconds is not None:
-        if not max_seconds > 0:
-            raise VQVAEError(f"--seconds must be > 0, got {max_seconds}")
-        x = x[: int(max_seconds * sample_rate)]
-    length = len(x) // hop * hop
-    if length == 0:
-        raise VQVAEError(f"{path} is shorter than one code: {len(x)} samples at {sample_rate} Hz, "
+    if max_seconds is not None and not max_seconds > 0:
+        raise VQVAEError(f"--seconds must be > 0, got {max_seconds}")
+    limit = None if max_seconds is None else int(max_seconds * sample_rate)
+    y = whole_codes(x, hop, limit)
+    if len(y) == 0:
+        raise VQVAEError(f"{path} is shorter than one code: {len(x[:limit])} samples at {sample_rate} Hz, "
                          f"the model needs at least {hop}")
-    return torch.from_numpy(np.ascontiguousarray(x[:length]))
+    return y
+
+
+def whole_codes(x: np.ndarray, hop: int, max_samples: int | None = None) -> Tensor:
+    """The first ``max_samples`` samples of ``x`` (all of them: None), cut to a whole number of codes.
+
+    Args:
+        x: (T,) a waveform.
+        hop: samples per code.
+        max_samples: keep at most this many samples; None keeps them all.
+    Returns:
+        (T',) a contiguous tensor of ``x``'s samples, T' a multiple of ``hop`` (0 when ``x`` holds less than
+        one code).
+    """
+    x = x[:max_samples]
+    return torch.from_numpy(np.ascontiguousarray(x[: len(x) // hop * hop]))

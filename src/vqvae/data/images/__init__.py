@@ -262,8 +262,9 @@ def _name_rows(grid: np.ndarray, names: list[str], pitch: int, padding: int) -> 
     font = ImageFont.load_default()
     measure = ImageDraw.Draw(Image.new("L", (1, 1)))
     margin = 6 + max((math.ceil(measure.textlength(n, font=font)) for n in names), default=0)
-    canvas = Image.new(Image.fromarray(grid).mode, (grid.shape[1] + margin, grid.shape[0]))
-    canvas.paste(Image.fromarray(grid), (margin, 0))
+    image = Image.fromarray(grid)
+    canvas = Image.new(image.mode, (grid.shape[1] + margin, grid.shape[0]))
+    canvas.paste(image, (margin, 0))
     draw = ImageDraw.Draw(canvas)
     white = 255 if grid.ndim == 2 else (255, 255, 255)
     for row, name in enumerate(names):
